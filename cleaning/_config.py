@@ -1,0 +1,293 @@
+"""Configuration models for the cleaning checks, aggregation and substitution.
+
+Every model is a frozen pydantic v2 model that forbids unknown keys, so a typo in the YAML is
+an error and not a silently ignored option. Validation messages name the field and the reason;
+the gateway's config loader prefixes them with the YAML path.
+
+The YAML shape under each point is::
+
+    checks:
+      range: {min: 0, max: 500}
+      rate_of_change: {max_per_s: 20}
+      spike: {window: 21, k: 4.0, min_deviation: 0.5}
+      flatline: {count: 30, duration_s: 600, tolerance: 0.0}
+      sentinels: [65535, -32768]
+      timestamps: {max_future_s: 5, max_age_s: 86400}
+      duplicates: true
+      counter: {register_max: 4294967295, resolution: 1, max_rate_per_s: 50}
+
+Every key is optional; a missing key switches that check off (``duplicates`` is on by default).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "AggregationConfig",
+    "ChecksConfig",
+    "CounterCheck",
+    "ElectricityContract",
+    "FlatlineCheck",
+    "RangeCheck",
+    "RateCheck",
+    "SpikeCheck",
+    "SubstitutionConfig",
+    "SubstitutionTier",
+    "TimestampCheck",
+]
+
+_MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class RangeCheck(BaseModel):
+    """Physical range: a value below ``min`` or above ``max`` gets ``Quality.RANGE``.
+
+    Either bound may be left out for a one-sided check; at least one is required.
+    """
+
+    model_config = _MODEL_CONFIG
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RangeCheck:
+        if self.min is None and self.max is None:
+            raise ValueError("range needs at least one of min or max")
+        if self.min is not None and self.max is not None and not self.min < self.max:
+            raise ValueError(f"range.min ({self.min}) must be less than range.max ({self.max})")
+        return self
+
+
+class RateCheck(BaseModel):
+    """Rate of change: ``|Δvalue| / Δt`` above ``max_per_s`` (value units per second) gets
+    ``Quality.RATE_OF_CHANGE``."""
+
+    model_config = _MODEL_CONFIG
+
+    max_per_s: PositiveFloat
+
+
+class SpikeCheck(BaseModel):
+    """Hampel filter on a trailing window of the previous ``window`` values.
+
+    A value is a spike when ``|x - median| > max(k * 1.4826 * MAD, min_deviation)``.
+    ``min_deviation`` (value units, default 0) keeps a quantised signal whose MAD is 0 from
+    turning every step of one resolution unit into a spike.
+    """
+
+    model_config = _MODEL_CONFIG
+
+    window: int = 21
+    k: PositiveFloat = 4.0
+    min_deviation: NonNegativeFloat = 0.0
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: int) -> int:
+        if v < 3:
+            raise ValueError(f"spike.window must be at least 3 (got {v})")
+        if v > 1000:
+            raise ValueError(f"spike.window must be at most 1000 (got {v})")
+        return v
+
+
+class FlatlineCheck(BaseModel):
+    """Stuck value: consecutive samples that each differ from the previous one by at most
+    ``tolerance`` form a run; a sample is flagged once its run has ``count`` samples or has
+    lasted ``duration_s`` seconds. At least one of ``count`` and ``duration_s`` is required."""
+
+    model_config = _MODEL_CONFIG
+
+    count: int | None = None
+    duration_s: PositiveFloat | None = None
+    tolerance: NonNegativeFloat = 0.0
+
+    @field_validator("count")
+    @classmethod
+    def _count(cls, v: int | None) -> int | None:
+        if v is not None and v < 2:
+            raise ValueError(f"flatline.count must be at least 2 (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> FlatlineCheck:
+        if self.count is None and self.duration_s is None:
+            raise ValueError("flatline needs count, duration_s or both")
+        return self
+
+
+class TimestampCheck(BaseModel):
+    """Timestamp checks. Duplicate and non-monotonic timestamps are always checked when this
+    section is present; ``max_future_s`` is the allowed clock skew ahead of ``now``;
+    ``max_age_s`` (optional) flags readings older than ``now - max_age_s``."""
+
+    model_config = _MODEL_CONFIG
+
+    max_future_s: NonNegativeFloat = 5.0
+    max_age_s: PositiveFloat | None = None
+
+
+class CounterCheck(BaseModel):
+    """Cumulative counter (energy register) checks.
+
+    ``register_max`` is the largest value the register shows before it wraps to 0 and
+    ``resolution`` its step, both in engineering units (for a raw uint32 register scaled by
+    0.01 kWh: ``register_max: 42949672.95``, ``resolution: 0.01``). An increase is plausible
+    when it is at most ``max_step`` per sample or ``max_rate_per_s`` times the elapsed time
+    (whichever allows more); at least one of the two is required.
+    """
+
+    model_config = _MODEL_CONFIG
+
+    register_max: PositiveFloat
+    resolution: PositiveFloat = 1.0
+    max_step: PositiveFloat | None = None
+    max_rate_per_s: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _limits(self) -> CounterCheck:
+        if self.max_step is None and self.max_rate_per_s is None:
+            raise ValueError("counter needs max_step, max_rate_per_s or both")
+        if self.resolution > self.register_max:
+            raise ValueError(
+                f"counter.resolution ({self.resolution}) must not exceed "
+                f"counter.register_max ({self.register_max})"
+            )
+        if self.max_step is not None and self.max_step >= self.register_max:
+            raise ValueError(
+                f"counter.max_step ({self.max_step}) must be less than "
+                f"counter.register_max ({self.register_max})"
+            )
+        return self
+
+
+class ChecksConfig(BaseModel):
+    """The ``checks:`` section of one point. Every check is optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    range: RangeCheck | None = None
+    rate_of_change: RateCheck | None = None
+    spike: SpikeCheck | None = None
+    flatline: FlatlineCheck | None = None
+    sentinels: tuple[float, ...] = ()
+    timestamps: TimestampCheck | None = None
+    duplicates: bool = True
+    counter: CounterCheck | None = None
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinels(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        for s in v:
+            if math.isnan(s):
+                raise ValueError("sentinels cannot contain NaN (a NaN reading is a comm fault)")
+        if len(set(v)) != len(v):
+            raise ValueError("sentinels contains the same value twice")
+        return v
+
+
+class AggregationConfig(BaseModel):
+    """Minute and hour aggregation of one point.
+
+    ``expected_per_minute`` is the number of readings a minute should hold (60 for a 1 s poll).
+    A minute is valid with at least ``min_minute_fraction`` of them valid; an hour is valid with
+    at least ``min_valid_minutes`` valid minutes.
+    """
+
+    model_config = _MODEL_CONFIG
+
+    expected_per_minute: PositiveFloat
+    min_minute_fraction: float = Field(default=0.75, gt=0, le=1)
+    min_valid_minutes: int = Field(default=45, ge=1, le=60)
+
+
+_METHOD_RE = re.compile(r"^(hb_ha_average|lookback_max|max_potential|p(\d{1,2}(\.\d+)?))$")
+
+SubstitutionMethod = str  # "hb_ha_average" | "lookback_max" | "max_potential" | "p90" ...
+
+
+class SubstitutionTier(BaseModel):
+    """One row of a missing-data table: applies when the monitor data availability (percent) is
+    at least ``min_availability`` and the gap is at most ``max_gap_hours`` long (``None``: any
+    length). The substitute value is the greatest of the values of ``methods``:
+
+    * ``hb_ha_average`` - average of the valid hour before and the valid hour after the gap
+    * ``pNN`` - the NN-th percentile (nearest rank) of the lookback hours
+    * ``lookback_max`` - the maximum of the lookback hours
+    * ``max_potential`` - the configured maximum potential value
+    """
+
+    model_config = _MODEL_CONFIG
+
+    min_availability: float = Field(ge=0, le=100)
+    max_gap_hours: int | None = Field(default=None, ge=1)
+    methods: tuple[SubstitutionMethod, ...]
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("a substitution tier needs at least one method")
+        for m in v:
+            match = _METHOD_RE.match(m)
+            if match is None:
+                raise ValueError(
+                    f"unknown substitution method {m!r}: use hb_ha_average, lookback_max, "
+                    "max_potential or pNN (a percentile, 1-99)"
+                )
+            if match.group(2) is not None and not 0 < float(match.group(2)) < 100:
+                raise ValueError(f"percentile method {m!r} must be between p1 and p99")
+        return v
+
+
+class SubstitutionConfig(BaseModel):
+    """A missing-data substitution policy: ordered tiers (the first that applies wins), the
+    lookback length in quality-assured hours, the availability window in operating hours, and
+    the maximum potential value for ``max_potential``."""
+
+    model_config = _MODEL_CONFIG
+
+    name: str = "custom"
+    source: str = ""
+    tiers: tuple[SubstitutionTier, ...]
+    lookback_hours: int = Field(default=720, ge=1)
+    max_lookback_clock_hours: int | None = Field(default=26_280, ge=1)
+    availability_hours: int = Field(default=8760, ge=1)
+    max_potential: float | None = None
+
+    @model_validator(mode="after")
+    def _catch_all(self) -> SubstitutionConfig:
+        if not self.tiers:
+            raise ValueError("substitution needs at least one tier")
+        last = self.tiers[-1]
+        if last.min_availability != 0 or last.max_gap_hours is not None:
+            raise ValueError(
+                "the last substitution tier must apply to every hour "
+                "(min_availability: 0 and no max_gap_hours)"
+            )
+        uses_mpc = any("max_potential" in t.methods for t in self.tiers)
+        if uses_mpc and self.max_potential is None:
+            raise ValueError("a tier uses max_potential, so max_potential must be set")
+        return self
+
+
+class ElectricityContract(BaseModel):
+    """A contractual instrument for market-based scope 2 (GHG Protocol Scope 2 Guidance):
+    ``mwh`` of electricity bought with an emission factor of ``kg_co2_per_kwh`` (0 for
+    renewable certificates, green-power trades and renewable PPAs)."""
+
+    model_config = _MODEL_CONFIG
+
+    id: str = Field(min_length=1)
+    instrument: Literal["green_certificate", "green_power_trade", "ppa", "supplier_specific"]
+    mwh: NonNegativeFloat
+    kg_co2_per_kwh: NonNegativeFloat = 0.0

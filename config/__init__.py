@@ -1,0 +1,15 @@
+"""Gateway configuration: YAML validated by pydantic models; errors name the YAML path and line."""
+
+from config._loader import ConfigError, ConfigIssue, contract_address, load_config, parse_config
+from config._schema import Config, ModbusPoint, ModbusTcpDevice
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "ModbusPoint",
+    "ModbusTcpDevice",
+    "contract_address",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,328 @@
+"""Pure decoding/encoding of Modbus register values (no I/O, no pymodbus).
+
+Word orders name the four bytes of a 32-bit value A (most significant) .. D as
+they appear on the wire: "ABCD" big-endian (Modbus default), "CDAB" word-swapped,
+"BADC" byte-swapped inside each register, "DCBA" fully little-endian. 64-bit
+types generalise this (CDAB reverses the word order, BADC swaps bytes in each
+word, DCBA does both); for 16-bit types CDAB == ABCD and DCBA == BADC.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, get_args
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "DATA_TYPES",
+    "WORD_ORDERS",
+    "DataType",
+    "WordOrder",
+    "decode",
+    "decode_array",
+    "decode_bits",
+    "encode",
+    "is_sentinel",
+    "register_count",
+]
+
+DataType = Literal[
+    "int16", "uint16", "int32", "uint32", "int64", "uint64",
+    "float32", "float64", "bool", "bitfield",
+]
+WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
+
+DATA_TYPES: Final[tuple[DataType, ...]] = get_args(DataType)
+WORD_ORDERS: Final[tuple[WordOrder, ...]] = get_args(WordOrder)
+
+# dtype -> (struct code of the value, registers, kind)
+_TYPES: Final[dict[str, tuple[str, int, str]]] = {
+    "int16": ("h", 1, "int"),
+    "uint16": ("H", 1, "int"),
+    "int32": ("i", 2, "int"),
+    "uint32": ("I", 2, "int"),
+    "int64": ("q", 4, "int"),
+    "uint64": ("Q", 4, "int"),
+    "float32": ("f", 2, "float"),
+    "float64": ("d", 4, "float"),
+    "bool": ("H", 1, "bool"),
+    "bitfield": ("H", 1, "bit"),
+}
+
+# Decoded value of each integer "not implemented" sentinel (0x8000..., 0xFFFF...).
+_INT_SENTINELS: Final[dict[str, int]] = {
+    "int16": -0x8000,
+    "uint16": 0xFFFF,
+    "int32": -0x80000000,
+    "uint32": 0xFFFFFFFF,
+    "int64": -0x8000000000000000,
+    "uint64": 0xFFFFFFFFFFFFFFFF,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    dtype: str
+    count: int
+    kind: str  # "int" | "float" | "bool" | "bit"
+    regs: struct.Struct  # packs registers into canonical value bytes (after word reversal)
+    value: struct.Struct  # big-endian value <-> bytes
+    reverse: bool  # reverse the register order
+    swap: bool  # bytes swapped inside each register
+    lo: int
+    hi: int
+    np_dtype: np.dtype[Any]  # big-endian numpy dtype of the value
+
+
+def _build_specs() -> dict[tuple[str, str], _Spec]:
+    specs: dict[tuple[str, str], _Spec] = {}
+    for dtype, (code, count, kind) in _TYPES.items():
+        if code.islower() and kind == "int":
+            bits = 16 * count
+            lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        else:
+            lo, hi = 0, (1 << (16 * count)) - 1
+        for order in WORD_ORDERS:
+            swap = order in ("BADC", "DCBA")
+            reverse = order in ("CDAB", "DCBA") and count > 1
+            specs[(dtype, order)] = _Spec(
+                dtype=dtype,
+                count=count,
+                kind=kind,
+                regs=struct.Struct(("<" if swap else ">") + "H" * count),
+                value=struct.Struct(">" + code),
+                reverse=reverse,
+                swap=swap,
+                lo=lo,
+                hi=hi,
+                np_dtype=np.dtype(">" + code),
+            )
+    return specs
+
+
+_SPECS: Final[dict[tuple[str, str], _Spec]] = _build_specs()
+_NATIVE_NP: Final[dict[str, np.dtype[Any]]] = {
+    "int16": np.dtype(np.int16),
+    "uint16": np.dtype(np.uint16),
+    "int32": np.dtype(np.int32),
+    "uint32": np.dtype(np.uint32),
+    "int64": np.dtype(np.int64),
+    "uint64": np.dtype(np.uint64),
+    "float32": np.dtype(np.float32),
+    "float64": np.dtype(np.float64),
+}
+
+
+def _spec(dtype: str, order: str) -> _Spec:
+    try:
+        return _SPECS[(dtype, order)]
+    except KeyError:
+        if dtype not in _TYPES:
+            raise ValueError(
+                f"unknown data type {dtype!r}; expected one of {', '.join(DATA_TYPES)}"
+            ) from None
+        raise ValueError(
+            f"unknown word order {order!r}; expected one of {', '.join(WORD_ORDERS)}"
+        ) from None
+
+
+def register_count(dtype: DataType) -> int:
+    """Number of 16-bit registers a value of ``dtype`` occupies."""
+    try:
+        return _TYPES[dtype][1]
+    except KeyError:
+        raise ValueError(
+            f"unknown data type {dtype!r}; expected one of {', '.join(DATA_TYPES)}"
+        ) from None
+
+
+def _check_bit(bit: int | None) -> int:
+    if bit is None:
+        raise ValueError("bitfield needs bit= (0..15)")
+    if isinstance(bit, bool) or not isinstance(bit, numbers.Integral) or not 0 <= bit <= 15:
+        raise ValueError(f"bit must be an integer in 0..15, got {bit!r}")
+    return int(bit)
+
+
+def _bit_value(value: object, dtype: str) -> int:
+    if isinstance(value, bool | np.bool_):
+        return int(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return int(value)
+    raise ValueError(f"{dtype} value must be a bool or 0/1, got {value!r}")
+
+
+def _to_bytes(registers: Sequence[int], spec: _Spec) -> bytes:
+    if len(registers) != spec.count:
+        raise ValueError(
+            f"{spec.dtype} needs {spec.count} register(s), got {len(registers)}"
+        )
+    try:
+        return spec.regs.pack(*(reversed(registers) if spec.reverse else registers))
+    except struct.error:
+        bad = [r for r in registers if not isinstance(r, int) or not 0 <= r <= 0xFFFF]
+        raise ValueError(f"registers must be integers in 0..65535, got {bad!r}") from None
+
+
+def decode(
+    registers: Sequence[int],
+    dtype: DataType,
+    order: WordOrder = "ABCD",
+    *,
+    bit: int | None = None,
+) -> int | float | bool:
+    """Decode the registers of one value (exactly ``register_count(dtype)`` of them)."""
+    spec = _spec(dtype, order)
+    kind = spec.kind
+    if kind == "bit":
+        k = _check_bit(bit)
+        word: int = spec.value.unpack(_to_bytes(registers, spec))[0]
+        return bool((word >> k) & 1)
+    if bit is not None:
+        raise ValueError(f"bit= is only valid for bitfield, not {dtype}")
+    value: int | float = spec.value.unpack(_to_bytes(registers, spec))[0]
+    if kind == "bool":
+        return value != 0
+    return value
+
+
+def _from_value(value: int | float, spec: _Spec) -> list[int]:
+    regs = spec.regs.unpack(spec.value.pack(value))
+    return list(reversed(regs)) if spec.reverse else list(regs)
+
+
+def encode(
+    value: int | float | bool,
+    dtype: DataType,
+    order: WordOrder = "ABCD",
+    *,
+    bit: int | None = None,
+    current: int | None = None,
+) -> list[int]:
+    """Encode ``value`` into registers; inverse of :func:`decode`.
+
+    ``bool`` encodes as 1/0 (byte-swapped for BADC/DCBA). ``bitfield`` needs
+    ``bit`` and ``current`` (the register as read) and returns that register with
+    the bit set or cleared. Raises ValueError when the value does not fit.
+    """
+    spec = _spec(dtype, order)
+    kind = spec.kind
+    if kind == "bit":
+        k = _check_bit(bit)
+        if current is None:
+            raise ValueError("bitfield encode needs current= (the register's present value)")
+        if isinstance(current, bool) or not isinstance(current, numbers.Integral) or not (
+            0 <= current <= 0xFFFF
+        ):
+            raise ValueError(f"current must be a register value in 0..65535, got {current!r}")
+        on = _bit_value(value, dtype)
+        word = spec.value.unpack(spec.regs.pack(int(current)))[0]
+        word = word | (1 << k) if on else word & ~(1 << k)
+        return _from_value(word, spec)
+    if bit is not None or current is not None:
+        raise ValueError(f"bit=/current= are only valid for bitfield, not {dtype}")
+    if kind == "bool":
+        return _from_value(_bit_value(value, dtype), spec)
+    if isinstance(value, bool | np.bool_):
+        raise ValueError(f"{dtype} value must be a number, not bool {value!r}")
+    if kind == "int":
+        if not isinstance(value, numbers.Integral):
+            raise ValueError(f"{dtype} value must be an integer, got {value!r}")
+        ivalue = int(value)
+        if not spec.lo <= ivalue <= spec.hi:
+            raise ValueError(
+                f"{ivalue} does not fit {dtype} (range {spec.lo}..{spec.hi})"
+            )
+        return _from_value(ivalue, spec)
+    # float
+    if not isinstance(value, numbers.Real):
+        raise ValueError(f"{dtype} value must be a real number, got {value!r}")
+    fvalue = float(value)
+    try:
+        return _from_value(fvalue, spec)
+    except (OverflowError, struct.error):
+        raise ValueError(f"{fvalue!r} is out of range for {dtype}") from None
+
+
+def is_sentinel(registers: Sequence[int], dtype: DataType, order: WordOrder = "ABCD") -> bool:
+    """True if the registers hold the type's "not implemented" marker.
+
+    int*: minimum value (0x8000...), uint*: all ones, float*: any NaN;
+    bool/bitfield never.
+    """
+    spec = _spec(dtype, order)
+    raw = _to_bytes(registers, spec)
+    if spec.kind == "int":
+        return bool(spec.value.unpack(raw)[0] == _INT_SENTINELS[spec.dtype])
+    if spec.kind == "float":
+        return math.isnan(spec.value.unpack(raw)[0])
+    return False
+
+
+def decode_bits(bits: Sequence[bool]) -> bool:
+    """Decode one coil/discrete input (a sequence of exactly one bit)."""
+    if len(bits) != 1:
+        raise ValueError(f"a coil/discrete point needs 1 bit, got {len(bits)}")
+    return bool(bits[0])
+
+
+def decode_array(
+    registers: npt.ArrayLike,
+    offsets: npt.ArrayLike,
+    dtype: DataType,
+    order: WordOrder = "ABCD",
+    *,
+    bit: int | None = None,
+) -> npt.NDArray[Any]:
+    """Decode many values of one type/order from one block of registers.
+
+    ``offsets`` are register offsets into ``registers`` (a 1-D uint16 array).
+    Returns a 1-D array of the native numpy dtype (bool for bool/bitfield),
+    element-wise equal to :func:`decode`.
+    """
+    spec = _spec(dtype, order)
+    if spec.kind == "bit":
+        k = _check_bit(bit)
+    elif bit is not None:
+        raise ValueError(f"bit= is only valid for bitfield, not {dtype}")
+    block = np.asarray(registers)
+    if block.ndim != 1:
+        raise ValueError(f"registers must be a 1-D array, got shape {block.shape}")
+    if block.dtype != np.uint16:
+        if block.size and (
+            block.dtype.kind not in "iu" or block.min() < 0 or block.max() > 0xFFFF
+        ):
+            raise ValueError("registers must be integers in 0..65535")
+        block = block.astype(np.uint16)
+    offs = np.asarray(offsets)
+    if offs.ndim != 1:
+        raise ValueError(f"offsets must be a 1-D array, got shape {offs.shape}")
+    if offs.size and offs.dtype.kind not in "iu":
+        raise ValueError("offsets must be integers")
+    offs = offs.astype(np.intp, copy=False)
+    if offs.size and (offs.min() < 0 or offs.max() + spec.count > block.size):
+        raise ValueError(
+            f"offsets out of range for a block of {block.size} registers "
+            f"and {dtype} ({spec.count} register(s) each)"
+        )
+    words = block[offs[:, None] + np.arange(spec.count, dtype=np.intp)]  # (n, count)
+    if spec.reverse:
+        words = words[:, ::-1]
+    # Lay the registers out as wire bytes; reading them as big-endian words
+    # corrects a per-register byte swap.
+    wire = np.ascontiguousarray(words, dtype="<u2" if spec.swap else ">u2")
+    values = wire.view(spec.np_dtype).reshape(offs.size)
+    result: npt.NDArray[Any]
+    if spec.kind == "bool":
+        result = values != 0
+    elif spec.kind == "bit":
+        result = ((values >> k) & 1).astype(np.bool_)
+    else:
+        result = values.astype(_NATIVE_NP[spec.dtype])
+    return result

@@ -1,0 +1,201 @@
+"""``mrv-gateway``: the daemon and its tools. Errors are translated here, once, into a message
+and an exit code: 0 ok, 1 a check failed (verification), 2 bad input (config, arguments, files),
+3 the chain could not be reached."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from config import Config, ConfigError, contract_address, load_config
+from ledger_client import (
+    Bundle,
+    ChainUnavailable,
+    EvmChain,
+    KeyFileError,
+    LedgerError,
+    Outbox,
+    bundle_from_outbox,
+    verify_bundle,
+)
+from ledger_client._signing import Signer, generate_account
+from ledger_client._verify import BundleError
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_CHAIN = 0, 1, 2, 3
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    logging.getLogger("web3").setLevel(logging.WARNING)
+
+
+async def _cmd_run(args: argparse.Namespace) -> int:
+    from gateway._daemon import install_signal_handlers, run_daemon
+
+    cfg = load_config(args.config)
+    _setup_logging(args.log_level or cfg.gateway.log_level)
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    if args.duration:
+        asyncio.get_running_loop().call_later(args.duration, stop.set)
+    await run_daemon(cfg, stop=stop)
+    return EXIT_OK
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    worst = EXIT_OK
+    for path in args.config:
+        try:
+            cfg = load_config(path)
+        except ConfigError as e:
+            print(e, file=sys.stderr)
+            worst = EXIT_INPUT
+            continue
+        points = sum(len(d.points) for d in cfg.devices)
+        print(f"{path}: OK: gateway {cfg.gateway.id}, {len(cfg.devices)} device(s), "
+              f"{points} point(s), chain {cfg.chain.rpc_url} (id {cfg.chain.chain_id})")
+    return worst
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    d = Path(args.dir)
+    ed, evm = d / "ed25519.key", d / "evm.key"
+    for p in (ed, evm):
+        if p.exists():
+            print(f"{p} exists: refusing to overwrite a key", file=sys.stderr)
+            return EXIT_INPUT
+    signer = Signer.generate(ed)
+    acct = generate_account(evm)
+    print(json.dumps({"ed25519_public_key": "0x" + signer.public_key.hex(),
+                      "evm_address": acct.address, "files": [str(ed), str(evm)]}, indent=2))
+    return EXIT_OK
+
+
+async def _bundle_for(cfg: Config, seq: int) -> Bundle:
+    outbox = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
+    try:
+        return await bundle_from_outbox(outbox, seq, chain_id=cfg.chain.chain_id,
+                                        contract=contract_address(cfg))
+    finally:
+        await outbox.close()
+
+
+async def _cmd_export_proof(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    bundle = await _bundle_for(cfg, args.seq)
+    text = json.dumps(bundle.to_json(), indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    else:
+        print(text)
+    return EXIT_OK
+
+
+async def _cmd_verify(args: argparse.Namespace) -> int:
+    if args.bundle:
+        try:
+            bundle = Bundle.from_json(json.loads(Path(args.bundle).read_text()))
+        except json.JSONDecodeError as e:
+            raise BundleError(f"{args.bundle}: not JSON: {e}") from None
+        rpc = args.rpc
+        if not rpc:
+            print("--rpc is required with --bundle", file=sys.stderr)
+            return EXIT_INPUT
+        contract = args.contract or bundle.contract
+    else:
+        if not args.config or args.seq is None:
+            print("give CONFIG and --seq, or --bundle FILE --rpc URL", file=sys.stderr)
+            return EXIT_INPUT
+        cfg = load_config(args.config)
+        bundle = await _bundle_for(cfg, args.seq)
+        rpc, contract = args.rpc or cfg.chain.rpc_url, contract_address(cfg)
+    chain = EvmChain(rpc, contract_address=contract)
+    try:
+        report = await verify_bundle(bundle, chain)
+    finally:
+        await chain.close()
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        r = bundle.record
+        print(f"reading {r.seq} of gateway {r.gateway_id} ({r.point_id}):")
+        print(report.text())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+async def _cmd_status(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    outbox = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
+    try:
+        st = await outbox.stats()
+    finally:
+        await outbox.close()
+    print(json.dumps({"gateway": cfg.gateway.id, "records": st.records, "pending": st.pending,
+                      "batches": st.batches_by_state,
+                      "last_confirmed_batch": st.last_confirmed_batch}, indent=2))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mrv-gateway", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="run the gateway daemon")
+    p.add_argument("config")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p = sub.add_parser("check-config", help="validate config files without starting")
+    p.add_argument("config", nargs="+")
+    p = sub.add_parser("keygen", help="create the gateway's Ed25519 and EVM key files")
+    p.add_argument("dir")
+    p = sub.add_parser("status", help="outbox figures: records, pending, batches by state")
+    p.add_argument("config")
+    p = sub.add_parser("export-proof", help="write the proof bundle of one reading (JSON)")
+    p.add_argument("config")
+    p.add_argument("--seq", type=int, required=True, help="the reading's record seq")
+    p.add_argument("-o", "--output")
+    p = sub.add_parser("verify", help="prove one reading against the ledger")
+    p.add_argument("config", nargs="?")
+    p.add_argument("--seq", type=int, help="the reading's record seq (with CONFIG)")
+    p.add_argument("--bundle", help="a proof bundle file (no outbox needed)")
+    p.add_argument("--rpc", help="JSON-RPC URL of a ledger node")
+    p.add_argument("--contract", help="ledger address (default: the bundle's)")
+    p.add_argument("--json", action="store_true")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd != "run":
+        _setup_logging("WARNING")
+    try:
+        if args.cmd == "check-config":
+            return _cmd_check_config(args)
+        if args.cmd == "keygen":
+            return _cmd_keygen(args)
+        handler = {"run": _cmd_run, "status": _cmd_status, "export-proof": _cmd_export_proof,
+                   "verify": _cmd_verify}[args.cmd]
+        return asyncio.run(handler(args))
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return EXIT_INPUT
+    except (KeyFileError, BundleError, LookupError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except ChainUnavailable as e:
+        print(f"error: the chain could not be reached: {e}", file=sys.stderr)
+        return EXIT_CHAIN
+    except LedgerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

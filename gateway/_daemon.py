@@ -1,0 +1,176 @@
+"""The daemon: one asyncio process, one TaskGroup, every task named and supervised.
+
+    pollers --list[Reading]--> bounded queue --> writer (clean, commit = accept) --> outbox
+    batcher: outbox pending -> signed batch;  uplink: batch -> chain -> confirmed
+
+The queue blocks when full (back-pressure on the pollers), it never drops. A task that fails is
+restarted by its supervisor with capped backoff, so one device, the chain or the health endpoint
+failing never stops the others. An anchoring alarm (conflict, gap, rejection) stops the uplink
+only: acquisition goes on and the backlog stays in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+
+from cleaning._stream import Cleaner
+from config import Config, contract_address
+from drivers.modbus._io import ModbusTcpPoller
+from gateway._health import serve_health
+from gateway._metrics import Metrics
+from gateway._records import Reading
+from ledger_client._chain import EvmChain
+from ledger_client._errors import AnchorConflict, AnchorGap, ChainRevert, GatewayMismatch
+from ledger_client._outbox import Outbox
+from ledger_client._signing import Signer, load_account
+from ledger_client._uplink import Batcher, Uplink
+
+log = logging.getLogger("mrv.daemon")
+
+#: Errors that stop a task for good: restarting cannot fix them, an operator must.
+FATAL = (AnchorConflict, AnchorGap, ChainRevert, GatewayMismatch)
+
+
+async def supervise(name: str, factory: Callable[[], Awaitable[None]], metrics: Metrics,
+                    *, initial_s: float = 0.5, max_s: float = 30.0) -> None:
+    delay = initial_s
+    while True:
+        started = time.monotonic()
+        try:
+            await factory()
+            log.info("task %s finished", name)
+            return
+        except FATAL as e:
+            metrics.set_state(name, "alarm", str(e))
+            log.critical("task %s stopped: %s", name, e)
+            return
+        except Exception:
+            metrics.inc("task_restarts")
+            log.exception("task %s failed; restarting in %.1f s", name, delay)
+        if time.monotonic() - started > 60:
+            delay = initial_s
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_s)
+
+
+class Pipeline:
+    """The bounded hand-off from pollers to the outbox writer."""
+
+    def __init__(self, outbox: Outbox, cleaner: Cleaner, metrics: Metrics, maxsize: int,
+                 on_commit: Callable[[int], None]) -> None:
+        self.queue: asyncio.Queue[list[Reading]] = asyncio.Queue(maxsize)
+        self.outbox = outbox
+        self.cleaner = cleaner
+        self.metrics = metrics
+        self.on_commit = on_commit
+        self.busy = False
+
+    async def submit(self, readings: list[Reading]) -> None:
+        if readings:
+            await self.queue.put(readings)
+
+    async def run(self, max_chunk: int = 20_000) -> None:
+        while True:
+            chunk = await self.queue.get()
+            while len(chunk) < max_chunk and not self.queue.empty():
+                chunk = chunk + self.queue.get_nowait()
+            self.busy = True
+            try:
+                await asyncio.shield(self.commit(chunk))
+            finally:
+                self.busy = False
+
+    async def commit(self, readings: list[Reading]) -> None:
+        cleaned = self.cleaner.clean(readings, time.time_ns())
+        committed = await self.outbox.append(cleaned)
+        self.metrics.inc("readings_accepted", len(committed))
+        self.on_commit(len(committed))
+
+
+async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
+                     metrics: Metrics | None = None) -> None:
+    stop = stop or asyncio.Event()
+    metrics = metrics or Metrics()
+    signer = Signer.load(cfg.gateway.signing_key)
+    account = load_account(cfg.chain.account_key)
+    outbox = await Outbox.open(cfg.outbox_path(), cfg.gateway.id, synchronous=cfg.outbox.synchronous)
+    chain = EvmChain(cfg.chain.rpc_url, contract_address=contract_address(cfg),
+                     request_timeout_s=cfg.chain.request_timeout_s,
+                     gas_margin=cfg.chain.gas_margin, gas_price_wei=cfg.chain.gas_price_wei)
+    wake_uplink = asyncio.Event()
+    batcher = Batcher(outbox, signer.sign, interval_s=cfg.batching.interval_s,
+                      max_records=cfg.batching.max_records, metrics=metrics,
+                      wake_uplink=wake_uplink)
+    uplink = Uplink(outbox, chain, account, metrics=metrics,
+                    confirmations=cfg.chain.confirmations,
+                    receipt_timeout_s=cfg.chain.receipt_timeout_s,
+                    retry_initial_s=cfg.chain.retry.initial_s, retry_max_s=cfg.chain.retry.max_s,
+                    wake=wake_uplink, signing_key=signer.public_key)
+    pending = await outbox.pending_count()
+
+    def on_commit(n: int) -> None:
+        nonlocal pending
+        pending += n
+        if pending >= cfg.batching.max_records:
+            pending = 0
+            batcher.kick.set()
+
+    cleaner = Cleaner({p.id: p.checks for d in cfg.devices for p in d.points if p.checks})
+    pipeline = Pipeline(outbox, cleaner, metrics, cfg.outbox.queue_batches, on_commit)
+    pollers = [ModbusTcpPoller(d, pipeline.submit, metrics) for d in cfg.devices]
+    log.info("gateway %s starting: %d device(s), outbox %s, chain %s", cfg.gateway.id,
+             len(pollers), cfg.outbox_path(), cfg.chain.rpc_url)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            pollers_tasks = [tg.create_task(supervise(f"poll:{p.dev.name}", p.run, metrics),
+                                            name=f"poll:{p.dev.name}") for p in pollers]
+            writer = tg.create_task(supervise("writer", pipeline.run, metrics), name="writer")
+            uplink_task = tg.create_task(supervise("uplink", uplink.run, metrics), name="uplink")
+            batcher_task = tg.create_task(supervise("batcher", batcher.run, metrics),
+                                          name="batcher")
+            workers = [uplink_task]
+            if cfg.health.listen:
+                workers.append(tg.create_task(
+                    supervise("health", lambda: serve_health(cfg.health.listen or "", metrics,
+                                                             outbox), metrics), name="health"))
+            await stop.wait()
+            log.info("stopping: committing what the pollers handed over")
+            for t in pollers_tasks:
+                t.cancel()
+            while pipeline.busy or not pipeline.queue.empty():
+                await asyncio.sleep(0.01)
+            writer.cancel()
+            batcher_task.cancel()
+            await asyncio.gather(writer, batcher_task, return_exceptions=True)
+            await batcher.cut_all()
+            await _drain(outbox, cfg.outbox.shutdown_drain_s, uplink_task)
+            for t in workers:
+                t.cancel()
+    finally:
+        await chain.close()
+        await outbox.close()
+        log.info("gateway %s stopped", cfg.gateway.id)
+
+
+async def _drain(outbox: Outbox, budget_s: float, uplink_task: asyncio.Task[None]) -> None:
+    """Give the uplink up to ``budget_s`` to anchor what is left; what is not stays queued."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget_s
+    while loop.time() < deadline and not uplink_task.done():
+        if await outbox.oldest_unconfirmed() is None:
+            return
+        await asyncio.sleep(0.05)
+    left = await outbox.stats()
+    if left.batches_by_state["built"] or left.batches_by_state["submitted"]:
+        log.warning("stopping with %s batch(es) not yet anchored: they stay in the outbox",
+                    left.batches_by_state["built"] + left.batches_by_state["submitted"])
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

@@ -1,0 +1,73 @@
+"""A tiny HTTP endpoint for supervisors and monitoring, on loopback by default.
+
+GET /health  -> JSON: component states, counters, outbox figures; 503 when anything is in alarm
+GET /metrics -> the counters in Prometheus text format
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Protocol
+
+from gateway._metrics import Metrics
+
+log = logging.getLogger("mrv.health")
+
+
+class _HasStats(Protocol):
+    async def stats(self) -> object: ...
+
+
+def prometheus_text(metrics: Metrics) -> str:
+    lines = []
+    for name, value in sorted(metrics.counters.items()):
+        lines.append(f"# TYPE mrv_{name} counter")
+        lines.append(f"mrv_{name}_total {value}")
+    for comp, st in sorted(metrics.components.items()):
+        up = 1 if st.state == "ok" else 0
+        lines.append(f'mrv_component_up{{component="{comp}"}} {up}')
+    return "\n".join(lines) + "\n"
+
+
+async def health_body(metrics: Metrics, outbox: _HasStats) -> tuple[int, dict[str, object]]:
+    snap = metrics.snapshot()
+    st = await outbox.stats()
+    snap["outbox"] = {k: getattr(st, k) for k in getattr(st, "__slots__", ())}
+    alarm = any(c.state == "alarm" for c in metrics.components.values())
+    snap["status"] = "alarm" if alarm else "ok"
+    return (503 if alarm else 200), snap
+
+
+async def serve_health(listen: str, metrics: Metrics, outbox: _HasStats) -> None:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 5)
+            parts = request.decode("latin-1").split()
+            path = parts[1] if len(parts) >= 2 else "/"
+            if path == "/metrics":
+                code, body, ctype = 200, prometheus_text(metrics), "text/plain; version=0.0.4"
+            elif path == "/health":
+                code, data = await health_body(metrics, outbox)
+                body, ctype = json.dumps(data, indent=1), "application/json"
+            else:
+                code, body, ctype = 404, "not found\n", "text/plain"
+            payload = body.encode()
+            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[code]
+            writer.write(
+                f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload)
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, host, int(port))
+    log.info("health endpoint on http://%s/health", listen)
+    async with server:
+        await server.serve_forever()

@@ -1,0 +1,275 @@
+"""Thin I/O to an EVM chain over JSON-RPC: raw signed transactions only.
+
+Works with any node that serves ``eth_sendRawTransaction``, ``eth_call``, ``eth_estimateGas``,
+``eth_getTransactionReceipt``, ``eth_getTransactionCount``, ``eth_gasPrice`` and
+``eth_chainId``: anvil, Hyperledger Besu, FISCO BCOS >= 3.9 with ``[web3_rpc] enable=true``.
+Every transport failure becomes `ChainUnavailable`; every revert becomes `ChainRevert` with the
+contract's custom error decoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+from eth_abi.abi import decode as abi_decode
+from eth_account.signers.local import LocalAccount
+from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+
+from ledger_client._errors import ChainRejected, ChainRevert, ChainUnavailable
+from ledger_client._format import BatchHeader, gateway_key, keccak256
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "contracts" / "artifacts"
+
+T = TypeVar("T")
+
+
+@cache
+def load_artifact(name: str) -> dict[str, Any]:
+    path = ARTIFACTS / f"{name}.json"
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _error_table(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[str]]]:
+    table: dict[bytes, tuple[str, list[str]]] = {}
+    for item in abi:
+        if item.get("type") != "error":
+            continue
+        types = [i["type"] for i in item["inputs"]]
+        sel = keccak256(f"{item['name']}({','.join(types)})".encode())[:4]
+        table[sel] = (item["name"], types)
+    # Solidity's built-in Error(string) and Panic(uint256)
+    table[bytes.fromhex("08c379a0")] = ("Error", ["string"])
+    table[bytes.fromhex("4e487b71")] = ("Panic", ["uint256"])
+    return table
+
+
+def decode_revert(abi: list[dict[str, Any]], data: str | bytes | None) -> ChainRevert:
+    if isinstance(data, str):
+        raw = bytes.fromhex(data.removeprefix("0x")) if data.startswith("0x") else b""
+    else:
+        raw = data or b""
+    if len(raw) < 4:
+        return ChainRevert("unknown", (), "0x" + raw.hex())
+    entry = _error_table(abi).get(raw[:4])
+    if entry is None:
+        return ChainRevert("unknown", (), "0x" + raw.hex())
+    name, types = entry
+    try:
+        args = tuple(abi_decode(types, raw[4:]))
+    except Exception:  # malformed revert data: keep the raw bytes
+        args = ()
+    return ChainRevert(name, args, "0x" + raw.hex())
+
+
+@dataclass(frozen=True, slots=True)
+class OnChainBatch:
+    header_hash: bytes
+    root: bytes
+    count: int
+    first_record_seq: int
+    last_record_seq: int
+    block_number: int
+
+
+@dataclass(frozen=True, slots=True)
+class OnChainGateway:
+    gateway_id: str
+    sender: str
+    signing_key: bytes
+    active: bool
+    last_seq: int
+    last_record_seq: int
+    last_header_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    tx_hash: bytes
+    status: int
+    block_number: int
+    gas_used: int
+    contract_address: str | None
+
+
+def header_tuple(h: BatchHeader) -> tuple[object, ...]:
+    return (
+        gateway_key(h.gateway_id), h.seq, h.prev_hash, h.root, h.count, h.first_record_seq,
+        h.last_record_seq, h.first_ts_ns, h.last_ts_ns, h.co2e_scope1_g, h.co2e_scope2_g,
+        h.co2e_scope3_g,
+    )
+
+
+class EvmChain:
+    """A JSON-RPC endpoint plus one contract (by artifact name) at one address."""
+
+    def __init__(
+        self,
+        rpc_url: str,
+        *,
+        contract_address: str | None = None,
+        artifact: str = "EmissionsLedger",
+        request_timeout_s: float = 10.0,
+        gas_margin: float = 1.25,
+        gas_price_wei: int | None = None,
+    ) -> None:
+        self.rpc_url = rpc_url
+        self.w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout_s}))
+        art = load_artifact(artifact)
+        self.abi: list[dict[str, Any]] = art["abi"]
+        self.bytecode: str = art["bytecode"]
+        self.address = AsyncWeb3.to_checksum_address(contract_address) if contract_address else None
+        self.gas_margin = gas_margin
+        self.gas_price_wei = gas_price_wei
+        self._chain_id: int | None = None
+
+    @property
+    def contract(self) -> Any:
+        if self.address is None:
+            raise ValueError("no contract address configured")
+        return self.w3.eth.contract(address=self.address, abi=self.abi)
+
+    async def _rpc(self, aw: Awaitable[T]) -> T:
+        """The one place where transport and revert errors are translated."""
+        try:
+            return await aw
+        except ContractLogicError as e:
+            raise decode_revert(self.abi, e.data if isinstance(e.data, str) else None) from e
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            raise ChainUnavailable(f"{self.rpc_url}: {e}") from e
+        except Web3RPCError as e:
+            raise ChainRejected(f"{self.rpc_url}: {e}") from e
+
+    async def close(self) -> None:
+        provider = self.w3.provider
+        disconnect = getattr(provider, "disconnect", None)
+        if disconnect is not None:
+            await disconnect()
+
+    async def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(await self._rpc(self.w3.eth.chain_id))
+        return self._chain_id
+
+    async def block_number(self) -> int:
+        return int(await self._rpc(self.w3.eth.block_number))
+
+    async def nonce(self, address: str) -> int:
+        return int(await self._rpc(self.w3.eth.get_transaction_count(
+            AsyncWeb3.to_checksum_address(address), "pending")))
+
+    async def gas_price(self) -> int:
+        if self.gas_price_wei is not None:
+            return self.gas_price_wei
+        return int(await self._rpc(self.w3.eth.gas_price))
+
+    # -- views ------------------------------------------------------------------------------
+
+    async def last_seq(self, gateway_id: str) -> int:
+        return int(await self._rpc(self.contract.functions.lastSeq(gateway_key(gateway_id)).call()))
+
+    async def batch(self, gateway_id: str, seq: int) -> OnChainBatch:
+        b = await self._rpc(self.contract.functions.batch(gateway_key(gateway_id), seq).call())
+        return OnChainBatch(bytes(b[0]), bytes(b[1]), int(b[2]), int(b[3]), int(b[4]), int(b[5]))
+
+    async def gateway(self, gateway_id: str) -> OnChainGateway:
+        g = await self._rpc(self.contract.functions.gateway(gateway_key(gateway_id)).call())
+        return OnChainGateway(str(g[0]), str(g[1]), bytes(g[2]), bool(g[3]), int(g[4]),
+                              int(g[5]), bytes(g[6]))
+
+    async def verify_record(self, gateway_id: str, batch_seq: int, leaf: bytes,
+                            proof: list[bytes]) -> bool:
+        fn = self.contract.functions.verifyRecord(gateway_key(gateway_id), batch_seq, leaf, proof)
+        return bool(await self._rpc(fn.call()))
+
+    async def header_hash_on_chain(self, header: BatchHeader) -> bytes:
+        fn = self.contract.functions.headerHash(header_tuple(header))
+        return bytes(await self._rpc(fn.call()))
+
+    # -- transactions -----------------------------------------------------------------------
+
+    async def sign_call(self, account: LocalAccount, fn: Any, *, nonce: int | None = None,
+                        to: str | None = None, data: str | None = None,
+                        value: int = 0) -> tuple[bytes, bytes, int]:
+        """Estimate gas (a revert raises `ChainRevert` here), sign locally; returns
+        ``(raw_tx, tx_hash, nonce)``. Nothing is sent."""
+        if fn is not None:
+            data = fn._encode_transaction_data()
+            to = self.address
+        tx: dict[str, Any] = {"from": account.address, "data": data, "value": value}
+        if to:
+            tx["to"] = to
+        gas = await self._rpc(self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
+        if nonce is None:
+            nonce = await self.nonce(account.address)
+        tx.update({
+            "gas": int(gas * self.gas_margin) + 10_000,
+            "gasPrice": await self.gas_price(),
+            "nonce": nonce,
+            "chainId": await self.chain_id(),
+        })
+        del tx["from"]
+        signed = account.sign_transaction(tx)
+        return bytes(signed.raw_transaction), bytes(signed.hash), nonce
+
+    async def send_raw(self, raw_tx: bytes) -> bytes:
+        return bytes(await self._rpc(self.w3.eth.send_raw_transaction(raw_tx)))
+
+    async def receipt(self, tx_hash: bytes) -> Receipt | None:
+        try:
+            r = await self._rpc(self.w3.eth.get_transaction_receipt(tx_hash))  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return None
+        return Receipt(bytes(r["transactionHash"]), int(r["status"]), int(r["blockNumber"]),
+                       int(r["gasUsed"]), r.get("contractAddress"))
+
+    async def wait_receipt(self, tx_hash: bytes, timeout_s: float, poll_s: float = 0.05) -> Receipt:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            r = await self.receipt(tx_hash)
+            if r is not None:
+                return r
+            if loop.time() > deadline:
+                raise ChainUnavailable(f"no receipt for 0x{tx_hash.hex()} within {timeout_s:g} s")
+            await asyncio.sleep(poll_s)
+            poll_s = min(poll_s * 1.5, 1.0)
+
+    async def replay_revert(self, account_address: str, raw_call_data: str, block: int) -> ChainRevert:
+        """Re-run a reverted transaction as ``eth_call`` at its block to learn why."""
+        try:
+            await self._rpc(self.w3.eth.call(
+                {"from": account_address, "to": self.address, "data": raw_call_data},  # type: ignore[typeddict-item]
+                block))
+        except ChainRevert as e:
+            return e
+        return ChainRevert("unknown", ())
+
+    async def transact(self, account: LocalAccount, fn: Any, timeout_s: float = 60.0) -> Receipt:
+        """Sign, send and wait: for admin tools and tests, not the anchoring path."""
+        raw, txh, _ = await self.sign_call(account, fn)
+        await self.send_raw(raw)
+        r = await self.wait_receipt(txh, timeout_s)
+        if r.status != 1:
+            raise await self.replay_revert(account.address, fn._encode_transaction_data(),
+                                           r.block_number)
+        return r
+
+    async def deploy(self, account: LocalAccount, timeout_s: float = 60.0) -> str:
+        raw, txh, _ = await self.sign_call(account, None, data=self.bytecode)
+        await self.send_raw(raw)
+        r = await self.wait_receipt(txh, timeout_s)
+        if r.status != 1 or not r.contract_address:
+            raise ChainRevert("DeploymentFailed", ())
+        self.address = AsyncWeb3.to_checksum_address(r.contract_address)
+        return self.address
+
+

@@ -1,0 +1,56 @@
+"""Errors of the ledger client. Each carries what a user needs to act on it."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base of every ledger-client error."""
+
+
+class KeyFileError(LedgerError):
+    """A key file is missing, unreadable or malformed."""
+
+
+class OutboxError(LedgerError):
+    """The outbox database is unusable (wrong gateway, schema, or broken invariant)."""
+
+
+class ChainUnavailable(LedgerError):
+    """The chain node did not answer (connection refused, timeout, HTTP error)."""
+
+
+class ChainRejected(LedgerError):
+    """The node answered with a JSON-RPC error (nonce too low, underpriced, no funds...)."""
+
+
+class ChainRevert(LedgerError):
+    """A call or transaction reverted; ``name`` and ``args`` decode the contract's custom error."""
+
+    def __init__(self, name: str, args: tuple[object, ...], data: str = "") -> None:
+        self.name = name
+        self.args_ = args
+        self.data = data
+        shown = ", ".join(a.hex() if isinstance(a, bytes) else str(a) for a in args)
+        super().__init__(f"reverted: {name}({shown})")
+
+
+class AnchorConflict(LedgerError):
+    """The chain holds a different batch at a seq this outbox has built. Never overwritten:
+    an operator must investigate (a second gateway with the same key, or a restored backup)."""
+
+    def __init__(self, seq: int, on_chain: bytes, local: bytes) -> None:
+        self.seq = seq
+        self.on_chain = on_chain
+        self.local = local
+        super().__init__(
+            f"batch {seq}: the chain holds header 0x{on_chain.hex()}, "
+            f"the outbox built 0x{local.hex()}; anchoring stopped"
+        )
+
+
+class AnchorGap(LedgerError):
+    """The chain lacks batches the outbox counts as anchored (e.g. the chain was reset)."""
+
+
+class GatewayMismatch(LedgerError):
+    """The chain's registration of this gateway does not match its keys (or it is revoked)."""

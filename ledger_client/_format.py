@@ -1,0 +1,207 @@
+"""Byte formats another party must reproduce: record leaves, the Merkle tree, the batch header.
+
+Specified in ``docs/formats.md``; the test vectors in ``docs/vectors/formats.json`` are checked
+by ``tests/test_format.py``. Everything here is pure.
+
+- record body  = abi.encode(uint8 kind, string gatewayId, uint64 seq, string pointId,
+                            int64 tsNs, uint64 valueBits, string unit, uint32 quality,
+                            string source)                       (kind 1 = reading)
+- leaf         = keccak256(keccak256(body))                     (OpenZeppelin double hashing)
+- tree         = sorted-pair keccak256, leaves in record-seq order, an odd node is promoted
+- header hash  = keccak256(abi.encode(BATCH_TAG, gatewayKey, seq, prevHash, root, count,
+                           firstRecordSeq, lastRecordSeq, firstTsNs, lastTsNs,
+                           co2eScope1G, co2eScope2G, co2eScope3G))
+- signature    = Ed25519(gateway signing key, header hash)
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from Crypto.Hash import keccak as _keccak
+
+from gateway._records import Reading
+
+KIND_READING = 1
+ZERO32 = b"\x00" * 32
+
+
+def keccak256(data: bytes) -> bytes:
+    return _keccak.new(digest_bits=256, data=data).digest()
+
+
+BATCH_TAG = keccak256(b"mrv-gateway/batch/v1")
+
+_U256_MOD = 1 << 256
+_pack_f64 = struct.Struct(">d").pack
+
+
+def gateway_key(gateway_id: str) -> bytes:
+    """The 32-byte on-chain key of a gateway: keccak256 of its UTF-8 id."""
+    return keccak256(gateway_id.encode())
+
+
+def value_bits(value: float) -> int:
+    """IEEE-754 binary64 bit pattern of ``value``. Canonical: every NaN is encoded as
+    0x7FF8000000000000 and negative zero as zero (SQLite, like many stores, keeps neither)."""
+    if math.isnan(value):
+        return 0x7FF8000000000000
+    if value == 0.0:
+        return 0
+    return int.from_bytes(_pack_f64(value), "big")
+
+
+def _word(n: int) -> bytes:
+    return (n % _U256_MOD).to_bytes(32, "big")
+
+
+def _string_tail(s: str) -> bytes:
+    b = s.encode()
+    pad = (-len(b)) % 32
+    return len(b).to_bytes(32, "big") + b + b"\x00" * pad
+
+
+def encode_reading(r: Reading) -> bytes:
+    """The record body of a committed reading (Solidity ``abi.encode`` of the fields above)."""
+    if r.seq <= 0 or not r.gateway_id:
+        raise ValueError("only a committed reading (seq > 0, gateway_id set) has a record body")
+    tails = [_string_tail(r.gateway_id), _string_tail(r.point_id), _string_tail(r.unit),
+             _string_tail(r.source)]
+    head_len = 9 * 32
+    off_gw = head_len
+    off_pt = off_gw + len(tails[0])
+    off_unit = off_pt + len(tails[1])
+    off_src = off_unit + len(tails[2])
+    head = b"".join((
+        _word(KIND_READING),
+        _word(off_gw),
+        _word(r.seq),
+        _word(off_pt),
+        _word(r.ts_ns),  # int64, two's complement in 256 bits
+        _word(value_bits(r.value)),
+        _word(off_unit),
+        _word(r.quality),
+        _word(off_src),
+    ))
+    return head + b"".join(tails)
+
+
+def leaf_of_body(body: bytes) -> bytes:
+    return keccak256(keccak256(body))
+
+
+def reading_leaf(r: Reading) -> bytes:
+    return leaf_of_body(encode_reading(r))
+
+
+def _hash_pair(a: bytes, b: bytes) -> bytes:
+    return keccak256(a + b) if a < b else keccak256(b + a)
+
+
+def merkle_root(leaves: Sequence[bytes]) -> bytes:
+    """Root of the sorted-pair tree; the root of one leaf is the leaf; of none, 32 zero bytes."""
+    if not leaves:
+        return ZERO32
+    level = list(leaves)
+    while len(level) > 1:
+        nxt = [_hash_pair(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def merkle_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
+    """Sibling hashes from leaf ``index`` up to the root (OpenZeppelin ``MerkleProof`` order)."""
+    if not 0 <= index < len(leaves):
+        raise IndexError(f"leaf index {index} outside 0..{len(leaves) - 1}")
+    proof: list[bytes] = []
+    level = list(leaves)
+    i = index
+    while len(level) > 1:
+        sib = i ^ 1
+        if sib < len(level):
+            proof.append(level[sib])
+        nxt = [_hash_pair(level[k], level[k + 1]) for k in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+        i //= 2
+    return proof
+
+
+def verify_proof(leaf: bytes, proof: Sequence[bytes], root: bytes) -> bool:
+    h = leaf
+    for p in proof:
+        h = _hash_pair(h, p)
+    return h == root
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchHeader:
+    gateway_id: str
+    seq: int
+    prev_hash: bytes
+    root: bytes
+    count: int
+    first_record_seq: int
+    last_record_seq: int
+    first_ts_ns: int
+    last_ts_ns: int
+    co2e_scope1_g: int = 0
+    co2e_scope2_g: int = 0
+    co2e_scope3_g: int = 0
+
+    def encode(self) -> bytes:
+        return b"".join((
+            BATCH_TAG,
+            gateway_key(self.gateway_id),
+            _word(self.seq),
+            self.prev_hash,
+            self.root,
+            _word(self.count),
+            _word(self.first_record_seq),
+            _word(self.last_record_seq),
+            _word(self.first_ts_ns),
+            _word(self.last_ts_ns),
+            _word(self.co2e_scope1_g),
+            _word(self.co2e_scope2_g),
+            _word(self.co2e_scope3_g),
+        ))
+
+    def hash(self) -> bytes:
+        return keccak256(self.encode())
+
+
+def build_header(
+    *,
+    gateway_id: str,
+    seq: int,
+    prev_hash: bytes,
+    records: Sequence[tuple[int, int, bytes]],
+    co2e_g: tuple[int, int, int] = (0, 0, 0),
+) -> BatchHeader:
+    """Header over ``records`` given as ``(record_seq, ts_ns, leaf)`` in record-seq order."""
+    if not records:
+        raise ValueError("a batch holds at least one record")
+    seqs = [r[0] for r in records]
+    if seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+        raise ValueError("a batch holds a contiguous run of record seqs")
+    ts = [r[1] for r in records]
+    return BatchHeader(
+        gateway_id=gateway_id,
+        seq=seq,
+        prev_hash=prev_hash,
+        root=merkle_root([r[2] for r in records]),
+        count=len(records),
+        first_record_seq=seqs[0],
+        last_record_seq=seqs[-1],
+        first_ts_ns=min(ts),
+        last_ts_ns=max(ts),
+        co2e_scope1_g=co2e_g[0],
+        co2e_scope2_g=co2e_g[1],
+        co2e_scope3_g=co2e_g[2],
+    )

@@ -1,0 +1,402 @@
+"""The crash-safe outbox: SQLite in WAL mode, through aiosqlite.
+
+A reading is *accepted* when `Outbox.append` returns: its transaction is committed. Records get a
+gapless per-gateway ``seq`` from 1. Batches take the next contiguous run of records in one
+transaction, so a record's state is derived, never stored twice:
+
+- pending:   ``seq`` > the last batched record seq
+- batched:   inside a batch whose state is BUILT
+- submitted: inside a batch whose state is SUBMITTED (tx signed, stored, sent)
+- confirmed: inside a batch whose state is CONFIRMED (anchored with enough confirmations)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from gateway._failpoints import failpoint
+from gateway._records import Reading
+from ledger_client._errors import OutboxError
+from ledger_client._format import (
+    KIND_READING,
+    ZERO32,
+    BatchHeader,
+    build_header,
+    encode_reading,
+    leaf_of_body,
+)
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+BUILT, SUBMITTED, CONFIRMED = 0, 1, 2
+STATE_NAMES = {BUILT: "built", SUBMITTED: "submitted", CONFIRMED: "confirmed"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    seq       INTEGER PRIMARY KEY,
+    kind      INTEGER NOT NULL,
+    point_id  TEXT NOT NULL,
+    ts_ns     INTEGER NOT NULL,
+    value     REAL,               -- NULL stands for NaN
+    unit      TEXT NOT NULL,
+    quality   INTEGER NOT NULL,
+    source    TEXT NOT NULL,
+    leaf      BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    seq               INTEGER PRIMARY KEY,
+    prev_hash         BLOB NOT NULL,
+    root              BLOB NOT NULL,
+    count             INTEGER NOT NULL,
+    first_record_seq  INTEGER NOT NULL,
+    last_record_seq   INTEGER NOT NULL UNIQUE,
+    first_ts_ns       INTEGER NOT NULL,
+    last_ts_ns        INTEGER NOT NULL,
+    co2e_scope1_g     INTEGER NOT NULL,
+    co2e_scope2_g     INTEGER NOT NULL,
+    co2e_scope3_g     INTEGER NOT NULL,
+    header_hash       BLOB NOT NULL,
+    signature         BLOB NOT NULL,
+    state             INTEGER NOT NULL,
+    created_ns        INTEGER NOT NULL,
+    tx_hash           BLOB,
+    raw_tx            BLOB,
+    nonce             INTEGER,
+    block_number      INTEGER,
+    confirmed_ns      INTEGER
+);
+CREATE INDEX IF NOT EXISTS batches_state ON batches(state, seq);
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredBatch:
+    header: BatchHeader
+    header_hash: bytes
+    signature: bytes
+    state: int
+    tx_hash: bytes | None
+    raw_tx: bytes | None
+    nonce: int | None
+    block_number: int | None
+
+    @property
+    def seq(self) -> int:
+        return self.header.seq
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxStats:
+    records: int
+    pending: int
+    batches: int
+    batches_by_state: dict[str, int]
+    last_confirmed_batch: int
+
+
+def _row_to_reading(gateway_id: str, row: Any) -> Reading:
+    seq, point_id, ts_ns, value, unit, quality, source = row[:7]
+    return Reading(
+        gateway_id=gateway_id,
+        seq=int(seq),
+        point_id=str(point_id),
+        ts_ns=int(ts_ns),
+        value=math.nan if value is None else float(value),
+        unit=str(unit),
+        quality=int(quality),
+        source=str(source),
+    )
+
+
+_BATCH_COLS = (
+    "seq, prev_hash, root, count, first_record_seq, last_record_seq, first_ts_ns, last_ts_ns, "
+    "co2e_scope1_g, co2e_scope2_g, co2e_scope3_g, header_hash, signature, state, tx_hash, "
+    "raw_tx, nonce, block_number"
+)
+
+
+class Outbox:
+    """One gateway's outbox. Open with `Outbox.open`; one writer per database file."""
+
+    def __init__(self, db: aiosqlite.Connection, gateway_id: str) -> None:
+        self._db = db
+        self.gateway_id = gateway_id
+        self._next_seq = 1
+        # One connection serves every task: a transaction spans several awaits, so each public
+        # method holds this lock, and writes are shielded so a cancelled caller never leaves
+        # half a transaction behind.
+        self._lock = asyncio.Lock()
+
+    async def _locked(self, coro: Coroutine[Any, Any, T]) -> T:
+        async with self._lock:
+            return await coro
+
+    async def _fetch(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        async with self._lock:
+            return list(await self._db.execute_fetchall(sql, params))
+
+    async def _exec(self, sql: str, params: Sequence[object] = ()) -> None:
+        async with self._lock:
+            await self._db.execute(sql, params)
+
+    def _write(self, coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
+        return asyncio.shield(self._locked(coro))
+
+    @classmethod
+    async def open(cls, path: Path, gateway_id: str, *, synchronous: str = "FULL") -> Outbox:
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise OutboxError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute(f"PRAGMA synchronous={synchronous}")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await db.executescript(_SCHEMA)
+            ob = cls(db, gateway_id)
+            await ob._check_meta()
+            ob._next_seq = await ob._max_record_seq() + 1
+        except BaseException:
+            await db.close()
+            raise
+        return ob
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._db.close()
+
+    async def _check_meta(self) -> None:
+        rows: dict[str, str] = {str(k): str(v) for k, v in await self._db.execute_fetchall(
+            "SELECT key, value FROM meta")}
+        if not rows:
+            await self._db.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [("gateway_id", self.gateway_id), ("schema_version", str(SCHEMA_VERSION))],
+            )
+            return
+        if rows.get("gateway_id") != self.gateway_id:
+            raise OutboxError(
+                f"outbox belongs to gateway {rows.get('gateway_id')!r}, "
+                f"not {self.gateway_id!r}: refusing to mix their records"
+            )
+        if rows.get("schema_version") != str(SCHEMA_VERSION):
+            raise OutboxError(f"outbox schema {rows.get('schema_version')}, expected {SCHEMA_VERSION}")
+
+    async def _max_record_seq(self) -> int:
+        rows = list(await self._db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) FROM records"))
+        return int(rows[0][0])
+
+    # -- acceptance -------------------------------------------------------------------------
+
+    async def append(self, readings: Sequence[Reading]) -> list[Reading]:
+        """Commit ``readings`` in one transaction (see `_append`)."""
+        return await self._write(self._append(readings))
+
+    async def _append(self, readings: Sequence[Reading]) -> list[Reading]:
+        """Commit ``readings`` in one transaction; return them with ``seq`` and ``gateway_id``.
+
+        Returning is the acknowledgement: the readings are durable (per the ``synchronous``
+        setting) and will be anchored.
+        """
+        if not readings:
+            return []
+        first = self._next_seq
+        committed: list[Reading] = []
+        rows: list[tuple[object, ...]] = []
+        gw = self.gateway_id
+        for i, r in enumerate(readings):
+            c = Reading(
+                gateway_id=gw, seq=first + i, point_id=r.point_id, ts_ns=r.ts_ns, value=r.value,
+                unit=r.unit, quality=r.quality, source=r.source,
+            )
+            committed.append(c)
+            v = c.value
+            rows.append((
+                c.seq, KIND_READING, c.point_id, c.ts_ns, None if math.isnan(v) else v, c.unit,
+                c.quality, c.source, leaf_of_body(encode_reading(c)),
+            ))
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            await self._db.executemany(
+                "INSERT INTO records(seq, kind, point_id, ts_ns, value, unit, quality, source, leaf)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            failpoint("outbox.before_commit")
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        self._next_seq = first + len(readings)
+        failpoint("outbox.after_commit")
+        return committed
+
+    # -- batching ---------------------------------------------------------------------------
+
+    async def last_batch(self) -> StoredBatch | None:
+        return await self._locked(self._last_batch())
+
+    async def _last_batch(self) -> StoredBatch | None:
+        rows = list(await self._db.execute_fetchall(
+            f"SELECT {_BATCH_COLS} FROM batches ORDER BY seq DESC LIMIT 1"))
+        return self._batch(rows[0]) if rows else None
+
+    async def pending_count(self) -> int:
+        return await self._locked(self._pending_count())
+
+    async def _pending_count(self) -> int:
+        last = await self._last_batch()
+        done = last.header.last_record_seq if last else 0
+        return self._next_seq - 1 - done
+
+    async def make_batch(
+        self,
+        max_records: int,
+        sign: Callable[[bytes], bytes],
+        co2e_g: Callable[[Sequence[Reading]], tuple[int, int, int]] | None = None,
+    ) -> StoredBatch | None:
+        """Cut the next batch from the pending records, sign its header, store it; atomic."""
+        return await self._write(self._make_batch(max_records, sign, co2e_g))
+
+    async def _make_batch(
+        self,
+        max_records: int,
+        sign: Callable[[bytes], bytes],
+        co2e_g: Callable[[Sequence[Reading]], tuple[int, int, int]] | None,
+    ) -> StoredBatch | None:
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            last = await self._last_batch()
+            after = last.header.last_record_seq if last else 0
+            rows = list(await self._db.execute_fetchall(
+                "SELECT seq, point_id, ts_ns, value, unit, quality, source, leaf FROM records"
+                " WHERE seq > ? ORDER BY seq LIMIT ?", (after, max_records)))
+            if not rows:
+                await self._db.execute("COMMIT")
+                return None
+            totals = (0, 0, 0)
+            if co2e_g is not None:
+                totals = co2e_g([_row_to_reading(self.gateway_id, r) for r in rows])
+            header = build_header(
+                gateway_id=self.gateway_id,
+                seq=(last.seq + 1) if last else 1,
+                prev_hash=last.header_hash if last else ZERO32,
+                records=[(int(r[0]), int(r[2]), bytes(r[7])) for r in rows],
+                co2e_g=totals,
+            )
+            hh = header.hash()
+            sig = sign(hh)
+            await self._db.execute(
+                "INSERT INTO batches(seq, prev_hash, root, count, first_record_seq,"
+                " last_record_seq, first_ts_ns, last_ts_ns, co2e_scope1_g, co2e_scope2_g,"
+                " co2e_scope3_g, header_hash, signature, state, created_ns)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (header.seq, header.prev_hash, header.root, header.count,
+                 header.first_record_seq, header.last_record_seq, header.first_ts_ns,
+                 header.last_ts_ns, header.co2e_scope1_g, header.co2e_scope2_g,
+                 header.co2e_scope3_g, hh, sig, BUILT, time.time_ns()),
+            )
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        failpoint("batcher.after_build")
+        return StoredBatch(header=header, header_hash=hh, signature=sig, state=BUILT,
+                           tx_hash=None, raw_tx=None, nonce=None, block_number=None)
+
+    def _batch(self, row: Any) -> StoredBatch:
+        (seq, prev, root, count, frs, lrs, fts, lts, c1, c2, c3, hh, sig, state, txh, raw,
+         nonce, block) = row
+        header = BatchHeader(
+            gateway_id=self.gateway_id, seq=int(seq), prev_hash=bytes(prev), root=bytes(root),
+            count=int(count), first_record_seq=int(frs), last_record_seq=int(lrs),
+            first_ts_ns=int(fts), last_ts_ns=int(lts), co2e_scope1_g=int(c1),
+            co2e_scope2_g=int(c2), co2e_scope3_g=int(c3),
+        )
+        return StoredBatch(
+            header=header, header_hash=bytes(hh), signature=bytes(sig), state=int(state),
+            tx_hash=bytes(txh) if txh is not None else None,
+            raw_tx=bytes(raw) if raw is not None else None,
+            nonce=int(nonce) if nonce is not None else None,
+            block_number=int(block) if block is not None else None,
+        )
+
+    async def batch(self, seq: int) -> StoredBatch | None:
+        rows = list(await self._fetch(
+            f"SELECT {_BATCH_COLS} FROM batches WHERE seq = ?", (seq,)))
+        return self._batch(rows[0]) if rows else None
+
+    async def oldest_unconfirmed(self) -> StoredBatch | None:
+        rows = list(await self._fetch(
+            f"SELECT {_BATCH_COLS} FROM batches WHERE state != ? ORDER BY seq LIMIT 1",
+            (CONFIRMED,)))
+        return self._batch(rows[0]) if rows else None
+
+    async def mark_submitted(self, seq: int, tx_hash: bytes, raw_tx: bytes, nonce: int) -> None:
+        await self._exec(
+            "UPDATE batches SET state = ?, tx_hash = ?, raw_tx = ?, nonce = ? WHERE seq = ?",
+            (SUBMITTED, tx_hash, raw_tx, nonce, seq))
+
+    async def reset_to_built(self, seq: int) -> None:
+        """Forget a stored transaction the node refused, so the batch is signed afresh."""
+        await self._exec(
+            "UPDATE batches SET state = ?, tx_hash = NULL, raw_tx = NULL, nonce = NULL"
+            " WHERE seq = ? AND state = ?", (BUILT, seq, SUBMITTED))
+
+    async def mark_confirmed(self, seq: int, block_number: int) -> None:
+        await self._exec(
+            "UPDATE batches SET state = ?, block_number = ?, confirmed_ns = ? WHERE seq = ?",
+            (CONFIRMED, block_number, time.time_ns(), seq))
+
+    # -- queries ----------------------------------------------------------------------------
+
+    async def record(self, seq: int) -> Reading | None:
+        rows = list(await self._fetch(
+            "SELECT seq, point_id, ts_ns, value, unit, quality, source FROM records WHERE seq = ?",
+            (seq,)))
+        return _row_to_reading(self.gateway_id, rows[0]) if rows else None
+
+    async def batch_of_record(self, record_seq: int) -> StoredBatch | None:
+        rows = list(await self._fetch(
+            f"SELECT {_BATCH_COLS} FROM batches WHERE last_record_seq >= ?"
+            " ORDER BY last_record_seq LIMIT 1", (record_seq,)))
+        if not rows:
+            return None
+        b = self._batch(rows[0])
+        return b if b.header.first_record_seq <= record_seq else None
+
+    async def leaves(self, first_seq: int, last_seq: int) -> list[bytes]:
+        rows = await self._fetch(
+            "SELECT leaf FROM records WHERE seq BETWEEN ? AND ? ORDER BY seq", (first_seq, last_seq))
+        return [bytes(r[0]) for r in rows]
+
+    async def readings(self, first_seq: int, last_seq: int) -> list[Reading]:
+        rows = await self._fetch(
+            "SELECT seq, point_id, ts_ns, value, unit, quality, source FROM records"
+            " WHERE seq BETWEEN ? AND ? ORDER BY seq", (first_seq, last_seq))
+        return [_row_to_reading(self.gateway_id, r) for r in rows]
+
+    async def stats(self) -> OutboxStats:
+        by_state = {name: 0 for name in STATE_NAMES.values()}
+        for state, n in await self._fetch(
+                "SELECT state, COUNT(*) FROM batches GROUP BY state"):
+            by_state[STATE_NAMES[int(state)]] = int(n)
+        rows = list(await self._fetch(
+            "SELECT COALESCE(MAX(seq), 0) FROM batches WHERE state = ?", (CONFIRMED,)))
+        return OutboxStats(
+            records=self._next_seq - 1,
+            pending=await self.pending_count(),
+            batches=sum(by_state.values()),
+            batches_by_state=by_state,
+            last_confirmed_batch=int(rows[0][0]),
+        )

@@ -1,0 +1,82 @@
+"""Key files: the gateway's Ed25519 signing key and its EVM (secp256k1) transaction key.
+
+Both are stored as one line of hex (the 32-byte Ed25519 seed, or the 32-byte EVM private key),
+created with mode 0600. ``mrv-gateway keygen`` writes them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nacl.exceptions
+import nacl.signing
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from ledger_client._errors import KeyFileError
+
+
+def _read_hex32(path: Path, what: str) -> bytes:
+    try:
+        text = path.read_text().strip()
+    except OSError as e:
+        raise KeyFileError(f"cannot read {what} key file {path}: {e.strerror}") from e
+    if text.startswith("0x"):
+        text = text[2:]
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise KeyFileError(f"{what} key file {path} is not hex") from None
+    if len(raw) != 32:
+        raise KeyFileError(f"{what} key file {path} holds {len(raw)} bytes, expected 32")
+    return raw
+
+
+def _write_secret(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+
+
+class Signer:
+    """The gateway's Ed25519 identity: signs batch header hashes."""
+
+    __slots__ = ("_key", "public_key")
+
+    def __init__(self, seed: bytes) -> None:
+        self._key = nacl.signing.SigningKey(seed)
+        self.public_key: bytes = bytes(self._key.verify_key)
+
+    @classmethod
+    def load(cls, path: Path) -> Signer:
+        return cls(_read_hex32(path, "Ed25519"))
+
+    @classmethod
+    def generate(cls, path: Path) -> Signer:
+        key = nacl.signing.SigningKey.generate()
+        _write_secret(path, bytes(key).hex())
+        return cls(bytes(key))
+
+    def sign(self, message: bytes) -> bytes:
+        return bytes(self._key.sign(message).signature)
+
+
+def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        nacl.signing.VerifyKey(public_key).verify(message, signature)
+    except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+        return False
+    return True
+
+
+def load_account(path: Path) -> LocalAccount:
+    acct: LocalAccount = Account.from_key(_read_hex32(path, "EVM"))
+    return acct
+
+
+def generate_account(path: Path) -> LocalAccount:
+    acct: LocalAccount = Account.create()
+    _write_secret(path, acct.key.hex())
+    return acct

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Set up everything the demo and the tests need, on a fresh machine; idempotent and quick when
+# nothing changed. Python venv (.venv) with the package and its dev tools, the pinned npm tools
+# (solc, anvil, OpenZeppelin) in node_modules/, and Mosquitto when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "bootstrap: Python >= 3.11 is required (set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv"
+  "$PY" -m venv .venv
+fi
+pystamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$pystamp" ]; then
+  echo "bootstrap: installing the package and its dev tools into .venv"
+  # (grep drops this machine kind's notes about absent local package mirrors)
+  { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 \
+      | grep -v "^WARNING: Location" || true; }
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
+      | { grep -v -e "^WARNING: Location" -e "BuildBackendWarning" || true; }
+  rm -f .venv/.installed-*
+  touch "$pystamp"
+fi
+
+npmstamp="node_modules/.installed-$(cat package-lock.json | sha256sum | cut -c1-16)"
+if [ ! -f "$npmstamp" ]; then
+  echo "bootstrap: installing pinned npm tools (solc, anvil, OpenZeppelin)"
+  npm ci --no-audit --no-fund --loglevel=error
+  touch "$npmstamp"
+fi
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  echo "bootstrap: installing mosquitto"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto >/dev/null
+fi

@@ -1,0 +1,161 @@
+"""The byte formats of docs/formats.md: vectors, an independent ABI encoder, and the EVM."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+
+import pytest
+from eth_abi.abi import encode as abi_encode
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway import Reading
+from ledger_client._chain import EvmChain
+from ledger_client._format import (
+    BATCH_TAG,
+    BatchHeader,
+    build_header,
+    encode_reading,
+    gateway_key,
+    keccak256,
+    merkle_proof,
+    merkle_root,
+    reading_leaf,
+    value_bits,
+    verify_proof,
+)
+from ledger_client._signing import Signer, load_account, verify_signature
+from simulator import DEV_KEYS, Anvil
+
+VECTORS = json.loads((Path(__file__).parent.parent / "docs/vectors/formats.json").read_text())
+
+
+def _reading(d: dict[str, object]) -> Reading:
+    bits = int(str(d["value_bits"]), 16)
+    return Reading(gateway_id=str(d["gateway_id"]), seq=int(str(d["seq"])),
+                   point_id=str(d["point_id"]), ts_ns=int(str(d["ts_ns"])),
+                   value=struct.unpack(">d", bits.to_bytes(8, "big"))[0], unit=str(d["unit"]),
+                   quality=int(str(d["quality"])), source=str(d["source"]))
+
+
+def _abi_body(r: Reading) -> bytes:
+    return abi_encode(
+        ["uint8", "string", "uint64", "string", "int64", "uint64", "string", "uint32", "string"],
+        [1, r.gateway_id, r.seq, r.point_id, r.ts_ns, value_bits(r.value), r.unit, r.quality,
+         r.source])
+
+
+@pytest.mark.parametrize("vec", VECTORS["records"], ids=lambda v: str(v["reading"]["point_id"]))
+def test_record_vectors(vec: dict[str, object]) -> None:
+    r = _reading(vec["reading"])  # type: ignore[arg-type]
+    assert "0x" + encode_reading(r).hex() == vec["body"]
+    assert "0x" + reading_leaf(r).hex() == vec["leaf"]
+    assert encode_reading(r) == _abi_body(r)  # eth_abi agrees
+
+
+@pytest.mark.parametrize("tree", VECTORS["merkle"], ids=lambda t: f"{len(t['leaves'])}-leaves")
+def test_merkle_vectors(tree: dict[str, list[str] | str]) -> None:
+    leaves = [bytes.fromhex(x[2:]) for x in tree["leaves"]]
+    root = merkle_root(leaves)
+    assert "0x" + root.hex() == tree["root"]
+    for i, expected in enumerate(tree["proofs"]):
+        proof = merkle_proof(leaves, i)
+        assert ["0x" + p.hex() for p in proof] == expected
+        assert verify_proof(leaves[i], proof, root)
+
+
+def test_header_vector_and_signature() -> None:
+    h = VECTORS["header"]
+    f = h["fields"]
+    header = BatchHeader(
+        gateway_id=f["gateway_id"], seq=f["seq"], prev_hash=bytes.fromhex(f["prev_hash"][2:]),
+        root=bytes.fromhex(f["root"][2:]), count=f["count"],
+        first_record_seq=f["first_record_seq"], last_record_seq=f["last_record_seq"],
+        first_ts_ns=f["first_ts_ns"], last_ts_ns=f["last_ts_ns"], co2e_scope1_g=f["co2e_g"][0],
+        co2e_scope2_g=f["co2e_g"][1], co2e_scope3_g=f["co2e_g"][2])
+    assert "0x" + gateway_key(header.gateway_id).hex() == f["gateway_key"]
+    assert "0x" + header.encode().hex() == h["encoded"]
+    assert "0x" + header.hash().hex() == h["header_hash"]
+    independent = abi_encode(
+        ["bytes32", "bytes32", "uint64", "bytes32", "bytes32", "uint32", "uint64", "uint64",
+         "int64", "int64", "uint64", "uint64", "uint64"],
+        [BATCH_TAG, gateway_key(header.gateway_id), header.seq, header.prev_hash, header.root,
+         header.count, header.first_record_seq, header.last_record_seq, header.first_ts_ns,
+         header.last_ts_ns, *f["co2e_g"]])
+    assert header.encode() == independent
+    signer = Signer(bytes.fromhex(h["ed25519_seed"][2:]))
+    assert "0x" + signer.public_key.hex() == h["ed25519_public_key"]
+    sig = bytes.fromhex(h["signature"][2:])
+    assert signer.sign(header.hash()) == sig  # Ed25519 is deterministic
+    assert verify_signature(signer.public_key, header.hash(), sig)
+    assert not verify_signature(signer.public_key, header.hash()[::-1], sig)
+
+
+def test_value_bits_is_canonical() -> None:
+    assert value_bits(math.nan) == value_bits(-math.nan) == 0x7FF8000000000000
+    assert value_bits(-0.0) == value_bits(0.0) == 0
+    assert value_bits(1.0) == 0x3FF0000000000000
+    assert value_bits(-2.5) == int.from_bytes(struct.pack(">d", -2.5), "big")
+
+
+def test_uncommitted_reading_has_no_body() -> None:
+    r = Reading(point_id="p", ts_ns=1, value=1.0, unit="u", source="s")
+    with pytest.raises(ValueError, match="committed"):
+        encode_reading(r)
+
+
+def test_header_needs_contiguous_records() -> None:
+    leaf = keccak256(b"x")
+    with pytest.raises(ValueError, match="contiguous"):
+        build_header(gateway_id="g", seq=1, prev_hash=b"\0" * 32,
+                     records=[(1, 0, leaf), (3, 0, leaf)])
+    with pytest.raises(ValueError, match="at least one"):
+        build_header(gateway_id="g", seq=1, prev_hash=b"\0" * 32, records=[])
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 70), data=st.data())
+def test_every_leaf_proves_and_others_do_not(n: int, data: st.DataObject) -> None:
+    leaves = [keccak256(i.to_bytes(4, "big")) for i in range(n)]
+    root = merkle_root(leaves)
+    i = data.draw(st.integers(0, n - 1))
+    proof = merkle_proof(leaves, i)
+    assert verify_proof(leaves[i], proof, root)
+    assert len(proof) <= max(1, math.ceil(math.log2(n))) if n > 1 else proof == []
+    assert not verify_proof(keccak256(b"not a leaf"), proof, root)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    gw=st.text(min_size=1, max_size=40), point=st.text(max_size=80), unit=st.text(max_size=10),
+    source=st.text(max_size=40), seq=st.integers(1, 2**63 - 1),
+    ts=st.integers(-(2**63), 2**63 - 1), value=st.floats(allow_nan=True),
+    quality=st.integers(0, 2**32 - 1))
+def test_encoder_matches_eth_abi(gw: str, point: str, unit: str, source: str, seq: int, ts: int,
+                                 value: float, quality: int) -> None:
+    r = Reading(gateway_id=gw, seq=seq, point_id=point, ts_ns=ts, value=value, unit=unit,
+                quality=quality, source=source)
+    assert encode_reading(r) == _abi_body(r)
+
+
+async def test_contract_computes_the_same_header_hash(anvil: Anvil,
+                                                                   tmp_path: Path) -> None:
+    key = tmp_path / "admin.key"
+    key.write_text(DEV_KEYS[0])
+    chain = EvmChain(anvil.url)
+    try:
+        await chain.deploy(load_account(key))
+        h = VECTORS["header"]["fields"]
+        header = BatchHeader(
+            gateway_id=h["gateway_id"], seq=h["seq"], prev_hash=bytes.fromhex(h["prev_hash"][2:]),
+            root=bytes.fromhex(h["root"][2:]), count=h["count"],
+            first_record_seq=h["first_record_seq"], last_record_seq=h["last_record_seq"],
+            first_ts_ns=h["first_ts_ns"], last_ts_ns=h["last_ts_ns"],
+            co2e_scope1_g=h["co2e_g"][0], co2e_scope2_g=h["co2e_g"][1],
+            co2e_scope3_g=h["co2e_g"][2])
+        assert await chain.header_hash_on_chain(header) == header.hash()
+    finally:
+        await chain.close()
