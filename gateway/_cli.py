@@ -8,24 +8,25 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
-from config import Config, ConfigError, contract_address, load_config
-from ledger_client import (
-    Bundle,
-    ChainUnavailable,
-    EvmChain,
-    KeyFileError,
-    LedgerError,
-    Outbox,
-    bundle_from_outbox,
-    verify_bundle,
-)
-from ledger_client._signing import Signer, generate_account
-from ledger_client._verify import BundleError
+if TYPE_CHECKING:
+    from config import Config
+    from ledger_client import Bundle
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_CHAIN = 0, 1, 2, 3
+
+# A SIGTERM that arrives while the (heavy) imports are still loading means "stop" too.
+_term_requested = False
+
+
+def _early_term(signum: int, frame: FrameType | None) -> None:
+    global _term_requested
+    _term_requested = True
 
 
 def _setup_logging(level: str) -> None:
@@ -36,12 +37,15 @@ def _setup_logging(level: str) -> None:
 
 
 async def _cmd_run(args: argparse.Namespace) -> int:
+    from config import load_config
     from gateway._daemon import install_signal_handlers, run_daemon
 
     cfg = load_config(args.config)
     _setup_logging(args.log_level or cfg.gateway.log_level)
     stop = asyncio.Event()
     install_signal_handlers(stop)
+    if _term_requested:
+        stop.set()
     if args.duration:
         asyncio.get_running_loop().call_later(args.duration, stop.set)
     await run_daemon(cfg, stop=stop)
@@ -49,6 +53,8 @@ async def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    from config import ConfigError, load_config
+
     worst = EXIT_OK
     for path in args.config:
         try:
@@ -64,6 +70,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
+    from ledger_client._signing import Signer, generate_account
+
     d = Path(args.dir)
     ed, evm = d / "ed25519.key", d / "evm.key"
     for p in (ed, evm):
@@ -78,6 +86,9 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 async def _bundle_for(cfg: Config, seq: int) -> Bundle:
+    from config import contract_address
+    from ledger_client import Outbox, bundle_from_outbox
+
     outbox = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
     try:
         return await bundle_from_outbox(outbox, seq, chain_id=cfg.chain.chain_id,
@@ -87,6 +98,8 @@ async def _bundle_for(cfg: Config, seq: int) -> Bundle:
 
 
 async def _cmd_export_proof(args: argparse.Namespace) -> int:
+    from config import load_config
+
     cfg = load_config(args.config)
     bundle = await _bundle_for(cfg, args.seq)
     text = json.dumps(bundle.to_json(), indent=2)
@@ -98,6 +111,10 @@ async def _cmd_export_proof(args: argparse.Namespace) -> int:
 
 
 async def _cmd_verify(args: argparse.Namespace) -> int:
+    from config import contract_address, load_config
+    from ledger_client import Bundle, EvmChain, verify_bundle
+    from ledger_client._verify import BundleError
+
     if args.bundle:
         try:
             bundle = Bundle.from_json(json.loads(Path(args.bundle).read_text()))
@@ -130,6 +147,9 @@ async def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 async def _cmd_status(args: argparse.Namespace) -> int:
+    from config import load_config
+    from ledger_client import Outbox
+
     cfg = load_config(args.config)
     outbox = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
     try:
@@ -170,9 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _early_term)
     args = build_parser().parse_args(argv)
     if args.cmd != "run":
         _setup_logging("WARNING")
+    from config import ConfigError
+    from ledger_client import ChainUnavailable, KeyFileError, LedgerError
+    from ledger_client._verify import BundleError
+
     try:
         if args.cmd == "check-config":
             return _cmd_check_config(args)

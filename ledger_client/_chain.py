@@ -141,6 +141,8 @@ class EvmChain:
         """The one place where transport and revert errors are translated."""
         try:
             return await aw
+        except TransactionNotFound:
+            raise
         except ContractLogicError as e:
             raise decode_revert(self.abi, e.data if isinstance(e.data, str) else None) from e
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
