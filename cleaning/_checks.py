@@ -475,7 +475,7 @@ def counter_kernel(
                 break
             i = int(abnormal[j])
             if i > 0:
-                ref_v, ref_t, ref_k = float(v[i - 1]), int(ts[i - 1]), k0 + i
+                ref_v, ref_t, ref_k = float(v[i - 1]), int(ts[i - 1]), k0 + i - 1
             # else: the previous sample (from the state) was accepted, ref already points at it
             flags[i] = _U_GLITCH
             pending = True

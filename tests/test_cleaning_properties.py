@@ -233,6 +233,10 @@ def analog_streams(draw: st.DrawFn, max_size: int = 70) -> tuple[list[int], list
         st.floats(allow_nan=True, allow_infinity=True),
     )
     vals = draw(st.lists(value, min_size=n, max_size=n))
+    repeat = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    for i in range(1, n):
+        if repeat[i]:  # runs of one value: flatlines and duplicate readings
+            vals[i] = vals[i - 1]
     qual = draw(
         st.lists(
             st.sampled_from([0, 0, 0, 0, 0, Q.COMM_FAULT, Q.MAINTENANCE, Q.MANUAL]),
