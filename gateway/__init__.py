@@ -1,5 +1,23 @@
-"""MRV edge gateway: the record type, and (through ``gateway._cli``) the daemon and its tools."""
+"""MRV edge gateway: the record types, and (through ``gateway._cli``) the daemon and its tools."""
 
-from gateway._records import INVALID, Quality, Reading, hj212_flag, is_valid
+from gateway._records import (
+    INVALID,
+    AuditRecord,
+    DerivedRecord,
+    Quality,
+    Reading,
+    Record,
+    hj212_flag,
+    is_valid,
+)
 
-__all__ = ["INVALID", "Quality", "Reading", "hj212_flag", "is_valid"]
+__all__ = [
+    "INVALID",
+    "AuditRecord",
+    "DerivedRecord",
+    "Quality",
+    "Reading",
+    "Record",
+    "hj212_flag",
+    "is_valid",
+]

@@ -113,7 +113,7 @@ async def _cmd_export_proof(args: argparse.Namespace) -> int:
 async def _cmd_verify(args: argparse.Namespace) -> int:
     from config import contract_address, load_config
     from ledger_client import Bundle, EvmChain, verify_bundle
-    from ledger_client._verify import BundleError
+    from ledger_client._verify import BundleError, describe
 
     if args.bundle:
         try:
@@ -141,7 +141,7 @@ async def _cmd_verify(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json(), indent=2))
     else:
         r = bundle.record
-        print(f"reading {r.seq} of gateway {r.gateway_id} ({r.point_id}):")
+        print(f"record {r.seq} of gateway {r.gateway_id} ({describe(r)}):")
         print(report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
 

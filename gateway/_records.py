@@ -107,3 +107,42 @@ class Reading:
     quality: int = 0
     seq: int = 0
     gateway_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DerivedRecord:
+    """A value computed from raw readings: an aggregate, a substitute, an emissions figure.
+
+    It names the raw readings it came from by their record-seq range ``from_seq..to_seq``
+    (0..0 when it comes from none, e.g. a substitute for an hour with no data). Raw readings
+    are never changed; a derived record is a new record next to them.
+    """
+
+    point_id: str
+    derivation: str  # e.g. "hour-mean", "substitute:epa-75.33:tier-1", "co2e:scope1"
+    period_start_ns: int
+    period_end_ns: int
+    value: float
+    unit: str
+    from_seq: int
+    to_seq: int
+    quality: int = 0
+    seq: int = 0
+    gateway_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    """Something the gateway did or decided: a control command and its verdict, a write and
+    its read-back, a local rule action, a config change. ``payload`` is canonical JSON
+    (sorted keys, no spaces, UTF-8), so its bytes are reproducible."""
+
+    ts_ns: int
+    category: str  # "command" | "write" | "local-rule" | "config" | ...
+    subject: str  # command id, rule name, point id ...
+    payload: str
+    seq: int = 0
+    gateway_id: str = ""
+
+
+Record = Reading | DerivedRecord | AuditRecord

@@ -12,7 +12,14 @@ from ledger_client._errors import (
     LedgerError,
     OutboxError,
 )
-from ledger_client._format import BatchHeader, gateway_key, merkle_proof, merkle_root, reading_leaf
+from ledger_client._format import (
+    BatchHeader,
+    gateway_key,
+    merkle_proof,
+    merkle_root,
+    reading_leaf,
+    record_leaf,
+)
 from ledger_client._outbox import Outbox
 from ledger_client._signing import Signer, load_account
 from ledger_client._uplink import Batcher, Uplink
@@ -42,5 +49,6 @@ __all__ = [
     "merkle_proof",
     "merkle_root",
     "reading_leaf",
+    "record_leaf",
     "verify_bundle",
 ]

@@ -3,9 +3,13 @@
 Specified in ``docs/formats.md``; the test vectors in ``docs/vectors/formats.json`` are checked
 by ``tests/test_format.py``. Everything here is pure.
 
-- record body  = abi.encode(uint8 kind, string gatewayId, uint64 seq, string pointId,
-                            int64 tsNs, uint64 valueBits, string unit, uint32 quality,
-                            string source)                       (kind 1 = reading)
+- record body  = abi.encode(uint8 kind, string gatewayId, uint64 seq, ...kind's fields)
+                 kind 1 reading: string pointId, int64 tsNs, uint64 valueBits, string unit,
+                                 uint32 quality, string source
+                 kind 2 derived: string pointId, string derivation, int64 periodStartNs,
+                                 int64 periodEndNs, uint64 valueBits, string unit,
+                                 uint32 quality, uint64 fromSeq, uint64 toSeq
+                 kind 3 audit:   int64 tsNs, string category, string subject, string payload
 - leaf         = keccak256(keccak256(body))                     (OpenZeppelin double hashing)
 - tree         = sorted-pair keccak256, leaves in record-seq order, an odd node is promoted
 - header hash  = keccak256(abi.encode(BATCH_TAG, gatewayKey, seq, prevHash, root, count,
@@ -23,9 +27,11 @@ from dataclasses import dataclass
 
 from Crypto.Hash import keccak as _keccak
 
-from gateway._records import Reading
+from gateway._records import DerivedRecord, Reading, Record
 
 KIND_READING = 1
+KIND_DERIVED = 2
+KIND_AUDIT = 3
 ZERO32 = b"\x00" * 32
 
 
@@ -58,35 +64,77 @@ def _word(n: int) -> bytes:
     return (n % _U256_MOD).to_bytes(32, "big")
 
 
-def _string_tail(s: str) -> bytes:
-    b = s.encode()
-    pad = (-len(b)) % 32
-    return len(b).to_bytes(32, "big") + b + b"\x00" * pad
+def _tail(b: bytes) -> bytes:
+    return len(b).to_bytes(32, "big") + b + b"\x00" * ((-len(b)) % 32)
+
+
+def abi_encode(types: Sequence[str], values: Sequence[object]) -> bytes:
+    """Solidity ``abi.encode`` for the static types we use (uintN, intN, bytes32) and the
+    dynamic ``string`` and ``bytes``. Checked against eth_abi by the tests."""
+    heads: list[bytes | None] = []
+    tails: list[bytes] = []
+    for t, v in zip(types, values, strict=True):
+        if t == "string":
+            heads.append(None)
+            tails.append(_tail(str(v).encode()))
+        elif t == "bytes":
+            heads.append(None)
+            tails.append(_tail(bytes(v)))  # type: ignore[call-overload]
+        elif t == "bytes32":
+            b = bytes(v)  # type: ignore[call-overload]
+            if len(b) != 32:
+                raise ValueError(f"bytes32 value has {len(b)} bytes")
+            heads.append(b)
+        else:
+            heads.append(_word(int(v)))  # type: ignore[call-overload]
+    offset = 32 * len(types)
+    out: list[bytes] = []
+    ti = 0
+    for h in heads:
+        if h is None:
+            out.append(_word(offset))
+            offset += len(tails[ti])
+            ti += 1
+        else:
+            out.append(h)
+    return b"".join(out) + b"".join(tails)
+
+
+_READING_TYPES = ("uint8", "string", "uint64", "string", "int64", "uint64", "string", "uint32",
+                  "string")
+_DERIVED_TYPES = ("uint8", "string", "uint64", "string", "string", "int64", "int64", "uint64",
+                  "string", "uint32", "uint64", "uint64")
+_AUDIT_TYPES = ("uint8", "string", "uint64", "int64", "string", "string", "string")
+
+
+def _committed(r: Record) -> None:
+    if r.seq <= 0 or not r.gateway_id:
+        raise ValueError("only a committed record (seq > 0, gateway_id set) has a record body")
 
 
 def encode_reading(r: Reading) -> bytes:
     """The record body of a committed reading (Solidity ``abi.encode`` of the fields above)."""
-    if r.seq <= 0 or not r.gateway_id:
-        raise ValueError("only a committed reading (seq > 0, gateway_id set) has a record body")
-    tails = [_string_tail(r.gateway_id), _string_tail(r.point_id), _string_tail(r.unit),
-             _string_tail(r.source)]
-    head_len = 9 * 32
-    off_gw = head_len
-    off_pt = off_gw + len(tails[0])
-    off_unit = off_pt + len(tails[1])
-    off_src = off_unit + len(tails[2])
-    head = b"".join((
-        _word(KIND_READING),
-        _word(off_gw),
-        _word(r.seq),
-        _word(off_pt),
-        _word(r.ts_ns),  # int64, two's complement in 256 bits
-        _word(value_bits(r.value)),
-        _word(off_unit),
-        _word(r.quality),
-        _word(off_src),
-    ))
-    return head + b"".join(tails)
+    _committed(r)
+    return abi_encode(_READING_TYPES, (
+        KIND_READING, r.gateway_id, r.seq, r.point_id, r.ts_ns, value_bits(r.value), r.unit,
+        r.quality, r.source))
+
+
+def encode_record(r: Record) -> bytes:
+    """The record body of any committed record kind (docs/formats.md)."""
+    if isinstance(r, Reading):
+        return encode_reading(r)
+    _committed(r)
+    if isinstance(r, DerivedRecord):
+        return abi_encode(_DERIVED_TYPES, (
+            KIND_DERIVED, r.gateway_id, r.seq, r.point_id, r.derivation, r.period_start_ns,
+            r.period_end_ns, value_bits(r.value), r.unit, r.quality, r.from_seq, r.to_seq))
+    return abi_encode(_AUDIT_TYPES, (
+        KIND_AUDIT, r.gateway_id, r.seq, r.ts_ns, r.category, r.subject, r.payload))
+
+
+def record_leaf(r: Record) -> bytes:
+    return leaf_of_body(encode_record(r))
 
 
 def leaf_of_body(body: bytes) -> bytes:

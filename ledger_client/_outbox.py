@@ -13,6 +13,8 @@ transaction, so a record's state is derived, never stored twice:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -23,19 +25,22 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from gateway._failpoints import failpoint
-from gateway._records import Reading
+from gateway._records import AuditRecord, DerivedRecord, Reading, Record
 from ledger_client._errors import OutboxError
 from ledger_client._format import (
+    KIND_AUDIT,
+    KIND_DERIVED,
     KIND_READING,
     ZERO32,
     BatchHeader,
     build_header,
-    encode_reading,
+    encode_record,
     leaf_of_body,
 )
 
 SCHEMA_VERSION = 1
 T = TypeVar("T")
+R = TypeVar("R", bound=Record)
 
 BUILT, SUBMITTED, CONFIRMED = 0, 1, 2
 STATE_NAMES = {BUILT: "built", SUBMITTED: "submitted", CONFIRMED: "confirmed"}
@@ -51,6 +56,7 @@ CREATE TABLE IF NOT EXISTS records (
     unit      TEXT NOT NULL,
     quality   INTEGER NOT NULL,
     source    TEXT NOT NULL,
+    extra     TEXT,               -- kind-specific fields as JSON (derived, audit)
     leaf      BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS batches (
@@ -104,18 +110,44 @@ class OutboxStats:
     last_confirmed_batch: int
 
 
-def _row_to_reading(gateway_id: str, row: Any) -> Reading:
-    seq, point_id, ts_ns, value, unit, quality, source = row[:7]
-    return Reading(
-        gateway_id=gateway_id,
-        seq=int(seq),
-        point_id=str(point_id),
-        ts_ns=int(ts_ns),
-        value=math.nan if value is None else float(value),
-        unit=str(unit),
-        quality=int(quality),
-        source=str(source),
-    )
+_RECORD_COLS = "seq, kind, point_id, ts_ns, value, unit, quality, source, extra"
+
+
+def _row_to_record(gateway_id: str, row: Any) -> Record:
+    """Rebuild a record from its row (columns as in ``_RECORD_COLS``)."""
+    seq, kind, point_id, ts_ns, value, unit, quality, source, extra = row[:9]
+    v = math.nan if value is None else float(value)
+    if kind == KIND_READING:
+        return Reading(gateway_id=gateway_id, seq=int(seq), point_id=str(point_id),
+                       ts_ns=int(ts_ns), value=v, unit=str(unit), quality=int(quality),
+                       source=str(source))
+    if kind == KIND_DERIVED:
+        x = json.loads(extra)
+        return DerivedRecord(gateway_id=gateway_id, seq=int(seq), point_id=str(point_id),
+                             derivation=str(source), period_start_ns=int(ts_ns),
+                             period_end_ns=int(x["period_end_ns"]), value=v, unit=str(unit),
+                             quality=int(quality), from_seq=int(x["from_seq"]),
+                             to_seq=int(x["to_seq"]))
+    if kind == KIND_AUDIT:
+        return AuditRecord(gateway_id=gateway_id, seq=int(seq), ts_ns=int(ts_ns),
+                           category=str(source), subject=str(point_id), payload=str(extra))
+    raise OutboxError(f"record {seq} has unknown kind {kind}")
+
+
+def _to_row(c: Record) -> tuple[object, ...]:
+    """The row of a committed record (the inverse of `_row_to_record`)."""
+    leaf = leaf_of_body(encode_record(c))
+    if isinstance(c, Reading):
+        v = c.value
+        return (c.seq, KIND_READING, c.point_id, c.ts_ns, None if math.isnan(v) else v, c.unit,
+                c.quality, c.source, None, leaf)
+    if isinstance(c, DerivedRecord):
+        v = c.value
+        extra = json.dumps({"period_end_ns": c.period_end_ns, "from_seq": c.from_seq,
+                            "to_seq": c.to_seq}, separators=(",", ":"), sort_keys=True)
+        return (c.seq, KIND_DERIVED, c.point_id, c.period_start_ns, None if math.isnan(v) else v,
+                c.unit, c.quality, c.derivation, extra, leaf)
+    return (c.seq, KIND_AUDIT, c.subject, c.ts_ns, None, "", 0, c.category, c.payload, leaf)
 
 
 _BATCH_COLS = (
@@ -198,38 +230,27 @@ class Outbox:
 
     # -- acceptance -------------------------------------------------------------------------
 
-    async def append(self, readings: Sequence[Reading]) -> list[Reading]:
-        """Commit ``readings`` in one transaction (see `_append`)."""
-        return await self._write(self._append(readings))
+    async def append(self, records: Sequence[R]) -> list[R]:
+        """Commit ``records`` (readings, derived or audit records) in one transaction and
+        return them with ``seq`` and ``gateway_id`` set.
 
-    async def _append(self, readings: Sequence[Reading]) -> list[Reading]:
-        """Commit ``readings`` in one transaction; return them with ``seq`` and ``gateway_id``.
-
-        Returning is the acknowledgement: the readings are durable (per the ``synchronous``
+        Returning is the acknowledgement: the records are durable (per the ``synchronous``
         setting) and will be anchored.
         """
-        if not readings:
+        return await self._write(self._append(records))
+
+    async def _append(self, records: Sequence[R]) -> list[R]:
+        if not records:
             return []
         first = self._next_seq
-        committed: list[Reading] = []
-        rows: list[tuple[object, ...]] = []
         gw = self.gateway_id
-        for i, r in enumerate(readings):
-            c = Reading(
-                gateway_id=gw, seq=first + i, point_id=r.point_id, ts_ns=r.ts_ns, value=r.value,
-                unit=r.unit, quality=r.quality, source=r.source,
-            )
-            committed.append(c)
-            v = c.value
-            rows.append((
-                c.seq, KIND_READING, c.point_id, c.ts_ns, None if math.isnan(v) else v, c.unit,
-                c.quality, c.source, leaf_of_body(encode_reading(c)),
-            ))
+        committed = [dataclasses.replace(r, gateway_id=gw, seq=first + i)
+                     for i, r in enumerate(records)]
+        rows = [_to_row(c) for c in committed]
         await self._db.execute("BEGIN IMMEDIATE")
         try:
             await self._db.executemany(
-                "INSERT INTO records(seq, kind, point_id, ts_ns, value, unit, quality, source, leaf)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO records({_RECORD_COLS}, leaf) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             failpoint("outbox.before_commit")
@@ -237,7 +258,7 @@ class Outbox:
         except BaseException:
             await self._db.execute("ROLLBACK")
             raise
-        self._next_seq = first + len(readings)
+        self._next_seq = first + len(records)
         failpoint("outbox.after_commit")
         return committed
 
@@ -263,7 +284,7 @@ class Outbox:
         self,
         max_records: int,
         sign: Callable[[bytes], bytes],
-        co2e_g: Callable[[Sequence[Reading]], tuple[int, int, int]] | None = None,
+        co2e_g: Callable[[Sequence[Record]], tuple[int, int, int]] | None = None,
     ) -> StoredBatch | None:
         """Cut the next batch from the pending records, sign its header, store it; atomic."""
         return await self._write(self._make_batch(max_records, sign, co2e_g))
@@ -272,26 +293,26 @@ class Outbox:
         self,
         max_records: int,
         sign: Callable[[bytes], bytes],
-        co2e_g: Callable[[Sequence[Reading]], tuple[int, int, int]] | None,
+        co2e_g: Callable[[Sequence[Record]], tuple[int, int, int]] | None,
     ) -> StoredBatch | None:
         await self._db.execute("BEGIN IMMEDIATE")
         try:
             last = await self._last_batch()
             after = last.header.last_record_seq if last else 0
             rows = list(await self._db.execute_fetchall(
-                "SELECT seq, point_id, ts_ns, value, unit, quality, source, leaf FROM records"
-                " WHERE seq > ? ORDER BY seq LIMIT ?", (after, max_records)))
+                f"SELECT {_RECORD_COLS}, leaf FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, max_records)))
             if not rows:
                 await self._db.execute("COMMIT")
                 return None
             totals = (0, 0, 0)
             if co2e_g is not None:
-                totals = co2e_g([_row_to_reading(self.gateway_id, r) for r in rows])
+                totals = co2e_g([_row_to_record(self.gateway_id, r) for r in rows])
             header = build_header(
                 gateway_id=self.gateway_id,
                 seq=(last.seq + 1) if last else 1,
                 prev_hash=last.header_hash if last else ZERO32,
-                records=[(int(r[0]), int(r[2]), bytes(r[7])) for r in rows],
+                records=[(int(r[0]), int(r[3]), bytes(r[9])) for r in rows],
                 co2e_g=totals,
             )
             hh = header.hash()
@@ -360,11 +381,9 @@ class Outbox:
 
     # -- queries ----------------------------------------------------------------------------
 
-    async def record(self, seq: int) -> Reading | None:
-        rows = list(await self._fetch(
-            "SELECT seq, point_id, ts_ns, value, unit, quality, source FROM records WHERE seq = ?",
-            (seq,)))
-        return _row_to_reading(self.gateway_id, rows[0]) if rows else None
+    async def record(self, seq: int) -> Record | None:
+        rows = await self._fetch(f"SELECT {_RECORD_COLS} FROM records WHERE seq = ?", (seq,))
+        return _row_to_record(self.gateway_id, rows[0]) if rows else None
 
     async def batch_of_record(self, record_seq: int) -> StoredBatch | None:
         rows = list(await self._fetch(
@@ -380,11 +399,11 @@ class Outbox:
             "SELECT leaf FROM records WHERE seq BETWEEN ? AND ? ORDER BY seq", (first_seq, last_seq))
         return [bytes(r[0]) for r in rows]
 
-    async def readings(self, first_seq: int, last_seq: int) -> list[Reading]:
+    async def records(self, first_seq: int, last_seq: int) -> list[Record]:
         rows = await self._fetch(
-            "SELECT seq, point_id, ts_ns, value, unit, quality, source FROM records"
-            " WHERE seq BETWEEN ? AND ? ORDER BY seq", (first_seq, last_seq))
-        return [_row_to_reading(self.gateway_id, r) for r in rows]
+            f"SELECT {_RECORD_COLS} FROM records WHERE seq BETWEEN ? AND ? ORDER BY seq",
+            (first_seq, last_seq))
+        return [_row_to_record(self.gateway_id, r) for r in rows]
 
     async def stats(self) -> OutboxStats:
         by_state = {name: 0 for name in STATE_NAMES.values()}

@@ -22,7 +22,7 @@ from eth_account.signers.local import LocalAccount
 
 from gateway._failpoints import failpoint
 from gateway._metrics import Metrics
-from gateway._records import Reading
+from gateway._records import Record
 from ledger_client._chain import EvmChain, header_tuple
 from ledger_client._errors import (
     AnchorConflict,
@@ -48,7 +48,7 @@ class Batcher:
         interval_s: float,
         max_records: int,
         metrics: Metrics,
-        co2e_g: Callable[[Sequence[Reading]], tuple[int, int, int]] | None = None,
+        co2e_g: Callable[[Sequence[Record]], tuple[int, int, int]] | None = None,
         wake_uplink: asyncio.Event | None = None,
     ) -> None:
         self.outbox = outbox

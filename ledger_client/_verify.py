@@ -18,13 +18,13 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway._records import Reading
+from gateway._records import AuditRecord, DerivedRecord, Reading, Record
 from ledger_client._chain import EvmChain
 from ledger_client._errors import ChainRevert
 from ledger_client._format import (
     BatchHeader,
     merkle_proof,
-    reading_leaf,
+    record_leaf,
     value_bits,
     verify_proof,
 )
@@ -58,9 +58,51 @@ def _value_from_bits(bits: int) -> float:
     return float(struct.unpack(">d", bits.to_bytes(8, "big"))[0])
 
 
+def _value_json(v: float) -> dict[str, object]:
+    return {"value": None if math.isnan(v) else v, "value_bits": f"0x{value_bits(v):016x}"}
+
+
+def record_to_json(r: Record) -> dict[str, object]:
+    """A record as JSON; ``value_bits`` is authoritative (``value`` is for people)."""
+    base: dict[str, object] = {"gateway_id": r.gateway_id, "seq": r.seq}
+    if isinstance(r, Reading):
+        return {"kind": "reading", **base, "point_id": r.point_id, "ts_ns": r.ts_ns,
+                **_value_json(r.value), "unit": r.unit, "quality": r.quality,
+                "source": r.source}
+    if isinstance(r, DerivedRecord):
+        return {"kind": "derived", **base, "point_id": r.point_id, "derivation": r.derivation,
+                "period_start_ns": r.period_start_ns, "period_end_ns": r.period_end_ns,
+                **_value_json(r.value), "unit": r.unit, "quality": r.quality,
+                "from_seq": r.from_seq, "to_seq": r.to_seq}
+    return {"kind": "audit", **base, "ts_ns": r.ts_ns, "category": r.category,
+            "subject": r.subject, "payload": r.payload}
+
+
+def record_from_json(d: dict[str, Any]) -> Record:
+    kind = d.get("kind")
+    gw, seq = str(d["gateway_id"]), int(d["seq"])
+    if kind == "reading":
+        return Reading(
+            gateway_id=gw, seq=seq, point_id=str(d["point_id"]), ts_ns=int(d["ts_ns"]),
+            value=_value_from_bits(int(_unhex(d["value_bits"], "record.value_bits", 8).hex(), 16)),
+            unit=str(d["unit"]), quality=int(d["quality"]), source=str(d["source"]))
+    if kind == "derived":
+        return DerivedRecord(
+            gateway_id=gw, seq=seq, point_id=str(d["point_id"]), derivation=str(d["derivation"]),
+            period_start_ns=int(d["period_start_ns"]), period_end_ns=int(d["period_end_ns"]),
+            value=_value_from_bits(int(_unhex(d["value_bits"], "record.value_bits", 8).hex(), 16)),
+            unit=str(d["unit"]), quality=int(d["quality"]), from_seq=int(d["from_seq"]),
+            to_seq=int(d["to_seq"]))
+    if kind == "audit":
+        return AuditRecord(gateway_id=gw, seq=seq, ts_ns=int(d["ts_ns"]),
+                           category=str(d["category"]), subject=str(d["subject"]),
+                           payload=str(d["payload"]))
+    raise BundleError(f"record.kind: expected reading, derived or audit, got {kind!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Bundle:
-    record: Reading
+    record: Record
     header: BatchHeader
     signature: bytes
     proof: list[bytes]
@@ -72,13 +114,7 @@ class Bundle:
         return {
             "format": FORMAT,
             "chain": {"chain_id": self.chain_id, "contract": self.contract},
-            "record": {
-                "kind": "reading", "gateway_id": r.gateway_id, "seq": r.seq,
-                "point_id": r.point_id, "ts_ns": r.ts_ns,
-                "value": None if math.isnan(r.value) else r.value,
-                "value_bits": f"0x{value_bits(r.value):016x}", "unit": r.unit,
-                "quality": r.quality, "source": r.source,
-            },
+            "record": record_to_json(r),
             "batch": {
                 "gateway_id": h.gateway_id, "seq": h.seq, "prev_hash": _hex(h.prev_hash),
                 "root": _hex(h.root), "count": h.count,
@@ -95,13 +131,8 @@ class Bundle:
         try:
             if d.get("format") != FORMAT:
                 raise BundleError(f"format: expected {FORMAT!r}, got {d.get('format')!r}")
-            rec, bat = d["record"], d["batch"]
-            bits = int(_unhex(rec["value_bits"], "record.value_bits", 8).hex(), 16)
-            record = Reading(
-                gateway_id=str(rec["gateway_id"]), seq=int(rec["seq"]),
-                point_id=str(rec["point_id"]), ts_ns=int(rec["ts_ns"]),
-                value=_value_from_bits(bits), unit=str(rec["unit"]),
-                quality=int(rec["quality"]), source=str(rec["source"]))
+            bat = d["batch"]
+            record = record_from_json(d["record"])
             co2e = [int(x) for x in bat["co2e_g"]]
             header = BatchHeader(
                 gateway_id=str(bat["gateway_id"]), seq=int(bat["seq"]),
@@ -120,6 +151,14 @@ class Bundle:
             if isinstance(e, BundleError):
                 raise
             raise BundleError(f"malformed proof bundle: {type(e).__name__}: {e}") from None
+
+
+def describe(r: Record) -> str:
+    if isinstance(r, Reading):
+        return f"{r.point_id} = {r.value} {r.unit}"
+    if isinstance(r, DerivedRecord):
+        return f"{r.derivation} of {r.point_id} = {r.value} {r.unit}"
+    return f"{r.category} {r.subject}"
 
 
 async def bundle_from_outbox(outbox: Outbox, seq: int, *, chain_id: int,
@@ -162,11 +201,11 @@ async def verify_bundle(b: Bundle, chain: EvmChain) -> Report:
     """Check a bundle against the ledger. Raises `ChainUnavailable` when the chain is down."""
     rep = Report()
     r, h = b.record, b.header
-    leaf = reading_leaf(r)
+    leaf = record_leaf(r)
     in_range = h.first_record_seq <= r.seq <= h.last_record_seq and r.gateway_id == h.gateway_id
     proof_ok = in_range and verify_proof(leaf, b.proof, h.root)
     rep.add("record-in-batch", proof_ok,
-            f"record {r.seq} ({r.point_id} = {r.value} {r.unit}) leaf 0x{leaf.hex()[:16]}.. "
+            f"record {r.seq} ({describe(r)}) leaf 0x{leaf.hex()[:16]}.. "
             + ("reaches" if proof_ok else "does not reach")
             + f" root 0x{h.root.hex()[:16]}.. of batch {h.seq}")
     hh = h.hash()

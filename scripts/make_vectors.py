@@ -10,16 +10,15 @@ import json
 import math
 from pathlib import Path
 
-from gateway import Quality, Reading
+from gateway import AuditRecord, DerivedRecord, Quality, Reading, Record
 from ledger_client._format import (
     BatchHeader,
-    encode_reading,
+    encode_record,
     gateway_key,
     keccak256,
     merkle_proof,
     merkle_root,
-    reading_leaf,
-    value_bits,
+    record_leaf,
 )
 from ledger_client._signing import Signer
 
@@ -37,15 +36,26 @@ READINGS = [
 ]
 
 
-def reading_json(r: Reading) -> dict[str, object]:
-    return {"gateway_id": r.gateway_id, "seq": r.seq, "point_id": r.point_id, "ts_ns": r.ts_ns,
-            "value_bits": f"0x{value_bits(r.value):016x}", "unit": r.unit,
-            "quality": r.quality, "source": r.source}
+OTHERS: list[Record] = [
+    DerivedRecord(gateway_id="plant-a-gw1", seq=4, point_id="boiler.gas_flow",
+                  derivation="hour-mean", period_start_ns=1_767_225_600_000_000_000,
+                  period_end_ns=1_767_229_200_000_000_000, value=118.25, unit="Nm3/h",
+                  quality=0, from_seq=1, to_seq=3),
+    AuditRecord(gateway_id="plant-a-gw1", seq=5, ts_ns=1_767_225_602_000_000_000,
+                category="command", subject="cmd-0001",
+                payload='{"point":"vent1.opening","value":80,"verdict":"applied"}'),
+]
+
+
+def record_json(r: Record) -> dict[str, object]:
+    from ledger_client._verify import record_to_json
+
+    return record_to_json(r)
 
 
 def main() -> None:
-    records = [{"reading": reading_json(r), "body": "0x" + encode_reading(r).hex(),
-                "leaf": "0x" + reading_leaf(r).hex()} for r in READINGS]
+    records = [{"record": record_json(r), "body": "0x" + encode_record(r).hex(),
+                "leaf": "0x" + record_leaf(r).hex()} for r in [*READINGS, *OTHERS]]
     trees = []
     for n in (1, 2, 3, 5, 8):
         leaves = [keccak256(f"leaf-{i}".encode()) for i in range(n)]
@@ -54,7 +64,7 @@ def main() -> None:
             "root": "0x" + merkle_root(leaves).hex(),
             "proofs": [["0x" + p.hex() for p in merkle_proof(leaves, i)] for i in range(n)],
         })
-    leaves = [reading_leaf(r) for r in READINGS]
+    leaves = [record_leaf(r) for r in READINGS]
     header = BatchHeader(
         gateway_id="plant-a-gw1", seq=1, prev_hash=b"\x00" * 32, root=merkle_root(leaves),
         count=3, first_record_seq=1, last_record_seq=3, first_ts_ns=-1,

@@ -15,7 +15,7 @@ import pytest
 
 from config import contract_address, load_config
 from ledger_client import EvmChain, Outbox
-from ledger_client._format import reading_leaf
+from ledger_client._format import record_leaf
 from simulator import Provisioned
 
 from .conftest import GatewayProcess
@@ -44,8 +44,8 @@ async def assert_consistent(p: Provisioned) -> int:
         gw = await chain.gateway(cfg.gateway.id)
         assert gw.last_record_seq == st.records
         # every record row is intact: its stored leaf is the leaf of its fields
-        for r in await ob.readings(1, st.records):
-            assert (await ob.leaves(r.seq, r.seq)) == [reading_leaf(r)]
+        for r in await ob.records(1, st.records):
+            assert (await ob.leaves(r.seq, r.seq)) == [record_leaf(r)]
         return st.records
     finally:
         await chain.close()
@@ -141,10 +141,10 @@ async def test_every_acknowledged_reading_survives_kill9(tmp_path: Path) -> None
     try:
         st = await ob.stats()
         assert acked and max(acked) <= st.records
-        rows = await ob.readings(1, st.records)
+        rows = await ob.records(1, st.records)
         assert [r.seq for r in rows] == list(range(1, st.records + 1))  # gapless
         assert acked <= {r.seq for r in rows}
         for r in rows:
-            assert (await ob.leaves(r.seq, r.seq)) == [reading_leaf(r)]
+            assert (await ob.leaves(r.seq, r.seq)) == [record_leaf(r)]
     finally:
         await ob.close()

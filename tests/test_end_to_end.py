@@ -55,7 +55,7 @@ async def test_polls_end_in_anchored_verifiable_batches(gateway: Provisioned,
             report = await verify_bundle(bundle, chain)
             assert report.ok, report.text()
         # plausibly decoded values from the simulated meters
-        first = await outbox.readings(1, points)
+        first = await outbox.records(1, points)
         by_point = {r.point_id: r for r in first}
         assert 100_000 < by_point["feeder.energy"].value < 200_000
         assert 200 < by_point["feeder.power"].value < 700

@@ -6,54 +6,66 @@ import json
 import math
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eth_abi.abi import encode as abi_encode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import Reading
+from gateway import AuditRecord, DerivedRecord, Reading, Record
 from ledger_client._chain import EvmChain
 from ledger_client._format import (
     BATCH_TAG,
     BatchHeader,
     build_header,
     encode_reading,
+    encode_record,
     gateway_key,
     keccak256,
     merkle_proof,
     merkle_root,
-    reading_leaf,
+    record_leaf,
     value_bits,
     verify_proof,
 )
 from ledger_client._signing import Signer, load_account, verify_signature
+from ledger_client._verify import record_from_json, record_to_json
 from simulator import DEV_KEYS, Anvil
 
 VECTORS = json.loads((Path(__file__).parent.parent / "docs/vectors/formats.json").read_text())
 
 
-def _reading(d: dict[str, object]) -> Reading:
-    bits = int(str(d["value_bits"]), 16)
-    return Reading(gateway_id=str(d["gateway_id"]), seq=int(str(d["seq"])),
-                   point_id=str(d["point_id"]), ts_ns=int(str(d["ts_ns"])),
-                   value=struct.unpack(">d", bits.to_bytes(8, "big"))[0], unit=str(d["unit"]),
-                   quality=int(str(d["quality"])), source=str(d["source"]))
+def _abi_body(r: Record) -> bytes:
+    """The record body by eth_abi, an encoder independent of ours."""
+    if isinstance(r, Reading):
+        return abi_encode(
+            ["uint8", "string", "uint64", "string", "int64", "uint64", "string", "uint32",
+             "string"],
+            [1, r.gateway_id, r.seq, r.point_id, r.ts_ns, value_bits(r.value), r.unit, r.quality,
+             r.source])
+    if isinstance(r, DerivedRecord):
+        return abi_encode(
+            ["uint8", "string", "uint64", "string", "string", "int64", "int64", "uint64",
+             "string", "uint32", "uint64", "uint64"],
+            [2, r.gateway_id, r.seq, r.point_id, r.derivation, r.period_start_ns,
+             r.period_end_ns, value_bits(r.value), r.unit, r.quality, r.from_seq, r.to_seq])
+    return abi_encode(["uint8", "string", "uint64", "int64", "string", "string", "string"],
+                      [3, r.gateway_id, r.seq, r.ts_ns, r.category, r.subject, r.payload])
 
 
-def _abi_body(r: Reading) -> bytes:
-    return abi_encode(
-        ["uint8", "string", "uint64", "string", "int64", "uint64", "string", "uint32", "string"],
-        [1, r.gateway_id, r.seq, r.point_id, r.ts_ns, value_bits(r.value), r.unit, r.quality,
-         r.source])
+@pytest.mark.parametrize("vec", VECTORS["records"],
+                         ids=lambda v: f"{v['record']['kind']}-{v['record']['seq']}")
+def test_record_vectors(vec: dict[str, Any]) -> None:
+    r = record_from_json(vec["record"])
+    assert record_to_json(r) == vec["record"]
+    assert "0x" + encode_record(r).hex() == vec["body"]
+    assert "0x" + record_leaf(r).hex() == vec["leaf"]
+    assert encode_record(r) == _abi_body(r)  # eth_abi agrees
 
 
-@pytest.mark.parametrize("vec", VECTORS["records"], ids=lambda v: str(v["reading"]["point_id"]))
-def test_record_vectors(vec: dict[str, object]) -> None:
-    r = _reading(vec["reading"])  # type: ignore[arg-type]
-    assert "0x" + encode_reading(r).hex() == vec["body"]
-    assert "0x" + reading_leaf(r).hex() == vec["leaf"]
-    assert encode_reading(r) == _abi_body(r)  # eth_abi agrees
+def test_vectors_cover_every_kind() -> None:
+    assert {v["record"]["kind"] for v in VECTORS["records"]} == {"reading", "derived", "audit"}
 
 
 @pytest.mark.parametrize("tree", VECTORS["merkle"], ids=lambda t: f"{len(t['leaves'])}-leaves")
@@ -139,6 +151,22 @@ def test_encoder_matches_eth_abi(gw: str, point: str, unit: str, source: str, se
     r = Reading(gateway_id=gw, seq=seq, point_id=point, ts_ns=ts, value=value, unit=unit,
                 quality=quality, source=source)
     assert encode_reading(r) == _abi_body(r)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seq=st.integers(1, 2**63 - 1), ts=st.integers(-(2**63), 2**63 - 1),
+       cat=st.text(max_size=20), subject=st.text(max_size=40), payload=st.text(max_size=200),
+       value=st.floats(allow_nan=True), lo=st.integers(0, 2**64 - 1),
+       hi=st.integers(0, 2**64 - 1))
+def test_other_kinds_match_eth_abi(seq: int, ts: int, cat: str, subject: str, payload: str,
+                                   value: float, lo: int, hi: int) -> None:
+    a = AuditRecord(gateway_id="gw", seq=seq, ts_ns=ts, category=cat, subject=subject,
+                    payload=payload)
+    assert encode_record(a) == _abi_body(a)
+    d = DerivedRecord(gateway_id="gw", seq=seq, point_id=subject, derivation=cat,
+                      period_start_ns=ts, period_end_ns=ts, value=value, unit="u", quality=1,
+                      from_seq=lo, to_seq=hi)
+    assert encode_record(d) == _abi_body(d)
 
 
 async def test_contract_computes_the_same_header_hash(anvil: Anvil,

@@ -1,0 +1,191 @@
+"""Config models: the YAML shape, and one test per validation error."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from cleaning._config import (
+    AggregationConfig,
+    ChecksConfig,
+    CounterCheck,
+    ElectricityContract,
+    FlatlineCheck,
+    RangeCheck,
+    RateCheck,
+    SpikeCheck,
+    SubstitutionConfig,
+    SubstitutionTier,
+    TimestampCheck,
+)
+
+EXAMPLE = """
+checks:
+  range: {min: 0, max: 500}
+  rate_of_change: {max_per_s: 20}
+  spike: {window: 21, k: 4.0, min_deviation: 0.5}
+  flatline: {count: 30, duration_s: 600, tolerance: 0.0}
+  sentinels: [65535, -32768]
+  timestamps: {max_future_s: 5, max_age_s: 86400}
+  duplicates: true
+  counter: {register_max: 4294967295, resolution: 1, max_rate_per_s: 50}
+"""
+
+
+def test_yaml_example() -> None:
+    cfg = ChecksConfig.model_validate(yaml.safe_load(EXAMPLE)["checks"])
+    assert cfg.range == RangeCheck(min=0, max=500)
+    assert cfg.spike == SpikeCheck(window=21, k=4.0, min_deviation=0.5)
+    assert cfg.sentinels == (65535.0, -32768.0)
+    assert cfg.counter is not None and cfg.counter.max_step is None
+    # round trip through plain data
+    assert ChecksConfig.model_validate(cfg.model_dump()) == cfg
+
+
+def test_defaults() -> None:
+    cfg = ChecksConfig()
+    assert cfg.range is None and cfg.spike is None and cfg.counter is None
+    assert cfg.duplicates is True and cfg.sentinels == ()
+    assert SpikeCheck() == SpikeCheck(window=21, k=4.0, min_deviation=0.0)
+    assert TimestampCheck().max_future_s == 5.0 and TimestampCheck().max_age_s is None
+
+
+def test_models_are_frozen_and_hashable() -> None:
+    cfg = ChecksConfig(range=RangeCheck(min=0, max=1), sentinels=(1.0,))
+    with pytest.raises(ValidationError):
+        cfg.duplicates = False  # type: ignore[misc]
+    assert hash(cfg) == hash(ChecksConfig(range=RangeCheck(min=0, max=1), sentinels=(1.0,)))
+
+
+def errors(model: type[BaseModel], data: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    with pytest.raises(ValidationError) as e:
+        model.model_validate(data)
+    return [(tuple(err["loc"]), err["msg"]) for err in e.value.errors()]
+
+
+@pytest.mark.parametrize(
+    ("data", "loc", "message"),
+    [
+        ({"range": {"min": 5, "max": 1}}, ("range",), "range.min (5.0) must be less than range.max"),
+        ({"range": {"min": 1, "max": 1}}, ("range",), "must be less than"),
+        ({"range": {}}, ("range",), "range needs at least one of min or max"),
+        ({"range": {"min": "inf"}}, ("range", "min"), "finite number"),
+        ({"rate_of_change": {"max_per_s": 0}}, ("rate_of_change", "max_per_s"), "greater than 0"),
+        ({"rate_of_change": {}}, ("rate_of_change", "max_per_s"), "Field required"),
+        ({"spike": {"window": 2}}, ("spike", "window"), "spike.window must be at least 3"),
+        ({"spike": {"window": 5000}}, ("spike", "window"), "at most 1000"),
+        ({"spike": {"k": -1}}, ("spike", "k"), "greater than 0"),
+        ({"spike": {"min_deviation": -1}}, ("spike", "min_deviation"), "greater than or equal"),
+        ({"flatline": {}}, ("flatline",), "flatline needs count, duration_s or both"),
+        ({"flatline": {"count": 1}}, ("flatline", "count"), "flatline.count must be at least 2"),
+        ({"flatline": {"count": 3, "tolerance": -0.1}}, ("flatline", "tolerance"), "greater than"),
+        ({"flatline": {"duration_s": 0}}, ("flatline", "duration_s"), "greater than 0"),
+        ({"sentinels": [1, "nan"]}, ("sentinels",), "sentinels cannot contain NaN"),
+        ({"sentinels": [1, 1.0]}, ("sentinels",), "the same value twice"),
+        ({"timestamps": {"max_future_s": -1}}, ("timestamps", "max_future_s"), "greater than"),
+        ({"timestamps": {"max_age_s": 0}}, ("timestamps", "max_age_s"), "greater than 0"),
+        ({"counter": {"register_max": 100}}, ("counter",), "counter needs max_step"),
+        ({"counter": {"max_step": 1}}, ("counter", "register_max"), "Field required"),
+        (
+            {"counter": {"register_max": 100, "max_step": 100}},
+            ("counter",),
+            "counter.max_step (100.0) must be less than counter.register_max",
+        ),
+        (
+            {"counter": {"register_max": 1, "resolution": 2, "max_step": 0.5}},
+            ("counter",),
+            "counter.resolution (2.0) must not exceed",
+        ),
+        ({"duplicates": "maybe"}, ("duplicates",), "valid boolean"),
+        ({"spikes": {"window": 5}}, ("spikes",), "Extra inputs are not permitted"),
+        ({"range": {"min": 0, "maximum": 5}}, ("range", "maximum"), "Extra inputs"),
+    ],
+)
+def test_checks_validation_errors(data: dict[str, Any], loc: tuple[str, ...], message: str) -> None:
+    errs = errors(ChecksConfig, data)
+    assert any(err_loc == loc and message in msg for err_loc, msg in errs), errs
+
+
+def test_direct_construction_validates_too() -> None:
+    with pytest.raises(ValidationError, match="must be less than"):
+        RangeCheck(min=2, max=1)
+    with pytest.raises(ValidationError):
+        RateCheck(max_per_s=-1)
+    with pytest.raises(ValidationError, match="count, duration_s"):
+        FlatlineCheck()
+    with pytest.raises(ValidationError, match="max_rate_per_s"):
+        CounterCheck(register_max=10)
+    assert RangeCheck(min=0).max is None and RangeCheck(max=0).min is None
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "Field required"),
+        ({"expected_per_minute": 0}, "greater than 0"),
+        ({"expected_per_minute": 60, "min_minute_fraction": 0}, "greater than 0"),
+        ({"expected_per_minute": 60, "min_minute_fraction": 1.5}, "less than or equal to 1"),
+        ({"expected_per_minute": 60, "min_valid_minutes": 61}, "less than or equal to 60"),
+        ({"expected_per_minute": 60, "min_valid_minutes": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_aggregation_validation_errors(data: dict[str, Any], message: str) -> None:
+    assert any(message in msg for _, msg in errors(AggregationConfig, data))
+
+
+def test_aggregation_defaults() -> None:
+    a = AggregationConfig(expected_per_minute=60)
+    assert (a.min_minute_fraction, a.min_valid_minutes) == (0.75, 45)
+
+
+CATCH_ALL = {"min_availability": 0, "methods": ["lookback_max"]}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"tiers": []}, "at least one tier"),
+        ({"tiers": [{"min_availability": 0, "methods": ["mean"]}]}, "unknown substitution method"),
+        ({"tiers": [{"min_availability": 0, "methods": ["p0"]}]}, "between p1 and p99"),
+        ({"tiers": [{"min_availability": 0, "methods": ["p100"]}]}, "unknown substitution"),
+        ({"tiers": [{"min_availability": 0, "methods": []}]}, "at least one method"),
+        ({"tiers": [{"min_availability": 101, "methods": ["p90"]}]}, "less than or equal to 100"),
+        (
+            {"tiers": [{"min_availability": 0, "max_gap_hours": 0, "methods": ["p90"]}]},
+            "greater than or equal to 1",
+        ),
+        ({"tiers": [{"min_availability": 90, "methods": ["p90"]}]}, "must apply to every hour"),
+        (
+            {"tiers": [{"min_availability": 0, "max_gap_hours": 5, "methods": ["p90"]}]},
+            "must apply to every hour",
+        ),
+        ({"tiers": [{"min_availability": 0, "methods": ["max_potential"]}]}, "max_potential must"),
+        ({"tiers": [CATCH_ALL], "lookback_hours": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_substitution_validation_errors(data: dict[str, Any], message: str) -> None:
+    assert any(message in msg for _, msg in errors(SubstitutionConfig, data))
+
+
+def test_substitution_methods_accepted() -> None:
+    tier = SubstitutionTier(
+        min_availability=0, methods=("hb_ha_average", "p90", "p99.5", "lookback_max")
+    )
+    assert SubstitutionConfig(tiers=(tier,)).tiers[0].methods[2] == "p99.5"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"id": "", "instrument": "ppa", "mwh": 1}, "at least 1 character"),
+        ({"id": "a", "instrument": "rec", "mwh": 1}, "Input should be"),
+        ({"id": "a", "instrument": "ppa", "mwh": -1}, "greater than or equal to 0"),
+        ({"id": "a", "instrument": "ppa", "mwh": 1, "kg_co2_per_kwh": math.nan}, "finite"),
+    ],
+)
+def test_contract_validation_errors(data: dict[str, Any], message: str) -> None:
+    assert any(message in msg for _, msg in errors(ElectricityContract, data))
