@@ -26,7 +26,7 @@ from numpy.typing import ArrayLike
 
 from gateway._records import INVALID
 
-from ._checks import as_ts, as_values
+from ._checks import BoolArray, FlagArray, FloatArray, as_ts, as_values
 from ._config import AggregationConfig
 
 __all__ = [
@@ -68,8 +68,9 @@ class Aggregate:
         return self.start_ns + self.period_s * 1_000_000_000
 
 
-def _valid_mask(values: np.ndarray, quality: np.ndarray) -> np.ndarray:
-    return np.isfinite(values) & ((quality & np.uint32(INVALID)) == 0)
+def _valid_mask(values: FloatArray, quality: FlagArray) -> BoolArray:
+    valid: BoolArray = np.isfinite(values) & ((quality & np.uint32(INVALID)) == 0)
+    return valid
 
 
 def aggregate_minutes(

@@ -177,9 +177,7 @@ def check_timestamps(
     ``prev_max_ts`` is the maximum carried over from earlier samples of the stream.
     """
     age = None if max_age_s is None else seconds_to_ns(max_age_s)
-    flags, _ = timestamps_kernel(
-        as_ts(ts_ns), now_ns, seconds_to_ns(max_future_s), age, prev_max_ts
-    )
+    flags, _ = timestamps_kernel(as_ts(ts_ns), now_ns, seconds_to_ns(max_future_s), age, prev_max_ts)
     return flags
 
 
@@ -483,9 +481,7 @@ def counter_kernel(
             continue
         if i >= n:
             break
-        c_ref = int(
-            params.classify(v[i] - ref_v, float(int(ts[i]) - ref_t), float(k0 + i - ref_k))
-        )
+        c_ref = int(params.classify(v[i] - ref_v, float(int(ts[i]) - ref_t), float(k0 + i - ref_k)))
         if c_ref != _ABNORMAL:
             flags[i] = _U_ROLL if c_ref == _ROLLOVER else _U_ZERO
             pending = False

@@ -75,7 +75,7 @@ def unit_registry() -> Any:
     """The pint registry used here: pint's defaults plus the normal cubic metre ``Nm3``, a
     unit of its own (gas volume at reference conditions) so that it never mixes silently with
     an actual cubic metre."""
-    ureg = pint.UnitRegistry()
+    ureg: Any = pint.UnitRegistry()
     ureg.define("normal_cubic_meter = [normal_volume] = Nm3 = Nm³")
     return ureg
 
@@ -116,9 +116,7 @@ class FactorTable:
         try:
             return self.factors[factor_id]
         except KeyError:
-            raise KeyError(
-                f"no factor {factor_id!r} in factor table {self.version}"
-            ) from None
+            raise KeyError(f"no factor {factor_id!r} in factor table {self.version}") from None
 
     def select(
         self,

@@ -68,14 +68,10 @@ class PointCleaner:
         self._config = config
         c = config.counter
         self._counter_params = (
-            None
-            if c is None
-            else CounterParams(c.register_max + c.resolution, c.max_step, c.max_rate_per_s)
+            None if c is None else CounterParams(c.register_max + c.resolution, c.max_step, c.max_rate_per_s)
         )
         f = config.flatline
-        self._flat_duration_ns = (
-            None if f is None or f.duration_s is None else seconds_to_ns(f.duration_s)
-        )
+        self._flat_duration_ns = None if f is None or f.duration_s is None else seconds_to_ns(f.duration_s)
         self._max_ts: int | None = None
         self._dup_prev: tuple[int, float] | None = None
         self._rate_prev: tuple[int, float] | None = None
@@ -96,9 +92,7 @@ class PointCleaner:
         self._flat = None
         self._counter = None
 
-    def apply(
-        self, ts_ns: ArrayLike, values: ArrayLike, quality: ArrayLike, now_ns: int
-    ) -> FlagArray:
+    def apply(self, ts_ns: ArrayLike, values: ArrayLike, quality: ArrayLike, now_ns: int) -> FlagArray:
         """The new quality of each sample: the input ``quality`` OR'ed with the check bits.
 
         ``ts_ns`` (int64 ns), ``values`` (float64) and ``quality`` (uint32) are parallel
@@ -109,8 +103,7 @@ class PointCleaner:
         q = np.asarray(quality, dtype=np.uint32)
         if not ts.shape == v.shape == q.shape or ts.ndim != 1:
             raise ValueError(
-                f"ts_ns, values and quality must be 1-d and of one length: "
-                f"{ts.shape}, {v.shape}, {q.shape}"
+                f"ts_ns, values and quality must be 1-d and of one length: {ts.shape}, {v.shape}, {q.shape}"
             )
         cfg = self._config
         out = q.copy()
@@ -131,20 +124,13 @@ class PointCleaner:
             is_dup = dup != 0
             out[is_dup] &= _NOT_TS_DUP
             out |= dup
-        if (
-            cfg.rate_of_change is None
-            and cfg.spike is None
-            and cfg.flatline is None
-            and cfg.counter is None
-        ):
+        if cfg.rate_of_change is None and cfg.spike is None and cfg.flatline is None and cfg.counter is None:
             return out
         idx = np.flatnonzero(np.isfinite(v) & ((out & _INVALID) == 0))
         te, ve = ts[idx], v[idx]
         value_flags = np.zeros(idx.shape[0], dtype=np.uint32)
         if cfg.rate_of_change is not None:
-            f, self._rate_prev = rate_kernel(
-                te, ve, cfg.rate_of_change.max_per_s, self._rate_prev
-            )
+            f, self._rate_prev = rate_kernel(te, ve, cfg.rate_of_change.max_per_s, self._rate_prev)
             value_flags |= f
         if cfg.spike is not None:
             s = cfg.spike

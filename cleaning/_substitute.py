@@ -41,6 +41,7 @@ raw readings or the hour aggregates.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ def substitute(hours: Sequence[Aggregate], policy: SubstitutionConfig) -> list[S
     if n == 0:
         return []
     starts = [h.start_ns for h in hours]
-    if any(b <= a for a, b in zip(starts, starts[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(starts)):
         raise ValueError("hours must be in strictly increasing time order")
     if any(h.period_s != 3600 for h in hours):
         raise ValueError("substitute takes hour aggregates")
@@ -198,8 +199,7 @@ def _fill_gap(
         t, tier = next(
             (k, tr)
             for k, tr in enumerate(policy.tiers)
-            if pma >= tr.min_availability
-            and (tr.max_gap_hours is None or gap_len <= tr.max_gap_hours)
+            if pma >= tr.min_availability and (tr.max_gap_hours is None or gap_len <= tr.max_gap_hours)
         )
         tv = tier_value(t, tier)
         if tv is None:

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from cleaning._stream import Cleaner
 from config import Config, contract_address
-from drivers.modbus._io import ModbusTcpPoller
+from drivers import make_sources
 from gateway._health import serve_health
 from gateway._metrics import Metrics
 from gateway._records import Reading
@@ -68,6 +68,9 @@ class Pipeline:
         self.metrics = metrics
         self.on_commit = on_commit
         self.busy = False
+        #: Called with every committed chunk (live telemetry, local rules). Must not block:
+        #: a tap that cannot keep up drops its own copy, never the outbox's.
+        self.taps: list[Callable[[list[Reading]], None]] = []
 
     async def submit(self, readings: list[Reading]) -> None:
         if readings:
@@ -89,6 +92,8 @@ class Pipeline:
         committed = await self.outbox.append(cleaned)
         self.metrics.inc("readings_accepted", len(committed))
         self.on_commit(len(committed))
+        for tap in self.taps:
+            tap(committed)
 
 
 async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
@@ -121,13 +126,13 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
 
     cleaner = Cleaner({p.id: p.checks for d in cfg.devices for p in d.points if p.checks})
     pipeline = Pipeline(outbox, cleaner, metrics, cfg.outbox.queue_batches, on_commit)
-    pollers = [ModbusTcpPoller(d, pipeline.submit, metrics) for d in cfg.devices]
+    pollers = make_sources(cfg.devices, pipeline.submit, metrics)
     log.info("gateway %s starting: %d device(s), outbox %s, chain %s", cfg.gateway.id,
              len(pollers), cfg.outbox_path(), cfg.chain.rpc_url)
     try:
         async with asyncio.TaskGroup() as tg:
-            pollers_tasks = [tg.create_task(supervise(f"poll:{p.dev.name}", p.run, metrics),
-                                            name=f"poll:{p.dev.name}") for p in pollers]
+            pollers_tasks = [tg.create_task(supervise(f"source:{p.name}", p.run, metrics),
+                                            name=f"source:{p.name}") for p in pollers]
             writer = tg.create_task(supervise("writer", pipeline.run, metrics), name="writer")
             uplink_task = tg.create_task(supervise("uplink", uplink.run, metrics), name="uplink")
             batcher_task = tg.create_task(supervise("batcher", batcher.run, metrics),

@@ -2,6 +2,7 @@
 and the tests."""
 
 from simulator._anvil import CHAIN_ID, DEV_KEYS, Anvil
+from simulator._mosquitto import Mosquitto
 from simulator._plant import (
     ElectricityMeter,
     Faults,
@@ -20,6 +21,7 @@ __all__ = [
     "Faults",
     "GasFlowMeter",
     "ModbusPlant",
+    "Mosquitto",
     "Provisioned",
     "default_plant",
     "free_port",

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from simulator import Anvil, ModbusPlant, Provisioned, default_plant, plant_devices, provision
+from simulator import (
+    Anvil,
+    ModbusPlant,
+    Mosquitto,
+    Provisioned,
+    default_plant,
+    plant_devices,
+    provision,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -26,6 +34,13 @@ def anvil() -> Iterator[Anvil]:
     """One chain for the session; each test deploys its own ledger on it."""
     with Anvil() as a:
         yield a
+
+
+@pytest.fixture
+def mosquitto() -> Iterator[Mosquitto]:
+    """A real broker per test (restartable: ``mosquitto.restart()``)."""
+    with Mosquitto() as m:
+        yield m
 
 
 @pytest.fixture

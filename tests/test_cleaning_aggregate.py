@@ -66,9 +66,7 @@ def test_minute_worked_example() -> None:
 
 
 def test_minute_without_valid_data() -> None:
-    (m,) = aggregate_minutes(
-        "p", [H0], [math.nan], [Quality.COMM_FAULT], expected_per_minute=60
-    )
+    (m,) = aggregate_minutes("p", [H0], [math.nan], [Quality.COMM_FAULT], expected_per_minute=60)
     assert m.count == 1 and m.valid_count == 0 and not m.valid
     assert math.isnan(m.mean) and math.isnan(m.min) and math.isnan(m.max)
     assert (m.first_seq, m.last_seq) == (0, 0)
@@ -89,10 +87,21 @@ def _minutes(valid_minutes: int, value: float = 10.0, hour: int = 0) -> list[Agg
     for k in range(valid_minutes):
         out.append(
             Aggregate(
-                point_id="p", period_s=60, start_ns=H0 + hour * HOUR_NS + k * MINUTE_NS, count=60,
-                valid_count=60, mean=value + k, min=value, max=value + 2 * k, expected=60,
-                valid_minutes=1, capture_rate=1.0, valid=True, first_seq=1000 + k,
-                last_seq=1000 + k, unit="kW",
+                point_id="p",
+                period_s=60,
+                start_ns=H0 + hour * HOUR_NS + k * MINUTE_NS,
+                count=60,
+                valid_count=60,
+                mean=value + k,
+                min=value,
+                max=value + 2 * k,
+                expected=60,
+                valid_minutes=1,
+                capture_rate=1.0,
+                valid=True,
+                first_seq=1000 + k,
+                last_seq=1000 + k,
+                unit="kW",
             )
         )
     return out
@@ -114,9 +123,20 @@ def test_hour_valid_with_45_minutes() -> None:
 def test_hour_mean_weighs_minutes_equally_and_ignores_invalid_minutes() -> None:
     ms = _minutes(50)
     bad = Aggregate(
-        point_id="p", period_s=60, start_ns=H0 + 55 * MINUTE_NS, count=10, valid_count=10,
-        mean=1e9, min=1e9, max=1e9, expected=60, valid_minutes=0, capture_rate=10 / 60,
-        valid=False, first_seq=5000, last_seq=5009,
+        point_id="p",
+        period_s=60,
+        start_ns=H0 + 55 * MINUTE_NS,
+        count=10,
+        valid_count=10,
+        mean=1e9,
+        min=1e9,
+        max=1e9,
+        expected=60,
+        valid_minutes=0,
+        capture_rate=10 / 60,
+        valid=False,
+        first_seq=5000,
+        last_seq=5009,
     )
     (h,) = aggregate_hours([*ms, bad])
     assert h.mean == pytest.approx(10 + 24.5) and h.max < 1e9

@@ -97,9 +97,7 @@ def test_duplicate_readings() -> None:
     ts = secs(1, 1, 1, 2, 2, 3)
     v = np.array([5.0, 5.0, 6.0, nan, nan, 7.0])
     assert bits(check_duplicates(ts, v)) == [0, Q.DUPLICATE, 0, 0, Q.DUPLICATE, 0]
-    assert bits(check_duplicates(secs(3), [7.0], prev_ts=int(secs(3)[0]), prev_value=7.0)) == [
-        Q.DUPLICATE
-    ]
+    assert bits(check_duplicates(secs(3), [7.0], prev_ts=int(secs(3)[0]), prev_value=7.0)) == [Q.DUPLICATE]
 
 
 def test_duplicate_reading_is_not_also_a_timestamp_conflict() -> None:

@@ -172,9 +172,7 @@ def test_substitution_validation_errors(data: dict[str, Any], message: str) -> N
 
 
 def test_substitution_methods_accepted() -> None:
-    tier = SubstitutionTier(
-        min_availability=0, methods=("hb_ha_average", "p90", "p99.5", "lookback_max")
-    )
+    tier = SubstitutionTier(min_availability=0, methods=("hb_ha_average", "p90", "p99.5", "lookback_max"))
     assert SubstitutionConfig(tiers=(tier,)).tiers[0].methods[2] == "p99.5"
 
 

@@ -8,6 +8,7 @@ whole or in chunks.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -127,9 +128,7 @@ def reference_checks(
         for i in elig:
             if prev is not None:
                 dt = ts[i] - prev[0]
-                if dt > 0 and abs(vals[i] - prev[1]) > cfg.rate_of_change.max_per_s * (
-                    float(dt) * 1e-9
-                ):
+                if dt > 0 and abs(vals[i] - prev[1]) > cfg.rate_of_change.max_per_s * (float(dt) * 1e-9):
                     out[i] |= Q.RATE_OF_CHANGE
             prev = (ts[i], vals[i])
 
@@ -154,9 +153,7 @@ def reference_checks(
                 length += 1
             else:
                 length, start = 1, ts[i]
-            if (fl.count is not None and length >= fl.count) or (
-                dur is not None and ts[i] - start >= dur
-            ):
+            if (fl.count is not None and length >= fl.count) or (dur is not None and ts[i] - start >= dur):
                 out[i] |= Q.FLATLINE
             last = vals[i]
 
@@ -295,9 +292,7 @@ def configs(draw: st.DrawFn) -> ChecksConfig:
     flat = draw(
         _opt(
             st.just(
-                FlatlineCheck(
-                    count=count, duration_s=dur, tolerance=draw(st.sampled_from([0.0, 0.5, 2.0]))
-                )
+                FlatlineCheck(count=count, duration_s=dur, tolerance=draw(st.sampled_from([0.0, 0.5, 2.0])))
             )
         )
     )
@@ -338,7 +333,7 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 def _split(n: int, cuts: list[int]) -> list[tuple[int, int]]:
     points = sorted({0, n, *(c % (n + 1) for c in cuts)})
-    return list(zip(points, points[1:], strict=False))
+    return list(itertools.pairwise(points))
 
 
 def _chunked(
@@ -358,9 +353,7 @@ def _chunked(
     return np.concatenate(parts)
 
 
-def _arrays(
-    ts: list[int], vals: list[float], qual: list[int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _arrays(ts: list[int], vals: list[float], qual: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (
         np.array(ts, dtype=np.int64),
         np.array(vals, dtype=np.float64),
@@ -394,9 +387,7 @@ def test_counter_vectorised_equals_reference(
 
 
 @FAST
-@given(
-    analog_streams(), configs(), NOW, st.lists(st.integers(0, 100), max_size=6)
-)
+@given(analog_streams(), configs(), NOW, st.lists(st.integers(0, 100), max_size=6))
 def test_chunked_equals_whole(
     stream: tuple[list[int], list[float], list[int]],
     cfg: ChecksConfig,
@@ -409,9 +400,7 @@ def test_chunked_equals_whole(
 
 
 @FAST
-@given(
-    counter_streams(), counter_configs(), NOW, st.lists(st.integers(0, 100), max_size=6)
-)
+@given(counter_streams(), counter_configs(), NOW, st.lists(st.integers(0, 100), max_size=6))
 def test_counter_chunked_equals_whole(
     stream: tuple[list[int], list[float], list[int]],
     cfg: ChecksConfig,
@@ -485,16 +474,12 @@ def test_cleaner_never_changes_values(
 @given(
     st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=50),
     st.lists(
-        st.sampled_from(
-            [0, 0, 0, Q.COUNTER_ROLLOVER, Q.COUNTER_RESET, Q.COUNTER_GLITCH, Q.SPIKE, Q.MANUAL]
-        ),
+        st.sampled_from([0, 0, 0, Q.COUNTER_ROLLOVER, Q.COUNTER_RESET, Q.COUNTER_GLITCH, Q.SPIKE, Q.MANUAL]),
         max_size=50,
     ),
     st.one_of(st.none(), st.floats(-1e6, 1e6)),
 )
-def test_counter_deltas_never_negative(
-    vals: list[float], flags: list[int], prev: float | None
-) -> None:
+def test_counter_deltas_never_negative(vals: list[float], flags: list[int], prev: float | None) -> None:
     n = min(len(vals), len(flags))
     vals, flags = vals[:n], [int(f) for f in flags[:n]]
     d = counter_deltas(np.array(vals), np.array(flags, dtype=np.uint32), 1000.0, prev_value=prev)

@@ -15,7 +15,12 @@ T0 = 1_700_000_000 * S
 
 def r(point: str, t: float, v: float, q: int = 0, seq: int = 0) -> Reading:
     return Reading(
-        point_id=point, ts_ns=T0 + round(t * S), value=v, unit="kW", source="plc1", quality=q,
+        point_id=point,
+        ts_ns=T0 + round(t * S),
+        value=v,
+        unit="kW",
+        source="plc1",
+        quality=q,
         seq=seq,
     )
 

@@ -143,9 +143,7 @@ def test_open_gap_waits_for_the_hour_after() -> None:
 
 def test_gap_at_the_start_uses_the_hour_after() -> None:
     # no hour before (75.31(b)(2)): the hour after alone; PMA 0 % -> MPC tier though
-    policy = SubstitutionConfig(
-        tiers=(SubstitutionTier(min_availability=0, methods=("hb_ha_average",)),)
-    )
+    policy = SubstitutionConfig(tiers=(SubstitutionTier(min_availability=0, methods=("hb_ha_average",)),))
     (s,) = substitute(make_hours([None, None, 7.0]), policy)
     assert (s.value, s.hour_before_ns, s.hour_after_ns) == (7.0, None, hour(2))
     (s,) = substitute(make_hours([None, 7.0]), POLICY)
@@ -154,9 +152,7 @@ def test_gap_at_the_start_uses_the_hour_after() -> None:
 
 def test_method_without_data_is_skipped() -> None:
     # lookback_max has no QA hour before the gap: the record is left out
-    policy = SubstitutionConfig(
-        tiers=(SubstitutionTier(min_availability=0, methods=("lookback_max",)),)
-    )
+    policy = SubstitutionConfig(tiers=(SubstitutionTier(min_availability=0, methods=("lookback_max",)),))
     assert substitute(make_hours([None, 3.0]), policy) == []
 
 

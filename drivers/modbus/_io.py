@@ -40,6 +40,7 @@ def decode_point(p: ModbusPoint, regs: list[int]) -> tuple[float, int]:
 class ModbusTcpPoller:
     def __init__(self, dev: ModbusTcpDevice, sink: Sink, metrics: Metrics) -> None:
         self.dev = dev
+        self.name = dev.name
         self.sink = sink
         self.metrics = metrics
         self.source = f"modbus_tcp:{dev.name}"
