@@ -25,6 +25,10 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+try:  # safe-pysha3: a C Keccak, about 4x faster than pycryptodome's per call
+    from sha3 import keccak_256 as _keccak_256
+except ImportError:  # pragma: no cover - the dependency is declared; this is a fallback
+    _keccak_256 = None
 from Crypto.Hash import keccak as _keccak
 
 from gateway._records import DerivedRecord, Reading, Record
@@ -36,6 +40,8 @@ ZERO32 = b"\x00" * 32
 
 
 def keccak256(data: bytes) -> bytes:
+    if _keccak_256 is not None:
+        return bytes(_keccak_256(data).digest())
     return _keccak.new(digest_bits=256, data=data).digest()
 
 
@@ -112,12 +118,36 @@ def _committed(r: Record) -> None:
         raise ValueError("only a committed record (seq > 0, gateway_id set) has a record body")
 
 
+_string_tails: dict[str, bytes] = {}
+_W_READING = _word(KIND_READING)
+
+
+def _string_tail(s: str) -> bytes:
+    """The ABI tail of a string (length word + padded UTF-8), cached: ids, units and sources
+    repeat in every poll."""
+    t = _string_tails.get(s)
+    if t is None:
+        if len(_string_tails) >= 65_536:
+            _string_tails.clear()
+        t = _string_tails[s] = _tail(s.encode())
+    return t
+
+
 def encode_reading(r: Reading) -> bytes:
-    """The record body of a committed reading (Solidity ``abi.encode`` of the fields above)."""
+    """The record body of a committed reading: ``abi.encode(_READING_TYPES...)``, written out
+    by hand for speed (the hot path); `abi_encode` and eth_abi give the same bytes (tested)."""
     _committed(r)
-    return abi_encode(_READING_TYPES, (
-        KIND_READING, r.gateway_id, r.seq, r.point_id, r.ts_ns, value_bits(r.value), r.unit,
-        r.quality, r.source))
+    g, p, u, s = (_string_tail(r.gateway_id), _string_tail(r.point_id), _string_tail(r.unit),
+                  _string_tail(r.source))
+    off_p = 288 + len(g)
+    off_u = off_p + len(p)
+    off_s = off_u + len(u)
+    return b"".join((
+        _W_READING, b"\x00" * 30 + b"\x01\x20",  # offset of gatewayId = 288 = 0x120
+        r.seq.to_bytes(32, "big"), off_p.to_bytes(32, "big"),
+        (r.ts_ns % _U256_MOD).to_bytes(32, "big"), value_bits(r.value).to_bytes(32, "big"),
+        off_u.to_bytes(32, "big"), r.quality.to_bytes(32, "big"), off_s.to_bytes(32, "big"),
+        g, p, u, s))
 
 
 def encode_record(r: Record) -> bytes:
