@@ -1,0 +1,48 @@
+"""Cleaning and emissions accounting: pure checks over numpy arrays, the streaming `Cleaner`
+that flags readings (never changes a value), aggregation, substitution, and CO2e."""
+
+from cleaning._aggregate import Aggregate, aggregate, aggregate_hours, aggregate_minutes
+from cleaning._batch_emissions import BatchEmissions, EmissionPoint, PointEmissions
+from cleaning._config import (
+    AggregationConfig,
+    ChecksConfig,
+    SubstitutionConfig,
+)
+from cleaning._emissions import (
+    EmissionResult,
+    electricity_location_based,
+    electricity_market_based,
+    fuel_combustion,
+    fuel_combustion_default,
+    load_factors,
+    purchased_heat,
+    to_grams,
+)
+from cleaning._stream import Cleaner, PointCleaner
+from cleaning._substitute import Substitute, part75_table1, substitute
+
+__all__ = [
+    "Aggregate",
+    "AggregationConfig",
+    "BatchEmissions",
+    "ChecksConfig",
+    "Cleaner",
+    "EmissionPoint",
+    "EmissionResult",
+    "PointCleaner",
+    "PointEmissions",
+    "Substitute",
+    "SubstitutionConfig",
+    "aggregate",
+    "aggregate_hours",
+    "aggregate_minutes",
+    "electricity_location_based",
+    "electricity_market_based",
+    "fuel_combustion",
+    "fuel_combustion_default",
+    "load_factors",
+    "part75_table1",
+    "purchased_heat",
+    "substitute",
+    "to_grams",
+]

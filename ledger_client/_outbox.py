@@ -405,6 +405,20 @@ class Outbox:
             (first_seq, last_seq))
         return [_row_to_record(self.gateway_id, r) for r in rows]
 
+    async def last_valid_values(self, point_ids: Sequence[str], upto_seq: int,
+                                invalid_mask: int) -> dict[str, float]:
+        """Each point's last reading value at or before ``upto_seq`` with no ``invalid_mask``
+        bit and a value (the base for cumulative meters after a restart)."""
+        out: dict[str, float] = {}
+        for pid in point_ids:
+            rows = await self._fetch(
+                "SELECT value FROM records WHERE kind = ? AND point_id = ? AND seq <= ?"
+                " AND value IS NOT NULL AND (quality & ?) = 0 ORDER BY seq DESC LIMIT 1",
+                (KIND_READING, pid, upto_seq, invalid_mask))
+            if rows:
+                out[pid] = float(rows[0][0])
+        return out
+
     async def stats(self) -> OutboxStats:
         by_state = {name: 0 for name in STATE_NAMES.values()}
         for state, n in await self._fetch(

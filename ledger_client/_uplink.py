@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from eth_account.signers.local import LocalAccount
 
@@ -37,6 +38,14 @@ from ledger_client._outbox import BUILT, SUBMITTED, Outbox, StoredBatch
 log = logging.getLogger("mrv.uplink")
 
 
+class Co2e(Protocol):
+    """Computes a batch's CO2e per scope (grams) from its records; `commit` once it is stored."""
+
+    def stage(self, records: Sequence[Record]) -> tuple[int, int, int]: ...
+
+    def commit(self) -> None: ...
+
+
 class Batcher:
     """Cuts a batch every ``interval_s`` (or as soon as ``max_records`` are pending)."""
 
@@ -48,7 +57,7 @@ class Batcher:
         interval_s: float,
         max_records: int,
         metrics: Metrics,
-        co2e_g: Callable[[Sequence[Record]], tuple[int, int, int]] | None = None,
+        co2e: Co2e | None = None,
         wake_uplink: asyncio.Event | None = None,
     ) -> None:
         self.outbox = outbox
@@ -56,16 +65,19 @@ class Batcher:
         self.interval_s = interval_s
         self.max_records = max_records
         self.metrics = metrics
-        self.co2e_g = co2e_g
+        self.co2e = co2e
         self.wake_uplink = wake_uplink or asyncio.Event()
         self.kick = asyncio.Event()
 
     async def cut_all(self) -> int:
         n = 0
         while True:
-            b = await self.outbox.make_batch(self.max_records, self.sign, self.co2e_g)
+            b = await self.outbox.make_batch(self.max_records, self.sign,
+                                             self.co2e.stage if self.co2e else None)
             if b is None:
                 return n
+            if self.co2e is not None:
+                self.co2e.commit()
             n += 1
             self.metrics.inc("batches_built")
             log.info("batch %d built: %d records (%d..%d), root 0x%s", b.seq, b.header.count,
