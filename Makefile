@@ -10,6 +10,9 @@ demo: setup
 test:
 	scripts/test.sh $(ARGS)
 
+bench: setup
+	.venv/bin/python -m benchmarks.run $(ARGS)
+
 contracts: setup
 	node contracts/build.mjs
 

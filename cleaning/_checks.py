@@ -13,7 +13,10 @@ the flags of the whole stream.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -61,6 +64,22 @@ _U_GLITCH = np.uint32(Quality.COUNTER_GLITCH)
 _U_ZERO = np.uint32(0)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _quietly(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Arithmetic on extreme but finite values may overflow to inf; that is intended (an
+    infinite difference is simply a large one), so numpy must not warn about it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def as_ts(ts_ns: ArrayLike) -> IntArray:
     return np.ascontiguousarray(ts_ns, dtype=np.int64)
 
@@ -103,6 +122,7 @@ def check_range(values: ArrayLike, min: float | None = None, max: float | None =
     return np.where(bad, _U_RANGE, _U_ZERO)
 
 
+@_quietly
 def check_sentinels(values: ArrayLike, sentinels: tuple[float, ...] | list[float]) -> FlagArray:
     """``Quality.SENTINEL`` where a value equals a configured sentinel, to float32 precision
     (``|v - s| <= 1.2e-7 * |s|``), so that ``3.4028235e38`` in YAML matches a float32 register
@@ -221,6 +241,7 @@ def check_duplicates(
 # value checks. The kernels take only finite samples, in arrival order.
 
 
+@_quietly
 def rate_kernel(
     ts: IntArray, v: FloatArray, max_per_s: float, prev: tuple[int, float] | None
 ) -> tuple[FlagArray, tuple[int, float] | None]:
@@ -259,17 +280,19 @@ def check_rate_of_change(
     return _scatter(v.shape[0], idx, flags)
 
 
-def _median_rows(w: FloatArray) -> FloatArray:
-    """Median of each row (the mean of the two middle values for an even width)."""
+def _median_rows_inplace(w: FloatArray) -> FloatArray:
+    """Median of each row of the contiguous 2-d ``w`` (the mean of the two middle values for
+    an even width). Reorders the rows of ``w`` in place."""
     n = w.shape[1]
     half = n // 2
     if n % 2:
-        part = np.partition(w, half, axis=1)
-        return np.ascontiguousarray(part[:, half])
-    part = np.partition(w, (half - 1, half), axis=1)
-    return (part[:, half - 1] + part[:, half]) / 2
+        w.partition(half, axis=1)
+        return w[:, half].copy()
+    w.partition((half - 1, half), axis=1)
+    return (w[:, half - 1] + w[:, half]) / 2
 
 
+@_quietly
 def spike_kernel(
     v: FloatArray,
     window: int,
@@ -292,9 +315,11 @@ def spike_kernel(
     thr_scale = k * MAD_SCALE
     for start in range(first, total, _SPIKE_BLOCK):
         stop = min(start + _SPIKE_BLOCK, total)
-        w = windows[start - window : stop - window]
-        med = _median_rows(w)
-        mad = _median_rows(np.abs(w - med[:, None]))
+        w = np.array(windows[start - window : stop - window])  # contiguous copy
+        med = _median_rows_inplace(w)
+        np.subtract(w, med[:, None], out=w)
+        np.abs(w, out=w)
+        mad = _median_rows_inplace(w)
         thr = np.maximum(thr_scale * mad, min_deviation)
         bad = np.abs(ext[start:stop] - med) > thr
         flags[start - h : stop - h] = np.where(bad, _U_SPIKE, _U_ZERO)
@@ -303,8 +328,8 @@ def spike_kernel(
 
 def check_spike(
     values: ArrayLike,
-    window: int = 7,
-    k: float = 3.0,
+    window: int = 21,
+    k: float = 4.0,
     *,
     min_deviation: float = 0.0,
     history: ArrayLike | None = None,
@@ -328,6 +353,7 @@ class FlatState:
     run_length: int
 
 
+@_quietly
 def flatline_kernel(
     ts: IntArray,
     v: FloatArray,
@@ -432,6 +458,7 @@ class CounterParams:
         return out
 
 
+@_quietly
 def counter_kernel(
     ts: IntArray, v: FloatArray, params: CounterParams, state: CounterState | None
 ) -> tuple[FlagArray, CounterState | None]:
@@ -533,6 +560,7 @@ def check_counter(
 _REF_BLOCKING = np.uint32(INVALID & ~int(Quality.COUNTER_RESET))
 
 
+@_quietly
 def counter_deltas(
     values: ArrayLike,
     flags: ArrayLike,
@@ -564,7 +592,7 @@ def counter_deltas(
         prev_ref[0] = -1
         prev_ref[1:] = last_ref[:-1]
     start = np.nan if prev_value is None else float(prev_value)
-    ref_v = np.where(prev_ref >= 0, v[np.maximum(prev_ref, 0)] if n else v, start)
+    ref_v = np.where(prev_ref >= 0, v[np.maximum(prev_ref, 0)], start)
     d = v - ref_v
     roll = (f & _U_ROLL) != 0
     d = np.where(roll & (d < 0), d + (register_max + resolution), d)

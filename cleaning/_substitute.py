@@ -100,6 +100,16 @@ class Substitute:
     policy: str
     unit: str = ""
 
+    @property
+    def start_ns(self) -> int:
+        """Start of the first replaced hour."""
+        return self.hours[0]
+
+    @property
+    def end_ns(self) -> int:
+        """End of the last replaced hour."""
+        return self.hours[-1] + HOUR_NS
+
 
 def nearest_rank(sorted_values: np.ndarray, p: Fraction) -> float:
     """The nearest-rank ``p``-th percentile of ascending ``sorted_values`` (non-empty)."""

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from config._schema import Config
+from config._schema import DRIVER_MODELS, Config
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +100,9 @@ def _allowed_keys(loc: Sequence[int | str]) -> list[str]:
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
+        if part in DRIVER_MODELS:  # the discriminator tag pydantic puts into the location
+            model = DRIVER_MODELS[part]
+            continue
         fields = getattr(model, "model_fields", {})
         if part not in fields:
             return []
@@ -144,7 +147,7 @@ def _message(err: dict[str, Any]) -> str:
 
 def _clean_loc(loc: Sequence[int | str]) -> list[int | str]:
     # pydantic adds the discriminator value ("modbus_tcp") into the location of union members.
-    return [p for p in loc if not (isinstance(p, str) and p in {"modbus_tcp"})]
+    return [p for p in loc if not (isinstance(p, str) and p in DRIVER_MODELS)]
 
 
 def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None = None) -> Config:

@@ -42,11 +42,21 @@ const errors = (out.errors || []).filter((e) => e.severity === "error");
 for (const e of out.errors || []) console.error(e.formattedMessage);
 if (errors.length) process.exit(2);
 
+// EIP-170: deployed code above 24,576 bytes cannot be deployed on Ethereum-rules chains.
+const MAX_CODE = 24576;
 let differ = 0;
+const written = new Set();
 fs.mkdirSync(outDir, { recursive: true });
 for (const [file, contracts] of Object.entries(out.contracts)) {
   if (!file.startsWith("src/")) continue;
   for (const [name, c] of Object.entries(contracts)) {
+    if (!c.evm.bytecode.object) continue; // abstract contracts and interfaces
+    const size = c.evm.deployedBytecode.object.length / 2;
+    if (size > MAX_CODE) {
+      console.error(`${name}: deployed code is ${size} bytes, over the EIP-170 limit of ${MAX_CODE}`);
+      process.exit(2);
+    }
+    written.add(`${name}.json`);
     const artifact = {
       contractName: name,
       sourceName: file,
@@ -66,8 +76,18 @@ for (const [file, contracts] of Object.entries(out.contracts)) {
       }
     } else {
       fs.writeFileSync(target, text);
-      console.log(`wrote contracts/artifacts/${name}.json`);
+      console.log(`wrote contracts/artifacts/${name}.json (${size} bytes deployed)`);
     }
+  }
+}
+for (const f of fs.readdirSync(outDir).filter((n) => n.endsWith(".json")).sort()) {
+  if (written.has(f)) continue;
+  if (check) {
+    console.error(`contracts/artifacts/${f} has no contract in contracts/src`);
+    differ = 1;
+  } else {
+    fs.unlinkSync(path.join(outDir, f));
+    console.log(`removed stale contracts/artifacts/${f}`);
   }
 }
 if (check && !differ) console.log("contract artifacts match a fresh compile");

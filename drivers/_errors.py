@@ -14,3 +14,8 @@ class DeviceUnreachable(DriverError):
         self.device = device
         self.reason = reason
         super().__init__(f"device {device} unreachable: {reason}")
+
+
+class LinkDown(DeviceUnreachable):
+    """The transport itself failed (serial port gone, TCP connection lost or refused): the
+    caller closes it and opens it again on the next attempt."""

@@ -17,12 +17,14 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 
-from cleaning._stream import Cleaner
+from cleaning import AggregationConfig, BatchEmissions, Cleaner, EmissionPoint, part75_table1
 from config import Config, contract_address
+from config._schema import Part75Substitution
 from drivers import make_sources
+from gateway._aggregator import AggregatedPoint, Aggregator
 from gateway._health import serve_health
 from gateway._metrics import Metrics
-from gateway._records import Reading
+from gateway._records import INVALID, Reading
 from ledger_client._chain import EvmChain
 from ledger_client._errors import AnchorConflict, AnchorGap, ChainRevert, GatewayMismatch
 from ledger_client._outbox import Outbox
@@ -57,6 +59,12 @@ async def supervise(name: str, factory: Callable[[], Awaitable[None]], metrics: 
         delay = min(delay * 2, max_s)
 
 
+class _Acked(list[Reading]):
+    """Readings handed over with a callback to run once they are committed (MQTT PUBACK)."""
+
+    on_commit: Callable[[], None]
+
+
 class Pipeline:
     """The bounded hand-off from pollers to the outbox writer."""
 
@@ -72,26 +80,44 @@ class Pipeline:
         #: a tap that cannot keep up drops its own copy, never the outbox's.
         self.taps: list[Callable[[list[Reading]], None]] = []
 
-    async def submit(self, readings: list[Reading]) -> None:
-        if readings:
+    async def submit(self, readings: list[Reading],
+                     on_commit: Callable[[], None] | None = None) -> None:
+        """Queue ``readings``; ``on_commit`` (optional) is called once they are committed."""
+        if readings and on_commit is not None:
+            acked = _Acked(readings)
+            acked.on_commit = on_commit
+            await self.queue.put(acked)
+        elif readings:
             await self.queue.put(readings)
+        elif on_commit is not None:
+            on_commit()
 
     async def run(self, max_chunk: int = 20_000) -> None:
         while True:
             chunk = await self.queue.get()
+            acks = [chunk.on_commit] if isinstance(chunk, _Acked) else []
             while len(chunk) < max_chunk and not self.queue.empty():
-                chunk = chunk + self.queue.get_nowait()
+                more = self.queue.get_nowait()
+                if isinstance(more, _Acked):
+                    acks.append(more.on_commit)
+                chunk = chunk + more
             self.busy = True
             try:
-                await asyncio.shield(self.commit(chunk))
+                await asyncio.shield(self.commit(chunk, acks))
             finally:
                 self.busy = False
 
-    async def commit(self, readings: list[Reading]) -> None:
+    async def commit(self, readings: list[Reading],
+                     acks: list[Callable[[], None]] | None = None) -> None:
         cleaned = self.cleaner.clean(readings, time.time_ns())
         committed = await self.outbox.append(cleaned)
         self.metrics.inc("readings_accepted", len(committed))
         self.on_commit(len(committed))
+        for ack in acks or ():  # after the commit: the acknowledgement point (docs/drivers.md)
+            try:
+                ack()
+            except Exception:
+                log.exception("acknowledging committed readings failed")
         for tap in self.taps:
             tap(committed)
 
@@ -107,9 +133,10 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
                      request_timeout_s=cfg.chain.request_timeout_s,
                      gas_margin=cfg.chain.gas_margin, gas_price_wei=cfg.chain.gas_price_wei)
     wake_uplink = asyncio.Event()
+    co2e = await _batch_emissions(cfg, outbox)
     batcher = Batcher(outbox, signer.sign, interval_s=cfg.batching.interval_s,
                       max_records=cfg.batching.max_records, metrics=metrics,
-                      wake_uplink=wake_uplink)
+                      wake_uplink=wake_uplink, co2e=co2e)
     uplink = Uplink(outbox, chain, account, metrics=metrics,
                     confirmations=cfg.chain.confirmations,
                     receipt_timeout_s=cfg.chain.receipt_timeout_s,
@@ -124,17 +151,33 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
             pending = 0
             batcher.kick.set()
 
-    cleaner = Cleaner({p.id: p.checks for d in cfg.devices for p in d.points if p.checks})
+    cleaner = Cleaner({p.id: p.checks for p in cfg.points() if p.checks})
     pipeline = Pipeline(outbox, cleaner, metrics, cfg.outbox.queue_batches, on_commit)
     pollers = make_sources(cfg.devices, pipeline.submit, metrics)
+    aggregator = await _aggregator(cfg, outbox, metrics)
+    ctl = None
+    if cfg.control is not None:  # signed commands and local rules (control/, docs/control.md)
+        try:
+            from control._service import ControlService
+
+            ctl = ControlService.from_config(cfg, outbox, metrics, sign=signer.sign)
+            pipeline.taps.append(ctl.on_readings)
+        except Exception as e:  # control never stops acquisition or anchoring
+            log.exception("control disabled: it failed to start")
+            metrics.set_state("control", "alarm", f"failed to start: {e}")
     log.info("gateway %s starting: %d device(s), outbox %s, chain %s", cfg.gateway.id,
              len(pollers), cfg.outbox_path(), cfg.chain.rpc_url)
     try:
         async with asyncio.TaskGroup() as tg:
             pollers_tasks = [tg.create_task(supervise(f"source:{p.name}", p.run, metrics),
                                             name=f"source:{p.name}") for p in pollers]
+            ctl_tasks = [tg.create_task(supervise(n, f, metrics), name=n)
+                         for n, f in (ctl.tasks() if ctl is not None else [])]
             writer = tg.create_task(supervise("writer", pipeline.run, metrics), name="writer")
             uplink_task = tg.create_task(supervise("uplink", uplink.run, metrics), name="uplink")
+            if aggregator is not None:
+                pollers_tasks.append(tg.create_task(
+                    supervise("aggregator", aggregator.run, metrics), name="aggregator"))
             batcher_task = tg.create_task(supervise("batcher", batcher.run, metrics),
                                           name="batcher")
             workers = [uplink_task]
@@ -144,7 +187,7 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
                                                              outbox), metrics), name="health"))
             await stop.wait()
             log.info("stopping: committing what the pollers handed over")
-            for t in pollers_tasks:
+            for t in [*pollers_tasks, *ctl_tasks]:
                 t.cancel()
             while pipeline.busy or not pipeline.queue.empty():
                 await asyncio.sleep(0.01)
@@ -156,9 +199,42 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
             for t in workers:
                 t.cancel()
     finally:
+        if ctl is not None:
+            await ctl.aclose()
         await chain.close()
         await outbox.close()
         log.info("gateway %s stopped", cfg.gateway.id)
+
+
+async def _aggregator(cfg: Config, outbox: Outbox, metrics: Metrics) -> Aggregator | None:
+    if not cfg.aggregation.points:
+        return None
+    await outbox.ensure_point_index()
+    units = {p.id: p.unit for p in cfg.points()}
+    points = []
+    for a in cfg.aggregation.points:
+        sub = a.substitution
+        policy = (part75_table1(sub.part75_max_potential, lookback_hours=sub.lookback_hours)
+                  if isinstance(sub, Part75Substitution) else sub)
+        rule = AggregationConfig(expected_per_minute=a.expected_per_minute,
+                                 min_minute_fraction=a.min_minute_fraction,
+                                 min_valid_minutes=a.min_valid_minutes)
+        points.append(AggregatedPoint(a.point, units[a.point], rule, policy))
+    return Aggregator(outbox, points, metrics, grace_s=cfg.aggregation.grace_s)
+
+
+async def _batch_emissions(cfg: Config, outbox: Outbox) -> BatchEmissions | None:
+    """The CO2e-per-scope callback of the batch headers, seeded with each emissions point's
+    last valid value in the batches already cut (so a restart continues where it stopped)."""
+    points = [EmissionPoint(p.id, p.unit, p.emissions) for p in cfg.points() if p.emissions]
+    if not points:
+        return None
+    em = BatchEmissions(points)
+    last = await outbox.last_batch()
+    if last is not None:
+        em.seed(await outbox.last_valid_values([p.point_id for p in points],
+                                               last.header.last_record_seq, INVALID))
+    return em
 
 
 async def _drain(outbox: Outbox, budget_s: float, uplink_task: asyncio.Task[None]) -> None:

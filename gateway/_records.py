@@ -38,6 +38,9 @@ class Quality(enum.IntFlag):
     COUNTER_ROLLOVER = 1 << 18  # informational: the counter wrapped, the delta was corrected
     COUNTER_RESET = 1 << 19
     COUNTER_GLITCH = 1 << 20
+    # -- derived records --
+    INSUFFICIENT = 1 << 21  # an aggregate without enough valid data (e.g. < 45 valid minutes)
+    SUBSTITUTED = 1 << 22  # a substitute value for missing data, not a measurement
 
 
 #: Bits that make a reading unusable for aggregation and emissions.
@@ -60,6 +63,7 @@ INVALID = int(
     | Quality.DUPLICATE
     | Quality.COUNTER_RESET
     | Quality.COUNTER_GLITCH
+    | Quality.INSUFFICIENT
 )
 
 # Order matters: the first matching bit names the HJ 212 flag.

@@ -38,12 +38,33 @@ def load_artifact(name: str) -> dict[str, Any]:
     return data
 
 
+@cache
+def all_errors_abi() -> list[dict[str, Any]]:
+    """The custom errors of every compiled contract: a revert bubbling up from another
+    contract of the system (the registry, allowances) decodes by name too."""
+    items: dict[str, dict[str, Any]] = {}
+    for path in sorted(ARTIFACTS.glob("*.json")):
+        for item in load_artifact(path.stem)["abi"]:
+            if item.get("type") == "error":
+                sig = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
+                items.setdefault(sig, item)
+    return list(items.values())
+
+
+def _type_str(param: dict[str, Any]) -> str:
+    """The canonical ABI type of a parameter (tuples spelled out, for selectors)."""
+    t = str(param["type"])
+    if t.startswith("tuple"):
+        return "(" + ",".join(_type_str(c) for c in param["components"]) + ")" + t[5:]
+    return t
+
+
 def _error_table(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[str]]]:
     table: dict[bytes, tuple[str, list[str]]] = {}
     for item in abi:
         if item.get("type") != "error":
             continue
-        types = [i["type"] for i in item["inputs"]]
+        types = [_type_str(i) for i in item["inputs"]]
         sel = keccak256(f"{item['name']}({','.join(types)})".encode())[:4]
         table[sel] = (item["name"], types)
     # Solidity's built-in Error(string) and Panic(uint256)
@@ -64,7 +85,8 @@ def decode_revert(abi: list[dict[str, Any]], data: str | bytes | None) -> ChainR
         return ChainRevert("unknown", (), "0x" + raw.hex())
     name, types = entry
     try:
-        args = tuple(abi_decode(types, raw[4:]))
+        args = tuple(AsyncWeb3.to_checksum_address(a) if t == "address" else a
+                     for t, a in zip(types, abi_decode(types, raw[4:]), strict=True))
     except Exception:  # malformed revert data: keep the raw bytes
         args = ()
     return ChainRevert(name, args, "0x" + raw.hex())
@@ -78,6 +100,7 @@ class OnChainBatch:
     first_record_seq: int
     last_record_seq: int
     block_number: int
+    period: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +121,7 @@ class Receipt:
     block_number: int
     gas_used: int
     contract_address: str | None
+    logs: tuple[Any, ...] = ()
 
 
 def header_tuple(h: BatchHeader) -> tuple[object, ...]:
@@ -124,7 +148,9 @@ class EvmChain:
         self.rpc_url = rpc_url
         self.w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout_s}))
         art = load_artifact(artifact)
+        self.artifact = artifact
         self.abi: list[dict[str, Any]] = art["abi"]
+        self._errors_abi = [*self.abi, *all_errors_abi()]
         self.bytecode: str = art["bytecode"]
         self.address = AsyncWeb3.to_checksum_address(contract_address) if contract_address else None
         self.gas_margin = gas_margin
@@ -137,6 +163,11 @@ class EvmChain:
             raise ValueError("no contract address configured")
         return self.w3.eth.contract(address=self.address, abi=self.abi)
 
+    def contract_at(self, artifact: str, address: str) -> Any:
+        """Another contract of the system on the same endpoint (its calls go to ``address``)."""
+        return self.w3.eth.contract(address=AsyncWeb3.to_checksum_address(address),
+                                    abi=load_artifact(artifact)["abi"])
+
     async def _rpc(self, aw: Awaitable[T]) -> T:
         """The one place where transport and revert errors are translated."""
         try:
@@ -144,7 +175,7 @@ class EvmChain:
         except TransactionNotFound:
             raise
         except ContractLogicError as e:
-            raise decode_revert(self.abi, e.data if isinstance(e.data, str) else None) from e
+            raise decode_revert(self._errors_abi, e.data if isinstance(e.data, str) else None) from e
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             raise ChainUnavailable(f"{self.rpc_url}: {e}") from e
         except Web3RPCError as e:
@@ -180,7 +211,8 @@ class EvmChain:
 
     async def batch(self, gateway_id: str, seq: int) -> OnChainBatch:
         b = await self._rpc(self.contract.functions.batch(gateway_key(gateway_id), seq).call())
-        return OnChainBatch(bytes(b[0]), bytes(b[1]), int(b[2]), int(b[3]), int(b[4]), int(b[5]))
+        return OnChainBatch(bytes(b[0]), bytes(b[1]), int(b[2]), int(b[3]), int(b[4]), int(b[5]),
+                            int(b[6]) if len(b) > 6 else 0)
 
     async def gateway(self, gateway_id: str) -> OnChainGateway:
         g = await self._rpc(self.contract.functions.gateway(gateway_key(gateway_id)).call())
@@ -205,7 +237,7 @@ class EvmChain:
         ``(raw_tx, tx_hash, nonce)``. Nothing is sent."""
         if fn is not None:
             data = fn._encode_transaction_data()
-            to = self.address
+            to = getattr(fn, "address", None) or self.address
         tx: dict[str, Any] = {"from": account.address, "data": data, "value": value}
         if to:
             tx["to"] = to
@@ -231,7 +263,7 @@ class EvmChain:
         except TransactionNotFound:
             return None
         return Receipt(bytes(r["transactionHash"]), int(r["status"]), int(r["blockNumber"]),
-                       int(r["gasUsed"]), r.get("contractAddress"))
+                       int(r["gasUsed"]), r.get("contractAddress"), tuple(r.get("logs") or ()))
 
     async def wait_receipt(self, tx_hash: bytes, timeout_s: float, poll_s: float = 0.05) -> Receipt:
         loop = asyncio.get_running_loop()
@@ -245,11 +277,12 @@ class EvmChain:
             await asyncio.sleep(poll_s)
             poll_s = min(poll_s * 1.5, 1.0)
 
-    async def replay_revert(self, account_address: str, raw_call_data: str, block: int) -> ChainRevert:
+    async def replay_revert(self, account_address: str, raw_call_data: str, block: int,
+                            to: str | None = None) -> ChainRevert:
         """Re-run a reverted transaction as ``eth_call`` at its block to learn why."""
         try:
             await self._rpc(self.w3.eth.call(
-                {"from": account_address, "to": self.address, "data": raw_call_data},  # type: ignore[typeddict-item]
+                {"from": account_address, "to": to or self.address, "data": raw_call_data},  # type: ignore[typeddict-item]
                 block))
         except ChainRevert as e:
             return e
@@ -262,16 +295,27 @@ class EvmChain:
         r = await self.wait_receipt(txh, timeout_s)
         if r.status != 1:
             raise await self.replay_revert(account.address, fn._encode_transaction_data(),
-                                           r.block_number)
+                                           r.block_number, getattr(fn, "address", None))
         return r
 
     async def deploy(self, account: LocalAccount, timeout_s: float = 60.0) -> str:
-        raw, txh, _ = await self.sign_call(account, None, data=self.bytecode)
+        """Deploy this chain's own artifact (no constructor arguments) and point at it."""
+        address = await self.deploy_artifact(account, self.artifact, (), timeout_s)
+        self.address = AsyncWeb3.to_checksum_address(address)
+        return address
+
+    async def deploy_artifact(self, account: LocalAccount, artifact: str,
+                              args: tuple[object, ...] = (), timeout_s: float = 60.0) -> str:
+        """Deploy any compiled contract with constructor ``args``; returns its address (taken
+        from the receipt, as FISCO BCOS before 3.12 does not follow the Ethereum rule)."""
+        art = load_artifact(artifact)
+        data = self.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]).constructor(
+            *args).data_in_transaction
+        raw, txh, _ = await self.sign_call(account, None, data=data)
         await self.send_raw(raw)
         r = await self.wait_receipt(txh, timeout_s)
         if r.status != 1 or not r.contract_address:
-            raise ChainRevert("DeploymentFailed", ())
-        self.address = AsyncWeb3.to_checksum_address(r.contract_address)
-        return self.address
+            raise ChainRevert("DeploymentFailed", (artifact,))
+        return str(AsyncWeb3.to_checksum_address(r.contract_address))
 
 

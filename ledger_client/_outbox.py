@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+import numpy as np
 
 from gateway._failpoints import failpoint
 from gateway._records import AuditRecord, DerivedRecord, Reading, Record
@@ -404,6 +405,26 @@ class Outbox:
             f"SELECT {_RECORD_COLS} FROM records WHERE seq BETWEEN ? AND ? ORDER BY seq",
             (first_seq, last_seq))
         return [_row_to_record(self.gateway_id, r) for r in rows]
+
+    async def ensure_point_index(self) -> None:
+        """Index records by point and time, for `point_series` (hourly aggregation). Costs some
+        insert speed, so it is created only when aggregation is configured."""
+        await self._exec("CREATE INDEX IF NOT EXISTS records_point_ts ON records(point_id, ts_ns)")
+
+    async def point_series(self, point_id: str, start_ns: int, end_ns: int
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The readings of one point with ``start_ns <= ts_ns < end_ns``, as arrays
+        ``(seq, ts_ns, value, quality)`` in time order (NaN for a missing value)."""
+        rows = await self._fetch(
+            "SELECT seq, ts_ns, value, quality FROM records WHERE point_id = ? AND kind = ?"
+            " AND ts_ns >= ? AND ts_ns < ? ORDER BY ts_ns, seq",
+            (point_id, KIND_READING, start_ns, end_ns))
+        seq = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        ts = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        val = np.fromiter((math.nan if r[2] is None else r[2] for r in rows), dtype=np.float64,
+                          count=len(rows))
+        q = np.fromiter((r[3] for r in rows), dtype=np.uint32, count=len(rows))
+        return seq, ts, val, q
 
     async def last_valid_values(self, point_ids: Sequence[str], upto_seq: int,
                                 invalid_mask: int) -> dict[str, float]:

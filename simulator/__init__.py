@@ -1,28 +1,46 @@
 """The simulated plant (Modbus meters with plausible physics) and a local chain, for the demo
 and the tests."""
 
+from simulator._actuators import ActuatorModel, ActuatorPlant
 from simulator._anvil import CHAIN_ID, DEV_KEYS, Anvil
+from simulator._dlt645 import Dlt645Line, Dlt645SimMeter
+from simulator._hj212 import Factor, Hj212Logger
 from simulator._mosquitto import Mosquitto
+from simulator._mqtt_sensors import MqttSensorGroup, SimSensor
 from simulator._plant import (
+    PATTERN_POINTS,
     ElectricityMeter,
     Faults,
     GasFlowMeter,
     ModbusPlant,
+    PatternDevice,
     default_plant,
     free_port,
 )
 from simulator._provision import Provisioned, plant_devices, provision
+from simulator._rtu import RtuLine
 
 __all__ = [
     "CHAIN_ID",
     "DEV_KEYS",
+    "PATTERN_POINTS",
+    "ActuatorModel",
+    "ActuatorPlant",
     "Anvil",
+    "Dlt645Line",
+    "Dlt645SimMeter",
     "ElectricityMeter",
+    "Factor",
     "Faults",
     "GasFlowMeter",
+    "Hj212Logger",
     "ModbusPlant",
     "Mosquitto",
+    "MqttSensorGroup",
+    "PatternDevice",
     "Provisioned",
+    "RtuLine",
+    "SimSensor",
     "default_plant",
     "free_port",
     "plant_devices",

@@ -14,6 +14,12 @@ gas flow meter (unit 2 by default)
   input   0-1   float32 flow, Nm3/h
   input   2-3   uint32  cumulative volume, 0.1 Nm3
   input   4     int16   gas temperature, 0.1 degC
+pattern device (`PatternDevice`, for the driver tests): fixed values of every type and word
+  order, bool/bitfield registers, sentinels, coils and discrete inputs; see `PATTERN_POINTS`.
+
+Fault kinds (`Faults`, per device): silent, exception responses, late answers, garbage (serial
+devices); `ModbusPlant.drop_connections` resets every client connection, `stop`/`start` take the
+whole server away and back.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.modbus._decode import encode
 
-FC_READ_HR, FC_READ_IR = 3, 4
+FC_READ_COILS, FC_READ_DISCRETE, FC_READ_HR, FC_READ_IR = 1, 2, 3, 4
 
 
 @dataclass
@@ -40,6 +46,8 @@ class Faults:
 
     silent: bool = False  # never answers (sleeps past any timeout)
     exception: int | None = None  # answer every request with this Modbus exception code
+    delay_s: float = 0.0  # answer this late
+    garbage: bool = False  # serial devices: answer with line noise instead of a frame
 
 
 @dataclass
@@ -65,6 +73,16 @@ class MeterModel:
 
     def input(self) -> list[int]:
         return [0] * 8
+
+    def coils(self) -> list[bool]:
+        return [False] * 16
+
+    def discretes(self) -> list[bool]:
+        return [False] * 16
+
+    def register_count(self) -> int:
+        """Registers in each of the holding and input tables (reads beyond are errors)."""
+        return 8
 
 
 @dataclass
@@ -112,25 +130,42 @@ class GasFlowMeter(MeterModel):
                 + encode(round(temp * 10), "int16") + [0, 0, 0])
 
 
+def bits_to_words(bits: list[bool]) -> list[int]:
+    """Pack bits into 16-bit words, bit 0 of word 0 first (Modbus coil order)."""
+    words = [0] * ((len(bits) + 15) // 16)
+    for i, b in enumerate(bits):
+        if b:
+            words[i // 16] |= 1 << (i % 16)
+    return words
+
+
 def _sim_device(unit: int, model: MeterModel) -> SimDevice:
     async def action(fc: int, start: int, address: int, count: int, registers: list[int],
                      set_values: list[int] | list[bool] | None) -> ExcCodes | None:
         if model.faults.silent:
             await asyncio.sleep(3600)
+        if model.faults.delay_s:
+            await asyncio.sleep(model.faults.delay_s)
         if model.faults.exception is not None:
             return ExcCodes(model.faults.exception)
         model.reads += 1
         if fc == FC_READ_HR:
-            registers[0:8] = model.holding()
+            regs = model.holding()
+            registers[0:len(regs)] = regs
         elif fc == FC_READ_IR:
-            registers[0:8] = model.input()
+            regs = model.input()
+            registers[0:len(regs)] = regs
+        elif fc in (FC_READ_COILS, FC_READ_DISCRETE):
+            words = bits_to_words(model.coils() if fc == FC_READ_COILS else model.discretes())
+            registers[0:len(words)] = words
         return None
 
+    n = model.register_count()
     blocks = (
         [SimData(0, count=16, values=False, datatype=DataType.BITS)],
         [SimData(0, count=16, values=False, datatype=DataType.BITS)],
-        [SimData(0, count=8, values=0, datatype=DataType.REGISTERS)],
-        [SimData(0, count=8, values=0, datatype=DataType.REGISTERS)],
+        [SimData(0, count=n, values=0, datatype=DataType.REGISTERS)],
+        [SimData(0, count=n, values=0, datatype=DataType.REGISTERS)],
     )
     return SimDevice(unit, simdata=blocks, action=action)
 
@@ -152,6 +187,18 @@ class ModbusPlant:
         self._server = ModbusTcpServer(sims, address=(self.host, self.port))
         self._task = asyncio.create_task(self._server.serve_forever(), name=f"plant:{self.port}")
         await wait_port(self.host, self.port)
+
+    def drop_connections(self) -> int:
+        """Reset every client connection (as a network blip would); the server keeps listening.
+        Returns the number of connections dropped."""
+        if self._server is None:
+            return 0
+        conns = list(self._server.active_connections.values())
+        for c in conns:
+            transport = c.transport
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
+        return len(conns)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -189,3 +236,90 @@ async def wait_port(host: str, port: int, timeout_s: float = 10.0,
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s") from None
             await asyncio.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- the test pattern
+
+
+@dataclass(frozen=True, slots=True)
+class PatternPoint:
+    """One value of `PatternDevice`: where it is, how it is coded, what it decodes to."""
+
+    key: str
+    table: str  # holding | input | coil | discrete
+    address: int
+    type: str
+    word_order: str = "ABCD"
+    bit: int | None = None
+    expected: float = math.nan  # NaN: a "not implemented" sentinel
+    sentinel: bool = False
+
+
+_PATTERN_VALUES: tuple[tuple[str, int | float], ...] = (
+    ("int16", -1234), ("uint16", 54321), ("int32", -123_456_789), ("uint32", 3_000_000_000),
+    ("int64", -1_234_567_890_123), ("uint64", 12_345_678_901_234_567),
+    ("float32", 1234.5), ("float64", -98_765.4321),
+)
+
+
+def _build_pattern() -> tuple[list[int], list[int], list[bool], list[bool], list[PatternPoint]]:
+    from typing import cast
+
+    from drivers.modbus._decode import DataType, WordOrder
+
+    holding: list[int] = []
+    points: list[PatternPoint] = []
+    orders: tuple[WordOrder, ...] = ("ABCD", "CDAB", "BADC", "DCBA")
+    for dtype, value in _PATTERN_VALUES:
+        for order in orders:
+            t = cast(DataType, dtype)
+            points.append(PatternPoint(f"{dtype}-{order}", "holding", len(holding), dtype, order,
+                                       expected=float(value)))
+            holding += encode(value, t, order)
+    points.append(PatternPoint("bool", "holding", len(holding), "bool", expected=1.0))
+    holding.append(1)
+    word = 0b1000_0000_0000_0101
+    for b in (0, 1, 2, 15):
+        points.append(PatternPoint(f"bit{b}", "holding", len(holding), "bitfield", bit=b,
+                                   expected=float((word >> b) & 1)))
+    holding.append(word)
+    for dtype, regs in (("int16", [0x8000]), ("uint16", [0xFFFF]), ("float32", [0x7FC0, 0]),
+                        ("uint32", [0xFFFF, 0xFFFF])):
+        points.append(PatternPoint(f"sentinel-{dtype}", "holding", len(holding), dtype,
+                                   sentinel=True))
+        holding += regs
+    inputs = encode(4321, "uint16") + encode(-2.5, "float32", "CDAB")
+    points.append(PatternPoint("input-uint16", "input", 0, "uint16", expected=4321.0))
+    points.append(PatternPoint("input-float32-CDAB", "input", 1, "float32", "CDAB", expected=-2.5))
+    coils = [i % 3 == 0 for i in range(16)]
+    discretes = [i % 2 == 1 for i in range(16)]
+    for i in (0, 1, 3, 14):
+        points.append(PatternPoint(f"coil{i}", "coil", i, "bool", expected=float(coils[i])))
+        points.append(PatternPoint(f"discrete{i}", "discrete", i, "bool",
+                                   expected=float(discretes[i])))
+    return holding, inputs, coils, discretes, points
+
+
+_P_HOLDING, _P_INPUT, _P_COILS, _P_DISCRETES, PATTERN_POINTS = _build_pattern()
+
+
+@dataclass
+class PatternDevice(MeterModel):
+    """A device with fixed, known contents: every data type in every word order, bool and
+    bitfield registers, "not implemented" sentinels, coils and discrete inputs. `PATTERN_POINTS`
+    says where each value is and what it must decode to."""
+
+    def holding(self) -> list[int]:
+        return list(_P_HOLDING)
+
+    def input(self) -> list[int]:
+        return list(_P_INPUT) + [0] * (len(_P_HOLDING) - len(_P_INPUT))
+
+    def coils(self) -> list[bool]:
+        return list(_P_COILS)
+
+    def discretes(self) -> list[bool]:
+        return list(_P_DISCRETES)
+
+    def register_count(self) -> int:
+        return len(_P_HOLDING)

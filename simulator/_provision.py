@@ -1,18 +1,21 @@
-"""Set up a gateway against a chain: keys, ledger deployment, funding, registration, config.
+"""Set up a gateway against a chain: keys, contract deployment, roles, funding, enterprise
+certification, gateway registration, config.
 
 What an integrator does once per plant, scripted for the demo and the tests.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from eth_account.signers.local import LocalAccount
 
 from ledger_client import EvmChain, Signer, load_account
-from ledger_client._admin import deploy_ledger, fund, register_gateway, write_address_book
+from ledger_client._admin import Mrv, deploy_system, fund, make_uscc, write_address_book
 from ledger_client._signing import generate_account
 from simulator._anvil import CHAIN_ID, DEV_KEYS
 
@@ -28,7 +31,9 @@ def plant_devices(port: int, *, interval_s: float = 1.0, host: str = "127.0.0.1"
             "unit_id": 1, "interval_s": interval_s, "timeout_s": 0.5, "retries": 0,
             "points": [
                 {"id": f"feeder{sfx}.energy", "table": "holding", "address": 0,
-                 "type": "uint32", "scale": 0.01, "unit": "kWh"},
+                 "type": "uint32", "scale": 0.01, "unit": "kWh",
+                 "emissions": {"scope": 2, "method": "electricity", "factor": "CN-GRID-ETS",
+                               "register_max": 42949672.95, "resolution": 0.01}},
                 {"id": f"feeder{sfx}.power", "table": "holding", "address": 2,
                  "type": "float32", "unit": "kW", "checks": {"range": {"min": 0, "max": 2000}}},
                 {"id": f"feeder{sfx}.voltage_a", "table": "holding", "address": 4,
@@ -44,7 +49,9 @@ def plant_devices(port: int, *, interval_s: float = 1.0, host: str = "127.0.0.1"
                  "type": "float32", "unit": "Nm3/h",
                  "checks": {"range": {"min": 0, "max": 1000}}},
                 {"id": f"boiler{sfx}.gas_volume", "table": "input", "address": 2,
-                 "type": "uint32", "scale": 0.1, "unit": "Nm3"},
+                 "type": "uint32", "scale": 0.1, "unit": "Nm3",
+                 "emissions": {"scope": 1, "method": "fuel", "fuel": "natural_gas",
+                               "register_max": 429496729.5, "resolution": 0.1}},
                 {"id": f"boiler{sfx}.gas_temp", "table": "input", "address": 4,
                  "type": "int16", "scale": 0.1, "unit": "degC"},
             ],
@@ -60,6 +67,20 @@ class Provisioned:
     admin_key: Path
     gateway_id: str
     rpc_url: str
+    government_key: Path | None = None
+    enterprise_key: Path | None = None
+
+
+def _role_key(path: Path) -> LocalAccount:
+    return load_account(path) if path.exists() else generate_account(path)
+
+
+def current_year_ns(now: dt.datetime | None = None) -> tuple[int, int]:
+    """[1 January, next 1 January) of the current UTC year, in nanoseconds."""
+    now = now or dt.datetime.now(dt.UTC)
+    start = dt.datetime(now.year, 1, 1, tzinfo=dt.UTC)
+    end = dt.datetime(now.year + 1, 1, 1, tzinfo=dt.UTC)
+    return int(start.timestamp()) * 10**9, int(end.timestamp()) * 10**9
 
 
 async def provision(work: Path, rpc_url: str, *, devices: list[dict[str, Any]],
@@ -67,6 +88,11 @@ async def provision(work: Path, rpc_url: str, *, devices: list[dict[str, Any]],
                     max_records: int = 10_000, health_listen: str | None = None,
                     contract: str | None = None, admin_index: int = 0,
                     extra: dict[str, Any] | None = None) -> Provisioned:
+    """What a deployment does once per plant, each step signed by its own role's key:
+    the regulator (dev key ``admin_index``) deploys the contracts (or uses the ledger at
+    ``contract``) and grants the government role; government defines the current year as a
+    compliance period (when none is defined) and certifies the plant's enterprise; the
+    enterprise registers the gateway. Keys are written under ``work/keys``."""
     work.mkdir(parents=True, exist_ok=True)
     keys = work / "keys"
     admin_key = keys / "admin.key"
@@ -74,20 +100,36 @@ async def provision(work: Path, rpc_url: str, *, devices: list[dict[str, Any]],
         keys.mkdir(parents=True, exist_ok=True)
         admin_key.write_text(DEV_KEYS[admin_index] + "\n")
         admin_key.chmod(0o600)
-    admin = load_account(admin_key)
+    regulator = load_account(admin_key)
+    government = _role_key(keys / "government.key")
+    enterprise = _role_key(keys / "enterprise.key")
     signer = Signer.generate(keys / "ed25519.key")
     gw_account = generate_account(keys / "evm.key")
     chain = EvmChain(rpc_url, contract_address=contract)
     book_path = work / "address-book.json"
     try:
         if contract is None:
-            book = await deploy_ledger(chain, admin)
+            book = await deploy_system(chain, regulator)
+            mrv = Mrv(chain, book["contracts"])
         else:
-            book = {"chain_id": CHAIN_ID, "rpc_url": rpc_url, "admin": admin.address,
-                    "contracts": {"EmissionsLedger": contract}}
+            mrv = await Mrv.attach(chain)
+            book = {"chain_id": await chain.chain_id(), "rpc_url": rpc_url,
+                    "admin": regulator.address, "contracts": dict(mrv.addresses)}
         write_address_book(book_path, book)
-        await fund(chain, admin, gw_account.address, 10**20)
-        await register_gateway(chain, admin, gateway_id, gw_account.address, signer.public_key)
+        for acct in (government, enterprise, gw_account):
+            await fund(chain, regulator, acct.address, 10**20)
+        if not await mrv.has_role("government", government.address):
+            await mrv.grant(regulator, "government", government.address)
+        if int(await mrv.call(mrv.registry.functions.periodCount())) == 0:
+            await mrv.define_period(government, *current_year_ns())
+        status = await mrv.call(mrv.registry.functions.enterpriseStatus(enterprise.address))
+        if int(status) == 0:
+            await mrv.certify(government, enterprise.address,
+                              credit_code=make_uscc(enterprise.address.encode()),
+                              name=f"Operator of {gateway_id}", industry="D4411",
+                              region="440300")
+        await mrv.register_gateway(enterprise, gateway_id, gw_account.address,
+                                   signer.public_key)
         address = str(book["contracts"]["EmissionsLedger"])
     finally:
         await chain.close()
@@ -105,5 +147,6 @@ async def provision(work: Path, rpc_url: str, *, devices: list[dict[str, Any]],
         cfg.setdefault(section, {}).update(values)
     config = work / "gateway.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return Provisioned(config, book_path, address, admin_key, gateway_id, rpc_url)
+    return Provisioned(config, book_path, address, admin_key, gateway_id, rpc_url,
+                       keys / "government.key", keys / "enterprise.key")
 

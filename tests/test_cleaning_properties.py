@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -42,6 +43,7 @@ from gateway._records import INVALID, Quality, Reading
 T0 = 1_700_000_000 * 1_000_000_000
 S = 1_000_000_000
 
+T = TypeVar("T")
 Q = Quality
 NORMAL, ROLLOVER, ABNORMAL = 0, 1, 2
 
@@ -268,7 +270,7 @@ def counter_streams(draw: st.DrawFn, max_size: int = 70) -> tuple[list[int], lis
     return ts, vals, [int(q) for q in qual]
 
 
-def _opt(strategy: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+def _opt(strategy: st.SearchStrategy[T]) -> st.SearchStrategy[T | None]:
     return st.one_of(st.none(), strategy)
 
 

@@ -79,6 +79,7 @@ def test_high_availability_short_gap_average_of_hour_before_and_after() -> None:
     assert s.availability == pytest.approx(100 * 60 / 61)
     assert (s.hour_before_ns, s.hour_after_ns) == (hour(59), hour(63))
     assert (s.gap_start_ns, s.gap_hours) == (hour(60), 3)
+    assert (s.start_ns, s.end_ns) == (hour(60), hour(63))
     assert s.point_id == "so2" and s.unit == "mg/m3" and s.policy == POLICY.name
     assert hours == before  # the hour aggregates are not touched
 

@@ -2,6 +2,7 @@
 pragma solidity ^0.8.24;
 
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {MrvRegistry} from "./MrvRegistry.sol";
 
 /// @title EmissionsLedger: per-gateway anchoring of signed MRV record batches.
 /// @notice Each gateway's batches form a hash chain: gapless `seq` from 1, each header naming
@@ -10,6 +11,10 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 /// The header hash is computed here exactly as in docs/formats.md; the Ed25519 signature over
 /// it is stored in the event and checked off-chain against the gateway's registered key (the
 /// EVM targets have no Ed25519 precompile).
+/// Gateways are registered in the MrvRegistry (by their enterprise); only a gateway's
+/// registered sender anchors its batches. Each batch's CO2e (per scope) accrues to the
+/// gateway's enterprise in the compliance period that holds the batch's `lastTsNs` (period 0
+/// when no defined period holds it).
 contract EmissionsLedger {
     bytes32 public constant BATCH_TAG = keccak256("mrv-gateway/batch/v1");
 
@@ -28,6 +33,7 @@ contract EmissionsLedger {
         uint64 co2eScope3G;
     }
 
+    /// @notice A gateway as the uplink sees it: its registration plus its anchoring state.
     struct Gateway {
         string id;
         address sender;
@@ -45,15 +51,33 @@ contract EmissionsLedger {
         uint64 firstRecordSeq;
         uint64 lastRecordSeq;
         uint64 blockNumber;
+        uint32 period;
     }
 
-    address public admin;
-    mapping(bytes32 => Gateway) private _gateways;
-    mapping(bytes32 => mapping(uint64 => Batch)) private _batches;
-    bytes32[] private _gatewayKeys;
+    /// @notice Reported emissions of one enterprise in one period, in grams CO2e.
+    struct Emissions {
+        uint128 scope1G;
+        uint128 scope2G;
+        uint128 scope3G;
+        uint64 batches;
+    }
 
-    error NotAdmin(address caller);
-    error GatewayExists(bytes32 gatewayKey);
+    struct Tip {
+        uint64 lastSeq;
+        uint64 lastRecordSeq;
+        bytes32 lastHeaderHash;
+    }
+
+    address public immutable deployer;
+    MrvRegistry public registry;
+    mapping(bytes32 => Tip) private _tips;
+    mapping(bytes32 => mapping(uint64 => Batch)) private _batches;
+    mapping(address => mapping(uint32 => Emissions)) private _emissions;
+
+    error NotDeployer(address caller);
+    error RegistryAlreadyBound(address registry);
+    error RegistryNotBound();
+    error ZeroAddress();
     error UnknownGateway(bytes32 gatewayKey);
     error GatewayNotActive(bytes32 gatewayKey);
     error NotGatewaySender(bytes32 gatewayKey, address caller);
@@ -63,11 +87,8 @@ contract EmissionsLedger {
     error BatchAlreadyAnchored(uint64 seq, bytes32 headerHash);
     error ConflictingBatch(uint64 seq, bytes32 onChain, bytes32 submitted);
     error BadSignatureLength(uint256 length);
-    error ZeroAddress();
 
-    event AdminChanged(address indexed previous, address indexed current);
-    event GatewayRegistered(bytes32 indexed gatewayKey, string gatewayId, address sender, bytes32 signingKey);
-    event GatewayRevoked(bytes32 indexed gatewayKey);
+    event RegistryBound(address indexed registry);
     event BatchAnchored(
         bytes32 indexed gatewayKey,
         uint64 indexed seq,
@@ -75,52 +96,33 @@ contract EmissionsLedger {
         Header header,
         bytes signature
     );
+    event EmissionsAccrued(
+        address indexed enterprise,
+        uint32 indexed period,
+        bytes32 indexed gatewayKey,
+        uint64 seq,
+        uint64 co2eScope1G,
+        uint64 co2eScope2G,
+        uint64 co2eScope3G
+    );
 
-    modifier onlyAdmin() {
-        if (msg.sender != admin) revert NotAdmin(msg.sender);
-        _;
-    }
-
+    /// @dev No constructor arguments (deployable from bare bytecode); the deployer binds the
+    /// registry once with `bindRegistry`, and nothing anchors before that.
     constructor() {
-        admin = msg.sender;
-        emit AdminChanged(address(0), msg.sender);
+        deployer = msg.sender;
     }
 
-    function setAdmin(address next) external onlyAdmin {
-        if (next == address(0)) revert ZeroAddress();
-        emit AdminChanged(admin, next);
-        admin = next;
+    function bindRegistry(MrvRegistry registry_) external {
+        if (msg.sender != deployer) revert NotDeployer(msg.sender);
+        if (address(registry) != address(0)) revert RegistryAlreadyBound(address(registry));
+        if (address(registry_) == address(0)) revert ZeroAddress();
+        registry = registry_;
+        emit RegistryBound(address(registry_));
     }
 
-    /// @notice Register a gateway: its id (keccak256 of the UTF-8 id is its key), the account
-    /// that sends its transactions and its Ed25519 public key.
-    function registerGateway(string calldata gatewayId, address sender, bytes32 signingKey)
-        external
-        onlyAdmin
-        returns (bytes32 key)
-    {
-        if (sender == address(0)) revert ZeroAddress();
-        key = keccak256(bytes(gatewayId));
-        if (_gateways[key].sender != address(0)) revert GatewayExists(key);
-        _gateways[key] = Gateway({
-            id: gatewayId,
-            sender: sender,
-            signingKey: signingKey,
-            active: true,
-            lastSeq: 0,
-            lastRecordSeq: 0,
-            lastHeaderHash: bytes32(0)
-        });
-        _gatewayKeys.push(key);
-        emit GatewayRegistered(key, gatewayId, sender, signingKey);
-    }
-
-    function revokeGateway(bytes32 key) external onlyAdmin {
-        Gateway storage g = _gateways[key];
-        if (g.sender == address(0)) revert UnknownGateway(key);
-        if (!g.active) revert GatewayNotActive(key);
-        g.active = false;
-        emit GatewayRevoked(key);
+    function _registry() internal view returns (MrvRegistry r) {
+        r = registry;
+        if (address(r) == address(0)) revert RegistryNotBound();
     }
 
     function headerHash(Header calldata h) public pure returns (bytes32) {
@@ -130,58 +132,87 @@ contract EmissionsLedger {
     /// @notice Anchor the next batch of a gateway. Reverts with `BatchAlreadyAnchored` when the
     /// same header is already held (a retry), `ConflictingBatch` when another header holds its seq.
     function anchorBatch(Header calldata h, bytes calldata signature) external {
-        Gateway storage g = _gateways[h.gatewayKey];
-        if (g.sender == address(0)) revert UnknownGateway(h.gatewayKey);
-        if (!g.active) revert GatewayNotActive(h.gatewayKey);
-        if (msg.sender != g.sender) revert NotGatewaySender(h.gatewayKey, msg.sender);
+        (address sender, address enterprise, bool active, uint32 period) =
+            _registry().anchorContext(h.gatewayKey, h.lastTsNs);
+        if (sender == address(0)) revert UnknownGateway(h.gatewayKey);
+        if (!active) revert GatewayNotActive(h.gatewayKey);
+        if (msg.sender != sender) revert NotGatewaySender(h.gatewayKey, msg.sender);
         if (signature.length != 64) revert BadSignatureLength(signature.length);
         bytes32 hh = headerHash(h);
-        if (h.seq != 0 && h.seq <= g.lastSeq) {
-            bytes32 held = _batches[h.gatewayKey][h.seq].headerHash;
-            if (held == hh) revert BatchAlreadyAnchored(h.seq, hh);
-            revert ConflictingBatch(h.seq, held, hh);
-        }
-        if (h.seq != g.lastSeq + 1) revert WrongSeq(g.lastSeq + 1, h.seq);
-        if (h.prevHash != g.lastHeaderHash) revert WrongPrevHash(g.lastHeaderHash, h.prevHash);
-        if (
-            h.count == 0 || h.firstRecordSeq != g.lastRecordSeq + 1
-                || h.lastRecordSeq != h.firstRecordSeq + h.count - 1
-        ) revert WrongRecordRange(g.lastRecordSeq + 1, h.firstRecordSeq, h.lastRecordSeq, h.count);
-
-        g.lastSeq = h.seq;
-        g.lastRecordSeq = h.lastRecordSeq;
-        g.lastHeaderHash = hh;
+        _advance(h, hh);
         _batches[h.gatewayKey][h.seq] = Batch({
             headerHash: hh,
             root: h.root,
             count: h.count,
             firstRecordSeq: h.firstRecordSeq,
             lastRecordSeq: h.lastRecordSeq,
-            blockNumber: uint64(block.number)
+            blockNumber: uint64(block.number),
+            period: period
         });
+        Emissions storage e = _emissions[enterprise][period];
+        e.scope1G += h.co2eScope1G;
+        e.scope2G += h.co2eScope2G;
+        e.scope3G += h.co2eScope3G;
+        e.batches += 1;
         emit BatchAnchored(h.gatewayKey, h.seq, hh, h, signature);
+        emit EmissionsAccrued(
+            enterprise, period, h.gatewayKey, h.seq, h.co2eScope1G, h.co2eScope2G, h.co2eScope3G
+        );
     }
 
+    /// @dev The hash-chain rules: a retry, a conflict, then gapless seq, prev hash, records.
+    function _advance(Header calldata h, bytes32 hh) internal {
+        Tip storage t = _tips[h.gatewayKey];
+        if (h.seq != 0 && h.seq <= t.lastSeq) {
+            bytes32 held = _batches[h.gatewayKey][h.seq].headerHash;
+            if (held == hh) revert BatchAlreadyAnchored(h.seq, hh);
+            revert ConflictingBatch(h.seq, held, hh);
+        }
+        if (h.seq != t.lastSeq + 1) revert WrongSeq(t.lastSeq + 1, h.seq);
+        if (h.prevHash != t.lastHeaderHash) revert WrongPrevHash(t.lastHeaderHash, h.prevHash);
+        if (
+            h.count == 0 || h.firstRecordSeq != t.lastRecordSeq + 1
+                || h.lastRecordSeq != h.firstRecordSeq + h.count - 1
+        ) revert WrongRecordRange(t.lastRecordSeq + 1, h.firstRecordSeq, h.lastRecordSeq, h.count);
+        t.lastSeq = h.seq;
+        t.lastRecordSeq = h.lastRecordSeq;
+        t.lastHeaderHash = hh;
+    }
+
+    // -- views -----------------------------------------------------------------------------
+
+    /// @notice The gateway's registration (from the registry) and its anchoring state.
     function gateway(bytes32 key) external view returns (Gateway memory) {
-        Gateway memory g = _gateways[key];
-        if (g.sender == address(0)) revert UnknownGateway(key);
-        return g;
-    }
-
-    function gatewayCount() external view returns (uint256) {
-        return _gatewayKeys.length;
-    }
-
-    function gatewayKeyAt(uint256 i) external view returns (bytes32) {
-        return _gatewayKeys[i];
+        MrvRegistry.Gateway memory g = _registry().gateway(key);
+        Tip memory t = _tips[key];
+        return Gateway({
+            id: g.id,
+            sender: g.sender,
+            signingKey: g.signingKey,
+            active: g.active,
+            lastSeq: t.lastSeq,
+            lastRecordSeq: t.lastRecordSeq,
+            lastHeaderHash: t.lastHeaderHash
+        });
     }
 
     function lastSeq(bytes32 key) external view returns (uint64) {
-        return _gateways[key].lastSeq;
+        return _tips[key].lastSeq;
     }
 
     function batch(bytes32 key, uint64 seq) external view returns (Batch memory) {
         return _batches[key][seq];
+    }
+
+    /// @notice Emissions reported by an enterprise's gateways for a period (0: outside any).
+    function emissionsOf(address enterprise, uint32 period) external view returns (Emissions memory) {
+        return _emissions[enterprise][period];
+    }
+
+    /// @notice Scope 1 + 2 + 3 reported emissions of an enterprise for a period, grams CO2e.
+    function reportedTotal(address enterprise, uint32 period) external view returns (uint256) {
+        Emissions storage e = _emissions[enterprise][period];
+        return uint256(e.scope1G) + e.scope2G + e.scope3G;
     }
 
     /// @notice True when `leaf` is in the anchored batch `seq` of gateway `key`.

@@ -1,8 +1,16 @@
-"""Modbus TCP poller: the one I/O module of the Modbus driver (pymodbus 3.16).
+"""Modbus TCP and RTU pollers: the I/O modules of the Modbus driver (pymodbus 3.16).
 
-One poller per device. Every failure is translated here into flagged readings and a device
-state; nothing is invented: a failed poll yields NaN readings flagged COMM_FAULT (HJ 212 "B"),
-an exception response yields NaN readings flagged DEVICE_FAULT ("D").
+Every failure is translated here into flagged readings and a device state; nothing is invented:
+a failed poll yields NaN readings flagged COMM_FAULT (HJ 212 "B"), an exception response yields
+NaN readings flagged DEVICE_FAULT ("D") for the points of that request, a "not implemented"
+sentinel NaN flagged SENTINEL. Schedule, circuit breaker and health: `drivers._polling`.
+
+* TCP: one `ModbusTcpPoller` (one connection, one task) per device.
+* RTU: one `ModbusRtuBusPoller` per serial port. Its units poll on their own schedules but share
+  one client and one lock, so only one frame is on the line at a time, and each exchange is
+  followed by the inter-frame silence (3.5 character times by default). Timeouts and retries
+  are per unit; a unit that stops answering costs the line one timeout per probe once its
+  breaker is open, not one per poll.
 """
 
 from __future__ import annotations
@@ -11,33 +19,170 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException
+from pymodbus.framer import FramerType
 
-from config._schema import ModbusPoint, ModbusTcpDevice
-from drivers._errors import DeviceUnreachable
-from drivers.modbus._decode import decode, is_sentinel, register_count
-from drivers.modbus._plan import PointRef, ReadRequest, plan_reads
+from config._schema import ModbusPoint, ModbusRtuBus, ModbusRtuUnit, ModbusTcpDevice
+from drivers._errors import DeviceUnreachable, LinkDown
+from drivers._polling import PointInfo, PollLoop, Sink
+from drivers.modbus._decode import Decoder, compile_decoder, register_count
+from drivers.modbus._plan import BIT_TABLES, PointRef, ReadRequest, plan_reads
 from gateway._metrics import Metrics
 from gateway._records import Quality, Reading
 
 log = logging.getLogger("mrv.drivers.modbus")
 
-Sink = Callable[[list[Reading]], Awaitable[None]]
+_DEVICE_FAULT = int(Quality.DEVICE_FAULT)
+_SENTINEL = int(Quality.SENTINEL)
 
 
 def decode_point(p: ModbusPoint, regs: list[int]) -> tuple[float, int]:
     """Engineering value and quality bits of one point from its registers (pure)."""
-    if is_sentinel(regs, p.type, p.word_order):
-        return math.nan, int(Quality.SENTINEL)
-    raw = decode(regs, p.type, p.word_order)
-    return float(raw) * p.scale + p.offset, 0
+    value, sentinel = compile_decoder(p.type, p.word_order, bit=p.bit)(regs)
+    if sentinel:
+        return math.nan, _SENTINEL
+    return value * p.scale + p.offset, 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    """One point inside one read request, with everything the hot path needs."""
+
+    id: str
+    unit: str
+    offset: int
+    count: int
+    decoder: Decoder | None  # None for coil/discrete bits
+    scale: float
+    add: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    table: str
+    address: int
+    count: int
+    members: tuple[_Member, ...]
+
+
+class UnitReader:
+    """Reads and decodes every point of one Modbus unit (slave) through a pymodbus client."""
+
+    def __init__(self, name: str, unit_id: int, points: Sequence[ModbusPoint], *,
+                 max_registers: int, max_gap: int, source: str, metrics: Metrics) -> None:
+        self.name = name
+        self.unit_id = unit_id
+        self.points = list(points)
+        self.source = source
+        self.metrics = metrics
+        self.plan: list[ReadRequest] = plan_reads(
+            (PointRef(key=i, table=p.table, address=p.address,
+                      count=1 if p.table in BIT_TABLES else register_count(p.type))
+             for i, p in enumerate(self.points)),
+            max_registers=max_registers, max_gap=max_gap)
+        self._requests = [
+            _Request(r.table, r.address, r.count, tuple(
+                _Member(self.points[k].id, self.points[k].unit, off,
+                        1 if r.table in BIT_TABLES else register_count(self.points[k].type),
+                        None if r.table in BIT_TABLES else compile_decoder(
+                            self.points[k].type, self.points[k].word_order, bit=self.points[k].bit),
+                        self.points[k].scale, self.points[k].offset)
+                for k, off in r.members))
+            for r in self.plan]
+        self.infos = [PointInfo(p.id, p.unit) for p in self.points]
+
+    @staticmethod
+    def _method(client: Any, table: str) -> Callable[..., Awaitable[Any]]:
+        fn: Callable[..., Awaitable[Any]] = {
+            "holding": client.read_holding_registers,
+            "input": client.read_input_registers,
+            "coil": client.read_coils,
+            "discrete": client.read_discrete_inputs,
+        }[table]
+        return fn
+
+    def _flagged(self, req: _Request, ts: int, quality: int) -> list[Reading]:
+        return [Reading(point_id=m.id, ts_ns=ts, value=math.nan, unit=m.unit, source=self.source,
+                        quality=quality) for m in req.members]
+
+    async def _ask(self, client: Any, req: _Request, timeout_s: float | None, retries: int,
+                   pause: float) -> Any:
+        fn = self._method(client, req.table)
+        tries = retries + 1 if timeout_s is not None else 1
+        last = "no answer"
+        for _ in range(tries):
+            try:
+                if timeout_s is None:  # pymodbus applies its own timeout and retries (TCP)
+                    return await fn(req.address, count=req.count, device_id=self.unit_id)
+                async with asyncio.timeout(timeout_s):
+                    return await fn(req.address, count=req.count, device_id=self.unit_id)
+            except ConnectionException as e:
+                raise LinkDown(self.name, str(e) or "not connected") from e
+            except (ModbusException, TimeoutError) as e:
+                last = str(e) or f"no answer within {timeout_s} s"
+                if timeout_s is None:
+                    raise DeviceUnreachable(self.name, last) from e
+            except OSError as e:
+                raise LinkDown(self.name, str(e) or type(e).__name__) from e
+            finally:
+                if pause:
+                    await asyncio.sleep(pause)
+        raise DeviceUnreachable(self.name, f"{last} ({tries} tries)")
+
+    async def read(self, client: Any, *, timeout_s: float | None = None, retries: int = 0,
+                   pause: float = 0.0) -> list[Reading]:
+        """Read every request of the plan; raises `DeviceUnreachable` on a comms failure.
+
+        ``timeout_s``/``retries``: applied here per request (RTU); None leaves them to pymodbus.
+        ``pause``: silence after every exchange (RTU inter-frame gap)."""
+        out: list[Reading] = []
+        source = self.source
+        for req in self._requests:
+            ts = time.time_ns()
+            rr = await self._ask(client, req, timeout_s, retries, pause)
+            if rr.isError():
+                code = getattr(rr, "exception_code", "?")
+                self.metrics.inc("modbus_exception_responses")
+                log.debug("%s: exception response %s to %s@%d", self.name, code, req.table,
+                          req.address)
+                out += self._flagged(req, ts, _DEVICE_FAULT)
+                continue
+            if req.table in BIT_TABLES:
+                bits = rr.bits
+                if len(bits) < req.count:
+                    self.metrics.inc("modbus_short_responses")
+                    out += self._flagged(req, ts, _DEVICE_FAULT)
+                    continue
+                for m in req.members:
+                    out.append(Reading(point_id=m.id, ts_ns=ts,
+                                       value=(1.0 if bits[m.offset] else 0.0) * m.scale + m.add,
+                                       unit=m.unit, source=source, quality=0))
+                continue
+            regs = rr.registers
+            if len(regs) < req.count:
+                self.metrics.inc("modbus_short_responses")
+                out += self._flagged(req, ts, _DEVICE_FAULT)
+                continue
+            for m in req.members:
+                assert m.decoder is not None
+                value, sentinel = m.decoder(regs[m.offset:m.offset + m.count])
+                if sentinel:
+                    out.append(Reading(point_id=m.id, ts_ns=ts, value=math.nan, unit=m.unit,
+                                       source=source, quality=_SENTINEL))
+                else:
+                    out.append(Reading(point_id=m.id, ts_ns=ts, value=value * m.scale + m.add,
+                                       unit=m.unit, source=source, quality=0))
+        return out
 
 
 class ModbusTcpPoller:
+    """One Modbus TCP device: one connection, one task."""
+
     def __init__(self, dev: ModbusTcpDevice, sink: Sink, metrics: Metrics) -> None:
         self.dev = dev
         self.name = dev.name
@@ -46,85 +191,101 @@ class ModbusTcpPoller:
         self.source = f"modbus_tcp:{dev.name}"
         self.component = f"device:{dev.name}"
         self.points = dev.points
-        self.plan: list[ReadRequest] = plan_reads(
-            (PointRef(key=i, table=p.table, address=p.address, count=register_count(p.type))
-             for i, p in enumerate(dev.points)),
-            max_registers=dev.max_registers, max_gap=dev.max_gap)
-        self.polls = 0
-        self.missed = 0
+        self.reader = UnitReader(dev.name, dev.unit_id, dev.points, max_registers=dev.max_registers,
+                                 max_gap=dev.max_gap, source=self.source, metrics=metrics)
+        self.plan = self.reader.plan
+        self.loop = PollLoop(dev.name, self.source, self.reader.infos, dev, sink, metrics, log)
+
+    @property
+    def polls(self) -> int:
+        return self.loop.polls
+
+    @property
+    def missed(self) -> int:
+        return self.loop.missed
 
     def _client(self) -> AsyncModbusTcpClient:
         return AsyncModbusTcpClient(
             self.dev.host, port=self.dev.port, timeout=self.dev.timeout_s,
             retries=self.dev.retries, reconnect_delay=0, name=self.dev.name)
 
-    def _flagged(self, keys: list[int], ts_ns: int, quality: int) -> list[Reading]:
-        return [Reading(point_id=self.points[k].id, ts_ns=ts_ns, value=math.nan,
-                        unit=self.points[k].unit, source=self.source, quality=quality)
-                for k in keys]
-
     async def poll_once(self, client: AsyncModbusTcpClient) -> list[Reading]:
         """Read every request of the plan; raises `DeviceUnreachable` on a comms failure."""
-        out: list[Reading] = []
-        unit = self.dev.unit_id
-        for req in self.plan:
-            ts = time.time_ns()
-            fn: Any = (client.read_holding_registers if req.table == "holding"
-                       else client.read_input_registers)
-            try:
-                rr = await fn(req.address, count=req.count, device_id=unit)
-            except (ModbusException, OSError, TimeoutError) as e:
-                raise DeviceUnreachable(self.dev.name, str(e) or type(e).__name__) from e
-            if rr.isError():
-                code = getattr(rr, "exception_code", "?")
-                self.metrics.inc("modbus_exception_responses")
-                log.debug("%s: exception response %s to %s@%d", self.dev.name, code, req.table,
-                          req.address)
-                out += self._flagged([k for k, _ in req.members], ts, int(Quality.DEVICE_FAULT))
-                continue
-            regs = rr.registers
-            if len(regs) < req.count:
-                self.metrics.inc("modbus_short_responses")
-                out += self._flagged([k for k, _ in req.members], ts, int(Quality.DEVICE_FAULT))
-                continue
-            for key, off in req.members:
-                p = self.points[key]
-                value, q = decode_point(p, regs[off:off + register_count(p.type)])
-                out.append(Reading(point_id=p.id, ts_ns=ts, value=value, unit=p.unit,
-                                   source=self.source, quality=q))
-        return out
+        try:
+            return await self.reader.read(client)
+        except LinkDown:
+            raise
+        except DeviceUnreachable as e:  # TCP: a timeout leaves the connection in doubt
+            raise LinkDown(e.device, e.reason) from e
 
     async def run(self) -> None:
         client = self._client()
-        interval = self.dev.interval_s
-        loop = asyncio.get_running_loop()
-        next_t = loop.time()
+
+        async def attempt() -> list[Reading]:
+            if not client.connected and not await client.connect():
+                raise LinkDown(self.dev.name, f"cannot connect to {self.dev.host}:{self.dev.port}")
+            return await self.poll_once(client)
+
         try:
-            while True:
-                ts = time.time_ns()
-                try:
-                    if not client.connected and not await client.connect():
-                        raise DeviceUnreachable(self.dev.name, "connection refused")
-                    readings = await self.poll_once(client)
-                    if self.metrics.set_state(self.component, "ok"):
-                        log.info("%s: polling %s:%d", self.dev.name, self.dev.host, self.dev.port)
-                except DeviceUnreachable as e:
-                    client.close()
-                    self.metrics.inc("device_failures")
-                    if self.metrics.set_state(self.component, "failing", e.reason):
-                        log.warning("%s: %s (logged once until it recovers)", self.dev.name, e)
-                    readings = self._flagged(list(range(len(self.points))), ts,
-                                             int(Quality.COMM_FAULT))
-                self.polls += 1
-                self.metrics.inc("polls")
-                await self.sink(readings)
-                next_t += interval
-                now = loop.time()
-                if now > next_t:
-                    skipped = int((now - next_t) // interval) + 1
-                    self.missed += skipped
-                    self.metrics.inc("polls_missed", skipped)
-                    next_t += skipped * interval
-                await asyncio.sleep(next_t - now if next_t > now else 0)
+            await self.loop.run(attempt, lambda e: client.close())
+        finally:
+            client.close()
+
+
+class ModbusRtuBusPoller:
+    """One RS-485 port: every unit on it polls through one client, one at a time."""
+
+    def __init__(self, bus: ModbusRtuBus, sink: Sink, metrics: Metrics) -> None:
+        self.bus = bus
+        self.name = bus.name
+        self.metrics = metrics
+        self.lock = asyncio.Lock()
+        self.pause = bus.frame_pause_s()
+        self.units: list[tuple[ModbusRtuUnit, UnitReader, PollLoop]] = []
+        for u in bus.units:
+            source = f"modbus_rtu:{bus.name}/{u.name}"
+            reader = UnitReader(u.name, u.unit_id, u.points, max_registers=u.max_registers,
+                                max_gap=u.max_gap, source=source, metrics=metrics)
+            self.units.append((u, reader, PollLoop(u.name, source, reader.infos, u, sink,
+                                                    metrics, log)))
+        self.client: AsyncModbusSerialClient | None = None
+
+    def loop_of(self, unit_name: str) -> PollLoop:
+        for u, _, loop in self.units:
+            if u.name == unit_name:
+                return loop
+        raise KeyError(unit_name)
+
+    def _client(self) -> AsyncModbusSerialClient:
+        b = self.bus
+        # Timeouts and retries are applied per unit by UnitReader; this is only a backstop.
+        backstop = max(u.timeout_s for u in b.units) + 1.0
+        return AsyncModbusSerialClient(
+            b.port, framer=FramerType.RTU, baudrate=b.baudrate, bytesize=b.bytesize,
+            parity=b.parity, stopbits=b.stopbits, timeout=backstop, retries=0,
+            reconnect_delay=0, name=b.name)
+
+    async def _poll_unit(self, client: AsyncModbusSerialClient, u: ModbusRtuUnit,
+                         reader: UnitReader, loop: PollLoop) -> None:
+        async def attempt() -> list[Reading]:
+            async with self.lock:
+                if not client.connected and not await client.connect():
+                    raise LinkDown(u.name, f"cannot open serial port {self.bus.port}")
+                return await reader.read(client, timeout_s=u.timeout_s, retries=u.retries,
+                                         pause=self.pause)
+
+        def on_failure(e: DeviceUnreachable) -> None:
+            if isinstance(e, LinkDown):  # the port itself; a silent unit leaves it open
+                client.close()
+
+        await loop.run(attempt, on_failure)
+
+    async def run(self) -> None:
+        client = self.client = self._client()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for u, reader, loop in self.units:
+                    tg.create_task(self._poll_unit(client, u, reader, loop),
+                                   name=f"rtu:{self.bus.name}/{u.name}")
         finally:
             client.close()

@@ -1,0 +1,146 @@
+"""The control journal: replay cache, issuer sequences and the write-ahead record of every
+authentic command, in ``<data_dir>/control.sqlite`` (SQLite WAL, ``synchronous=FULL`` unless
+``control.journal_synchronous`` says NORMAL).
+
+A command that is authentic, timely and new is committed here (id, issuer, seq, the envelope)
+before anything is read from or written to the plant: it is the one durable step on the way to
+the ack. Its audit records follow in the outbox; once they are committed there the entry is
+marked ``recorded``. An entry still unrecorded at start (the gateway stopped in between) is
+recovered into the outbox as an ``interrupted`` command record.
+
+An id is kept until its ``expires_at`` plus the allowed skew (and until it is recorded): after
+that the time window refuses the command anyway. The in-memory copies (``seen``,
+``last_seq``) are what the pure policy reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterable, Sequence
+from pathlib import Path
+
+import aiosqlite
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen_commands (
+    id            TEXT PRIMARY KEY,
+    issuer        TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    keep_until_ms INTEGER NOT NULL,
+    received_ms   INTEGER NOT NULL,
+    envelope      TEXT NOT NULL,
+    recorded      INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS seen_keep ON seen_commands(keep_until_ms);
+CREATE INDEX IF NOT EXISTS seen_unrecorded ON seen_commands(recorded) WHERE recorded = 0;
+CREATE TABLE IF NOT EXISTS issuer_seq (
+    issuer TEXT PRIMARY KEY,
+    seq    INTEGER NOT NULL
+);
+"""
+
+
+class ReplayStore:
+    def __init__(self, db: aiosqlite.Connection, synchronous: str = "FULL") -> None:
+        self._db = db
+        self._sync = synchronous
+        self.seen: dict[str, int] = {}  # id -> keep until (ms)
+        self.last_seq: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, synchronous: str = "FULL") -> ReplayStore:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute(f"PRAGMA synchronous={synchronous}")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await db.executescript(_SCHEMA)
+            store = cls(db, synchronous)
+            for cid, keep in await db.execute_fetchall(
+                    "SELECT id, keep_until_ms FROM seen_commands"):
+                store.seen[str(cid)] = int(keep)
+            for issuer, seq in await db.execute_fetchall("SELECT issuer, seq FROM issuer_seq"):
+                store.last_seq[str(issuer)] = int(seq)
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._db.close()
+
+    async def _transaction(self, statements: Sequence[tuple[str, Sequence[object]]],
+                           durable: bool) -> None:
+        async with self._lock:
+            if not durable:  # no fsync: the next durable commit syncs the WAL anyway
+                await self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql, params in statements:
+                        await self._db.execute(sql, params)
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        await self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                if not durable:
+                    await self._db.execute(f"PRAGMA synchronous={self._sync}")
+
+    def _write(self, statements: Sequence[tuple[str, Sequence[object]]], *,
+               durable: bool = True) -> Awaitable[None]:
+        """A cancelled caller never leaves half a transaction (or a masked cancellation)."""
+        return asyncio.shield(self._transaction(statements, durable))
+
+    async def record(self, *, command_id: str, issuer: str, seq: int, keep_until_ms: int,
+                     now_ms: int, advance_seq: bool, envelope: str) -> None:
+        """Commit the id, the envelope (and the issuer's new sequence number) before acting."""
+        statements: list[tuple[str, Sequence[object]]] = [(
+            "INSERT INTO seen_commands(id, issuer, seq, keep_until_ms, received_ms, envelope) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (command_id, issuer, seq, keep_until_ms, now_ms, envelope))]
+        if advance_seq:
+            statements.append((
+                "INSERT INTO issuer_seq(issuer, seq) VALUES (?, ?) ON CONFLICT(issuer) "
+                "DO UPDATE SET seq = MAX(seq, excluded.seq)", (issuer, seq)))
+        await self._write(statements)
+        self.seen[command_id] = keep_until_ms
+        if advance_seq:
+            self.last_seq[issuer] = max(seq, self.last_seq.get(issuer, seq))
+
+    async def mark_recorded(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        # Not fsynced: a mark lost in a power cut only makes the recovery record the command a
+        # second time (as interrupted), and it keeps the fsync off the next command's path.
+        await self._write([("UPDATE seen_commands SET recorded = 1 WHERE id = ?", (i,))
+                           for i in ids], durable=False)
+
+    async def unrecorded(self) -> list[tuple[str, str, int]]:
+        """(id, envelope, received_ms) of commands whose audit records never reached the
+        outbox."""
+        async with self._lock:
+            rows = await self._db.execute_fetchall(
+                "SELECT id, envelope, received_ms FROM seen_commands WHERE recorded = 0 "
+                "ORDER BY received_ms, id")
+        return [(str(i), str(e), int(t)) for i, e, t in rows]
+
+    async def purge(self, now_ms: int) -> int:
+        """Forget recorded ids whose command can no longer pass the time window."""
+        async with self._lock:
+            cur = await self._db.execute(
+                "DELETE FROM seen_commands WHERE keep_until_ms < ? AND recorded = 1", (now_ms,))
+            n = cur.rowcount
+            rows = await self._db.execute_fetchall("SELECT id FROM seen_commands")
+        # NB: the in-memory view follows the table, so an unrecorded id stays "seen"
+        keep = {str(r[0]) for r in rows}
+        for cid in [c for c in self.seen if c not in keep]:
+            del self.seen[cid]
+        return int(n)

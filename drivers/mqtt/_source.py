@@ -1,0 +1,186 @@
+"""MQTT sensors (aiomqtt 2.5 over paho-mqtt 2): subscribe, map JSON payloads onto points.
+
+* One persistent session per configured device: fixed client id, ``clean_session: false``,
+  QoS 1 subscriptions, so the broker keeps the subscriptions and queues QoS 1 messages while the
+  gateway is away.
+* Reconnects with capped exponential backoff (a loop around ``async with client`` on
+  `aiomqtt.MqttError`); the device state is ``ok`` while connected, ``failing`` while not.
+* Acknowledgement point: paho's ``manual_ack`` is switched on, so a QoS 1 message is
+  acknowledged (PUBACK) only after its readings are committed: when the sink takes an
+  ``on_commit`` callback, from that callback; otherwise when the sink returns. PUBACKs go out in
+  the order the messages came in. A message whose connection is gone before its readings are
+  committed is not acknowledged; the broker sends it again on the next session (at least once:
+  the duplicate carries the same payload and, with a timestamp field, the same time).
+* Malformed payloads (not JSON, too large, a missing or non-numeric field, a bad timestamp) are
+  counted (``mqtt_malformed``) and logged (rate-limited), acknowledged, and skipped.
+* Retained messages are skipped (``mqtt_retained_skipped``): they are a broker's copy of an old
+  value, sent again on every subscribe, not a new acquisition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import aiomqtt
+
+from config._schema import MqttDevice
+from drivers._polling import LogLimiter, PointInfo, Sink, StaleWatch
+from drivers.mqtt._payload import PayloadError, compile_points, readings_from
+from gateway._metrics import Metrics
+from gateway._records import Reading
+
+log = logging.getLogger("mrv.drivers.mqtt")
+
+
+def sink_takes_ack(sink: Callable[..., Any]) -> bool:
+    """True when ``sink`` accepts an ``on_commit`` keyword (the daemon's pipeline does)."""
+    try:
+        return "on_commit" in inspect.signature(sink).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
+
+
+class _Acks:
+    """In-order PUBACKs for one connection: a message is acknowledged when it and every message
+    received before it are done (MQTT 3.1.1 4.6: PUBACKs in the order of the PUBLISHes)."""
+
+    def __init__(self, paho: Any) -> None:
+        self.paho = paho
+        self.alive = True
+        self.slots: deque[list[Any]] = deque()  # [mid, qos, done]
+        self.sent = 0
+
+    def add(self, mid: int, qos: int) -> Callable[[], None]:
+        slot: list[Any] = [mid, qos, False]
+        self.slots.append(slot)
+
+        def done() -> None:
+            slot[2] = True
+            self._flush()
+
+        return done
+
+    def _flush(self) -> None:
+        while self.slots and self.slots[0][2]:
+            mid, qos, _ = self.slots.popleft()
+            if self.alive and qos > 0:
+                self.paho.ack(mid, qos)
+                self.sent += 1
+
+
+class MqttSource:
+    def __init__(self, dev: MqttDevice, sink: Sink, metrics: Metrics) -> None:
+        self.dev = dev
+        self.name = dev.name
+        self.sink = sink
+        self.metrics = metrics
+        self.source = f"mqtt:{dev.name}"
+        self.component = f"device:{dev.name}"
+        self.mappings = compile_points(dev.points)
+        self.filters = list(dict.fromkeys(p.topic for p in dev.points))
+        self.ack_via_sink = sink_takes_ack(sink)
+        self.noise = LogLimiter(log)
+        self.watch = (StaleWatch([PointInfo(p.id, p.unit) for p in dev.points], dev.stale_after_s,
+                                 self.source, sink, metrics)
+                      if dev.stale_after_s else None)
+        self.connects = 0
+        self.messages = 0
+        self.readings = 0
+        self.acks: _Acks | None = None
+
+    def _client(self) -> aiomqtt.Client:
+        d = self.dev
+        client = aiomqtt.Client(
+            d.host, d.port, identifier=d.client_id, clean_session=d.clean_session,
+            username=d.username, password=d.password, keepalive=d.keepalive_s, timeout=10,
+            logger=logging.getLogger("mrv.drivers.mqtt.paho"))
+        if d.qos > 0:
+            # Acknowledge after commit, not on arrival. aiomqtt 2.5 has no API for it; the paho
+            # client it wraps does (Client.manual_ack_set / Client.ack).
+            client._client.manual_ack_set(True)
+        return client
+
+    async def run(self) -> None:
+        client = self._client()
+        backoff = self.dev.backoff_initial_s
+        watch = (asyncio.create_task(self.watch.run(), name=f"{self.name}:stale")
+                 if self.watch is not None else None)
+        try:
+            while True:
+                try:
+                    async with client:
+                        self.connects += 1
+                        acks = self.acks = _Acks(client._client)
+                        try:
+                            await client.subscribe([(f, int(self.dev.qos)) for f in self.filters])
+                            if self.metrics.set_state(self.component, "ok"):
+                                log.info("%s: subscribed to %s on %s:%d", self.name,
+                                         ", ".join(self.filters), self.dev.host, self.dev.port)
+                            backoff = self.dev.backoff_initial_s
+                            async for msg in client.messages:
+                                await self._handle(msg, acks)
+                        finally:
+                            acks.alive = False
+                except aiomqtt.MqttError as e:
+                    self.metrics.inc("mqtt_disconnects")
+                    if self.metrics.set_state(self.component, "failing", str(e)):
+                        log.warning("%s: broker %s:%d: %s; reconnecting with backoff (logged "
+                                    "once until it recovers)", self.name, self.dev.host,
+                                    self.dev.port, e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.dev.backoff_max_s)
+        finally:
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+
+    async def _handle(self, msg: aiomqtt.Message, acks: _Acks) -> None:
+        self.messages += 1
+        self.metrics.inc("mqtt_messages")
+        ack = acks.add(msg.mid, msg.qos)
+        if msg.retain:
+            self.metrics.inc("mqtt_retained_skipped")
+            ack()
+            return
+        payload = msg.payload
+        if isinstance(payload, str):
+            payload = payload.encode()
+        elif not isinstance(payload, bytes | bytearray):
+            payload = str(payload).encode()
+        topic = msg.topic.value
+        try:
+            readings, problems = readings_from(topic, bytes(payload), self.mappings,
+                                               source=self.source, now_ns=time.time_ns(),
+                                               max_bytes=self.dev.max_payload_bytes)
+        except PayloadError as e:
+            readings, problems = [], [str(e)]
+        except Exception as e:  # a payload must never stop the subscriber
+            readings, problems = [], [f"{topic}: unusable payload ({type(e).__name__}: {e})"]
+        if problems:
+            self.metrics.inc("mqtt_malformed", len(problems))
+            self.noise.warning("malformed", "%s: malformed message skipped: %s", self.name,
+                               problems[0])
+        if not readings:
+            ack()
+            return
+        if self.watch is not None:
+            for r in readings:
+                self.watch.seen(r.point_id)
+        self.readings += len(readings)
+        await self._deliver(readings, ack)
+
+    async def _deliver(self, readings: list[Reading], ack: Callable[[], None]) -> None:
+        if self.ack_via_sink:
+            sink: Any = self.sink
+            await sink(readings, on_commit=ack)
+        else:
+            await self.sink(readings)
+            ack()

@@ -1,0 +1,94 @@
+"""Hourly aggregates and substitutes become derived records naming what they come from."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from cleaning import AggregationConfig, part75_table1
+from cleaning._aggregate import HOUR_NS, MINUTE_NS
+from config import parse_config
+from gateway import DerivedRecord, Quality, Reading
+from gateway._aggregator import AggregatedPoint, Aggregator
+from gateway._metrics import Metrics
+from ledger_client import Outbox
+
+T0 = 1_767_225_600 * 10**9  # 2026-01-01T00:00Z, an hour boundary
+
+
+def _minute_readings(hour: int, value: float, minutes: range) -> list[Reading]:
+    return [Reading(point_id="flow", ts_ns=T0 + hour * HOUR_NS + m * MINUTE_NS + 5 * 10**9,
+                    value=value, unit="Nm3/h", source="t") for m in minutes]
+
+
+async def test_hour_means_and_a_substitute_for_the_invalid_hour(tmp_path: Path) -> None:
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    await ob.ensure_point_index()
+    try:
+        await ob.append(_minute_readings(0, 100.0, range(60)))  # valid hour
+        await ob.append(_minute_readings(1, 999.0, range(10)))  # 10 of 60 minutes: invalid
+        await ob.append(_minute_readings(2, 120.0, range(60)))  # valid hour
+        rule = AggregationConfig(expected_per_minute=1, min_valid_minutes=45)
+        agg = Aggregator(ob, [AggregatedPoint("flow", "Nm3/h", rule, part75_table1(500.0))],
+                         Metrics())
+        h0 = await agg.close_hour(T0)
+        h1 = await agg.close_hour(T0 + HOUR_NS)
+        h2 = await agg.close_hour(T0 + 2 * HOUR_NS)
+        assert [type(r) for r in h0 + h1] == [DerivedRecord, DerivedRecord]
+        mean0, mean1 = h0[0], h1[0]
+        assert (mean0.derivation, mean0.value, mean0.quality) == ("hour-mean", 100.0, 0)
+        assert (mean0.from_seq, mean0.to_seq) == (1, 60)  # the raw readings it comes from
+        assert mean1.quality == Quality.INSUFFICIENT and mean1.value == 999.0
+        assert len(h2) == 2
+        mean2, sub = h2
+        assert mean2.value == 120.0 and mean2.quality == 0
+        # 2 of 3 hours available (< 80 %): Part 75 Table 1 takes the maximum potential value
+        assert sub.derivation == "substitute:40 CFR 75.33 Table 1:tier-6:max_potential"
+        assert sub.value == 500.0
+        assert (sub.period_start_ns, sub.period_end_ns) == (T0 + HOUR_NS, T0 + 2 * HOUR_NS)
+        assert sub.from_seq == sub.to_seq == mean1.seq  # names the hour it replaces
+        assert sub.quality == Quality.SUBSTITUTED
+        raw = await ob.records(61, 70)  # raw readings of the invalid hour are untouched
+        assert all(isinstance(r, Reading) and r.value == 999.0 for r in raw)
+        # closing again does not substitute the same hour twice
+        assert [r.derivation for r in await agg.close_hour(T0 + 3 * HOUR_NS)] == ["hour-mean"]
+        empty = (await ob.records(mean2.seq + 2, mean2.seq + 2))[0]
+        assert isinstance(empty, DerivedRecord) and math.isnan(empty.value)
+        assert empty.quality == Quality.INSUFFICIENT
+    finally:
+        await ob.close()
+
+
+def test_aggregation_config_validates_points() -> None:
+    from tests.test_config import GOOD
+
+    ok = parse_config(GOOD + "aggregation:\n  points:\n    - {point: m.power, expected_per_minute: 60,"
+                      " substitution: {part75_max_potential: 900}}\n")
+    assert ok.aggregation.points[0].point == "m.power"
+    import pytest
+
+    from config import ConfigError
+
+    with pytest.raises(ConfigError, match="point 'nope' is not configured"):
+        parse_config(GOOD + "aggregation:\n  points:\n    - {point: nope, expected_per_minute: 1}\n")
+
+
+async def test_high_availability_uses_the_hours_around_the_gap(tmp_path: Path) -> None:
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    await ob.ensure_point_index()
+    try:
+        rule = AggregationConfig(expected_per_minute=1, min_valid_minutes=45)
+        agg = Aggregator(ob, [AggregatedPoint("flow", "Nm3/h", rule, part75_table1(500.0))],
+                         Metrics())
+        for h in range(40):
+            await ob.append(_minute_readings(h, 100.0, range(60)))
+            assert len(await agg.close_hour(T0 + h * HOUR_NS)) == 1
+        assert len(await agg.close_hour(T0 + 40 * HOUR_NS)) == 1  # no data at all: invalid
+        await ob.append(_minute_readings(41, 120.0, range(60)))
+        mean, sub = await agg.close_hour(T0 + 41 * HOUR_NS)
+        # 41 of 42 hours available (>= 95 %), a 1-hour gap: average of the hours around it
+        assert sub.derivation == "substitute:40 CFR 75.33 Table 1:tier-1:hb_ha_average"
+        assert sub.value == 110.0
+        assert sub.period_start_ns == T0 + 40 * HOUR_NS
+    finally:
+        await ob.close()

@@ -1,0 +1,399 @@
+"""The control service against a real Mosquitto broker and the simulated boiler-room PLC
+(pymodbus): acks, nacks with reasons, zero writes for refused commands, read-back, replay
+cache across restarts, heartbeat and watchdog, leases, telemetry, local rules."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from control._envelope import Command, public_key_of, verify_ack
+from gateway._records import AuditRecord, Quality, Reading
+from simulator import ActuatorModel, Mosquitto
+from simulator._actuators import HR_VENT
+from tests.test_control_support import (
+    AUDITOR,
+    GATEWAY_SEED,
+    GW,
+    MALLORY,
+    harness,
+    make_command,
+)
+
+GW_PUB = public_key_of(GATEWAY_SEED)
+
+
+def _audits(records: list[Any], category: str, subject: str | None = None) -> list[dict[str, Any]]:
+    return [json.loads(r.payload) for r in records
+            if isinstance(r, AuditRecord) and r.category == category
+            and (subject is None or r.subject == subject)]
+
+
+async def test_happy_path_write_readback_ack_and_audit(tmp_path: Path,
+                                                       mosquitto: Mosquitto) -> None:
+    async with harness(tmp_path, mosquitto.port) as h:
+        assert h.model.vent == 20.0
+        cmd = make_command("42.5")
+        ack = await h.send(cmd)
+        assert ack["status"] == "applied", ack
+        assert ack["reason"] is None
+        assert (ack["requested"], ack["applied"], ack["read_back"]) == ("42.5", "42.5", "42.5")
+        assert verify_ack(ack, GW_PUB)  # signed by the gateway's Ed25519 key
+        # exactly one write, of the signed value, with the point's type (uint16, 0.1 %)
+        assert [(w.address, w.values) for w in h.plant.writes] == [(HR_VENT, (425,))]
+        assert h.model.vent == 42.5
+        # float32 in CDAB word order, two-person point with the auditor's approval
+        ack2 = await h.send(make_command("47.25", point="burner.air_damper",
+                                         approvers=(("auditor", AUDITOR),)))
+        assert ack2["status"] == "applied", ack2
+        assert h.plant.writes[-1].address == 2
+        assert h.plant.writes[-1].values == (0x0000, 0x423D)  # 47.25 = 0x423D0000, CDAB
+        assert h.model.damper == 47.25
+        records = await h.audit()
+        cmd_audit = _audits(records, "command", cmd.id)
+        assert len(cmd_audit) == 1
+        assert cmd_audit[0]["verdict"] == "accepted"
+        assert cmd_audit[0]["envelope"] == json.loads(cmd.to_bytes())
+        assert cmd_audit[0]["current"] == 20.0
+        write = _audits(records, "write", "vent.opening")
+        assert write == [{"origin": "remote", "command": cmd.id, "issuer": "epb",
+                          "point": "vent.opening", "value": 42.5, "registers": [425],
+                          "read_back": 42.5, "read_back_registers": [425],
+                          "status": "applied", "reason": None,
+                          "detail": "written and read back"}]
+        # the command record is committed before the write record (write-ahead)
+        kinds = [(r.category, r.subject) for r in records if isinstance(r, AuditRecord)]
+        assert kinds.index(("command", cmd.id)) < kinds.index(("write", "vent.opening"))
+        assert h.metrics.counters["control_ack_applied"] == 2
+
+
+async def test_refused_commands_are_nacked_with_reason_and_write_nothing(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    model = ActuatorModel()
+    async with harness(tmp_path, mosquitto.port, model=model) as h:
+        now = time.time_ns() // 1_000_000
+        replay = make_command("21")
+        assert (await h.send(replay))["status"] == "applied"
+        base_writes = len(h.plant.writes)
+        forged = make_command("30", seed=MALLORY)  # claims epb, signed by someone else
+        tampered = make_command("30")
+        tampered_json = dict(tampered.to_json(), value="90")
+        cases: list[tuple[str, Command | bytes, str]] = [
+            ("forged", forged, "bad-signature"),
+            ("tampered", json.dumps(tampered_json).encode(), "bad-signature"),
+            ("replayed", replay, "replayed"),
+            ("expired", make_command("30", not_before_ms=now - 120_000,
+                                     expires_at_ms=now - 60_000), "expired"),
+            ("not-yet-valid", make_command("30", not_before_ms=now + 60_000,
+                                           issued_at_ms=now, expires_at_ms=now + 120_000),
+             "not-yet-valid"),
+            ("unknown-issuer", make_command("30", issuer="mallory", seed=MALLORY),
+             "unknown-issuer"),
+            ("wrong-point", make_command("30", point="boiler.main_valve"), "point-not-allowed"),
+            ("undeclared-point", make_command("30", point="boiler.main_valve",
+                                              issuer="auditor", seed=AUDITOR),
+             "point-not-writable"),
+            ("wrong-gateway", make_command("30", gateway="plant-b-gw1"), "wrong-gateway"),
+            ("stale-seq", make_command("30", seq=1), "stale-sequence"),
+            ("out-of-range", make_command("100.5"), "out-of-range"),
+            ("not-representable", make_command("30.05"), "not-representable"),
+            ("unit", make_command("30", unit="m3/h"), "unit-mismatch"),
+            ("too-large-step", make_command("90"), "step-too-large"),
+            ("no-approval", make_command("46", point="burner.air_damper"),
+             "approval-required"),
+        ]
+        for name, c, want in cases:
+            if isinstance(c, Command):
+                ack = await h.send(c)
+            else:
+                cid = json.loads(c)["id"]
+                h.acks.pop(cid, None)
+                await h.send_raw(c)
+                await h.wait_for(lambda cid=cid: cid in h.acks)  # type: ignore[misc]
+                ack = h.acks[cid]
+            assert (ack["status"], ack["reason"]) == ("rejected", want), (name, ack)
+            assert ack["detail"].endswith("nothing was written"), ack
+            assert verify_ack(ack, GW_PUB)
+            assert len(h.plant.writes) == base_writes, (name, h.plant.writes)
+        # permissive: the PLC's own gas alarm blocks closing the vent, not opening it
+        model.plc_alarm_lel = -1.0
+        ack = await h.send(make_command("15"))
+        assert (ack["status"], ack["reason"]) == ("rejected", "permissive-blocked"), ack
+        assert len(h.plant.writes) == base_writes
+        assert (await h.send(make_command("30")))["status"] == "applied"
+        model.plc_alarm_lel = 25.0
+        # global switch
+        h.service.enabled = False
+        ack = await h.send(make_command("35"))
+        assert ack["reason"] == "control-disabled"
+        h.service.enabled = True
+        assert len(h.plant.writes) == base_writes + 1
+        records = await h.audit()
+        rejected = [a for a in _audits(records, "command") if a.get("verdict") == "rejected"]
+        assert {a["reason"] for a in rejected} >= {w for _, _, w in cases}
+        assert h.metrics.counters["control_rejected_bad_signature"] == 2
+
+
+async def test_rate_limit(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    extra = {"points": [
+        {"id": "vent.opening", "device": "boiler-room-plc", "address": 0, "type": "uint16",
+         "scale": 0.1, "unit": "%", "min": 0, "max": 100, "max_step": 50,
+         "rate_limit": {"max_writes": 2, "window_s": 30}},
+        {"id": "burner.air_damper", "device": "boiler-room-plc", "address": 2,
+         "type": "float32", "word_order": "CDAB", "unit": "%", "min": 20, "max": 80,
+         "max_step": 10, "rate_limit": {"max_writes": 20, "window_s": 60}}]}
+    async with harness(tmp_path, mosquitto.port, extra=extra) as h:
+        assert (await h.send(make_command("25")))["status"] == "applied"
+        assert (await h.send(make_command("30")))["status"] == "applied"
+        ack = await h.send(make_command("35"))
+        assert (ack["status"], ack["reason"]) == ("rejected", "rate-limited"), ack
+        assert len(h.plant.writes) == 2
+
+
+async def test_malformed_payloads_are_nacked_counted_and_the_service_goes_on(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    async with harness(tmp_path, mosquitto.port) as h:
+        good = make_command("30")
+        missing = {k: v for k, v in good.to_json().items() if k != "seq"}
+        payloads = [b"not json", b"", b"\xff\x00", b"[]", json.dumps(missing).encode(),
+                    b'{"v": 1, "id": "x-1"}', json.dumps(dict(good.to_json(), v=9)).encode()]
+        for p in payloads:
+            await h.send_raw(p)
+        # the missing-seq one and the v=9 one carry good.id: 4 nacks cannot name a command
+        await h.wait_for(lambda: len(h.anon_acks) >= 4 and "x-1" in h.acks
+                         and h.acks.get(good.id, {}).get("reason") == "unsupported-version")
+        assert all(a["reason"] == "malformed" for a in h.anon_acks)
+        assert h.acks["x-1"]["reason"] == "malformed"
+        assert "missing field(s)" in h.acks["x-1"]["detail"]
+        assert h.metrics.counters["control_commands_malformed"] == len(payloads)
+        assert h.plant.writes == []
+        # and it goes on
+        assert (await h.send(make_command("30")))["status"] == "applied"
+        records = await h.audit()
+        assert len([a for a in _audits(records, "command") if a["reason"] == "malformed"]) == 6
+
+
+async def test_replay_cache_and_sequence_survive_a_restart(tmp_path: Path,
+                                                           mosquitto: Mosquitto) -> None:
+    first = make_command("25", seq=100)
+    async with harness(tmp_path, mosquitto.port) as h:
+        assert (await h.send(first))["status"] == "applied"
+    async with harness(tmp_path, mosquitto.port) as h:  # new process state, same data_dir
+        ack = await h.send(first)
+        assert ack["reason"] == "replayed", ack
+        ack = await h.send(make_command("25", seq=99))
+        assert ack["reason"] == "stale-sequence", ack
+        assert h.plant.writes == []
+        assert (await h.send(make_command("25", seq=101)))["status"] == "applied"
+
+
+async def test_readback_mismatch_and_write_failure_are_reported(tmp_path: Path,
+                                                                mosquitto: Mosquitto) -> None:
+    model = ActuatorModel(vent_limit=60.0)  # the PLC clamps the vent at 60 %
+    extra = {"points": [
+        {"id": "vent.opening", "device": "boiler-room-plc", "address": 0, "type": "uint16",
+         "scale": 0.1, "unit": "%", "min": 0, "max": 150, "max_step": 50,
+         "rate_limit": {"max_writes": 20, "window_s": 60}},
+        {"id": "burner.air_damper", "device": "boiler-room-plc", "address": 2,
+         "type": "float32", "word_order": "CDAB", "unit": "%", "min": 20, "max": 80,
+         "max_step": 10, "rate_limit": {"max_writes": 20, "window_s": 60}}]}
+    async with harness(tmp_path, mosquitto.port, model=model, extra=extra) as h:
+        ack = await h.send(make_command("65"))
+        assert (ack["status"], ack["reason"]) == ("failed", "readback-mismatch"), ack
+        assert (ack["applied"], ack["read_back"]) == ("65.0", "60.0")
+        assert len(h.plant.writes) == 1
+        model.vent_limit = 200.0
+        assert (await h.send(make_command("100")))["status"] == "applied"
+        ack = await h.send(make_command("120"))  # the PLC refuses raw > 1000 with an exception
+        assert (ack["status"], ack["reason"]) == ("failed", "write-failed"), ack
+        assert ack["read_back"] == "100.0"
+        records = await h.audit()
+        statuses = [(w["status"], w["reason"]) for w in _audits(records, "write")]
+        assert statuses == [("failed", "readback-mismatch"), ("applied", None),
+                            ("failed", "write-failed")]
+        # plant down: nothing is written, the command is refused
+        await h.plant.stop()
+        ack = await h.send(make_command("95"))
+        assert (ack["status"], ack["reason"]) == ("rejected", "plant-unavailable"), ack
+
+
+async def test_heartbeat_keeps_the_plc_remote_and_silence_trips_its_watchdog(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    model = ActuatorModel(watchdog_s=1.0)
+    async with harness(tmp_path, mosquitto.port, model=model) as h:
+        assert (await h.send(make_command("60")))["status"] == "applied"
+        await asyncio.sleep(2.5)  # > watchdog: the heartbeat (every 0.2 s) keeps it remote
+        model.step()
+        assert model.remote and model.vent == 60.0 and model.fallbacks == 0
+        assert model.heartbeats >= 5
+        h.service.plant.close()
+        run_tasks = [t for t in asyncio.all_tasks() if t.get_name() == "control:heartbeat"]
+        for t in run_tasks:
+            t.cancel()  # the gateway goes silent
+        await asyncio.sleep(2.0)
+        model.step()
+        assert not model.remote and model.fallbacks == 1
+        assert model.vent == model.local_vent  # the PLC is back on its own setpoint
+        # in local mode the PLC ignores remote setpoints: the read-back shows it
+        ack = await h.send(make_command("50"))
+        assert (ack["status"], ack["reason"]) == ("failed", "readback-mismatch"), ack
+
+
+async def test_setpoint_lease_expires_to_the_fallback(tmp_path: Path,
+                                                      mosquitto: Mosquitto) -> None:
+    extra = {"points": [
+        {"id": "vent.opening", "device": "boiler-room-plc", "address": 0, "type": "uint16",
+         "scale": 0.1, "unit": "%", "min": 0, "max": 100, "max_step": 50,
+         "rate_limit": {"max_writes": 20, "window_s": 60}, "lease_s": 1.5, "fallback": 25},
+        {"id": "burner.air_damper", "device": "boiler-room-plc", "address": 2,
+         "type": "float32", "word_order": "CDAB", "unit": "%", "min": 20, "max": 80,
+         "max_step": 10, "rate_limit": {"max_writes": 20, "window_s": 60}}]}
+    async with harness(tmp_path, mosquitto.port, extra=extra) as h:
+        assert (await h.send(make_command("60")))["status"] == "applied"
+        await asyncio.sleep(0.8)
+        assert (await h.send(make_command("61")))["status"] == "applied"  # renews
+        await asyncio.sleep(0.9)
+        assert h.model.vent == 61.0  # still leased (1.5 s from the renewal)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while h.model.vent != 25.0 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        assert h.model.vent == 25.0
+        leases = _audits(await h.audit(), "local-rule", "lease")
+        assert [(a["event"], a["value"], a["status"]) for a in leases] == [
+            ("lease-expired", 25.0, "applied")]
+
+
+def _reading(point: str, value: float, seq: int, quality: int = 0, unit: str = "%LEL"
+             ) -> Reading:
+    return Reading(point_id=point, ts_ns=time.time_ns(), value=value, unit=unit,
+                   source="modbus_tcp:plc", quality=quality, seq=seq, gateway_id=GW)
+
+
+LEAK_RULES = {"rules": {"leak": {"gas_point": "room.gas_lel", "threshold": 20, "samples": 3,
+                                 "clear_below": 10, "clear_samples": 2,
+                                 "vent_point": "vent.opening", "safe_opening": 100}}}
+
+
+async def test_leak_rule_opens_the_vent_and_refuses_closing_until_clear(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    async with harness(tmp_path, mosquitto.port, extra=LEAK_RULES,
+                       reading_points=["room.gas_lel"]) as h:
+        assert (await h.send(make_command("60")))["status"] == "applied"
+        seq = 0
+        for v in (25.0, 30.0, math.nan, 5.0, 25.0, 26.0):  # NaN and a dip: not yet
+            seq += 1
+            h.service.on_readings([_reading("room.gas_lel", v, seq)])
+        await asyncio.sleep(0.3)
+        assert h.alarms == [] and h.model.vent == 60.0
+        seq += 1
+        h.service.on_readings([_reading("room.gas_lel", 27.0, seq)])
+        await h.wait_for(lambda: h.alarms and h.model.vent == 100.0)
+        assert h.alarms[0]["state"] == "raised" and h.alarms[0]["rule"] == "leak"
+        assert h.alarms[0]["value"] == 27.0
+        writes = len(h.plant.writes)
+        ack = await h.send(make_command("80"))  # closing during the leak: refused
+        assert (ack["status"], ack["reason"]) == ("rejected", "local-rule-active"), ack
+        assert len(h.plant.writes) == writes
+        for v in (8.0, 9.0):
+            seq += 1
+            h.service.on_readings([_reading("room.gas_lel", v, seq)])
+        await h.wait_for(lambda: len(h.alarms) == 2)
+        assert h.alarms[1]["state"] == "cleared"
+        assert (await h.send(make_command("80")))["status"] == "applied"
+        rule = _audits(await h.audit(), "local-rule", "leak")
+        assert [a["event"] for a in rule] == ["leak-raised", "leak-cleared"]
+        assert rule[0]["status"] == "applied" and rule[0]["previous"] == 60.0
+        assert rule[0]["trigger"]["value"] == 27.0
+
+
+async def test_combustion_trim_follows_o2_and_wins_over_remote(tmp_path: Path,
+                                                               mosquitto: Mosquitto) -> None:
+    extra = {"rules": {"combustion": {"o2_point": "boiler.flue_o2", "low": 2.5, "high": 4.5,
+                                      "damper_point": "burner.air_damper", "step": 2,
+                                      "min": 30, "max": 70, "interval_s": 0.2}}}
+    async with harness(tmp_path, mosquitto.port, extra=extra,
+                       reading_points=["boiler.flue_o2"]) as h:
+        assert h.model.damper == 45.0
+        h.service.on_readings([_reading("boiler.flue_o2", 1.5, 1, unit="%")])
+        await h.wait_for(lambda: h.model.damper == 47.0)
+        # O2 low: a remote command to reduce air is refused while it lasts
+        ack = await h.send(make_command("44", point="burner.air_damper",
+                                        approvers=(("auditor", AUDITOR),)))
+        assert (ack["status"], ack["reason"]) == ("rejected", "local-rule-active"), ack
+        await asyncio.sleep(0.25)
+        h.service.on_readings([_reading("boiler.flue_o2", 6.0, 2, unit="%")])
+        await h.wait_for(lambda: h.model.damper == 45.0)
+        await asyncio.sleep(0.25)
+        h.service.on_readings([_reading("boiler.flue_o2", 3.5, 3, unit="%")])  # in band
+        await asyncio.sleep(0.3)
+        assert h.model.damper == 45.0
+        ack = await h.send(make_command("44", point="burner.air_damper",
+                                        approvers=(("auditor", AUDITOR),)))
+        assert ack["status"] == "applied", ack
+        # invalid readings do nothing
+        h.service.on_readings([_reading("boiler.flue_o2", 0.5, 4, unit="%",
+                                        quality=int(Quality.COMM_FAULT))])
+        await asyncio.sleep(0.3)
+        assert h.model.damper == 44.0
+        trims = _audits(await h.audit(), "local-rule", "combustion")
+        assert [(a["previous"], a["value"]) for a in trims] == [(45.0, 47.0), (47.0, 45.0)]
+
+
+async def test_telemetry_is_published_and_a_full_queue_drops_and_counts(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    extra = {"telemetry": {"queue": 10, "max_per_message": 4}}
+    async with harness(tmp_path, mosquitto.port, extra=extra) as h:
+        chunk = [_reading(f"p{i}", float(i), i + 1, unit="kW") for i in range(6)]
+        h.service.on_readings(chunk)
+        h.service.on_readings(chunk)  # 12 > 10: dropped, counted, never blocks
+        assert h.metrics.counters["control_telemetry_dropped"] == 6
+        await h.wait_for(lambda: sum(len(t["readings"]) for t in h.telemetry) >= 6)
+        assert [len(t["readings"]) for t in h.telemetry] == [4, 2]
+        first = h.telemetry[0]
+        assert first["gateway"] == GW
+        assert first["readings"][1] == {"seq": 2, "point": "p1", "ts_ns": chunk[1].ts_ns,
+                                        "value": 1.0, "unit": "kW", "quality": 0}
+        h.service.on_readings([_reading("x", math.nan, 99, unit="kW")])
+        await h.wait_for(lambda: any(r["point"] == "x" for t in h.telemetry
+                                     for r in t["readings"]))
+        assert h.telemetry[-1]["readings"][0]["value"] is None
+
+
+async def test_broker_restart_is_survived(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    async with harness(tmp_path, mosquitto.port) as h:
+        assert (await h.send(make_command("30")))["status"] == "applied"
+        mosquitto.restart()  # the harness' own client dies with it: use a fresh one below
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while loop.time() < deadline and (h.metrics.counters["control_mqtt_failures"] == 0
+                                          or not h.service.ready.is_set()):
+            await asyncio.sleep(0.05)
+        assert h.service.ready.is_set()
+        assert h.metrics.counters["control_mqtt_failures"] >= 1
+        import aiomqtt
+
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
+            await c.subscribe(f"mrv/{GW}/ack", qos=1)
+            cmd = make_command("35")
+            await c.publish(f"mrv/{GW}/cmd", cmd.to_bytes(), qos=1)
+            async with asyncio.timeout(15):
+                async for m in c.messages:
+                    ack = json.loads(bytes(m.payload))  # type: ignore[arg-type]
+                    if ack["id"] == cmd.id:
+                        break
+        assert ack["status"] == "applied", ack
+        assert len(h.plant.writes) == 2
+
+
+async def test_rule_for_a_point_no_device_acquires_is_disabled_and_alarmed(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    async with harness(tmp_path, mosquitto.port, extra=LEAK_RULES, reading_points=["other"]) as h:
+        assert h.service.leak_rule is None
+        assert h.metrics.components["control:rule:leak"].state == "alarm"
+        assert ("control:rules", h.service.run_rules) not in h.service.tasks()
+        assert (await h.send(make_command("30")))["status"] == "applied"  # the rest works
