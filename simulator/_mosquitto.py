@@ -31,7 +31,9 @@ class Mosquitto:
 
     def start(self, timeout_s: float = 10.0) -> Mosquitto:
         conf = self.dir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+        # set_tcp_nodelay: without it Nagle's algorithm adds ~40 ms per hop to small messages
+        # (command acks); a deployment's broker wants it too (docs/control.md).
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "set_tcp_nodelay true",
                  f"log_dest file {self.dir / 'mosquitto.log'}"]
         if self.persistence:
             lines += ["persistence true", f"persistence_location {self.dir}/"]

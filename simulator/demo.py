@@ -25,6 +25,7 @@ from pathlib import Path
 from simulator._anvil import Anvil
 from simulator._plant import default_plant, free_port
 from simulator._provision import plant_devices, provision
+from simulator._scenario import ScenarioFailed, ledger_scenario
 
 BIN = Path(sys.executable).parent
 
@@ -124,12 +125,20 @@ async def main(argv: list[str] | None = None) -> int:
             print(r.stdout.rstrip())
             if r.returncode != 1:
                 failures.append("a tampered reading was not rejected")
+        # The ledger's roles at work: certification, allowances, a trade, an audit finding
+        # corrected and penalised, the period closed (a fresh deployment on the same chain).
+        say("ledger scenario: government, enterprises, market, auditor")
+        try:
+            for line in await ledger_scenario(anvil.url, work / "scenario"):
+                print(f"  {line}")
+        except ScenarioFailed as e:
+            failures.append(f"ledger scenario: {e}")
     if failures:
         for f in failures:
             say(f"FAILED: {f}")
         return 1
     say(f"all checks held: {len(seqs)} readings from {last} anchored batches verified,"
-        " the tampered copy was rejected")
+        " the tampered copy was rejected, the ledger scenario held")
     return 0
 
 

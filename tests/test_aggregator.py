@@ -85,7 +85,7 @@ async def test_high_availability_uses_the_hours_around_the_gap(tmp_path: Path) -
             assert len(await agg.close_hour(T0 + h * HOUR_NS)) == 1
         assert len(await agg.close_hour(T0 + 40 * HOUR_NS)) == 1  # no data at all: invalid
         await ob.append(_minute_readings(41, 120.0, range(60)))
-        mean, sub = await agg.close_hour(T0 + 41 * HOUR_NS)
+        _mean, sub = await agg.close_hour(T0 + 41 * HOUR_NS)
         # 41 of 42 hours available (>= 95 %), a 1-hour gap: average of the hours around it
         assert sub.derivation == "substitute:40 CFR 75.33 Table 1:tier-1:hb_ha_average"
         assert sub.value == 110.0

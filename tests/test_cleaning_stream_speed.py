@@ -50,7 +50,7 @@ SLOW = settings(
 
 
 @st.composite
-def configs(draw: st.DrawFn) -> ChecksConfig:
+def configs(draw: st.DrawFn, windows: tuple[int, ...] = (3, 4, 5, 8, 21, 50, 200)) -> ChecksConfig:
     """Any combination of checks; half of the time every check at once."""
     every = draw(st.booleans())
 
@@ -69,9 +69,9 @@ def configs(draw: st.DrawFn) -> ChecksConfig:
             st.builds(
                 SpikeCheck,
                 # 50 and 200: the default cleaner sends such points down the numpy path sooner
-                window=st.sampled_from([3, 4, 5, 8, 21, 50, 200]),
-                # 1e308: k * 1.4826 is inf, and inf * (MAD = 0) a NaN threshold
-                k=st.sampled_from([0.5, 3.0, 1e308]),
+                window=st.sampled_from(windows),
+                # 1.5e308: k * 1.4826 is inf, and inf * (MAD = 0) a NaN threshold
+                k=st.sampled_from([0.5, 3.0, 1.5e308]),
                 min_deviation=st.sampled_from([0.0, 1.0]),
             )
         ),
@@ -152,7 +152,8 @@ def readings(draw: st.DrawFn, max_size: int = 60) -> list[Reading]:
 
 NOWS = st.one_of(
     st.integers(0, 400).map(lambda s: T0 + s * S),
-    st.sampled_from([I64_MIN, I64_MIN + 1, I64_MAX - 1, I64_MAX, I64_MAX + S]),
+    # beyond the int64 range too: the future/stale limits are clamped
+    st.sampled_from([I64_MIN - S, I64_MIN, I64_MIN + 1, I64_MAX - 1, I64_MAX, I64_MAX + 200 * S]),
 )
 
 
@@ -282,3 +283,26 @@ def test_many_points_one_reading_each() -> None:
         _assert_same(got, want, chunk)
         if c > 6:  # something is flagged, or the comparison proves little
             assert any(r.quality & ~int(Q.COMM_FAULT) for r in got)
+
+
+_EDGE_TS = [I64_MIN, I64_MIN + 1, -T0, 0, T0, T0 + S, T0 + 3 * S, I64_MAX - 1, I64_MAX]
+_EDGE_VALUES = [0.0, 1.0, 1000.0, 999.0, 5e9, -5e9, 1e308, -1e308, math.nan]
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    configs(windows=(3, 4)),
+    st.lists(st.tuples(st.sampled_from(_EDGE_TS), st.sampled_from(_EDGE_VALUES)), max_size=10),
+    NOWS,
+)
+def test_step_equals_apply_at_the_edges(
+    cfg: ChecksConfig, samples: list[tuple[int, float]], now: int
+) -> None:
+    """Short streams from small pools, so that the rare cases come up often: timestamps whose
+    differences overflow int64 (numpy wraps them), ``now`` outside the int64 range, values
+    whose differences overflow to inf, a spike threshold of inf * 0."""
+    ts = np.array([t for t, _ in samples], dtype=np.int64)
+    vals = np.array([v for _, v in samples], dtype=np.float64)
+    want = PointCleaner(cfg).apply(ts, vals, np.zeros(len(samples), dtype=np.uint32), now).tolist()
+    pc = PointCleaner(cfg)
+    assert [pc._step(t, v, 0, now) for t, v in samples] == want

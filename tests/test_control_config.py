@@ -68,7 +68,7 @@ def test_config_without_control_has_none(tmp_path: Path) -> None:
 
 
 def test_docs_list_exactly_the_reason_codes() -> None:
-    tables = DOC[DOC.index("## Checks, in order"):DOC.index("### Replay cache")]
+    tables = DOC[DOC.index("## Checks, in order"):DOC.index("### The control journal")]
     documented = set(re.findall(r"^\|(?:[^|`]*\|)?\s*`([a-z-]+)`", tables, re.M))
     assert documented == set(REASON_CODES)
 

@@ -262,6 +262,9 @@ async def test_messages_are_acknowledged_only_after_commit(mosquitto: Mosquitto)
     assert src.acks is not None and src.acks.sent == 1
     task.cancel()  # the gateway goes away before committing the rest
     await asyncio.gather(task, return_exceptions=True)
+    # Reconnecting within a millisecond can make Mosquitto take the session over before it has
+    # read the old connection's last PUBACKs; a real restart takes longer than this pause.
+    await asyncio.sleep(0.3)
 
     second = HoldingSink()
     src2 = MqttSource(dev, second, Metrics())  # same client id: the broker kept the session
@@ -276,6 +279,7 @@ async def test_messages_are_acknowledged_only_after_commit(mosquitto: Mosquitto)
     finally:
         task2.cancel()
         await asyncio.gather(task2, return_exceptions=True)
+    await asyncio.sleep(0.3)  # as above
 
     third = HoldingSink()
     src3 = MqttSource(dev, third, Metrics())
