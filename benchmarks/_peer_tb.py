@@ -107,7 +107,8 @@ def write_config(conf_dir: Path, *, broker_port: int, ports: list[int], register
         },
         "storage": {"type": "memory", "read_records_count": 100, "max_records_count": 100_000},
         "grpc": {"enabled": False},
-        "connectors": [{"type": "modbus", "name": "Modbus", "configuration": "modbus.json"}],
+        "connectors": [{"type": "modbus", "name": "Modbus", "configuration": "modbus.json",
+                        "logLevel": log_level}],
     }
     slaves = [{
         "host": "127.0.0.1", "port": port, "type": "tcp", "method": "socket", "unitId": 1,
@@ -136,7 +137,8 @@ def write_config(conf_dir: Path, *, broker_port: int, ports: list[int], register
     }
     (conf_dir / "tb_gateway.json").write_text(json.dumps(main, indent=1))
     (conf_dir / "logs.json").write_text(json.dumps(logs, indent=1))
-    (conf_dir / "modbus.json").write_text(json.dumps({"master": {"slaves": slaves}}, indent=1))
+    (conf_dir / "modbus.json").write_text(json.dumps(
+        {"name": "Modbus", "logLevel": log_level, "master": {"slaves": slaves}}, indent=1))
     (conf_dir / "logs").mkdir(exist_ok=True)
 
 

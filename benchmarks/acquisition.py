@@ -11,7 +11,7 @@ side is this process: one `ModbusTcpPoller` (pymodbus client, one connection) pe
 a sink that counts them. Measured over ``--seconds`` after a warm-up: CPU share of one core of
 this process, missed polls, polls and readings per second, poll latency (request to decoded
 readings) p50/p99/max, peak RSS. JSON goes to stdout or to ``--out``. ``--profile FILE`` runs
-cProfile over the window and writes the top functions to FILE.
+cProfile over the window and writes the top functions to FILE (raw stats to FILE.pstats).
 """
 
 from __future__ import annotations
@@ -170,6 +170,7 @@ async def measure(devices: int, seconds: float, interval: float, registers: int,
         buf.write("\n\n")
         pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(40)
         profile.write_text(buf.getvalue())
+        prof.dump_stats(f"{profile}.pstats")  # raw, for pstats / snakeviz
 
     expected = devices * wall / interval
     ms = 1000.0

@@ -272,6 +272,31 @@ def _rss_peak_mb(pid: int) -> float | None:
     return None
 
 
+def _machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = f[3] + (f[4] if len(f) > 4 else 0)  # idle + iowait
+    return (sum(f[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(max_wait_s: float, threshold_cores: float = 0.3) -> float:
+    """Wait (up to ``max_wait_s``) until the machine is nearly idle before starting a gateway:
+    other work on the same 2 cores (another session's tests or benchmarks) skews CPU per
+    datapoint. Returns the busy cores seen last (this process and its idle children count)."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        b0 = _machine_busy_s()
+        time.sleep(2.0)
+        busy = (_machine_busy_s() - b0) / 2.0
+        if busy < threshold_cores or time.monotonic() >= deadline:
+            if busy >= threshold_cores:
+                log(f"machine still busy ({busy:.2f} cores) after {max_wait_s:.0f} s: measuring "
+                    "anyway")
+            return round(busy, 2)
+        log(f"machine busy ({busy:.2f} cores of other work): waiting")
+        time.sleep(3.0)
+
+
 def _thread_cpu(pid: int) -> dict[int, float]:
     """utime + stime of each thread of ``pid`` (Linux), seconds."""
     out: dict[int, float] = {}
@@ -313,6 +338,7 @@ def measure_window(counter: Counter, gw_pid: int, devices: list[str], *, seconds
     thr0 = _thread_cpu(gw_pid)
     oth0 = {k: _proc_cpu_s(p) for k, p in others.items()}
     self0 = time.process_time()
+    busy0 = _machine_busy_s()
     t0 = time.time_ns()
     time.sleep(seconds)
     t1 = time.time_ns()
@@ -320,12 +346,19 @@ def measure_window(counter: Counter, gw_pid: int, devices: list[str], *, seconds
     threads = _thread_split(gw_pid, thr0, _thread_cpu(gw_pid))
     oth = {k: round(_proc_cpu_s(p) - oth0[k], 2) for k, p in others.items()}
     oth["counting_subscriber"] = round(time.process_time() - self0, 2)
+    busy = _machine_busy_s() - busy0
+    # Whatever else ran on the machine meanwhile (other sessions' tests, the kernel): it
+    # competes for the same 2 cores, so a large figure here makes the window suspect.
+    oth["machine_busy"] = round(busy, 2)
+    oth["unaccounted"] = round(busy - cpu - sum(v for k, v in oth.items() if k != "machine_busy"), 2)
     check()
     time.sleep(GRACE_S)
     res = analyse(counter, devices, t0, t1, registers, interval_s, t1 + int(GRACE_S * 1e9))
     window = (t1 - t0) / 1e9
     good = res["delivered_datapoints"]
     res.update({
+        # more than a quarter core of foreign load over the window: the figures may be skewed
+        "contended": oth["unaccounted"] / window > 0.25,
         "startup_s": round(started_s, 1),
         "cpu_s": round(cpu, 3),
         "cpu_share_of_one_core": round(cpu / window, 3),
@@ -385,7 +418,7 @@ def _our_cli() -> list[str]:
 
 def measure_ours(n: int, ports: list[int], *, broker_port: int, sim_pid: int, seconds: float,
                  warmup: float, registers: int, interval_s: float, keep: bool,
-                 profile: Path | None = None) -> dict[str, Any]:
+                 profile: Path | None = None, quiet_s: float = 0.0) -> dict[str, Any]:
     from simulator import Anvil, free_port, provision
 
     work = Path(tempfile.mkdtemp(prefix="mrv-bench-peer-ours-"))
@@ -401,6 +434,7 @@ def measure_ours(n: int, ports: list[int], *, broker_port: int, sim_pid: int, se
             health_listen=f"127.0.0.1:{health_port}",
             extra={"control": control_block(broker_port, ports[0], queue)}))
         counter = Counter(broker_port, OUR_TOPIC, parse_ours)
+        busy_before = wait_quiet(quiet_s) if quiet_s > 0 else None
         out = open(work / "gateway.log", "ab")  # noqa: SIM115
         cli = _our_cli() if profile is None else [
             sys.executable, "-m", "cProfile", "-o", str(profile.resolve()), "-m", "gateway._cli"]
@@ -423,6 +457,7 @@ def measure_ours(n: int, ports: list[int], *, broker_port: int, sim_pid: int, se
                                      "mosquitto": _mosquitto_pid()},
                              check=check, on_start=lambda: before.update(_health(health_port)))
         after = _health(health_port)
+        res["machine_busy_cores_before"] = busy_before
         res["gateway_counters"] = _counter_delta(before, after)
         res["outbox"] = after.get("outbox")
         res["components_not_ok"] = {k: v.get("state") for k, v in
@@ -473,8 +508,10 @@ def _mosquitto_pid() -> int:
 
 def measure_thingsboard(n: int, ports: list[int], *, broker_port: int, sim_pid: int,
                         seconds: float, warmup: float, registers: int, interval_s: float,
-                        qos: int, max_payload_bytes: int, keep: bool) -> dict[str, Any]:
+                        qos: int, max_payload_bytes: int, keep: bool,
+                        quiet_s: float = 0.0) -> dict[str, Any]:
     ensure_venv(log)
+    busy_before = wait_quiet(quiet_s) if quiet_s > 0 else None
     conf = temp_conf_dir()
     write_config(conf, broker_port=broker_port, ports=ports[:n], registers=registers,
                  interval_s=interval_s, qos=qos, max_payload_bytes=max_payload_bytes)
@@ -486,6 +523,7 @@ def measure_thingsboard(n: int, ports: list[int], *, broker_port: int, sim_pid: 
                              warmup=warmup, registers=registers, interval_s=interval_s,
                              others={"simulator": sim_pid, "mosquitto": _mosquitto_pid()},
                              check=gw.check)
+        res["machine_busy_cores_before"] = busy_before
         res["session_limits_answered"] = responder.answered
         res["mqtt_qos"] = qos
         res["max_payload_bytes"] = max_payload_bytes
@@ -541,13 +579,14 @@ def notes(qos: int) -> list[str]:
         "device short of its polls by more than one (edge phase), no incomplete, invalid or "
         "late datapoints. loss_pct = 1 - delivered / (N x 30 x window / interval).",
         "2 cores: the simulator, Mosquitto, the counting subscriber (and for ours, anvil) run "
-        "beside the gateway; other_cpu_s shows their share.",
+        "beside the gateway; other_cpu_s shows their share, and other_cpu_s.unaccounted what "
+        "else ran on the machine in the window (contended: more than a quarter core of it).",
     ]
 
 
 def run(sizes: list[int], *, seconds: float, warmup: float, registers: int, interval_s: float,
         ours_only: bool, qos: int, max_payload_bytes: int, keep: bool,
-        profile: Path | None = None) -> dict[str, Any]:
+        profile: Path | None = None, quiet_s: float = 0.0) -> dict[str, Any]:
     import logging
 
     from simulator import Mosquitto
@@ -563,7 +602,7 @@ def run(sizes: list[int], *, seconds: float, warmup: float, registers: int, inte
             log(f"ours: {n} devices x {registers} registers, {seconds:.0f} s")
             step["ours"] = measure_ours(n, sim.ports, broker_port=broker.port, sim_pid=sim.pid,
                                         seconds=seconds, warmup=warmup, registers=registers,
-                                        interval_s=interval_s, keep=keep,
+                                        interval_s=interval_s, keep=keep, quiet_s=quiet_s,
                                         profile=profile.with_suffix(f".{n}.prof")
                                         if profile else None)
             if profile:
@@ -574,7 +613,7 @@ def run(sizes: list[int], *, seconds: float, warmup: float, registers: int, inte
                     step["thingsboard"] = measure_thingsboard(
                         n, sim.ports, broker_port=broker.port, sim_pid=sim.pid, seconds=seconds,
                         warmup=warmup, registers=registers, interval_s=interval_s, qos=qos,
-                        max_payload_bytes=max_payload_bytes, keep=keep)
+                        max_payload_bytes=max_payload_bytes, keep=keep, quiet_s=quiet_s)
                 except TbUnavailable as e:
                     tb_error = f"ThingsBoard IoT Gateway could not be run: {e}"
                     log(tb_error)
@@ -632,6 +671,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="ThingsBoard's MQTT QoS (its default is 1)")
     ap.add_argument("--tb-max-payload", type=int, default=8196,
                     help="ThingsBoard's maxPayloadSizeBytes (its default is 8196)")
+    ap.add_argument("--wait-quiet", type=float, default=120.0, metavar="S",
+                    help="before each gateway, wait up to S seconds for the machine to be idle "
+                         "(0: don't)")
     ap.add_argument("--keep", action="store_true", help="keep the work and config dirs")
     ap.add_argument("--out", help="also write the JSON here")
     ap.add_argument("--profile", help="run our gateway under cProfile, stats to FILE.<N>.prof "
@@ -646,7 +688,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run(sorted(set(sizes)), seconds=seconds, warmup=warmup, registers=args.registers,
                  interval_s=args.interval, ours_only=args.ours_only, qos=args.tb_qos,
                  max_payload_bytes=args.tb_max_payload, keep=args.keep,
-                 profile=Path(args.profile) if args.profile else None)
+                 profile=Path(args.profile) if args.profile else None,
+                 quiet_s=0.0 if args.quick else args.wait_quiet)
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

@@ -56,7 +56,7 @@ class PointInfo:
     unit: str
 
 
-def _raise_if_cancelling() -> None:
+def raise_if_cancelling() -> None:
     """Re-raise a cancellation that an ``asyncio.wait_for`` swallowed.
 
     Python 3.11's ``wait_for`` (used inside pymodbus) drops a cancellation that arrives as the
@@ -150,7 +150,7 @@ class PollLoop:
         if self.phase_s:
             await asyncio.sleep(self.phase_s)
         while True:
-            _raise_if_cancelling()
+            raise_if_cancelling()
             ts = time.time_ns()
             now = loop.time()
             if self.breaker_open and now < self.next_probe:

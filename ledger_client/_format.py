@@ -168,6 +168,8 @@ def record_leaf(r: Record) -> bytes:
 
 
 def leaf_of_body(body: bytes) -> bytes:
+    if _keccak_256 is not None:
+        return bytes(_keccak_256(_keccak_256(body).digest()).digest())
     return keccak256(keccak256(body))
 
 

@@ -65,3 +65,25 @@ def test_gas_smoke(tmp_path: Path) -> None:
     assert r["gas_per_reading_by_size"]["20000"] == round(by_size["20000"] / 20_000, 3) < 10
     assert r["rate"]["batches"] == 10 and r["rate"]["pipelined_all_succeeded"] is True
     assert r["rate"]["sequential_batches_per_s"] > 0 and r["rate"]["pipelined_batches_per_s"] > 0
+
+
+def test_peer_smoke(tmp_path: Path) -> None:
+    """Our side of the peer scenario only (the test suite never installs ThingsBoard)."""
+    out = tmp_path / "peer.json"
+    p = subprocess.run([sys.executable, "-m", "benchmarks.peer", "--ours-only", "--devices", "3",
+                        "--seconds", "3", "--warmup", "1", "--wait-quiet", "0", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["scenario"] == "peer" and r["devices"] == 3
+    assert "error" not in r
+    assert r["thingsboard"] is None and r["ratio_per_cpu_s"] is None
+    assert "ratio_per_cpu_s" in r and r["notes"]
+    ours = r["ours"]
+    assert ours["expected_dp_per_s"] == 90.0
+    assert ours["delivered_datapoints"] > 0 and ours["delivered_dp_per_s"] > 0
+    assert ours["cpu_s"] > 0 and ours["dp_per_cpu_s"] > 0
+    for key in ("loss_pct", "lost_polls", "polls_behind_schedule", "zero_loss",
+                "cpu_share_of_one_core", "sample_to_broker_ms", "peak_rss_mb"):
+        assert key in ours
+    assert ours["gateway_counters"]["readings_accepted"] > 0

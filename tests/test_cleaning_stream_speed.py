@@ -214,6 +214,28 @@ def test_scalar_path_equals_numpy_path(
 
 
 @SLOW
+@given(
+    st.lists(configs(), min_size=len(POINTS), max_size=len(POINTS)),
+    readings(),
+    st.lists(st.integers(0, 200), max_size=12),
+    NOWS,
+)
+def test_scalar_path_in_chunks_equals_numpy_path_whole(
+    cfg_list: list[ChecksConfig], stream: list[Reading], cuts: list[int], now: int
+) -> None:
+    cfgs = dict(zip(POINTS, cfg_list, strict=True))
+    want = _cleaner(cfgs, 0).clean(stream, now)
+    default, scalar = _cleaner(cfgs, None), _cleaner(cfgs, 1 << 30)
+    by_default: list[Reading] = []
+    by_scalar: list[Reading] = []
+    for a, b in _chunks(len(stream), cuts):
+        by_default += default.clean(stream[a:b], now)
+        by_scalar += scalar.clean(stream[a:b], now)
+    _assert_same(by_default, want, stream)
+    _assert_same(by_scalar, want, stream)
+
+
+@SLOW
 @given(configs(), readings(), st.lists(st.integers(0, 100), max_size=6), NOWS)
 def test_step_equals_apply_and_keeps_the_same_state(
     cfg: ChecksConfig, stream: list[Reading], cuts: list[int], now: int

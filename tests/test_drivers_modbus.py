@@ -266,3 +266,29 @@ async def test_rtu_port_that_does_not_exist_is_a_flagged_gap(tmp_path: Any) -> N
     assert sink.readings and all(r.quality == Quality.COMM_FAULT for r in sink.readings)
     assert "serial port" in m.component("device:u1").detail or "breaker" in m.component(
         "device:u1").detail
+
+
+async def test_a_swallowed_cancellation_still_stops_the_poller() -> None:
+    """Python 3.11's asyncio.wait_for (inside pymodbus) can swallow a cancellation that arrives
+    as the awaited call completes; the poll loop must stop anyway, or a shutdown hangs."""
+    import logging
+    from types import SimpleNamespace
+
+    from drivers._polling import PointInfo, PollLoop
+
+    async def attempt() -> list[Reading]:
+        try:
+            await asyncio.sleep(0.02)
+        except asyncio.CancelledError:
+            pass  # what the wait_for race does
+        return []
+
+    opts = SimpleNamespace(interval_s=0.01, breaker_failures=3, backoff_initial_s=1.0,
+                           backoff_max_s=1.0)
+    loop = PollLoop("x", "test", [PointInfo("p", "1")], opts, Collector(), Metrics(),
+                    logging.getLogger("test"))
+    task = asyncio.create_task(loop.run(attempt))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=2)
+    assert task in done and task.cancelled()

@@ -63,7 +63,8 @@ async def test_device_down_flags_gaps_and_recovers(plant: ModbusPlant,
     from drivers.modbus._io import ModbusTcpPoller
 
     sink, m = Collector(), Metrics()
-    p = ModbusTcpPoller(_device(plant.port), sink, m)
+    # the breaker opens after 3 failures; probes every 0.2-0.4 s find the server back quickly
+    p = ModbusTcpPoller(_device(plant.port, backoff_initial_s=0.2, backoff_max_s=0.4), sink, m)
     caplog.set_level(logging.INFO, logger="mrv.drivers.modbus")
     task = asyncio.create_task(p.run())
     await asyncio.sleep(0.35)

@@ -31,7 +31,7 @@ from typing import Any
 import aiomqtt
 
 from config._schema import MqttDevice
-from drivers._polling import LogLimiter, PointInfo, Sink, StaleWatch
+from drivers._polling import LogLimiter, PointInfo, Sink, StaleWatch, raise_if_cancelling
 from drivers.mqtt._payload import PayloadError, compile_points, readings_from
 from gateway._metrics import Metrics
 from gateway._records import Reading
@@ -114,6 +114,7 @@ class MqttSource:
                  if self.watch is not None else None)
         try:
             while True:
+                raise_if_cancelling()
                 try:
                     async with client:
                         self.connects += 1
