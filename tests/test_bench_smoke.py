@@ -87,3 +87,40 @@ def test_peer_smoke(tmp_path: Path) -> None:
                 "cpu_share_of_one_core", "sample_to_broker_ms", "peak_rss_mb"):
         assert key in ours
     assert ours["gateway_counters"]["readings_accepted"] > 0
+
+
+def _run_module(args: list[str], tmp_path: Path, timeout: float = 240) -> dict[str, object]:
+    out = tmp_path / "out.json"
+    p = subprocess.run([sys.executable, "-m", *args, "--out", str(out)], capture_output=True,
+                       text=True, timeout=timeout, check=False, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    data: dict[str, object] = json.loads(out.read_text())
+    return data
+
+
+def test_pipeline_smoke(tmp_path: Path) -> None:
+    d = _run_module(["benchmarks.pipeline", "--readings", "3000", "--chunk", "500",
+                     "--batch", "1000"], tmp_path)
+    assert d["scenario"] == "pipeline" and d["readings"] == 3000 and d["batches"] == 3
+    assert isinstance(d["readings_per_cpu_s"], int) and d["readings_per_cpu_s"] > 0
+    limits = d["limits"]
+    assert isinstance(limits, dict) and limits["ed25519_signs_per_s"] > 0
+
+
+def test_backlog_smoke(tmp_path: Path) -> None:
+    d = _run_module(["benchmarks.backlog", "--readings", "2000", "--batch", "500"], tmp_path)
+    assert d["scenario"] == "backlog_drain" and d["batches"] == 4
+    assert isinstance(d["drain_s"], float) and d["drain_s"] > 0
+    assert isinstance(d["gas_last_batch"], int) and d["gas_last_batch"] > 100_000
+
+
+def test_bench_runner_quick_writes_json_and_table(tmp_path: Path) -> None:
+    p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "pipeline",
+                        "--out-dir", str(tmp_path)], capture_output=True, text=True,
+                       timeout=240, check=False, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["quick"] is True and "pipeline" in doc["results"]
+    assert "error" not in doc["results"]["pipeline"], doc["results"]["pipeline"]
+    md = (tmp_path / "results.md").read_text()
+    assert "pipeline readings/s/core" in md
