@@ -39,38 +39,12 @@ from control._service import ControlService
 from gateway._metrics import Metrics
 from ledger_client import Outbox
 from simulator import ActuatorModel, ActuatorPlant, Mosquitto, free_port
-from simulator._mosquitto import mosquitto_bin
 from simulator._plant import wait_port
 
 GW = "bench-gw"
 ISSUER = b"\x11" * 32
 GATEWAY = b"\x12" * 32
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-
-
-class TunedMosquitto(Mosquitto):
-    """Mosquitto with ``set_tcp_nodelay true`` (what a deployment should use for control)."""
-
-    def start(self, timeout_s: float = 10.0) -> Mosquitto:
-        conf = self.dir / "mosquitto.conf"
-        conf.write_text("\n".join([f"listener {self.port} 127.0.0.1", "allow_anonymous true",
-                                   "set_tcp_nodelay true",
-                                   f"log_dest file {self.dir / 'mosquitto.log'}"]) + "\n")
-        self.proc = subprocess.Popen([mosquitto_bin(), "-c", str(conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}; see {conf}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise TimeoutError(f"mosquitto did not listen on {self.port}") from None
-                time.sleep(0.05)
 
 
 def control_config(plc_port: int, broker_port: int, journal: str = "FULL") -> ControlConfig:
@@ -212,11 +186,11 @@ async def bench(commands: int, default_broker_commands: int, journal: str) -> di
     with tempfile.TemporaryDirectory(prefix="mrv-bench-control-",
                                      dir=os.environ.get("MRV_BENCH_DIR")) as d:
         fsync = sqlite_commit_ms(Path(d) / "fsync.sqlite")
-        with TunedMosquitto() as m:
+        with Mosquitto(tcp_nodelay=True) as m:
             tuned = await measure(m, Path(d) / "tuned", commands, 20, journal)
         default = None
         if default_broker_commands:
-            with Mosquitto(persistence=False) as m:
+            with Mosquitto(persistence=False, tcp_nodelay=False) as m:
                 default = await measure(m, Path(d) / "default", default_broker_commands, 3,
                                         journal)
     out: dict[str, Any] = {

@@ -23,17 +23,19 @@ def mosquitto_bin() -> str:
 class Mosquitto:
     """``persistence`` keeps QoS 1 sessions and queued messages across a broker restart."""
 
-    def __init__(self, port: int = 0, persistence: bool = True) -> None:
+    def __init__(self, port: int = 0, persistence: bool = True, tcp_nodelay: bool = True) -> None:
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="mrv-mosquitto-"))
         self.persistence = persistence
+        self.tcp_nodelay = tcp_nodelay
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 10.0) -> Mosquitto:
         conf = self.dir / "mosquitto.conf"
         # set_tcp_nodelay: without it Nagle's algorithm adds ~40 ms per hop to small messages
         # (command acks); a deployment's broker wants it too (docs/control.md).
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "set_tcp_nodelay true",
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+                 f"set_tcp_nodelay {'true' if self.tcp_nodelay else 'false'}",
                  f"log_dest file {self.dir / 'mosquitto.log'}"]
         if self.persistence:
             lines += ["persistence true", f"persistence_location {self.dir}/"]
