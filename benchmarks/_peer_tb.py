@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -64,8 +65,13 @@ def ensure_venv(log: Any = None) -> Path:
     say(f"creating {VENV} with {' '.join(REQUIREMENTS)} (first use only)")
     try:
         if not py.exists():
-            subprocess.run(["python3", "-m", "venv", str(VENV)], check=True, capture_output=True,
-                           text=True, timeout=300)
+            try:
+                subprocess.run(["python3", "-m", "venv", str(VENV)], check=True,
+                               capture_output=True, text=True, timeout=300)
+            except (OSError, subprocess.CalledProcessError):
+                # no python3 on PATH, or one without ensurepip: the interpreter running this
+                subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True,
+                               capture_output=True, text=True, timeout=300)
         subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                         *REQUIREMENTS], check=True, capture_output=True, text=True, timeout=1200)
         subprocess.run([str(py), "-c", "import thingsboard_gateway.tb_gateway, pymodbus, "

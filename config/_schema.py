@@ -43,6 +43,12 @@ class OutboxSection(_Model):
     synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
     queue_batches: Annotated[int, Field(ge=1, le=100_000)] = 1_000
     shutdown_drain_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    #: Disk budget of the outbox (MB of used pages; None: no limit). See docs/design/003.
+    disk_budget_mb: Annotated[float, Field(gt=0)] | None = None
+    budget_alarm_fraction: Annotated[float, Field(gt=0, le=1)] = 0.8
+    #: At the budget, delete records of anchored batches, oldest first (their proofs can then no
+    #: longer be exported from this gateway: export or back up first). Never unanchored ones.
+    prune_anchored: bool = False
 
 
 class BatchingSection(_Model):

@@ -65,6 +65,51 @@ class _Acked(list[Reading]):
     on_commit: Callable[[], None]
 
 
+class DiskBudget:
+    """The outbox's disk budget (docs/design/003-outbox-disk-budget.md). Checked before each
+    commit, at most once a second: over ``alarm_fraction`` -> alarm; at the budget -> prune
+    anchored records if allowed, else hold the writer (back-pressure up to the pollers) until
+    there is room. An unanchored record is never deleted."""
+
+    def __init__(self, outbox: Outbox, metrics: Metrics, budget_bytes: int,
+                 alarm_fraction: float, prune: bool) -> None:
+        self.outbox = outbox
+        self.metrics = metrics
+        self.budget = budget_bytes
+        self.alarm_at = int(budget_bytes * alarm_fraction)
+        self.prune = prune
+        self._checked = 0.0
+        self._used = 0
+
+    async def check(self) -> int:
+        used = self._used = await self.outbox.used_bytes()
+        detail = f"outbox uses {used / 1e6:.1f} of {self.budget / 1e6:.1f} MB"
+        if used >= self.alarm_at:
+            if self.metrics.set_state("outbox", "alarm", detail):
+                log.warning("%s: the chain may be down; see docs/design/003", detail)
+        elif self.metrics.set_state("outbox", "ok", detail):
+            log.info("%s", detail)
+        return used
+
+    async def wait_for_room(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._checked < 1.0 and self._used < self.budget:
+            return
+        self._checked = loop.time()
+        held = False
+        while await self.check() >= self.budget:
+            if self.prune and (n := await self.outbox.prune_anchored(10)):
+                self.metrics.inc("records_pruned", n)
+                log.warning("outbox at its budget: pruned %d anchored record(s)", n)
+                continue
+            if not held:
+                held = True
+                self.metrics.inc("budget_holds")
+                log.error("outbox at its budget with nothing anchored to prune: holding"
+                          " acquisition (polls are missed, counted) until there is room")
+            await asyncio.sleep(1.0)
+
+
 class Pipeline:
     """The bounded hand-off from pollers to the outbox writer."""
 
@@ -76,6 +121,7 @@ class Pipeline:
         self.metrics = metrics
         self.on_commit = on_commit
         self.busy = False
+        self.budget: DiskBudget | None = None
         #: Called with every committed chunk (live telemetry, local rules). Must not block:
         #: a tap that cannot keep up drops its own copy, never the outbox's.
         self.taps: list[Callable[[list[Reading]], None]] = []
@@ -109,6 +155,8 @@ class Pipeline:
 
     async def commit(self, readings: list[Reading],
                      acks: list[Callable[[], None]] | None = None) -> None:
+        if self.budget is not None:
+            await self.budget.wait_for_room()
         cleaned = self.cleaner.clean(readings, time.time_ns())
         committed = await self.outbox.append(cleaned)
         self.metrics.inc("readings_accepted", len(committed))
@@ -153,6 +201,9 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
 
     cleaner = Cleaner({p.id: p.checks for p in cfg.points() if p.checks})
     pipeline = Pipeline(outbox, cleaner, metrics, cfg.outbox.queue_batches, on_commit)
+    if cfg.outbox.disk_budget_mb is not None:
+        pipeline.budget = DiskBudget(outbox, metrics, int(cfg.outbox.disk_budget_mb * 1e6),
+                                     cfg.outbox.budget_alarm_fraction, cfg.outbox.prune_anchored)
     pollers = make_sources(cfg.devices, pipeline.submit, metrics)
     aggregator = await _aggregator(cfg, outbox, metrics)
     ctl = None

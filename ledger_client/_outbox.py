@@ -235,7 +235,10 @@ class Outbox:
             raise OutboxError(f"outbox schema {rows.get('schema_version')}, expected {SCHEMA_VERSION}")
 
     async def _max_record_seq(self) -> int:
-        rows = list(await self._db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) FROM records"))
+        # batches too: records of anchored batches may have been pruned (disk budget)
+        rows = list(await self._db.execute_fetchall(
+            "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM records),"
+            " (SELECT COALESCE(MAX(last_record_seq), 0) FROM batches))"))
         return int(rows[0][0])
 
     # -- acceptance -------------------------------------------------------------------------
@@ -413,6 +416,35 @@ class Outbox:
             f"SELECT {_RECORD_COLS} FROM records WHERE seq BETWEEN ? AND ? ORDER BY seq",
             (first_seq, last_seq))
         return [_row_to_record(self.gateway_id, r) for r in rows]
+
+    async def used_bytes(self) -> int:
+        """Bytes of the database in use: pages minus free pages (deleted records free pages;
+        the WAL, a few MB at most between automatic checkpoints, is not counted)."""
+        async with self._lock:
+            (pages,), = await self._db.execute_fetchall("PRAGMA page_count")
+            (free,), = await self._db.execute_fetchall("PRAGMA freelist_count")
+            (size,), = await self._db.execute_fetchall("PRAGMA page_size")
+        return int((pages - free) * size)
+
+    async def prune_anchored(self, max_batches: int) -> int:
+        """Delete the records of up to ``max_batches`` of the oldest confirmed batches whose
+        records are still here; returns how many records went. Unanchored records are never
+        touched; batch headers stay (the chain of hashes stays checkable)."""
+        async with self._lock:
+            rows = list(await self._db.execute_fetchall(
+                "SELECT MIN(seq) FROM records"))
+            lowest = rows[0][0]
+            if lowest is None:
+                return 0
+            rows = list(await self._db.execute_fetchall(
+                "SELECT last_record_seq FROM batches WHERE state = ? AND last_record_seq >= ?"
+                " ORDER BY seq LIMIT ?", (CONFIRMED, lowest, max_batches)))
+            if not rows:
+                return 0
+            upto = int(rows[-1][0])
+            cur = await self._db.execute("DELETE FROM records WHERE seq <= ?", (upto,))
+            await self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            return int(cur.rowcount)
 
     async def ensure_point_index(self) -> None:
         """Index records by point and time, for `point_series` (hourly aggregation). Costs some
