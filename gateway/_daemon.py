@@ -240,7 +240,11 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
             log.info("stopping: committing what the pollers handed over")
             for t in [*pollers_tasks, *ctl_tasks]:
                 t.cancel()
-            while pipeline.busy or not pipeline.queue.empty():
+            # (bounded: a writer held by a full disk budget cannot commit; what it holds was
+            # never accepted, and MQTT sources redeliver what was not acknowledged)
+            deadline = asyncio.get_running_loop().time() + max(cfg.outbox.shutdown_drain_s, 1)
+            while ((pipeline.busy or not pipeline.queue.empty())
+                   and asyncio.get_running_loop().time() < deadline):
                 await asyncio.sleep(0.01)
             writer.cancel()
             batcher_task.cancel()
