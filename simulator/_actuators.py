@@ -30,17 +30,15 @@ Register map (unit ``unit``, 0-based protocol addresses):
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from dataclasses import dataclass, field
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.simulator import SimDevice
 
 from drivers.modbus._decode import decode, encode
-from simulator._plant import free_port, wait_port
+from simulator._plant import SimServer, sim_blocks
 
 FC_READ_HR, FC_READ_IR = 3, 4
 FC_WRITE_ONE, FC_WRITE_MANY = 6, 16
@@ -155,13 +153,7 @@ def actuator_device(unit: int, model: ActuatorModel) -> SimDevice:
             registers[0:N_REGS] = model.input()
         return None
 
-    blocks = (
-        [SimData(0, count=16, values=False, datatype=DataType.BITS)],
-        [SimData(0, count=16, values=False, datatype=DataType.BITS)],
-        [SimData(0, count=N_REGS, values=0, datatype=DataType.REGISTERS)],
-        [SimData(0, count=N_REGS, values=0, datatype=DataType.REGISTERS)],
-    )
-    return SimDevice(unit, simdata=blocks, action=action)
+    return SimDevice(unit, simdata=sim_blocks(N_REGS), action=action)
 
 
 class ActuatorPlant:
@@ -172,9 +164,11 @@ class ActuatorPlant:
         self.model = model or ActuatorModel()
         self.unit = unit
         self.host = host
-        self.port = port
-        self._server: ModbusTcpServer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._sim = SimServer(host, port, "actuators")
+
+    @property
+    def port(self) -> int:
+        return self._sim.port
 
     @property
     def writes(self) -> list[Write]:
@@ -182,19 +176,8 @@ class ActuatorPlant:
         return self.model.writes
 
     async def start(self) -> ActuatorPlant:
-        if self.port == 0:
-            self.port = free_port()
-        self._server = ModbusTcpServer([actuator_device(self.unit, self.model)],
-                                       address=(self.host, self.port))
-        self._task = asyncio.create_task(self._server.serve_forever(),
-                                         name=f"actuators:{self.port}")
-        await wait_port(self.host, self.port)
+        await self._sim.serve([actuator_device(self.unit, self.model)])
         return self
 
     async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.shutdown()  # type: ignore[no-untyped-call]
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        self._server = self._task = None
+        await self._sim.stop()

@@ -160,32 +160,37 @@ def _sim_device(unit: int, model: MeterModel) -> SimDevice:
             registers[0:len(words)] = words
         return None
 
-    n = model.register_count()
-    blocks = (
+    return SimDevice(unit, simdata=sim_blocks(model.register_count()), action=action)
+
+
+def sim_blocks(n_registers: int) -> tuple[list[SimData], list[SimData], list[SimData],
+                                          list[SimData]]:
+    """The four separate blocks of a simulated device: 16 coils, 16 discrete inputs and
+    ``n_registers`` holding and input registers from address 0 (filled by its action hook)."""
+    return (
         [SimData(0, count=16, values=False, datatype=DataType.BITS)],
         [SimData(0, count=16, values=False, datatype=DataType.BITS)],
-        [SimData(0, count=n, values=0, datatype=DataType.REGISTERS)],
-        [SimData(0, count=n, values=0, datatype=DataType.REGISTERS)],
+        [SimData(0, count=n_registers, values=0, datatype=DataType.REGISTERS)],
+        [SimData(0, count=n_registers, values=0, datatype=DataType.REGISTERS)],
     )
-    return SimDevice(unit, simdata=blocks, action=action)
 
 
-class ModbusPlant:
-    """A Modbus TCP server holding several simulated devices (by unit id)."""
+class SimServer:
+    """One pymodbus TCP server serving `SimDevice`s in a task of the running loop."""
 
-    def __init__(self, devices: dict[int, MeterModel], host: str = "127.0.0.1", port: int = 0):
-        self.models = devices
+    def __init__(self, host: str, port: int, name: str) -> None:
         self.host = host
         self.port = port
+        self.name = name
         self._server: ModbusTcpServer | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def serve(self, sims: list[SimDevice]) -> None:
         if self.port == 0:
             self.port = free_port()
-        sims = [_sim_device(unit, m) for unit, m in sorted(self.models.items())]
         self._server = ModbusTcpServer(sims, address=(self.host, self.port))
-        self._task = asyncio.create_task(self._server.serve_forever(), name=f"plant:{self.port}")
+        self._task = asyncio.create_task(self._server.serve_forever(),
+                                         name=f"{self.name}:{self.port}")
         await wait_port(self.host, self.port)
 
     def drop_connections(self) -> int:
@@ -207,6 +212,30 @@ class ModbusPlant:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._server = self._task = None
+
+
+class ModbusPlant:
+    """A Modbus TCP server holding several simulated devices (by unit id)."""
+
+    def __init__(self, devices: dict[int, MeterModel], host: str = "127.0.0.1", port: int = 0):
+        self.models = devices
+        self.host = host
+        self._sim = SimServer(host, port, "plant")
+
+    @property
+    def port(self) -> int:
+        return self._sim.port
+
+    async def start(self) -> None:
+        await self._sim.serve([_sim_device(unit, m) for unit, m in sorted(self.models.items())])
+
+    def drop_connections(self) -> int:
+        """Reset every client connection (as a network blip would); the server keeps listening.
+        Returns the number of connections dropped."""
+        return self._sim.drop_connections()
+
+    async def stop(self) -> None:
+        await self._sim.stop()
 
 
 def default_plant(port: int = 0) -> ModbusPlant:
