@@ -21,6 +21,8 @@ from pathlib import Path
 
 import aiosqlite
 
+from gateway._sqlite import open_wal
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_commands (
     id            TEXT PRIMARY KEY,
@@ -52,13 +54,8 @@ class ReplayStore:
     async def open(cls, path: Path, synchronous: str = "FULL") -> ReplayStore:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
+        db = await open_wal(path, synchronous, _SCHEMA)
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute(f"PRAGMA synchronous={synchronous}")
-            await db.execute("PRAGMA busy_timeout=5000")
-            await db.executescript(_SCHEMA)
             store = cls(db, synchronous)
             for cid, keep in await db.execute_fetchall(
                     "SELECT id, keep_until_ms FROM seen_commands"):

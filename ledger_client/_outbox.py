@@ -27,6 +27,7 @@ import numpy as np
 
 from gateway._failpoints import failpoint
 from gateway._records import AuditRecord, DerivedRecord, Reading, Record
+from gateway._sqlite import open_wal
 from ledger_client._errors import OutboxError
 from ledger_client._format import (
     KIND_AUDIT,
@@ -198,13 +199,8 @@ class Outbox:
     async def open(cls, path: Path, gateway_id: str, *, synchronous: str = "FULL") -> Outbox:
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise OutboxError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
+        db = await open_wal(path, synchronous, _SCHEMA)
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute(f"PRAGMA synchronous={synchronous}")
-            await db.execute("PRAGMA busy_timeout=5000")
-            await db.executescript(_SCHEMA)
             ob = cls(db, gateway_id)
             await ob._check_meta()
             ob._next_seq = await ob._max_record_seq() + 1

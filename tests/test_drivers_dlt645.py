@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,31 +13,17 @@ import pytest
 from config._schema import Dlt645Bus
 from drivers.dlt645._frame import DI_FREQUENCY
 from drivers.dlt645._io import Dlt645BusPoller
-from gateway import Quality, Reading
+from gateway import Quality
 from gateway._metrics import Metrics
 from simulator import Dlt645Line, Dlt645SimMeter
+
+from .support import Collector, until
 
 A1, A2 = "000000123456", "210987654321"
 
 
-class Collector:
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-
-    async def __call__(self, rs: list[Reading]) -> None:
-        self.readings.extend(rs)
-
-    def of(self, point: str) -> list[Reading]:
-        return [r for r in self.readings if r.point_id == point]
 
 
-async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def bus(path: str, **kw: Any) -> Dlt645Bus:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,22 +13,15 @@ import pytest
 from config._schema import Hj212Device
 from drivers.hj212._frame import parse_frame
 from drivers.hj212._listener import FLAG_QUALITY, Hj212Listener
-from gateway import Quality, Reading
+from gateway import Quality
 from gateway._metrics import Metrics
 from simulator import Factor, Hj212Logger
+
+from .support import Collector, until
 
 MN = "88888880000001"
 
 
-class Collector:
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-
-    async def __call__(self, rs: list[Reading]) -> None:
-        self.readings.extend(rs)
-
-    def of(self, point: str) -> list[Reading]:
-        return [r for r in self.readings if r.point_id == point]
 
 
 def device(**kw: Any) -> Hj212Device:
@@ -45,13 +38,6 @@ def device(**kw: Any) -> Hj212Device:
     return Hj212Device.model_validate(cfg)
 
 
-async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

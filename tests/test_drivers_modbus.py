@@ -16,25 +16,7 @@ from gateway import Quality, Reading
 from gateway._metrics import Metrics
 from simulator import PATTERN_POINTS, ElectricityMeter, ModbusPlant, PatternDevice, RtuLine
 
-
-class Collector:
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-
-    async def __call__(self, rs: list[Reading]) -> None:
-        self.readings.extend(rs)
-
-    def of(self, point: str) -> list[Reading]:
-        return [r for r in self.readings if r.point_id == point]
-
-
-async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+from .support import Collector, until
 
 
 async def run_for(coro_fn: Callable[[], Any], seconds: float) -> None:

@@ -28,6 +28,9 @@ from gateway import Quality, Reading
 from gateway._metrics import Metrics
 from simulator import Mosquitto, MqttSensorGroup, SimSensor
 
+from .support import Collector
+from .support import until as _until
+
 # -- pure mapping -------------------------------------------------------------------------------
 
 
@@ -133,16 +136,6 @@ def test_the_sink_protocol_is_detected() -> None:
 # -- against Mosquitto -----------------------------------------------------------------------
 
 
-class Collector:
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-
-    async def __call__(self, rs: list[Reading]) -> None:
-        self.readings.extend(rs)
-
-    def of(self, point: str, quality: int | None = None) -> list[Reading]:
-        return [r for r in self.readings if r.point_id == point
-                and (quality is None or r.quality == quality)]
 
 
 def mqtt_device(port: int, **kw: Any) -> MqttDevice:
@@ -161,13 +154,6 @@ def mqtt_device(port: int, **kw: Any) -> MqttDevice:
     return MqttDevice.model_validate(cfg)
 
 
-async def until(cond: Callable[[], bool], timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 SENSORS = [SimSensor("plant/stack1/cems", {"co2": (11.0, 0.2), "o2": (6.0, 0.1)}),
@@ -330,3 +316,7 @@ async def test_the_daemon_pipeline_acknowledges_only_after_the_outbox_commit() -
     finally:
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
+
+
+async def until(cond: Callable[[], bool], timeout: float = 15.0) -> None:
+    await _until(cond, timeout)
