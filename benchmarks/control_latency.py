@@ -37,6 +37,7 @@ from control._config import ControlConfig
 from control._envelope import Command, public_key_of, sign_bytes, sign_command
 from control._service import ControlService
 from gateway._metrics import Metrics
+from gateway._records import AuditRecord
 from ledger_client import Outbox
 from simulator import ActuatorModel, ActuatorPlant, Mosquitto, free_port
 from simulator._plant import wait_port
@@ -98,6 +99,19 @@ def sqlite_commit_ms(path: Path, n: int = 200) -> dict[str, float]:
     finally:
         db.close()
     return summary(xs)
+
+
+async def _audit_by_category(outbox: Outbox) -> dict[str, int]:
+    """What the outbox holds, by audit category and outcome (e.g. ``command:applied``)."""
+    n = (await outbox.stats()).records
+    out: dict[str, int] = {}
+    for r in await outbox.records(1, n) if n else []:
+        if isinstance(r, AuditRecord):
+            p = json.loads(r.payload)
+            status = p.get("status", p.get("verdict", "?"))
+            key = f"{r.category}:{status}"
+            out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
 
 
 async def measure(broker: Mosquitto, work: Path, commands: int, warmup: int,
@@ -171,6 +185,7 @@ async def _measure(broker: Mosquitto, work: Path, commands: int, warmup: int, jo
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
         await service.aclose()
+        by_category = await _audit_by_category(outbox)
         await outbox.close()
     handled = metrics.counters["control_commands_received"]
     return {"commands": len(lat), "statuses": statuses, "latency_ms": summary(lat),
@@ -179,6 +194,7 @@ async def _measure(broker: Mosquitto, work: Path, commands: int, warmup: int, jo
             "cpu_ms_per_command": round(cpu_ms, 3),
             "journal_synchronous": journal,
             "audit_records": metrics.counters["control_audit_records"],
+            "audit_by_category": by_category,
             "task_restarts": metrics.counters["task_restarts"]}
 
 

@@ -38,6 +38,8 @@ class BrokerConfig(_Model):
                                            description="default: mrv-<gateway id>-control")
                          ] = None
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    connect_timeout_s: Annotated[float, Field(gt=0, le=120,
+                                              description="connect, subscribe, publish")] = 10.0
     reconnect_initial_s: Annotated[float, Field(gt=0, le=60)] = 0.5
     reconnect_max_s: Annotated[float, Field(gt=0, le=600)] = 10.0
 

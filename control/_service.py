@@ -134,6 +134,8 @@ class ControlService:
         self._store_lock = asyncio.Lock()
         self._records: asyncio.Queue[tuple[list[AuditRecord], list[str]]] = asyncio.Queue(10_000)
         self._inflight: tuple[list[AuditRecord], list[str]] | None = None
+        self._inflight_committed = False  # the outbox holds them; only the journal mark is due
+        self._committing: asyncio.Task[None] | None = None
         known = set(reading_points) if reading_points is not None else None
         rules = config.rules
         self.leak_rule = rules.leak
@@ -272,7 +274,8 @@ class ControlService:
                 client = aiomqtt.Client(
                     b.host, b.port, username=b.username, password=b.password,
                     identifier=b.client_id or f"mrv-{self.gw}-control", clean_session=False,
-                    keepalive=b.keepalive_s, timeout=10, socket_options=NODELAY)
+                    keepalive=b.keepalive_s, timeout=b.connect_timeout_s,
+                    socket_options=NODELAY)
                 async with client:
                     await client.subscribe(self.t_cmd, qos=1)
                     if self.metrics.set_state("control:mqtt", "ok"):
@@ -378,11 +381,27 @@ class ControlService:
                               [i for _, ids in items for i in ids])
             for _ in items:
                 self._records.task_done()
+        # One commit at a time, in its own task: a cancelled recorder (the daemon stopping)
+        # must not leave a commit running that ``aclose`` would then make a second time.
+        if self._committing is None:
+            self._committing = asyncio.create_task(self._commit_inflight(),
+                                                   name="control:recorder-commit")
+        task = self._committing
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._committing = None
+
+    async def _commit_inflight(self) -> None:
+        assert self._inflight is not None
         records, ids = self._inflight
-        await self.outbox.append(records)
-        self.metrics.inc("control_audit_records", len(records))
+        if not self._inflight_committed:
+            await self.outbox.append(records)
+            self._inflight_committed = True
+            self.metrics.inc("control_audit_records", len(records))
         await (await self.store()).mark_recorded(ids)
-        self._inflight = None
+        self._inflight, self._inflight_committed = None, False
 
     def _may_audit_reject(self) -> bool:
         """Unauthenticated rejections are audited at most ``audit_rejects_per_min`` a minute

@@ -39,6 +39,7 @@ def test_control_smoke(tmp_path: Path) -> None:
     assert d["scenario"] == "control" and d["target_p99_ms"] == 20.0
     assert d["commands"] == 30 and d["statuses"] == {"applied": 30}
     assert d["audit_records"] == 2 * (30 + 20)  # command + write records, warm-up included
+    assert d["audit_by_category"] == {"command:accepted": 50, "write:applied": 50}
     assert d["task_restarts"] == 0
     lat = d["latency_ms"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]

@@ -66,11 +66,11 @@ class Listener:
                 self.telemetry += len(body["readings"])
 
 
-async def _until(pred: Any, timeout: float = 30) -> None:
+async def _until(pred: Any, timeout: float = 30, why: Any = None) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not pred():
-        assert loop.time() < deadline, "timed out"
+        assert loop.time() < deadline, f"timed out: {why() if why else ''}"
         await asyncio.sleep(0.05)
 
 
@@ -78,6 +78,8 @@ async def test_daemon_command_leak_and_anchored_audit_trail(
         tmp_path: Path, anvil: Anvil, plant: ModbusPlant, mosquitto: Mosquitto) -> None:
     model = ActuatorModel(watchdog_s=3.0)
     plc = await ActuatorPlant(model).start()
+    stop = asyncio.Event()
+    daemon: asyncio.Task[None] | None = None
     try:
         control = control_dict(plc.port, mosquitto.port, rules={"leak": LEAK})
         prov = await provision(tmp_path / "gw", anvil.url,
@@ -88,7 +90,6 @@ async def test_daemon_command_leak_and_anchored_audit_trail(
         cfg = load_config(prov.config)
         assert cfg.control is not None
         metrics = Metrics()
-        stop = asyncio.Event()
         daemon = asyncio.create_task(run_daemon(cfg, stop=stop, metrics=metrics))
         lis = Listener()
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
@@ -155,6 +156,9 @@ async def test_daemon_command_leak_and_anchored_audit_trail(
             await chain.close()
             await outbox.close()
     finally:
+        if daemon is not None and not daemon.done():  # a failed step: still stop it cleanly
+            stop.set()
+            await asyncio.wait_for(daemon, 60)
         await plc.stop()
 
 
@@ -162,6 +166,7 @@ async def test_control_failing_never_stops_acquisition_or_anchoring(
         tmp_path: Path, anvil: Anvil, plant: ModbusPlant) -> None:
     dead_broker, dead_plc = free_port(), free_port()
     control = control_dict(dead_plc, dead_broker)
+    control["broker"]["connect_timeout_s"] = 1.0  # failures come fast even where SYNs vanish
     prov = await provision(tmp_path / "gw", anvil.url,
                            devices=plant_devices(plant.port, interval_s=0.2),
                            batch_interval_s=0.5, max_records=50,
@@ -170,17 +175,20 @@ async def test_control_failing_never_stops_acquisition_or_anchoring(
     metrics = Metrics()
     stop = asyncio.Event()
     daemon = asyncio.create_task(run_daemon(cfg, stop=stop, metrics=metrics))
-    await _until(lambda: metrics.counters["polls"] >= 20
-                 and metrics.counters["control_mqtt_failures"] >= 2
-                 and metrics.counters["control_heartbeat_failures"] >= 2)
-    stop.set()
-    await asyncio.wait_for(daemon, 60)
+    try:
+        await _until(lambda: metrics.counters["polls"] >= 20
+                     and metrics.counters["control_mqtt_failures"] >= 2
+                     and metrics.counters["control_heartbeat_failures"] >= 2,
+                     timeout=60, why=metrics.snapshot)
+    finally:
+        stop.set()
+        await asyncio.wait_for(daemon, 60)
     assert metrics.components["control:mqtt"].state == "failing"
     assert metrics.components["control:device:boiler-room-plc"].state == "failing"
     outbox = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
     try:
         st = await outbox.stats()
-        assert st.records >= 20 * 3 and st.pending == 0
-        assert st.batches_by_state["confirmed"] == st.batches >= 1
+        assert st.records >= 20 * 3 and st.pending == 0, st
+        assert st.batches_by_state["confirmed"] == st.batches >= 1, st
     finally:
         await outbox.close()

@@ -11,15 +11,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from control._envelope import Command, public_key_of, verify_ack
+from control._config import ControlConfig
+from control._envelope import Command, public_key_of, sign_bytes, verify_ack
+from control._service import ControlService
+from gateway._metrics import Metrics
 from gateway._records import AuditRecord, Quality, Reading
-from simulator import ActuatorModel, Mosquitto
+from ledger_client import Outbox
+from simulator import ActuatorModel, Mosquitto, free_port
 from simulator._actuators import HR_VENT
 from tests.test_control_support import (
     AUDITOR,
     GATEWAY_SEED,
     GW,
     MALLORY,
+    control_dict,
     harness,
     make_command,
 )
@@ -425,3 +430,39 @@ async def test_a_journaled_but_unrecorded_command_is_recovered(tmp_path: Path,
         await h.send(make_command("34"))
         assert len(_audits(await h.audit(), "command", lost.id)) == 2  # interrupted + replayed
         assert h.metrics.counters["control_commands_recovered"] == 0
+
+
+async def test_a_recorder_stopped_mid_commit_records_each_command_once(tmp_path: Path) -> None:
+    """The daemon stopping while the recorder commits: the commit finishes once (the outbox
+    shields it) and ``aclose`` must not make it a second time."""
+    cfg = ControlConfig.model_validate(control_dict(free_port(), free_port()))
+    outbox = await Outbox.open(tmp_path / "outbox.sqlite", GW)
+    service = ControlService(gateway_id=GW, config=cfg, data_dir=tmp_path, outbox=outbox,
+                             metrics=Metrics(), sign=lambda m: sign_bytes(GATEWAY_SEED, m))
+    started = asyncio.Event()
+    real_append = outbox.append
+
+    async def slow_commit(records: Any) -> Any:
+        await asyncio.sleep(0.2)  # the commit is under way when the recorder is cancelled
+        return await real_append(records)
+
+    async def slow_append(records: Any) -> Any:
+        started.set()
+        return await asyncio.shield(slow_commit(records))  # as Outbox.append shields its commit
+
+    outbox.append = slow_append  # type: ignore[method-assign]
+    try:
+        await service._audit_later(
+            [AuditRecord(ts_ns=1, category="command", subject="c1", payload="{}"),
+             AuditRecord(ts_ns=2, category="write", subject="vent.opening", payload="{}")], [])
+        recorder = asyncio.create_task(service.run_recorder())
+        await asyncio.wait_for(started.wait(), 5)
+        recorder.cancel()
+        await asyncio.gather(recorder, return_exceptions=True)
+        await service.aclose()
+        st = await outbox.stats()
+        assert st.records == 2, st
+        assert service.metrics.counters["control_audit_records"] == 2
+    finally:
+        await service.aclose()
+        await outbox.close()
