@@ -29,8 +29,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import pint
-
 from ._config import ElectricityContract
 
 __all__ = [
@@ -71,11 +69,20 @@ _DIMS: Mapping[str, tuple[str, ...]] = {
 
 
 @cache
+def _pint() -> Any:
+    """pint, imported on first use: a gateway without emissions accounting does not carry it
+    (about 12 MB of the daemon's memory)."""
+    import pint
+
+    return pint
+
+
+@cache
 def unit_registry() -> Any:
     """The pint registry used here: pint's defaults plus the normal cubic metre ``Nm3``, a
     unit of its own (gas volume at reference conditions) so that it never mixes silently with
     an actual cubic metre."""
-    ureg: Any = pint.UnitRegistry()
+    ureg: Any = _pint().UnitRegistry()
     ureg.define("normal_cubic_meter = [normal_volume] = Nm3 = Nm³")
     return ureg
 
@@ -84,7 +91,8 @@ def _quantity(value: float, unit: str) -> Any:
     ureg = unit_registry()
     try:
         return ureg.Quantity(value, "dimensionless") * ureg.parse_expression(unit)
-    except (pint.UndefinedUnitError, pint.errors.DefinitionSyntaxError, AttributeError) as e:
+    except (_pint().UndefinedUnitError, _pint().errors.DefinitionSyntaxError,
+            AttributeError) as e:
         raise ValueError(f"unknown unit {unit!r}: {e}") from e
 
 
@@ -230,7 +238,7 @@ def _activity(amount: float, unit: str, dims: str, what: str) -> Any:
 def _kg(q: Any, what: str) -> float:
     try:
         return float(q.to("kg").magnitude)
-    except pint.DimensionalityError as e:
+    except _pint().DimensionalityError as e:
         raise ValueError(f"{what}: the units do not combine to a mass ({e})") from e
 
 

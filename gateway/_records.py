@@ -150,3 +150,25 @@ class AuditRecord:
 
 
 Record = Reading | DerivedRecord | AuditRecord
+
+
+_new = object.__new__
+_set_point, _set_ts, _set_value, _set_unit, _set_source, _set_quality, _set_seq, _set_gw = (
+    Reading.__dict__[f].__set__ for f in (
+        "point_id", "ts_ns", "value", "unit", "source", "quality", "seq", "gateway_id"))
+
+
+def committed_reading(r: Reading, seq: int, gateway_id: str) -> Reading:
+    """``r`` as the outbox commits it: ``dataclasses.replace(r, seq=seq, gateway_id=...)``,
+    built through the slots directly (about twice as fast as the frozen dataclass's
+    ``__init__``; the outbox's hot path)."""
+    c = _new(Reading)
+    _set_point(c, r.point_id)
+    _set_ts(c, r.ts_ns)
+    _set_value(c, r.value)
+    _set_unit(c, r.unit)
+    _set_source(c, r.source)
+    _set_quality(c, r.quality)
+    _set_seq(c, seq)
+    _set_gw(c, gateway_id)
+    return c

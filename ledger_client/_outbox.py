@@ -26,7 +26,7 @@ import aiosqlite
 import numpy as np
 
 from gateway._failpoints import failpoint
-from gateway._records import AuditRecord, DerivedRecord, Reading, Record
+from gateway._records import AuditRecord, DerivedRecord, Reading, Record, committed_reading
 from gateway._sqlite import open_wal
 from ledger_client._errors import OutboxError
 from ledger_client._format import (
@@ -137,11 +137,9 @@ def _row_to_record(gateway_id: str, row: Any) -> Record:
 
 
 def _commit(r: R, gateway_id: str, seq: int) -> R:
-    """``r`` with its gateway id and seq (a plain constructor for readings: the hot path)."""
-    if isinstance(r, Reading):
-        return cast(R, Reading(point_id=r.point_id, ts_ns=r.ts_ns, value=r.value, unit=r.unit,
-                               source=r.source, quality=r.quality, seq=seq,
-                               gateway_id=gateway_id))
+    """``r`` with its gateway id and seq (built through the slots for readings: the hot path)."""
+    if type(r) is Reading:
+        return cast(R, committed_reading(cast(Reading, r), seq, gateway_id))
     return dataclasses.replace(r, gateway_id=gateway_id, seq=seq)
 
 
@@ -307,8 +305,10 @@ class Outbox:
         try:
             last = await self._last_batch()
             after = last.header.last_record_seq if last else 0
+            # whole records only for the CO2e callback; the header needs seq, time and leaf
+            cols = f"{_RECORD_COLS}, leaf" if co2e_g is not None else "seq, ts_ns, leaf"
             rows = list(await self._db.execute_fetchall(
-                f"SELECT {_RECORD_COLS}, leaf FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT {cols} FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, max_records)))
             if not rows:
                 await self._db.execute("COMMIT")
@@ -316,11 +316,14 @@ class Outbox:
             totals = (0, 0, 0)
             if co2e_g is not None:
                 totals = co2e_g([_row_to_record(self.gateway_id, r) for r in rows])
+                keys = [(int(r[0]), int(r[3]), bytes(r[9])) for r in rows]
+            else:
+                keys = [(int(r[0]), int(r[1]), bytes(r[2])) for r in rows]
             header = build_header(
                 gateway_id=self.gateway_id,
                 seq=(last.seq + 1) if last else 1,
                 prev_hash=last.header_hash if last else ZERO32,
-                records=[(int(r[0]), int(r[3]), bytes(r[9])) for r in rows],
+                records=keys,
                 co2e_g=totals,
             )
             hh = header.hash()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
@@ -14,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import AuditRecord, DerivedRecord, Reading, Record
+from gateway._records import committed_reading
 from ledger_client._chain import EvmChain
 from ledger_client._format import (
     BATCH_TAG,
@@ -187,3 +189,18 @@ async def test_contract_computes_the_same_header_hash(anvil: Anvil,
         assert await chain.header_hash_on_chain(header) == header.hash()
     finally:
         await chain.close()
+
+
+@given(point=st.text(max_size=20), ts=st.integers(-(2**63), 2**63 - 1),
+       value=st.floats(allow_nan=False), unit=st.text(max_size=5), source=st.text(max_size=5),
+       quality=st.integers(0, 2**32 - 1), seq=st.integers(1, 2**63 - 1),
+       gw=st.text(min_size=1, max_size=10))
+def test_committed_reading_is_replace_with_seq_and_gateway(
+        point: str, ts: int, value: float, unit: str, source: str, quality: int, seq: int,
+        gw: str) -> None:
+    r = Reading(point_id=point, ts_ns=ts, value=value, unit=unit, source=source, quality=quality)
+    c = committed_reading(r, seq, gw)
+    assert c == dataclasses.replace(r, seq=seq, gateway_id=gw)
+    assert type(c) is Reading and r.seq == 0 and r.gateway_id == ""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.seq = 1  # type: ignore[misc]
