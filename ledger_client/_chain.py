@@ -22,6 +22,7 @@ from eth_abi.abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.types import RPCEndpoint
 
 from ledger_client._errors import ChainRejected, ChainRevert, ChainUnavailable
 from ledger_client._format import BatchHeader, gateway_key, keccak256
@@ -146,7 +147,11 @@ class EvmChain:
         gas_price_wei: int | None = None,
     ) -> None:
         self.rpc_url = rpc_url
-        self.w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout_s}))
+        # web3.py's validation middleware asks the node for eth_chainId before every eth_call
+        # and gas estimate; an endpoint's chain id does not change, so that one is cached.
+        self.w3 = AsyncWeb3(AsyncHTTPProvider(
+            rpc_url, request_kwargs={"timeout": request_timeout_s}, cache_allowed_requests=True,
+            cacheable_requests={RPCEndpoint("eth_chainId")}))
         art = load_artifact(artifact)
         self.artifact = artifact
         self.abi: list[dict[str, Any]] = art["abi"]

@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from ledger_client import EvmChain, merkle_proof
 from ledger_client._admin import ROLES, Mrv, deploy_system, register_gateway
 from ledger_client._chain import header_tuple
 from ledger_client._format import ZERO32, BatchHeader, build_header, gateway_key, keccak256
-from simulator import Anvil
+from simulator import Anvil, free_port
 
 from .test_contracts_support import P2024, P_OPEN, Sys, T, fresh_system, names, new_account, ns
 from .test_contracts_support import reverts as _reverts
@@ -230,3 +232,32 @@ async def test_role_ids_match_the_registry(s: Sys) -> None:
                      ("verification-contract", "VERIFICATION_CONTRACT_ROLE"),
                      ("regulator", "DEFAULT_ADMIN_ROLE")):
         assert bytes(await s.call(getattr(s.reg.functions, fn)())) == ROLES[name]
+
+
+async def test_chain_id_is_asked_once_not_before_every_call(s: Sys, anvil: Anvil) -> None:
+    """web3.py's validation middleware asks for eth_chainId before every eth_call; the client
+    caches it (one round trip per call instead of two), seen by a counting JSON-RPC relay:
+    without the cache, ten calls make eleven eth_chainId requests."""
+    seen: list[str] = []
+
+    async def relay(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.extend(b["method"] for b in (body if isinstance(body, list) else [body]))
+        async with aiohttp.ClientSession() as session, session.post(anvil.url, json=body) as r:
+            return web.json_response(await r.json())
+
+    app = web.Application()
+    app.router.add_post("/", relay)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    chain = EvmChain(f"http://127.0.0.1:{port}", contract_address=s.led.address)
+    try:
+        assert [await chain.last_seq("gw-a") for _ in range(10)] == [0] * 10
+        assert await chain.chain_id() == 31337
+    finally:
+        await chain.close()
+        await runner.cleanup()
+    assert seen.count("eth_call") == 10, seen
+    assert seen.count("eth_chainId") <= 2, seen  # web3's cache asks once more on its first use
