@@ -157,8 +157,10 @@ def aggregate_hours(
     start_ns: int | None = None,
     end_ns: int | None = None,
     point_id: str | None = None,
+    unit: str = "",
 ) -> list[Aggregate]:
-    """Hour aggregates from minute aggregates of one point, in time order.
+    """Hour aggregates from minute aggregates of one point, in time order (``unit`` names the
+    unit of an hour without any minute).
 
     Without ``start_ns``/``end_ns`` only the hours that hold a minute are returned. With them,
     every hour that starts in ``[start_ns, end_ns)`` (aligned down to the hour) is returned,
@@ -175,7 +177,7 @@ def aggregate_hours(
     if len(pids) > 1:
         raise ValueError(f"minute aggregates of several points: {sorted(pids)}")
     pid = next(iter(pids), "")
-    unit = minutes[0].unit if minutes else ""
+    unit = minutes[0].unit if minutes else unit
     by_hour: dict[int, list[Aggregate]] = {}
     for m in minutes:
         by_hour.setdefault(m.start_ns // HOUR_NS, []).append(m)
@@ -242,6 +244,7 @@ def aggregate(
         start_ns=start_ns,
         end_ns=end_ns,
         point_id=point_id,
+        unit=unit,
     )
     return minutes, hours
 

@@ -9,14 +9,17 @@ substitution policy (`cleaning.substitute`, e.g. the 40 CFR 75.33 tiers) and com
 ``substitute:<tier>:<method>`` derived records, one per replaced hour, each naming the
 ``hour-mean`` record it stands in for. Raw readings are never changed.
 
-Limits: the hour history used for lookback and availability is kept in memory from the start of
-the process; after a restart it starts empty (the records already written stay).
+After a restart the aggregator rebuilds its hour history (for lookback and availability) and
+the set of substituted hours from the derived records already in the outbox, and closes every
+hour it missed while the gateway was down (up to ``max_history_hours`` back): an hour without
+readings becomes an invalid hour-mean, and the gap is substituted like any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +46,15 @@ class _History:
     hours: list[Aggregate] = field(default_factory=list)
     mean_seq: dict[int, int] = field(default_factory=dict)  # hour start -> hour-mean record seq
     substituted: set[int] = field(default_factory=set)
+
+
+def _hour_from_record(rec: DerivedRecord) -> Aggregate:
+    """The parts of an hour aggregate that substitution uses, from its hour-mean record."""
+    return Aggregate(point_id=rec.point_id, period_s=3600, start_ns=rec.period_start_ns,
+                     count=0, valid_count=0, mean=rec.value, min=math.nan, max=math.nan,
+                     expected=0, valid_minutes=0, capture_rate=math.nan,
+                     valid=not rec.quality & Quality.INSUFFICIENT, first_seq=rec.from_seq,
+                     last_seq=rec.to_seq, unit=rec.unit)
 
 
 def hour_record(a: Aggregate) -> DerivedRecord:
@@ -101,18 +113,52 @@ class Aggregator:
                     quality=int(Quality.SUBSTITUTED)))
         return list(await self.outbox.append(recs)) if recs else []
 
+    async def restore(self, now_ns: int) -> int:
+        """Rebuild the hour history from the outbox's derived records (at most
+        ``max_history_hours`` back) and set where aggregation resumes: the hour after the last
+        hour-mean of any point, or the current hour when there is none. Returns the number of
+        hours restored."""
+        since = (now_ns // HOUR_NS - self.max_history) * HOUR_NS
+        last_end = 0
+        restored = 0
+        for p in self.points:
+            h = self.history[p.point_id] = _History()
+            for rec in await self.outbox.derived_of_point(p.point_id, since):
+                start = rec.period_start_ns
+                if rec.derivation == "hour-mean":
+                    if h.hours and h.hours[-1].start_ns >= start:
+                        continue  # one hour-mean per hour; the first one stands
+                    h.hours.append(_hour_from_record(rec))
+                    h.mean_seq[start] = rec.seq
+                    last_end = max(last_end, rec.period_end_ns)
+                    restored += 1
+                elif rec.derivation.startswith("substitute:"):
+                    h.substituted.add(start)
+            del h.hours[:-self.max_history]
+        self.done_until_ns = last_end or (now_ns // HOUR_NS) * HOUR_NS
+        return restored
+
     async def run(self) -> None:
-        """Close each hour ``grace_s`` after it ends, starting with the current hour."""
-        now = time.time_ns()
-        self.done_until_ns = self.done_until_ns or (now // HOUR_NS) * HOUR_NS
+        """Close each hour ``grace_s`` after it ends: first the hours missed while the gateway
+        was down, then each new one."""
+        n = await self.restore(time.time_ns())
+        if n:
+            log.info("aggregation resumes at %s (%d hour(s) of history restored)",
+                     time.strftime("%Y-%m-%d %H:00Z", time.gmtime(self.done_until_ns / 1e9)), n)
         while True:
-            next_end = self.done_until_ns + HOUR_NS
-            wait_s = (next_end + self.grace_ns - time.time_ns()) / 1e9
+            await self.catch_up(time.time_ns())
+            wait_s = (self.done_until_ns + HOUR_NS + self.grace_ns - time.time_ns()) / 1e9
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
-            recs = await self.close_hour(self.done_until_ns)
-            self.done_until_ns = next_end
-            log.info("hour %s closed: %d derived record(s)",
-                     time.strftime("%Y-%m-%d %H:00Z", time.gmtime(next_end / 1e9 - 3600)),
-                     len(recs))
 
+    async def catch_up(self, now_ns: int) -> list[DerivedRecord]:
+        """Close, in order, every hour that ended at least ``grace_s`` before ``now_ns``."""
+        out: list[DerivedRecord] = []
+        while self.done_until_ns + HOUR_NS + self.grace_ns <= now_ns:
+            recs = await self.close_hour(self.done_until_ns)
+            log.info("hour %s closed: %d derived record(s)",
+                     time.strftime("%Y-%m-%d %H:00Z", time.gmtime(self.done_until_ns / 1e9)),
+                     len(recs))
+            self.done_until_ns += HOUR_NS
+            out += recs
+        return out

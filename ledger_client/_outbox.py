@@ -465,6 +465,14 @@ class Outbox:
         q = np.fromiter((r[3] for r in rows), dtype=np.uint32, count=len(rows))
         return seq, ts, val, q
 
+    async def derived_of_point(self, point_id: str, since_ns: int) -> list[DerivedRecord]:
+        """The derived records of one point whose period starts at or after ``since_ns``, in
+        seq order (the aggregator rebuilds its hour history from them after a restart)."""
+        rows = await self._fetch(
+            f"SELECT {_RECORD_COLS} FROM records WHERE point_id = ? AND kind = ? AND ts_ns >= ?"
+            " ORDER BY seq", (point_id, KIND_DERIVED, since_ns))
+        return [cast(DerivedRecord, _row_to_record(self.gateway_id, r)) for r in rows]
+
     async def last_valid_values(self, point_ids: Sequence[str], upto_seq: int,
                                 invalid_mask: int) -> dict[str, float]:
         """Each point's last reading value at or before ``upto_seq`` with no ``invalid_mask``

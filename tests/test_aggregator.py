@@ -92,3 +92,53 @@ async def test_high_availability_uses_the_hours_around_the_gap(tmp_path: Path) -
         assert sub.period_start_ns == T0 + 40 * HOUR_NS
     finally:
         await ob.close()
+
+
+async def test_a_restart_restores_the_history_and_closes_the_hours_it_missed(
+        tmp_path: Path) -> None:
+    """The gateway was down for hour 40 (no readings) and came back during hour 41: the new
+    aggregator knows the 40 hours before, resumes at hour 40, and substitutes it from them."""
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    await ob.ensure_point_index()
+    rule = AggregationConfig(expected_per_minute=1, min_valid_minutes=45)
+    points = [AggregatedPoint("flow", "Nm3/h", rule, part75_table1(500.0))]
+    try:
+        before = Aggregator(ob, points, Metrics(), grace_s=60)
+        for h in range(40):
+            await ob.append(_minute_readings(h, 100.0, range(60)))
+            assert len(await before.close_hour(T0 + h * HOUR_NS)) == 1
+        # ... down during hour 40; back in hour 41, which gets its readings
+        await ob.append(_minute_readings(41, 120.0, range(60)))
+        after = Aggregator(ob, points, Metrics(), grace_s=60, max_history_hours=24 * 3)
+        assert await after.restore(T0 + 41 * HOUR_NS + 30 * MINUTE_NS) == 40
+        assert after.done_until_ns == T0 + 40 * HOUR_NS  # resumes at the first missed hour
+        assert len(after.history["flow"].hours) == 40
+        assert await after.catch_up(T0 + 41 * HOUR_NS + 30 * 10**9) == []  # within the grace
+        hour40 = await after.catch_up(T0 + 41 * HOUR_NS + 30 * MINUTE_NS)
+        assert [(r.derivation, r.quality, r.unit) for r in hour40] == [
+            ("hour-mean", Quality.INSUFFICIENT, "Nm3/h")]  # an hour without data keeps its unit
+        recs = await after.catch_up(T0 + 42 * HOUR_NS + 61 * 10**9)
+        assert [r.derivation for r in recs] == [
+            "hour-mean", "substitute:40 CFR 75.33 Table 1:tier-1:hb_ha_average"]
+        # 41 of 42 hours available counts the restored history: tier 1, not the maximum
+        assert recs[1].value == 110.0 and recs[1].period_start_ns == T0 + 40 * HOUR_NS
+        assert after.done_until_ns == T0 + 42 * HOUR_NS
+        # a second restart does not substitute hour 40 again nor re-close any hour
+        again = Aggregator(ob, points, Metrics(), grace_s=60, max_history_hours=24 * 3)
+        assert await again.restore(T0 + 42 * HOUR_NS + 2 * MINUTE_NS) == 42
+        assert T0 + 40 * HOUR_NS in again.history["flow"].substituted
+        assert await again.catch_up(T0 + 42 * HOUR_NS + 2 * MINUTE_NS) == []
+    finally:
+        await ob.close()
+
+
+async def test_with_nothing_aggregated_yet_it_starts_with_the_current_hour(
+        tmp_path: Path) -> None:
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    try:
+        agg = Aggregator(ob, [AggregatedPoint("flow", "Nm3/h", AggregationConfig(
+            expected_per_minute=1))], Metrics())
+        assert await agg.restore(T0 + 5 * HOUR_NS + 17 * MINUTE_NS) == 0
+        assert agg.done_until_ns == T0 + 5 * HOUR_NS
+    finally:
+        await ob.close()
