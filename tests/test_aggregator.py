@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from pathlib import Path
 
 from cleaning import AggregationConfig, part75_table1
 from cleaning._aggregate import HOUR_NS, MINUTE_NS
-from config import parse_config
+from config import load_config, parse_config
 from gateway import DerivedRecord, Quality, Reading
 from gateway._aggregator import AggregatedPoint, Aggregator
+from gateway._daemon import run_daemon
 from gateway._metrics import Metrics
 from ledger_client import Outbox
+from simulator import Anvil, ModbusPlant, plant_devices, provision
+from tests.support import until
 
 T0 = 1_767_225_600 * 10**9  # 2026-01-01T00:00Z, an hour boundary
 
@@ -140,5 +145,48 @@ async def test_with_nothing_aggregated_yet_it_starts_with_the_current_hour(
             expected_per_minute=1))], Metrics())
         assert await agg.restore(T0 + 5 * HOUR_NS + 17 * MINUTE_NS) == 0
         assert agg.done_until_ns == T0 + 5 * HOUR_NS
+    finally:
+        await ob.close()
+
+
+async def test_the_daemon_catches_up_the_hours_missed_while_it_was_down(
+        tmp_path: Path, anvil: Anvil, plant: ModbusPlant) -> None:
+    """Real daemon, real chain: the outbox says hour H-3 was the last one closed; at start the
+    aggregator closes H-2 and H-1 (no readings: invalid hour-means with their unit), and they
+    are anchored with the readings."""
+    prov = await provision(tmp_path / "gw", anvil.url,
+                           devices=plant_devices(plant.port, interval_s=0.2),
+                           batch_interval_s=0.5, max_records=200,
+                           extra={"aggregation": {"grace_s": 0, "points": [
+                               {"point": "feeder.energy", "expected_per_minute": 60}]},
+                               "outbox": {"shutdown_drain_s": 20}})
+    cfg = load_config(prov.config)
+    hour = time.time_ns() // HOUR_NS * HOUR_NS
+    ob = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
+    try:
+        [last] = await ob.append([DerivedRecord(
+            point_id="feeder.energy", derivation="hour-mean", period_start_ns=hour - 3 * HOUR_NS,
+            period_end_ns=hour - 2 * HOUR_NS, value=5.0, unit="kWh", from_seq=0, to_seq=0)])
+    finally:
+        await ob.close()
+    metrics = Metrics()
+    stop = asyncio.Event()
+    daemon = asyncio.create_task(run_daemon(cfg, stop=stop, metrics=metrics))
+    try:
+        await until(lambda: metrics.counters["derived_records"] >= 2
+                    and metrics.counters["polls"] >= 5, timeout=60)
+    finally:
+        stop.set()
+        await asyncio.wait_for(daemon, 60)
+    assert metrics.counters["task_restarts"] == 0, metrics.snapshot()
+    ob = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
+    try:
+        st = await ob.stats()
+        assert st.pending == 0 and st.batches_by_state["confirmed"] == st.batches, st
+        derived = [r for r in await ob.records(last.seq + 1, st.records)
+                   if isinstance(r, DerivedRecord)]
+        assert [(r.period_start_ns, r.derivation, r.quality, r.unit) for r in derived] == [
+            (hour - 2 * HOUR_NS, "hour-mean", Quality.INSUFFICIENT, "kWh"),
+            (hour - HOUR_NS, "hour-mean", Quality.INSUFFICIENT, "kWh")]
     finally:
         await ob.close()
