@@ -81,13 +81,15 @@ class Aggregator:
         out: list[DerivedRecord] = []
         end = hour_start_ns + HOUR_NS
         for p in self.points:
+            h = self.history[p.point_id]
+            if h.hours and h.hours[-1].start_ns >= hour_start_ns:
+                continue  # closed already (a restart after a stop in the middle of this loop)
             seq, ts, val, q = await self.outbox.point_series(p.point_id, hour_start_ns, end)
             _, hours = aggregate(p.point_id, ts, val, q, p.rule, seq=seq, unit=p.unit,
                                  start_ns=hour_start_ns, end_ns=end)
             hour = hours[0]
             [rec] = await self.outbox.append([hour_record(hour)])
             out.append(rec)
-            h = self.history[p.point_id]
             h.hours.append(hour)
             h.mean_seq[hour.start_ns] = rec.seq
             del h.hours[:-self.max_history]
@@ -115,11 +117,12 @@ class Aggregator:
 
     async def restore(self, now_ns: int) -> int:
         """Rebuild the hour history from the outbox's derived records (at most
-        ``max_history_hours`` back) and set where aggregation resumes: the hour after the last
-        hour-mean of any point, or the current hour when there is none. Returns the number of
+        ``max_history_hours`` back) and set where aggregation resumes: the earliest hour some
+        point has not closed (points without any hour-mean yet, e.g. newly configured ones, do
+        not hold it back), or the current hour when no point has one. Returns the number of
         hours restored."""
         since = (now_ns // HOUR_NS - self.max_history) * HOUR_NS
-        last_end = 0
+        ends: list[int] = []
         restored = 0
         for p in self.points:
             h = self.history[p.point_id] = _History()
@@ -130,12 +133,13 @@ class Aggregator:
                         continue  # one hour-mean per hour; the first one stands
                     h.hours.append(_hour_from_record(rec))
                     h.mean_seq[start] = rec.seq
-                    last_end = max(last_end, rec.period_end_ns)
                     restored += 1
                 elif rec.derivation.startswith("substitute:"):
                     h.substituted.add(start)
             del h.hours[:-self.max_history]
-        self.done_until_ns = last_end or (now_ns // HOUR_NS) * HOUR_NS
+            if h.hours:
+                ends.append(h.hours[-1].end_ns)
+        self.done_until_ns = min(ends) if ends else (now_ns // HOUR_NS) * HOUR_NS
         return restored
 
     async def run(self) -> None:

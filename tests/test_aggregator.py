@@ -190,3 +190,25 @@ async def test_the_daemon_catches_up_the_hours_missed_while_it_was_down(
             (hour - HOUR_NS, "hour-mean", Quality.INSUFFICIENT, "kWh")]
     finally:
         await ob.close()
+
+
+async def test_a_stop_between_points_closes_the_rest_of_that_hour_once(tmp_path: Path) -> None:
+    """Hour 3 was closed for one point but not the other when the gateway stopped."""
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    await ob.ensure_point_index()
+    rule = AggregationConfig(expected_per_minute=1)
+    a, b = (AggregatedPoint(pid, "Nm3/h", rule) for pid in ("flow", "flow2"))
+    try:
+        for h in range(4):
+            await ob.append(_minute_readings(h, 100.0, range(60)))
+        first = Aggregator(ob, [a, b], Metrics())
+        for h in range(3):
+            assert len(await first.close_hour(T0 + h * HOUR_NS)) == 2
+        assert len(await Aggregator(ob, [a], Metrics()).close_hour(T0 + 3 * HOUR_NS)) == 1
+        again = Aggregator(ob, [a, b], Metrics(), grace_s=0, max_history_hours=24)
+        assert await again.restore(T0 + 4 * HOUR_NS) == 4 + 3
+        assert again.done_until_ns == T0 + 3 * HOUR_NS  # the earliest hour a point lacks
+        recs = await again.catch_up(T0 + 4 * HOUR_NS)
+        assert [(r.point_id, r.period_start_ns) for r in recs] == [("flow2", T0 + 3 * HOUR_NS)]
+    finally:
+        await ob.close()
