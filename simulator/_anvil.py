@@ -59,8 +59,11 @@ class Anvil:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 20.0) -> Anvil:
+        # --prune-history: no historical states on disk. Without it anvil writes every old
+        # state under ~/.foundry/anvil/tmp and leaves them there: tens of GB over a test run,
+        # enough to fill a CI machine's disk. Nothing here reads state at past blocks.
         cmd = [anvil_bin(), "--host", "127.0.0.1", "--port", str(self.port),
-               "--chain-id", str(CHAIN_ID)]
+               "--chain-id", str(CHAIN_ID), "--prune-history"]
         if self.state is not None:
             cmd += ["--state", str(self.state)]
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
