@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -53,17 +54,21 @@ class Anvil:
         self.state = state
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.cache_path: Path | None = None  # anvil's state cache: its own, removed at stop
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 20.0) -> Anvil:
-        # --prune-history: no historical states on disk. Without it anvil writes every old
-        # state under ~/.foundry/anvil/tmp and leaves them there: tens of GB over a test run,
-        # enough to fill a CI machine's disk. Nothing here reads state at past blocks.
+        # --prune-history: no historical states on disk. Without it anvil writes old states
+        # under ~/.foundry/anvil/tmp and leaves them there: tens of GB over test and benchmark
+        # runs, enough to fill a disk. Nothing here reads state at past blocks. The cache path
+        # is the instance's own, so that whatever it writes goes when it stops.
+        self.cache_path = Path(tempfile.mkdtemp(prefix="mrv-anvil-cache-"))
         cmd = [anvil_bin(), "--host", "127.0.0.1", "--port", str(self.port),
-               "--chain-id", str(CHAIN_ID), "--prune-history"]
+               "--chain-id", str(CHAIN_ID), "--prune-history", "--cache-path",
+               str(self.cache_path)]
         if self.state is not None:
             cmd += ["--state", str(self.state)]
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
@@ -72,7 +77,9 @@ class Anvil:
         deadline = time.monotonic() + timeout_s
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"anvil exited with {self.proc.returncode}: {' '.join(cmd)}")
+                code = self.proc.returncode
+                self.stop()
+                raise RuntimeError(f"anvil exited with {code}: {' '.join(cmd)}")
             try:
                 rpc(self.url, "eth_chainId")
                 return self
@@ -94,6 +101,9 @@ class Anvil:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        if self.cache_path is not None:
+            shutil.rmtree(self.cache_path, ignore_errors=True)
+            self.cache_path = None
 
     def __enter__(self) -> Anvil:
         return self.start()
