@@ -200,9 +200,9 @@ class _EventBuilder:
         tag = ev.tag
         if tag is None or tag == "!":
             tag = ld.resolve(yaml.ScalarNode, ev.value, ev.implicit)
-        node = yaml.ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark, ev.style)
         if tag == _MERGE:
             return _MERGE_KEY
+        node = yaml.ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark, ev.style)
         make = ld.yaml_constructors.get(tag) or ld.yaml_constructors[None]  # None: refuses
         return make(ld, node)
 
@@ -278,17 +278,11 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        trees: list[_Tree] = []
-
-        def tree() -> _Tree:  # composed once, only to place errors on their lines
-            if not trees:
-                trees.append(_Tree(yaml.compose(text, Loader=_Loader)))
-            return trees[0]
-
+        tree = _Tree(yaml.compose(text, Loader=_Loader))  # only now: to put errors on lines
         issues = []
         for err in e.errors():
             loc = _clean_loc(err["loc"])
-            issues.append(ConfigIssue(_fmt_path(loc), tree().line_of(loc), _message(dict(err))))
+            issues.append(ConfigIssue(_fmt_path(loc), tree.line_of(loc), _message(dict(err))))
         raise ConfigError(source, issues) from None
     if base_dir is not None:
         cfg = _resolve_paths(cfg, base_dir)
