@@ -20,7 +20,6 @@ by ``tests/test_format.py``. Everything here is pure.
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,14 +55,19 @@ def gateway_key(gateway_id: str) -> bytes:
     return keccak256(gateway_id.encode())
 
 
+_NAN_BITS = (0x7FF8000000000000).to_bytes(8, "big")
+_ZERO_BITS = bytes(8)
+
+
+def _value_bytes(value: float) -> bytes:
+    """The 8 big-endian bytes of `value_bits`."""
+    return _NAN_BITS if value != value else _ZERO_BITS if value == 0.0 else _pack_f64(value)
+
+
 def value_bits(value: float) -> int:
     """IEEE-754 binary64 bit pattern of ``value``. Canonical: every NaN is encoded as
     0x7FF8000000000000 and negative zero as zero (SQLite, like many stores, keeps neither)."""
-    if math.isnan(value):
-        return 0x7FF8000000000000
-    if value == 0.0:
-        return 0
-    return int.from_bytes(_pack_f64(value), "big")
+    return int.from_bytes(_value_bytes(value), "big")
 
 
 def _word(n: int) -> bytes:
@@ -137,10 +141,6 @@ def _string_tail(s: str) -> bytes:
 # 32-byte big-endian word whose value fits in its last 8 bytes: one pack instead of seven.
 _pack_head = struct.Struct(">24xQ24xQ24xQ24x8s24xQ24xQ24xQ").pack
 _READING_PREFIX = _W_READING + _word(288)  # kind, offset of gatewayId (9 head words = 288)
-_NAN_BITS = (0x7FF8000000000000).to_bytes(8, "big")
-_ZERO_BITS = bytes(8)
-
-
 def encode_reading(r: Reading) -> bytes:
     """The record body of a committed reading: ``abi.encode(_READING_TYPES...)``, written out
     by hand for speed (the hot path); `abi_encode` and eth_abi give the same bytes (tested)."""
@@ -152,9 +152,8 @@ def encode_reading(r: Reading) -> bytes:
     off_u = off_p + len(p)
     off_s = off_u + len(u)
     v = r.value
-    bits = _NAN_BITS if v != v else _ZERO_BITS if v == 0.0 else _pack_f64(v)
     try:
-        head = _pack_head(r.seq, off_p, r.ts_ns, bits, off_u, r.quality, off_s)
+        head = _pack_head(r.seq, off_p, r.ts_ns, _value_bytes(v), off_u, r.quality, off_s)
     except struct.error:  # a timestamp before 1970 or a value beyond 64 bits: the long way
         return b"".join((
             _READING_PREFIX, r.seq.to_bytes(32, "big"), off_p.to_bytes(32, "big"),
