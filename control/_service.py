@@ -55,6 +55,7 @@ from control._policy import (
 )
 from control._rules import LeakDetector, trim_forbid, trim_target
 from control._state import ReplayStore
+from gateway._aio import raise_if_cancelling
 from gateway._metrics import Metrics
 from gateway._records import AuditRecord, Reading, is_valid
 
@@ -270,6 +271,7 @@ class ControlService:
         b = self.cfg.broker
         delay = b.reconnect_initial_s
         while True:
+            raise_if_cancelling()
             try:
                 client = aiomqtt.Client(
                     b.host, b.port, username=b.username, password=b.password,
@@ -421,6 +423,7 @@ class ControlService:
     async def run_commands(self) -> None:
         await self.store()
         while True:
+            raise_if_cancelling()
             payload = await self.commands.get()
             # A command being handled finishes (write, read-back, audit, ack) even when the
             # task is cancelled meanwhile.
@@ -607,6 +610,7 @@ class ControlService:
 
     async def run_rules(self) -> None:
         while True:
+            raise_if_cancelling()
             r = await self._rule_q.get()
             valid = is_valid(r.quality) and not math.isnan(r.value)
             if self.leak_rule is not None and r.point_id == self.leak_rule.gas_point:
@@ -695,6 +699,7 @@ class ControlService:
         due = dict.fromkeys(counter, 0.0)
         next_purge = time.monotonic() + 60
         while True:
+            raise_if_cancelling()
             now = time.monotonic()
             for d in beats:
                 assert d.heartbeat is not None

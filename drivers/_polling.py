@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from drivers._errors import DeviceUnreachable
+from gateway._aio import raise_if_cancelling
 from gateway._metrics import Metrics
 from gateway._records import Quality, Reading
 
@@ -54,18 +55,6 @@ class PollOptions(Protocol):
 class PointInfo:
     id: str
     unit: str
-
-
-def raise_if_cancelling() -> None:
-    """Re-raise a cancellation that an ``asyncio.wait_for`` swallowed.
-
-    Python 3.11's ``wait_for`` (used inside pymodbus) drops a cancellation that arrives as the
-    awaited operation completes; the task would then poll on forever and a shutdown that waits
-    for it would hang. The request is still counted by ``Task.cancelling()``, so honour it here.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def gap_readings(points: Sequence[PointInfo], ts_ns: int, source: str,

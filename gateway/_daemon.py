@@ -22,6 +22,7 @@ from config import Config, contract_address
 from config._schema import Part75Substitution
 from drivers import make_sources
 from gateway._aggregator import AggregatedPoint, Aggregator
+from gateway._aio import cancel_and_wait, raise_if_cancelling
 from gateway._health import serve_health
 from gateway._metrics import Metrics
 from gateway._records import INVALID, Reading
@@ -53,6 +54,7 @@ async def supervise(name: str, factory: Callable[[], Awaitable[None]], metrics: 
         except Exception:
             metrics.inc("task_restarts")
             log.exception("task %s failed; restarting in %.1f s", name, delay)
+            raise_if_cancelling()
         if time.monotonic() - started > 60:
             delay = initial_s
         await asyncio.sleep(delay)
@@ -238,21 +240,17 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
                                                              outbox), metrics), name="health"))
             await stop.wait()
             log.info("stopping: committing what the pollers handed over")
-            for t in [*pollers_tasks, *ctl_tasks]:
-                t.cancel()
+            await cancel_and_wait([*pollers_tasks, *ctl_tasks])
             # (bounded: a writer held by a full disk budget cannot commit; what it holds was
             # never accepted, and MQTT sources redeliver what was not acknowledged)
             deadline = asyncio.get_running_loop().time() + max(cfg.outbox.shutdown_drain_s, 1)
             while ((pipeline.busy or not pipeline.queue.empty())
                    and asyncio.get_running_loop().time() < deadline):
                 await asyncio.sleep(0.01)
-            writer.cancel()
-            batcher_task.cancel()
-            await asyncio.gather(writer, batcher_task, return_exceptions=True)
+            await cancel_and_wait([writer, batcher_task])
             await batcher.cut_all()
             await _drain(outbox, cfg.outbox.shutdown_drain_s, uplink_task)
-            for t in workers:
-                t.cancel()
+            await cancel_and_wait(workers)
     finally:
         if ctl is not None:
             await ctl.aclose()

@@ -46,7 +46,8 @@ async def serve_health(listen: str, metrics: Metrics, outbox: _HasStats) -> None
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readline(), 5)
+            async with asyncio.timeout(5):
+                request = await reader.readline()
             parts = request.decode("latin-1").split()
             path = parts[1] if len(parts) >= 2 else "/"
             if path == "/metrics":

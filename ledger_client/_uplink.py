@@ -15,12 +15,14 @@ re-sends the same bytes (same nonce): the node either already has it or mines it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from eth_account.signers.local import LocalAccount
 
+from gateway._aio import raise_if_cancelling
 from gateway._failpoints import failpoint
 from gateway._metrics import Metrics
 from gateway._records import Record
@@ -88,10 +90,9 @@ class Batcher:
 
     async def run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self.kick.wait(), self.interval_s)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval_s):
+                    await self.kick.wait()
             self.kick.clear()
             await self.cut_all()
 
@@ -130,6 +131,7 @@ class Uplink:
         """Anchor forever. Returns only by raising `AnchorConflict` / `AnchorGap` / a rejection."""
         delay = self.retry_initial_s
         while True:
+            raise_if_cancelling()
             try:
                 progressed = await self.step()
             except (ChainUnavailable, ChainRejected) as e:
@@ -148,10 +150,9 @@ class Uplink:
                 log.info("chain reachable, anchoring")
             delay = self.retry_initial_s
             if not progressed:
-                try:
-                    await asyncio.wait_for(self.wake.wait(), self.idle_poll_s)
-                except TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.idle_poll_s):
+                        await self.wake.wait()
                 self.wake.clear()
 
     async def preflight(self) -> None:

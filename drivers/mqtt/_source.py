@@ -31,8 +31,9 @@ from typing import Any
 import aiomqtt
 
 from config._schema import MqttDevice
-from drivers._polling import LogLimiter, PointInfo, Sink, StaleWatch, raise_if_cancelling
+from drivers._polling import LogLimiter, PointInfo, Sink, StaleWatch
 from drivers.mqtt._payload import PayloadError, compile_points, readings_from
+from gateway._aio import raise_if_cancelling
 from gateway._metrics import Metrics
 from gateway._records import Reading
 
