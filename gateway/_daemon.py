@@ -178,7 +178,8 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
     metrics = metrics or Metrics()
     signer = Signer.load(cfg.gateway.signing_key)
     account = load_account(cfg.chain.account_key)
-    outbox = await Outbox.open(cfg.outbox_path(), cfg.gateway.id, synchronous=cfg.outbox.synchronous)
+    outbox = await Outbox.open(cfg.outbox_path(), cfg.gateway.id, synchronous=cfg.outbox.synchronous,
+                               sign_records=signer.sign if cfg.gateway.sign_records else None)
     chain = EvmChain(cfg.chain.rpc_url, contract_address=contract_address(cfg),
                      request_timeout_s=cfg.chain.request_timeout_s,
                      gas_margin=cfg.chain.gas_margin, gas_price_wei=cfg.chain.gas_price_wei)

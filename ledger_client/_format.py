@@ -45,6 +45,15 @@ def keccak256(data: bytes) -> bytes:
 
 
 BATCH_TAG = keccak256(b"mrv-gateway/batch/v1")
+RECORD_SIG_TAG = keccak256(b"mrv-gateway/record/v1")
+
+
+def record_signing_bytes(leaf: bytes) -> bytes:
+    """What a record signature signs (docs/formats.md, "Record signatures"): the 32-byte tag
+    followed by the record's leaf, so it can never pass for a batch header signature."""
+    if len(leaf) != 32:
+        raise ValueError(f"a leaf has 32 bytes, not {len(leaf)}")
+    return RECORD_SIG_TAG + leaf
 
 _U256_MOD = 1 << 256
 _pack_f64 = struct.Struct(">d").pack

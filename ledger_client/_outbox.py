@@ -33,6 +33,7 @@ from ledger_client._format import (
     KIND_AUDIT,
     KIND_DERIVED,
     KIND_READING,
+    RECORD_SIG_TAG,
     ZERO32,
     BatchHeader,
     build_header,
@@ -59,7 +60,8 @@ CREATE TABLE IF NOT EXISTS records (
     quality   INTEGER NOT NULL,
     source    TEXT NOT NULL,
     extra     TEXT,               -- kind-specific fields as JSON (derived, audit)
-    leaf      BLOB NOT NULL
+    leaf      BLOB NOT NULL,
+    sig       BLOB                -- Ed25519 record signature (gateway.sign_records), else NULL
 );
 CREATE TABLE IF NOT EXISTS batches (
     seq               INTEGER PRIMARY KEY,
@@ -113,6 +115,9 @@ class OutboxStats:
 
 
 _RECORD_COLS = "seq, kind, point_id, ts_ns, value, unit, quality, source, extra"
+_INSERT = f"INSERT INTO records({_RECORD_COLS}, leaf) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_SIGNED = (f"INSERT INTO records({_RECORD_COLS}, leaf, sig)"
+                  " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 def _row_to_record(gateway_id: str, row: Any) -> Record:
@@ -173,6 +178,7 @@ class Outbox:
         self._db = db
         self.gateway_id = gateway_id
         self._next_seq = 1
+        self._sign_records: Callable[[bytes], bytes] | None = None
         # One connection serves every task: a transaction spans several awaits, so each public
         # method holds this lock, and writes are shielded so a cancelled caller never leaves
         # half a transaction behind.
@@ -194,13 +200,19 @@ class Outbox:
         return asyncio.shield(self._locked(coro))
 
     @classmethod
-    async def open(cls, path: Path, gateway_id: str, *, synchronous: str = "FULL") -> Outbox:
+    async def open(cls, path: Path, gateway_id: str, *, synchronous: str = "FULL",
+                   sign_records: Callable[[bytes], bytes] | None = None) -> Outbox:
+        """Open (or create) the outbox. ``sign_records``: an Ed25519 signing function; when
+        given, every record committed from now on carries a record signature (docs/formats.md,
+        "Record signatures"); records committed before keep none."""
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise OutboxError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         db = await open_wal(path, synchronous, _SCHEMA)
         try:
             ob = cls(db, gateway_id)
+            ob._sign_records = sign_records
             await ob._check_meta()
+            await ob._add_signature_column()
             ob._next_seq = await ob._max_record_seq() + 1
         except BaseException:
             await db.close()
@@ -228,6 +240,12 @@ class Outbox:
         if rows.get("schema_version") != str(SCHEMA_VERSION):
             raise OutboxError(f"outbox schema {rows.get('schema_version')}, expected {SCHEMA_VERSION}")
 
+    async def _add_signature_column(self) -> None:
+        """Outboxes created before record signatures existed get the (nullable) column."""
+        cols = {str(r[1]) for r in await self._db.execute_fetchall("PRAGMA table_info(records)")}
+        if "sig" not in cols:
+            await self._db.execute("ALTER TABLE records ADD COLUMN sig BLOB")
+
     async def _max_record_seq(self) -> int:
         # batches too: records of anchored batches may have been pruned (disk budget)
         rows = list(await self._db.execute_fetchall(
@@ -253,12 +271,13 @@ class Outbox:
         gw = self.gateway_id
         committed = [_commit(r, gw, first + i) for i, r in enumerate(records)]
         rows = [_to_row(c) for c in committed]
+        sign = self._sign_records
+        if sign is not None:  # the leaf is the row's last column
+            tag = RECORD_SIG_TAG
+            rows = [(*row, sign(tag + row[9])) for row in rows]  # type: ignore[operator]
         await self._db.execute("BEGIN IMMEDIATE")
         try:
-            await self._db.executemany(
-                f"INSERT INTO records({_RECORD_COLS}, leaf) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            await self._db.executemany(_INSERT_SIGNED if sign is not None else _INSERT, rows)
             failpoint("outbox.before_commit")
             await self._db.execute("COMMIT")
         except BaseException:
@@ -395,6 +414,11 @@ class Outbox:
     async def record(self, seq: int) -> Record | None:
         rows = await self._fetch(f"SELECT {_RECORD_COLS} FROM records WHERE seq = ?", (seq,))
         return _row_to_record(self.gateway_id, rows[0]) if rows else None
+
+    async def record_signature(self, seq: int) -> bytes | None:
+        """The record signature of record ``seq`` (None when it was committed unsigned)."""
+        rows = list(await self._fetch("SELECT sig FROM records WHERE seq = ?", (seq,)))
+        return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
 
     async def batch_of_record(self, record_seq: int) -> StoredBatch | None:
         rows = list(await self._fetch(

@@ -25,6 +25,7 @@ from ledger_client._format import (
     BatchHeader,
     merkle_proof,
     record_leaf,
+    record_signing_bytes,
     value_bits,
     verify_proof,
 )
@@ -108,10 +109,12 @@ class Bundle:
     proof: list[bytes]
     chain_id: int
     contract: str
+    #: Ed25519 over `record_signing_bytes(leaf)` when the gateway signs records, else None
+    record_signature: bytes | None = None
 
     def to_json(self) -> dict[str, Any]:
         r, h = self.record, self.header
-        return {
+        out: dict[str, Any] = {
             "format": FORMAT,
             "chain": {"chain_id": self.chain_id, "contract": self.contract},
             "record": record_to_json(r),
@@ -125,6 +128,9 @@ class Bundle:
             },
             "proof": [_hex(p) for p in self.proof],
         }
+        if self.record_signature is not None:
+            out["record_signature"] = _hex(self.record_signature)
+        return out
 
     @classmethod
     def from_json(cls, d: Any) -> Bundle:
@@ -146,7 +152,9 @@ class Bundle:
                 record=record, header=header,
                 signature=_unhex(bat["signature"], "batch.signature"),
                 proof=[_unhex(p, f"proof[{i}]", 32) for i, p in enumerate(d["proof"])],
-                chain_id=int(d["chain"]["chain_id"]), contract=str(d["chain"]["contract"]))
+                chain_id=int(d["chain"]["chain_id"]), contract=str(d["chain"]["contract"]),
+                record_signature=(None if d.get("record_signature") is None else
+                                  _unhex(d["record_signature"], "record_signature", 64)))
         except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
             if isinstance(e, BundleError):
                 raise
@@ -173,7 +181,8 @@ async def bundle_from_outbox(outbox: Outbox, seq: int, *, chain_id: int,
     leaves = await outbox.leaves(h.first_record_seq, h.last_record_seq)
     proof = merkle_proof(leaves, seq - h.first_record_seq)
     return Bundle(record=record, header=h, signature=batch.signature, proof=proof,
-                  chain_id=chain_id, contract=contract)
+                  chain_id=chain_id, contract=contract,
+                  record_signature=await outbox.record_signature(seq))
 
 
 @dataclass(slots=True)
@@ -221,6 +230,12 @@ async def verify_bundle(b: Bundle, chain: EvmChain) -> Report:
         rep.add("signature", sig_ok,
                 f"Ed25519 signature {'verifies' if sig_ok else 'does NOT verify'} with the key"
                 f" 0x{gw.signing_key.hex()[:16]}.. registered for {h.gateway_id}")
+        if b.record_signature is not None:
+            rsig_ok = verify_signature(gw.signing_key, record_signing_bytes(leaf),
+                                       b.record_signature)
+            rep.add("record-signature", rsig_ok,
+                    f"the record's own Ed25519 signature {'verifies' if rsig_ok else 'does NOT verify'}"
+                    f" with the same key")
     except ChainRevert as e:
         rep.add("signature", False, f"gateway {h.gateway_id} is not registered ({e.name})")
     on_chain = await chain.verify_record(h.gateway_id, h.seq, leaf, b.proof)

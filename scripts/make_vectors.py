@@ -1,4 +1,4 @@
-"""Regenerate docs/vectors/formats.json (record leaves, Merkle trees, batch header, signature).
+"""Regenerate docs/vectors/formats.json (record leaves, Merkle trees, batch header, signatures).
 
 The tests check the file against the code, against eth_abi (an independent ABI encoder) and
 against the ledger contract running on anvil; regenerate only when the format version changes.
@@ -19,6 +19,7 @@ from ledger_client._format import (
     merkle_proof,
     merkle_root,
     record_leaf,
+    record_signing_bytes,
 )
 from ledger_client._signing import Signer
 
@@ -93,6 +94,12 @@ def main() -> None:
             "ed25519_public_key": "0x" + signer.public_key.hex(),
             "signature": "0x" + signer.sign(hh).hex(),
         },
+        # gateway.sign_records: the same key signs each record (tag ‖ leaf)
+        "record_signatures": [{
+            "seq": r.seq, "leaf": "0x" + record_leaf(r).hex(),
+            "signed_bytes": "0x" + record_signing_bytes(record_leaf(r)).hex(),
+            "signature": "0x" + signer.sign(record_signing_bytes(record_leaf(r))).hex(),
+        } for r in [*READINGS, *OTHERS]],
     }
     OUT.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {OUT}")

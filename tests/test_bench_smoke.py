@@ -107,6 +107,12 @@ def test_pipeline_smoke(tmp_path: Path) -> None:
     runs = d["runs_readings_per_cpu_s"]
     assert isinstance(runs, list) and len(runs) == 3
     assert d["readings_per_cpu_s"] == sorted(runs)[1]  # the median is reported
+    assert d["signed_of_3_sampled"] == 0
+    signed = d["per_reading_signatures"]
+    assert signed["readings"] == 3000 and signed["batches"] == 3
+    assert signed["signed_of_3_sampled"] == 3  # first, middle and last reading carry one
+    assert signed["readings_per_cpu_s"] == sorted(signed["runs_readings_per_cpu_s"])[1]
+    assert signed["ratio_to_ed25519_limit"] > 0
     limits = d["limits"]
     assert isinstance(limits, dict) and limits["ed25519_signs_per_s"] > 0
 

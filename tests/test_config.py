@@ -80,6 +80,8 @@ BAD = [
      "does not match any of the expected tags: 'modbus_tcp'", 10),
     ("bad-gateway-id", _edit(GOOD, "id: gw1", "id: 'gw 1/x'"), "gateway.id",
      "should match pattern", 2),
+    ("sign-records-not-a-bool", _edit(GOOD, "id: gw1", "id: gw1\n  sign_records: sometimes"),
+     "gateway.sign_records", "valid boolean", 3),
     ("zero-batch-interval", GOOD + "batching: {interval_s: 0}\n", "batching.interval_s",
      "greater than 0", 16),
     ("retry-order", _edit(GOOD, "  account_key: keys/evm.key\n",
