@@ -75,6 +75,40 @@ def _canonical(obj: object) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+_json_strs: dict[str, str] = {}
+
+
+def _json_str(s: str) -> str:
+    j = _json_strs.get(s)
+    if j is None:
+        if len(_json_strs) >= 65_536:
+            _json_strs.clear()
+        j = _json_strs[s] = json.dumps(s, ensure_ascii=False)
+    return j
+
+
+def _json_value(v: float) -> str:
+    if type(v) is float:
+        if v != v:
+            return "null"
+        if v in (math.inf, -math.inf):
+            return "Infinity" if v > 0 else "-Infinity"
+        return float.__repr__(v)
+    return json.dumps(v)
+
+
+def telemetry_json(gateway_id: str, readings: Iterable[Reading]) -> bytes:
+    """The live telemetry message: the same bytes as ``_canonical({"gateway": ...,
+    "readings": [{"point", "quality", "seq", "ts_ns", "unit", "value"}, ...]})`` (tested),
+    written out per reading with the point's and unit's JSON cached: this runs for every
+    reading the gateway commits."""
+    q = _json_str
+    body = ",".join([
+        f'{{"point":{q(r.point_id)},"quality":{r.quality},"seq":{r.seq},"ts_ns":{r.ts_ns},'
+        f'"unit":{q(r.unit)},"value":{_json_value(r.value)}}}' for r in readings])
+    return f'{{"gateway":{q(gateway_id)},"readings":[{body}]}}'.encode()
+
+
 def _num(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else x
 
@@ -347,9 +381,7 @@ class ControlService:
             await self._wake.wait()
 
     def _telemetry_message(self, readings: list[Reading]) -> bytes:
-        return _canonical({"gateway": self.gw, "readings": [
-            {"seq": r.seq, "point": r.point_id, "ts_ns": r.ts_ns, "value": _num(r.value),
-             "unit": r.unit, "quality": r.quality} for r in readings]}).encode()
+        return telemetry_json(self.gw, readings)
 
     # -- audit ----------------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ async def _cmd_run(args: argparse.Namespace) -> int:
         stop.set()
     if args.duration:
         asyncio.get_running_loop().call_later(args.duration, stop.set)
-    await run_daemon(cfg, stop=stop)
+    await run_daemon(cfg, stop=stop, freeze_gc=True)
     return EXIT_OK
 
 

@@ -12,6 +12,7 @@ only: acquisition goes on and the backlog stays in the outbox.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -173,7 +174,11 @@ class Pipeline:
 
 
 async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
-                     metrics: Metrics | None = None) -> None:
+                     metrics: Metrics | None = None, freeze_gc: bool = False) -> None:
+    """Run the gateway until ``stop`` is set. ``freeze_gc`` (the ``run`` command: one daemon
+    per process): once started, move every object made so far (imports, config, pollers) out
+    of the cyclic garbage collector's reach, so its full collections scan only what the
+    running daemon makes; they took about 9 % of the CPU at 500 devices."""
     stop = stop or asyncio.Event()
     metrics = metrics or Metrics()
     signer = Signer.load(cfg.gateway.signing_key)
@@ -221,6 +226,11 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
             metrics.set_state("control", "alarm", f"failed to start: {e}")
     log.info("gateway %s starting: %d device(s), outbox %s, chain %s", cfg.gateway.id,
              len(pollers), cfg.outbox_path(), cfg.chain.rpc_url)
+    if freeze_gc:
+        gc.collect()
+        gc.freeze()
+        log.info("%d startup objects frozen out of the cyclic garbage collector's scans",
+                 gc.get_freeze_count())
     try:
         async with asyncio.TaskGroup() as tg:
             pollers_tasks = [tg.create_task(supervise(f"source:{p.name}", p.run, metrics),

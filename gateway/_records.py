@@ -158,6 +158,22 @@ _set_point, _set_ts, _set_value, _set_unit, _set_source, _set_quality, _set_seq,
         "point_id", "ts_ns", "value", "unit", "source", "quality", "seq", "gateway_id"))
 
 
+def new_reading(point_id: str, ts_ns: int, value: float, unit: str, source: str,
+                quality: int = 0) -> Reading:
+    """``Reading(point_id=..., ...)`` built through the slots (the pollers' hot path; the
+    same object, about twice as fast as the frozen dataclass's ``__init__``)."""
+    c = _new(Reading)
+    _set_point(c, point_id)
+    _set_ts(c, ts_ns)
+    _set_value(c, value)
+    _set_unit(c, unit)
+    _set_source(c, source)
+    _set_quality(c, quality)
+    _set_seq(c, 0)
+    _set_gw(c, "")
+    return c
+
+
 def committed_reading(r: Reading, seq: int, gateway_id: str) -> Reading:
     """``r`` as the outbox commits it: ``dataclasses.replace(r, seq=seq, gateway_id=...)``,
     built through the slots directly (about twice as fast as the frozen dataclass's

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,9 @@ from ledger_client._format import (
 )
 
 SCHEMA_VERSION = 1
+#: Most (seq, ts, leaf) keys of pending records kept in memory for the next batches; beyond
+#: this (batching far behind), batches read them back from the database.
+KEY_CACHE_MAX = 100_000
 T = TypeVar("T")
 R = TypeVar("R", bound=Record)
 
@@ -179,6 +184,10 @@ class Outbox:
         self.gateway_id = gateway_id
         self._next_seq = 1
         self._sign_records: Callable[[bytes], bytes] | None = None
+        # (seq, ts_ns, leaf) of every pending record, in seq order, as committed: the next
+        # batches take their keys from here instead of reading them back. None: not kept
+        # (opened with records pending, or overflowed) until batching has caught up.
+        self._keys: deque[tuple[int, int, bytes]] | None = None
         # One connection serves every task: a transaction spans several awaits, so each public
         # method holds this lock, and writes are shielded so a cancelled caller never leaves
         # half a transaction behind.
@@ -214,6 +223,8 @@ class Outbox:
             await ob._check_meta()
             await ob._add_signature_column()
             ob._next_seq = await ob._max_record_seq() + 1
+            if await ob._pending_count() == 0:
+                ob._keys = deque()
         except BaseException:
             await db.close()
             raise
@@ -284,6 +295,12 @@ class Outbox:
             await self._db.execute("ROLLBACK")
             raise
         self._next_seq = first + len(records)
+        keys = self._keys
+        if keys is not None:
+            if len(keys) + len(rows) > KEY_CACHE_MAX:
+                self._keys = None
+            else:
+                keys.extend([(row[0], row[3], row[9]) for row in rows])  # type: ignore[misc]
         failpoint("outbox.after_commit")
         return committed
 
@@ -324,20 +341,26 @@ class Outbox:
         try:
             last = await self._last_batch()
             after = last.header.last_record_seq if last else 0
-            # whole records only for the CO2e callback; the header needs seq, time and leaf
-            cols = f"{_RECORD_COLS}, leaf" if co2e_g is not None else "seq, ts_ns, leaf"
-            rows = list(await self._db.execute_fetchall(
-                f"SELECT {cols} FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after, max_records)))
-            if not rows:
+            cached = self._keys
+            if cached is not None and (cached[0][0] if cached else self._next_seq) != after + 1:
+                self._keys = cached = None  # out of step (never expected): read from the db
+            totals = (0, 0, 0)
+            if co2e_g is None and cached is not None:  # the keys as committed, no read-back
+                keys = list(itertools.islice(cached, max_records))
+            else:
+                # whole records only for the CO2e callback; the header needs seq, time, leaf
+                cols = f"{_RECORD_COLS}, leaf" if co2e_g is not None else "seq, ts_ns, leaf"
+                rows = list(await self._db.execute_fetchall(
+                    f"SELECT {cols} FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, max_records)))
+                if co2e_g is not None:
+                    totals = co2e_g([_row_to_record(self.gateway_id, r) for r in rows])
+                    keys = [(int(r[0]), int(r[3]), bytes(r[9])) for r in rows]
+                else:
+                    keys = [(int(r[0]), int(r[1]), bytes(r[2])) for r in rows]
+            if not keys:
                 await self._db.execute("COMMIT")
                 return None
-            totals = (0, 0, 0)
-            if co2e_g is not None:
-                totals = co2e_g([_row_to_record(self.gateway_id, r) for r in rows])
-                keys = [(int(r[0]), int(r[3]), bytes(r[9])) for r in rows]
-            else:
-                keys = [(int(r[0]), int(r[1]), bytes(r[2])) for r in rows]
             header = build_header(
                 gateway_id=self.gateway_id,
                 seq=(last.seq + 1) if last else 1,
@@ -361,6 +384,12 @@ class Outbox:
         except BaseException:
             await self._db.execute("ROLLBACK")
             raise
+        cached = self._keys
+        if cached is not None:
+            while cached and cached[0][0] <= header.last_record_seq:
+                cached.popleft()
+        elif header.last_record_seq == self._next_seq - 1:
+            self._keys = deque()  # caught up: keep the keys of the records to come
         failpoint("batcher.after_build")
         return StoredBatch(header=header, header_hash=hh, signature=sig, state=BUILT,
                            tx_hash=None, raw_tx=None, nonce=None, block_number=None)

@@ -57,6 +57,9 @@ async def _finish(gp: type[GatewayProcess], p: Provisioned, tmp: Path, run_s: fl
     g = gp(p.config, tmp / "gateway.log").start()
     await asyncio.sleep(run_s)
     assert g.terminate() == 0
+    # the `run` command's daemon, alone in its process, freezes its startup objects
+    assert "startup objects frozen out of the cyclic garbage collector" in (
+        tmp / "gateway.log").read_text()
 
 
 FAILPOINTS = [

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import AuditRecord, DerivedRecord, Reading, Record
-from gateway._records import committed_reading
+from gateway._records import committed_reading, new_reading
 from ledger_client._chain import EvmChain
 from ledger_client._format import (
     BATCH_TAG,
@@ -204,3 +204,17 @@ def test_committed_reading_is_replace_with_seq_and_gateway(
     assert type(c) is Reading and r.seq == 0 and r.gateway_id == ""
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.seq = 1  # type: ignore[misc]
+
+
+@given(point=st.text(max_size=20), ts=st.integers(-(2**63), 2**63 - 1),
+       value=st.floats(allow_nan=False), unit=st.text(max_size=5), source=st.text(max_size=5),
+       quality=st.integers(0, 2**32 - 1))
+def test_new_reading_is_the_dataclass_constructor(
+        point: str, ts: int, value: float, unit: str, source: str, quality: int) -> None:
+    n = new_reading(point, ts, value, unit, source, quality)
+    assert n == Reading(point_id=point, ts_ns=ts, value=value, unit=unit, source=source,
+                        quality=quality)
+    assert type(n) is Reading and n.seq == 0 and n.gateway_id == ""
+    assert new_reading(point, ts, value, unit, source).quality == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        n.value = 1.0  # type: ignore[misc]

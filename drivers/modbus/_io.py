@@ -33,7 +33,7 @@ from drivers._polling import PointInfo, PollLoop, Sink
 from drivers.modbus._decode import Decoder, compile_decoder, register_count
 from drivers.modbus._plan import BIT_TABLES, PointRef, ReadRequest, plan_reads
 from gateway._metrics import Metrics
-from gateway._records import Quality, Reading
+from gateway._records import Quality, Reading, new_reading
 
 log = logging.getLogger("mrv.drivers.modbus")
 
@@ -159,9 +159,9 @@ class UnitReader:
                     out += self._flagged(req, ts, _DEVICE_FAULT)
                     continue
                 for m in req.members:
-                    out.append(Reading(point_id=m.id, ts_ns=ts,
-                                       value=(1.0 if bits[m.offset] else 0.0) * m.scale + m.add,
-                                       unit=m.unit, source=source, quality=0))
+                    out.append(new_reading(m.id, ts,
+                                           (1.0 if bits[m.offset] else 0.0) * m.scale + m.add,
+                                           m.unit, source))
                 continue
             regs = rr.registers
             if len(regs) < req.count:
@@ -172,11 +172,9 @@ class UnitReader:
                 assert m.decoder is not None
                 value, sentinel = m.decoder(regs[m.offset:m.offset + m.count])
                 if sentinel:
-                    out.append(Reading(point_id=m.id, ts_ns=ts, value=math.nan, unit=m.unit,
-                                       source=source, quality=_SENTINEL))
+                    out.append(new_reading(m.id, ts, math.nan, m.unit, source, _SENTINEL))
                 else:
-                    out.append(Reading(point_id=m.id, ts_ns=ts, value=value * m.scale + m.add,
-                                       unit=m.unit, source=source, quality=0))
+                    out.append(new_reading(m.id, ts, value * m.scale + m.add, m.unit, source))
         return out
 
 
