@@ -1,11 +1,15 @@
-"""Helpers shared by the driver tests: a sink that collects readings, and a polling wait."""
+"""Helpers shared by the tests: a sink that collects readings, a polling wait, and an
+auditor's proof bundle and verification of a provisioned gateway's reading."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 
+from config import contract_address, load_config
 from gateway import Reading
+from ledger_client import Bundle, EvmChain, Outbox, bundle_from_outbox, verify_bundle
+from simulator import Provisioned
 
 
 class Collector:
@@ -30,3 +34,24 @@ async def until(cond: Callable[[], bool], timeout: float = 10.0, poll_s: float =
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(poll_s)
+
+
+async def proof_bundle(p: Provisioned, seq: int) -> Bundle:
+    """The proof bundle of record ``seq`` from gateway ``p``'s outbox."""
+    cfg = load_config(p.config)
+    ob = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
+    try:
+        return await bundle_from_outbox(ob, seq, chain_id=cfg.chain.chain_id,
+                                        contract=contract_address(cfg))
+    finally:
+        await ob.close()
+
+
+async def verify_checks(p: Provisioned, b: Bundle) -> dict[str, bool]:
+    """Each check of `verify_bundle` against ``p``'s ledger: name -> passed."""
+    chain = EvmChain(p.rpc_url, contract_address=p.contract)
+    try:
+        rep = await verify_bundle(b, chain)
+    finally:
+        await chain.close()
+    return {name: ok for name, ok, _ in rep.checks}

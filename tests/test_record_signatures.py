@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from config import contract_address, load_config
+from config import load_config
 from gateway import AuditRecord, DerivedRecord, Reading
 from gateway._daemon import run_daemon
 from gateway._metrics import Metrics
-from ledger_client import Bundle, EvmChain, Outbox, bundle_from_outbox, verify_bundle
+from ledger_client import Bundle, Outbox
 from ledger_client._format import (
     RECORD_SIG_TAG,
     keccak256,
@@ -26,6 +26,7 @@ from ledger_client._format import (
 )
 from ledger_client._signing import Signer, verify_signature
 from simulator import Anvil, ModbusPlant, Provisioned, plant_devices, provision
+from tests.support import proof_bundle, verify_checks
 
 VECTORS = json.loads((Path(__file__).parent.parent / "docs/vectors/formats.json").read_text())
 
@@ -145,30 +146,11 @@ async def signing_gateway(tmp_path: Path, anvil: Anvil, plant: ModbusPlant) -> P
     return prov
 
 
-async def _bundle(p: Provisioned, seq: int) -> Bundle:
-    cfg = load_config(p.config)
-    ob = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
-    try:
-        return await bundle_from_outbox(ob, seq, chain_id=cfg.chain.chain_id,
-                                        contract=contract_address(cfg))
-    finally:
-        await ob.close()
-
-
-async def _checks(p: Provisioned, b: Bundle) -> dict[str, bool]:
-    chain = EvmChain(p.rpc_url, contract_address=p.contract)
-    try:
-        rep = await verify_bundle(b, chain)
-    finally:
-        await chain.close()
-    return {name: ok for name, ok, _ in rep.checks}
-
-
 async def test_a_signed_reading_verifies_with_its_own_signature(
         signing_gateway: Provisioned) -> None:
-    b = await _bundle(signing_gateway, 5)
+    b = await proof_bundle(signing_gateway, 5)
     assert b.record_signature is not None
-    assert await _checks(signing_gateway, b) == {
+    assert await verify_checks(signing_gateway, b) == {
         "record-in-batch": True, "header-anchored": True, "signature": True,
         "record-signature": True, "on-chain-proof": True}
     again = Bundle.from_json(json.loads(json.dumps(b.to_json())))
@@ -176,15 +158,15 @@ async def test_a_signed_reading_verifies_with_its_own_signature(
 
 
 async def test_a_forged_record_signature_is_caught(signing_gateway: Provisioned) -> None:
-    b = await _bundle(signing_gateway, 5)
+    b = await proof_bundle(signing_gateway, 5)
     assert b.record_signature is not None
     forged = dataclasses.replace(
         b, record_signature=bytes([b.record_signature[0] ^ 1]) + b.record_signature[1:])
-    checks = await _checks(signing_gateway, forged)
+    checks = await verify_checks(signing_gateway, forged)
     assert checks["record-signature"] is False
     assert checks["record-in-batch"] and checks["signature"]
     # another record's signature does not verify this record
-    other = await _bundle(signing_gateway, 6)
-    checks = await _checks(signing_gateway,
+    other = await proof_bundle(signing_gateway, 6)
+    checks = await verify_checks(signing_gateway,
                            dataclasses.replace(b, record_signature=other.record_signature))
     assert checks["record-signature"] is False

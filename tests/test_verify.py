@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from config import contract_address, load_config
+from config import load_config
 from gateway._daemon import run_daemon
 from gateway._metrics import Metrics
-from ledger_client import Bundle, EvmChain, Outbox, bundle_from_outbox, verify_bundle
+from ledger_client import Bundle
 from ledger_client._verify import BundleError
 from simulator import Provisioned
+from tests.support import proof_bundle, verify_checks
 
 
 @pytest.fixture
@@ -34,61 +35,42 @@ async def anchored(gateway: Provisioned) -> Provisioned:
     return gateway
 
 
-async def _bundle(p: Provisioned, seq: int) -> Bundle:
-    cfg = load_config(p.config)
-    ob = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
-    try:
-        return await bundle_from_outbox(ob, seq, chain_id=cfg.chain.chain_id,
-                                        contract=contract_address(cfg))
-    finally:
-        await ob.close()
-
-
-async def _verify(p: Provisioned, b: Bundle) -> dict[str, bool]:
-    chain = EvmChain(p.rpc_url, contract_address=p.contract)
-    try:
-        rep = await verify_bundle(b, chain)
-    finally:
-        await chain.close()
-    return {name: ok for name, ok, _ in rep.checks}
-
-
 async def test_genuine_reading_holds(anchored: Provisioned) -> None:
-    checks = await _verify(anchored, await _bundle(anchored, 5))
+    checks = await verify_checks(anchored, await proof_bundle(anchored, 5))
     assert checks == {"record-in-batch": True, "header-anchored": True, "signature": True,
                       "on-chain-proof": True}
 
 
 async def test_tampered_reading_fails(anchored: Provisioned) -> None:
-    b = await _bundle(anchored, 5)
+    b = await proof_bundle(anchored, 5)
     for change in ({"value": b.record.value + 0.01}, {"quality": 0xFFFF},
                    {"ts_ns": b.record.ts_ns + 1}, {"point_id": "other"}):
         forged = dataclasses.replace(b, record=dataclasses.replace(b.record, **change))
-        checks = await _verify(anchored, forged)
+        checks = await verify_checks(anchored, forged)
         assert checks["record-in-batch"] is False, change
         assert checks["on-chain-proof"] is False, change
         assert checks["header-anchored"] is True  # the batch itself is untouched
 
 
 async def test_tampered_root_fails(anchored: Provisioned) -> None:
-    b = await _bundle(anchored, 5)
+    b = await proof_bundle(anchored, 5)
     root = bytes([b.header.root[0] ^ 1]) + b.header.root[1:]
-    checks = await _verify(anchored, dataclasses.replace(
+    checks = await verify_checks(anchored, dataclasses.replace(
         b, header=dataclasses.replace(b.header, root=root)))
     assert checks["header-anchored"] is False
     assert checks["record-in-batch"] is False
 
 
 async def test_wrong_signature_fails(anchored: Provisioned) -> None:
-    b = await _bundle(anchored, 5)
+    b = await proof_bundle(anchored, 5)
     sig = bytes([b.signature[0] ^ 0x80]) + b.signature[1:]
-    checks = await _verify(anchored, dataclasses.replace(b, signature=sig))
+    checks = await verify_checks(anchored, dataclasses.replace(b, signature=sig))
     assert checks == {"record-in-batch": True, "header-anchored": True, "signature": False,
                       "on-chain-proof": True}
 
 
 async def test_bundle_round_trips_through_json(anchored: Provisioned) -> None:
-    b = await _bundle(anchored, 7)
+    b = await proof_bundle(anchored, 7)
     again = Bundle.from_json(json.loads(json.dumps(b.to_json())))
     assert again == b
 
@@ -100,7 +82,7 @@ async def test_bundle_round_trips_through_json(anchored: Provisioned) -> None:
     lambda d: d["record"].update(value_bits="zz"),
 ])
 async def test_malformed_bundle_is_rejected_clearly(anchored: Provisioned, mutate: object) -> None:
-    d = (await _bundle(anchored, 3)).to_json()
+    d = (await proof_bundle(anchored, 3)).to_json()
     mutate(d)  # type: ignore[operator]
     with pytest.raises(BundleError):
         Bundle.from_json(d)
