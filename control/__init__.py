@@ -20,6 +20,7 @@ from control._envelope import (
     verify_ack,
 )
 from control._policy import REASON_CODES, REASONS, Verdict, authenticate, authorize, evaluate
+from control._telemetry import telemetry_json, verify_telemetry
 
 __all__ = [
     "ACK_DOMAIN",
@@ -39,5 +40,7 @@ __all__ = [
     "evaluate",
     "parse_command",
     "sign_command",
+    "telemetry_json",
     "verify_ack",
+    "verify_telemetry",
 ]

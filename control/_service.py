@@ -55,6 +55,7 @@ from control._policy import (
 )
 from control._rules import LeakDetector, trim_forbid, trim_target
 from control._state import ReplayStore
+from control._telemetry import telemetry_chunks, telemetry_json
 from gateway._aio import raise_if_cancelling
 from gateway._metrics import Metrics
 from gateway._records import AuditRecord, Reading, is_valid
@@ -73,40 +74,6 @@ TaskFactory = tuple[str, Callable[[], Awaitable[None]]]
 
 def _canonical(obj: object) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-_json_strs: dict[str, str] = {}
-
-
-def _json_str(s: str) -> str:
-    j = _json_strs.get(s)
-    if j is None:
-        if len(_json_strs) >= 65_536:
-            _json_strs.clear()
-        j = _json_strs[s] = json.dumps(s, ensure_ascii=False)
-    return j
-
-
-def _json_value(v: float) -> str:
-    if type(v) is float:
-        if v != v:
-            return "null"
-        if v in (math.inf, -math.inf):
-            return "Infinity" if v > 0 else "-Infinity"
-        return float.__repr__(v)
-    return json.dumps(v)
-
-
-def telemetry_json(gateway_id: str, readings: Iterable[Reading]) -> bytes:
-    """The live telemetry message: the same bytes as ``_canonical({"gateway": ...,
-    "readings": [{"point", "quality", "seq", "ts_ns", "unit", "value"}, ...]})`` (tested),
-    written out per reading with the point's and unit's JSON cached: this runs for every
-    reading the gateway commits."""
-    q = _json_str
-    body = ",".join([
-        f'{{"point":{q(r.point_id)},"quality":{r.quality},"seq":{r.seq},"ts_ns":{r.ts_ns},'
-        f'"unit":{q(r.unit)},"value":{_json_value(r.value)}}}' for r in readings])
-    return f'{{"gateway":{q(gateway_id)},"readings":[{body}]}}'.encode()
 
 
 def _num(x: float | None) -> float | None:
@@ -159,7 +126,7 @@ class ControlService:
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.commands: asyncio.Queue[bytes] = asyncio.Queue(config.command_queue)
         self._outgoing: deque[tuple[str, bytes, int, bool]] = deque()
-        self._telemetry: deque[list[Reading]] = deque()
+        self._telemetry: deque[tuple[list[Reading], list[bytes] | None]] = deque()
         self._telemetry_n = 0
         self._wake = asyncio.Event()
         self.ready = asyncio.Event()  # set while subscribed to the command topic
@@ -266,13 +233,14 @@ class ControlService:
 
     # -- pipeline tap (must never block or raise) -----------------------------------------
 
-    def on_readings(self, chunk: list[Reading]) -> None:
+    def on_readings(self, chunk: list[Reading], signatures: list[bytes] | None = None) -> None:
+        """Committed readings (with their record signatures when the gateway signs records)."""
         try:
             if self.cfg.telemetry.enabled and chunk:
                 if self._telemetry_n + len(chunk) > self.cfg.telemetry.queue:
                     self.metrics.inc("control_telemetry_dropped", len(chunk))
                 else:
-                    self._telemetry.append(chunk)
+                    self._telemetry.append((chunk, signatures))
                     self._telemetry_n += len(chunk)
                     self._wake.set()
             if self._rule_points:
@@ -371,17 +339,14 @@ class ControlService:
                 await client.publish(topic, payload, qos=qos, retain=retain)
                 self._outgoing.popleft()
             if self._telemetry:
-                chunk = self._telemetry.popleft()
+                chunk, sigs = self._telemetry.popleft()
                 self._telemetry_n -= len(chunk)
-                for i in range(0, len(chunk), maxn):
-                    await client.publish(self.t_telemetry, self._telemetry_message(
-                        chunk[i:i + maxn]), qos=0)
+                for part, part_sigs in telemetry_chunks(chunk, sigs, maxn):
+                    await client.publish(self.t_telemetry, telemetry_json(self.gw, part, part_sigs),
+                                         qos=0)
                     self.metrics.inc("control_telemetry_messages")
                 self._wake.set()  # more may be waiting: go round again, acks first
             await self._wake.wait()
-
-    def _telemetry_message(self, readings: list[Reading]) -> bytes:
-        return telemetry_json(self.gw, readings)
 
     # -- audit ----------------------------------------------------------------------------
 

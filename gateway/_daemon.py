@@ -127,7 +127,8 @@ class Pipeline:
         self.budget: DiskBudget | None = None
         #: Called with every committed chunk (live telemetry, local rules). Must not block:
         #: a tap that cannot keep up drops its own copy, never the outbox's.
-        self.taps: list[Callable[[list[Reading]], None]] = []
+        #: called with each committed chunk and its record signatures (None: not signed)
+        self.taps: list[Callable[[list[Reading], list[bytes] | None], None]] = []
 
     async def submit(self, readings: list[Reading],
                      on_commit: Callable[[], None] | None = None) -> None:
@@ -161,7 +162,7 @@ class Pipeline:
         if self.budget is not None:
             await self.budget.wait_for_room()
         cleaned = self.cleaner.clean(readings, time.time_ns())
-        committed = await self.outbox.append(cleaned)
+        committed, sigs = await self.outbox.append_signed(cleaned)
         self.metrics.inc("readings_accepted", len(committed))
         self.on_commit(len(committed))
         for ack in acks or ():  # after the commit: the acknowledgement point (docs/drivers.md)
@@ -170,7 +171,7 @@ class Pipeline:
             except Exception:
                 log.exception("acknowledging committed readings failed")
         for tap in self.taps:
-            tap(committed)
+            tap(committed, sigs)
 
 
 async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,

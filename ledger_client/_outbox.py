@@ -273,19 +273,26 @@ class Outbox:
         Returning is the acknowledgement: the records are durable (per the ``synchronous``
         setting) and will be anchored.
         """
+        return (await self._write(self._append(records)))[0]
+
+    async def append_signed(self, records: Sequence[R]) -> tuple[list[R], list[bytes] | None]:
+        """`append`, also returning the record signatures made (None when the outbox does
+        not sign records): for live telemetry that carries them."""
         return await self._write(self._append(records))
 
-    async def _append(self, records: Sequence[R]) -> list[R]:
+    async def _append(self, records: Sequence[R]) -> tuple[list[R], list[bytes] | None]:
         if not records:
-            return []
+            return [], None if self._sign_records is None else []
         first = self._next_seq
         gw = self.gateway_id
         committed = [_commit(r, gw, first + i) for i, r in enumerate(records)]
         rows = [_to_row(c) for c in committed]
         sign = self._sign_records
+        sigs: list[bytes] | None = None
         if sign is not None:  # the leaf is the row's last column
             tag = RECORD_SIG_TAG
-            rows = [(*row, sign(tag + row[9])) for row in rows]  # type: ignore[operator]
+            sigs = [sign(tag + row[9]) for row in rows]  # type: ignore[operator]
+            rows = [(*row, sig) for row, sig in zip(rows, sigs, strict=True)]
         await self._db.execute("BEGIN IMMEDIATE")
         try:
             await self._db.executemany(_INSERT_SIGNED if sign is not None else _INSERT, rows)
@@ -302,7 +309,7 @@ class Outbox:
             else:
                 keys.extend([(row[0], row[3], row[9]) for row in rows])  # type: ignore[misc]
         failpoint("outbox.after_commit")
-        return committed
+        return committed, sigs
 
     # -- batching ---------------------------------------------------------------------------
 

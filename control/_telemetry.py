@@ -1,0 +1,99 @@
+"""The live telemetry message (``<prefix>/<gw>/telemetry``, docs/control.md "Telemetry"): how
+the gateway writes it, and how a governance body checks the record signatures it carries when
+the gateway signs records (``gateway.sign_records``).
+
+Kept light: imported by `control` (which ``config`` imports), so the ledger code it needs to
+verify is imported when `verify_telemetry` is called.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from gateway._records import Reading
+
+_json_strs: dict[str, str] = {}
+
+
+def _json_str(s: str) -> str:
+    j = _json_strs.get(s)
+    if j is None:
+        if len(_json_strs) >= 65_536:
+            _json_strs.clear()
+        j = _json_strs[s] = json.dumps(s, ensure_ascii=False)
+    return j
+
+
+def _json_value(v: float) -> str:
+    if type(v) is float:
+        if v != v:
+            return "null"
+        if v in (math.inf, -math.inf):
+            return "Infinity" if v > 0 else "-Infinity"
+        return float.__repr__(v)
+    return json.dumps(v)
+
+
+def telemetry_json(gateway_id: str, readings: Sequence[Reading],
+                   signatures: Sequence[bytes] | None = None) -> bytes:
+    """The telemetry message: the same bytes as canonical JSON (sorted keys, no spaces) of
+    ``{"gateway", "readings": [{"point", "quality", "seq", "ts_ns", "unit", "value"}]}``
+    (tested), written out per reading with the point's and unit's JSON cached: this runs for
+    every reading the gateway commits. With ``signatures`` (one per reading, the outbox's
+    record signatures) each reading also carries ``"sig"`` and its ``"source"``, all a reader
+    needs to rebuild the record's leaf and check the signature."""
+    q = _json_str
+    if signatures is None:
+        body = ",".join([
+            f'{{"point":{q(r.point_id)},"quality":{r.quality},"seq":{r.seq},"ts_ns":{r.ts_ns},'
+            f'"unit":{q(r.unit)},"value":{_json_value(r.value)}}}' for r in readings])
+    else:
+        body = ",".join([
+            f'{{"point":{q(r.point_id)},"quality":{r.quality},"seq":{r.seq},"sig":"0x{s.hex()}",'
+            f'"source":{q(r.source)},"ts_ns":{r.ts_ns},"unit":{q(r.unit)},'
+            f'"value":{_json_value(r.value)}}}'
+            for r, s in zip(readings, signatures, strict=True)])
+    return f'{{"gateway":{q(gateway_id)},"readings":[{body}]}}'.encode()
+
+
+def verify_telemetry(message: bytes, public_key: bytes) -> list[tuple[int, bool]]:
+    """Check the record signatures of a telemetry message with the gateway's Ed25519 public
+    key (the one registered on the ledger): ``(seq, verified)`` per reading. A reading without
+    a signature, or one whose fields were changed, is ``False``. Raises ``ValueError`` when
+    the message is not a telemetry message."""
+    from ledger_client._format import record_leaf, record_signing_bytes
+    from ledger_client._signing import verify_signature
+
+    try:
+        doc: Any = json.loads(message)
+        gateway_id = str(doc["gateway"])
+        items = list(doc["readings"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"not a telemetry message: {type(e).__name__}: {e}") from None
+    out: list[tuple[int, bool]] = []
+    for it in items:
+        try:
+            seq = int(it["seq"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"not a telemetry reading: {it!r}") from None
+        try:
+            value = math.nan if it["value"] is None else float(it["value"])
+            r = Reading(gateway_id=gateway_id, seq=seq, point_id=str(it["point"]),
+                        ts_ns=int(it["ts_ns"]), value=value, unit=str(it["unit"]),
+                        quality=int(it["quality"]), source=str(it["source"]))
+            sig = bytes.fromhex(str(it["sig"]).removeprefix("0x"))
+            ok = verify_signature(public_key, record_signing_bytes(record_leaf(r)), sig)
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        out.append((seq, ok))
+    return out
+
+
+def telemetry_chunks(readings: list[Reading], signatures: list[bytes] | None,
+                     n: int) -> Iterable[tuple[list[Reading], list[bytes] | None]]:
+    """``readings`` (and their signatures) in messages of at most ``n`` readings."""
+    for i in range(0, len(readings), n):
+        yield readings[i:i + n], None if signatures is None else signatures[i:i + n]
