@@ -289,10 +289,10 @@ async def test_the_daemon_pipeline_acknowledges_only_after_the_outbox_commit() -
             self.release = asyncio.Event()
             self.rows: list[Reading] = []
 
-        async def append(self, rs: list[Reading]) -> list[Reading]:
+        async def append_signed(self, rs: list[Reading]) -> tuple[list[Reading], None]:
             await self.release.wait()
             self.rows += rs
-            return rs
+            return rs, None
 
     class NoCleaning:
         def clean(self, rs: list[Reading], now_ns: int) -> list[Reading]:
