@@ -24,6 +24,7 @@ from drivers.hj212._frame import (
     build_frame,
     parse_frame,
 )
+from gateway._aio import cancel_and_wait
 
 
 @dataclass
@@ -77,8 +78,7 @@ class Hj212Logger:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task])
         self._task = None
         self._close()
 
@@ -152,8 +152,9 @@ class Hj212Logger:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return  # no answer: keep uploading, as loggers do (they may resend later)
-            try:
-                chunk = await asyncio.wait_for(reader.read(4096), remaining)
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancel (_aio.py)
+                async with asyncio.timeout(remaining):
+                    chunk = await reader.read(4096)
             except TimeoutError:
                 return
             if not chunk:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
+from gateway._aio import cancel_and_wait
+
 
 @dataclass
 class SimSensor:
@@ -48,9 +50,8 @@ class MqttSensorGroup:
         return self
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._task is not None:  # re-cancelled if aiomqtt's wait_for loses the cancel
+            await cancel_and_wait([self._task])
         self._task = None
 
     def payload(self, s: SimSensor) -> tuple[bytes, bool]:

@@ -36,6 +36,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.modbus._decode import encode
+from gateway._aio import cancel_and_wait
 
 FC_READ_COILS, FC_READ_DISCRETE, FC_READ_HR, FC_READ_IR = 1, 2, 3, 4
 
@@ -209,8 +210,7 @@ class SimServer:
         if self._server is not None:
             await self._server.shutdown()  # type: ignore[no-untyped-call]
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task])
         self._server = self._task = None
 
 

@@ -28,6 +28,7 @@ from drivers.hj212._listener import Hj212Listener
 from drivers.modbus._io import ModbusRtuBusPoller, ModbusTcpPoller
 from drivers.mqtt._source import MqttSource
 from gateway import Quality, Reading
+from gateway._aio import cancel_and_wait
 from gateway._daemon import supervise
 from gateway._metrics import Metrics
 from simulator import (
@@ -188,9 +189,7 @@ async def test_plant_with_every_driver_and_every_fault(mosquitto: Mosquitto) -> 
     finally:
         await sensors.stop()
         await logger.stop()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)  # as the daemon stops its sources
         for p in plants:
             await p.stop()
         await rtu.stop()
