@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from config import contract_address, load_config
+from config import load_config
 from gateway import Reading
-from ledger_client import Bundle, EvmChain, Outbox, bundle_from_outbox, verify_bundle
+from ledger_client import Bundle, EvmChain, verify_bundle
 from simulator import Provisioned
 
 
@@ -37,14 +37,11 @@ async def until(cond: Callable[[], bool], timeout: float = 10.0, poll_s: float =
 
 
 async def proof_bundle(p: Provisioned, seq: int) -> Bundle:
-    """The proof bundle of record ``seq`` from gateway ``p``'s outbox."""
-    cfg = load_config(p.config)
-    ob = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
-    try:
-        return await bundle_from_outbox(ob, seq, chain_id=cfg.chain.chain_id,
-                                        contract=contract_address(cfg))
-    finally:
-        await ob.close()
+    """The proof bundle of record ``seq`` from gateway ``p``'s outbox, as `export-proof`
+    makes it."""
+    from gateway._cli import _bundle_for
+
+    return await _bundle_for(load_config(p.config), seq)
 
 
 async def verify_checks(p: Provisioned, b: Bundle) -> dict[str, bool]:
