@@ -14,7 +14,6 @@ import json
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -24,10 +23,9 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.types import RPCEndpoint
 
+from contracts import ARTIFACTS
 from ledger_client._errors import ChainRejected, ChainRevert, ChainUnavailable
 from ledger_client._format import BatchHeader, gateway_key, keccak256
-
-ARTIFACTS = Path(__file__).resolve().parent.parent / "contracts" / "artifacts"
 
 T = TypeVar("T")
 
@@ -35,7 +33,14 @@ T = TypeVar("T")
 @cache
 def load_artifact(name: str) -> dict[str, Any]:
     path = ARTIFACTS / f"{name}.json"
-    data: dict[str, Any] = json.loads(path.read_text())
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"contract artifact {name!r} not found at {path}: the package was installed without "
+            "its contract artifacts (reinstall it, or run `node contracts/build.mjs` in a checkout)"
+        ) from None
+    data: dict[str, Any] = json.loads(text)
     return data
 
 
