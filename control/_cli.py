@@ -5,9 +5,13 @@
         --point vent.opening --value 40 --unit % -o cmd.json
     mrv-command approve --key auditor.key --key-id auditor cmd.json -o cmd.json
     mrv-command send cmd.json --broker 10.0.0.9:1883 --gateway-key 0x...
+    mrv-command watch --broker 10.0.0.9:1883 --gateway plant-a-gw1 --gateway-key 0x... \\
+        [--count 1000] [--timeout 60]            # live readings, each signature checked
 
-Exit codes: 0 applied, 1 rejected or failed (or the ack's signature is wrong), 2 bad input,
-3 no ack in time or the broker could not be reached.
+Exit codes: 0 applied (watch: every reading verified), 1 rejected or failed (or the ack's
+signature is wrong; watch: a reading did not verify or a message was malformed), 2 bad input,
+3 no ack in time or the broker could not be reached (watch: fewer than --count readings
+within --timeout).
 """
 
 from __future__ import annotations
@@ -141,6 +145,16 @@ def _broker(s: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _gateway_key(s: str) -> bytes:
+    try:
+        key = bytes.fromhex(s.removeprefix("0x"))
+    except ValueError:
+        raise CliError("--gateway-key is not hex") from None
+    if len(key) != 32:
+        raise CliError("--gateway-key must be a 32-byte Ed25519 public key")
+    return key
+
+
 async def _send(args: argparse.Namespace) -> int:
     import aiomqtt
 
@@ -150,14 +164,7 @@ async def _send(args: argparse.Namespace) -> int:
     host, port = _broker(args.broker)
     cmd_topic = f"{args.prefix}/{cmd.gateway}/cmd"
     ack_topic = f"{args.prefix}/{cmd.gateway}/ack"
-    gw_key = None
-    if args.gateway_key:
-        try:
-            gw_key = bytes.fromhex(args.gateway_key.removeprefix("0x"))
-        except ValueError:
-            raise CliError("--gateway-key is not hex") from None
-        if len(gw_key) != 32:
-            raise CliError("--gateway-key must be a 32-byte Ed25519 public key")
+    gw_key = _gateway_key(args.gateway_key) if args.gateway_key else None
     t0 = time.perf_counter()
     try:
         async with aiomqtt.Client(host, port, username=args.username, password=args.password,
@@ -188,6 +195,75 @@ async def _send(args: argparse.Namespace) -> int:
     print(f"{ack.get('status')}{' (' + str(ack.get('reason')) + ')' if ack.get('reason') else ''}"
           f" in {ms:.1f} ms", file=sys.stderr)
     return EXIT_OK if ack.get("status") == "applied" else EXIT_FAILED
+
+
+def _check_message(payload: bytes, gateway: str, key: bytes) -> list[dict[str, Any]]:
+    """The readings of one telemetry message, each with ``"verified"``: its record signature
+    checks out with ``key`` and the message is from ``gateway``. Raises ``ValueError`` for a
+    message that is not telemetry."""
+    from control._telemetry import verify_telemetry
+
+    checked = verify_telemetry(payload, key)
+    doc = json.loads(payload)
+    same_gateway = doc.get("gateway") == gateway
+    out = []
+    for it, (seq, ok) in zip(doc["readings"], checked, strict=True):
+        row = {k: it.get(k) for k in ("seq", "point", "ts_ns", "value", "unit", "quality")}
+        row["seq"] = seq
+        row["verified"] = ok and same_gateway
+        out.append(row)
+    return out
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    """Subscribe to a gateway's live telemetry and check each reading's record signature."""
+    import aiomqtt
+
+    key = _gateway_key(args.gateway_key)
+    host, port = _broker(args.broker)
+    topic = f"{args.prefix}/{args.gateway}/telemetry"
+    seen = verified = malformed = 0
+    timed_out = False
+    try:
+        async with aiomqtt.Client(host, port, username=args.username, password=args.password,
+                                  identifier=f"mrv-command-{uuid.uuid4().hex[:12]}") as client:
+            await client.subscribe(topic, qos=0)
+            print(f"watching {topic}", file=sys.stderr, flush=True)
+            try:
+                async with asyncio.timeout(args.timeout):
+                    async for m in client.messages:
+                        payload = bytes(m.payload) if isinstance(m.payload, bytes | bytearray) \
+                            else str(m.payload).encode()
+                        try:
+                            rows = _check_message(payload, args.gateway, key)
+                        except (ValueError, KeyError, TypeError, AttributeError) as e:
+                            malformed += 1
+                            print(f"error: rejected a message on {topic} that is not telemetry:"
+                                  f" {e}", file=sys.stderr, flush=True)
+                            continue
+                        for row in rows:
+                            seen += 1
+                            verified += bool(row["verified"])
+                            print(json.dumps(row, separators=(",", ":")), flush=True)
+                            if args.count is not None and seen >= args.count:
+                                break
+                        if args.count is not None and seen >= args.count:
+                            break
+            except TimeoutError:
+                timed_out = True
+    except aiomqtt.MqttError as e:
+        print(f"error: broker {host}:{port}: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    bad = seen - verified
+    print(f"{seen} readings: {verified} verified, {bad} NOT verified; {malformed} malformed "
+          f"messages", file=sys.stderr)
+    if bad or malformed:
+        return EXIT_FAILED
+    if seen == 0 or (args.count is not None and seen < args.count):
+        print(f"error: {seen} of {args.count or 'any'} readings"
+              f"{f' within {args.timeout} s' if timed_out else ''}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,6 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gateway-key", help="the gateway's Ed25519 public key: verify the ack")
     p.add_argument("--username")
     p.add_argument("--password")
+    p = sub.add_parser("watch", help="print a gateway's live readings, each signature checked")
+    p.add_argument("--broker", required=True, help="HOST:PORT")
+    p.add_argument("--gateway", required=True, help="gateway id")
+    p.add_argument("--gateway-key", required=True,
+                   help="the gateway's Ed25519 public key, as registered on the ledger")
+    p.add_argument("--prefix", default="mrv", help="topic prefix (default mrv)")
+    p.add_argument("--count", type=int, help="stop after this many readings")
+    p.add_argument("--timeout", type=float, help="stop after this many seconds")
+    p.add_argument("--username")
+    p.add_argument("--password")
     return ap
 
 
@@ -231,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "send":
             return asyncio.run(_send(args))
+        if args.cmd == "watch":
+            return asyncio.run(_watch(args))
         return {"keygen": _cmd_keygen, "pubkey": _cmd_pubkey, "sign": _cmd_sign,
                 "approve": _cmd_approve}[args.cmd](args)
     except CliError as e:

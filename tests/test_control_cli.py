@@ -114,3 +114,77 @@ async def test_bad_input_and_no_ack(tmp_path: Path, mosquitto: Mosquitto) -> Non
     rc, _, err = await _run("send", "-", "--broker", f"127.0.0.1:{free_port()}",
                             stdin=signed.encode())
     assert rc == 3 and "broker" in err
+
+
+async def _watch(mosquitto: Mosquitto, publish: list[bytes], *args: str) -> tuple[int, str, str]:
+    """Run ``mrv-command watch``, publish ``publish`` on the gateway's telemetry topic once it
+    has subscribed, and return its exit code, stdout and stderr."""
+    import aiomqtt
+
+    p = await asyncio.create_subprocess_exec(
+        str(BIN), "watch", "--broker", f"127.0.0.1:{mosquitto.port}", "--gateway", GW, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert p.stderr is not None and p.stdout is not None
+    first = await asyncio.wait_for(p.stderr.readline(), 30)
+    assert first.decode().startswith(f"watching mrv/{GW}/telemetry"), first
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
+        for m in publish:
+            await c.publish(f"mrv/{GW}/telemetry", m, qos=0)
+    out, err = await asyncio.wait_for(p.communicate(), 60)
+    assert p.returncode is not None
+    return p.returncode, out.decode(), first.decode() + err.decode()
+
+
+async def test_watch_checks_every_live_reading(mosquitto: Mosquitto) -> None:
+    from control import telemetry_json
+    from gateway import Reading
+    from gateway._records import committed_reading
+    from ledger_client._format import record_leaf, record_signing_bytes
+    from ledger_client._signing import Signer
+
+    signer = Signer(GATEWAY_SEED)
+    gw_pub = pk(GATEWAY_SEED)
+
+    def readings(gw: str, first_seq: int, n: int) -> list[Reading]:
+        return [committed_reading(Reading(point_id=f"stack.p{i}", ts_ns=1_700_000_000_000 + i,
+                                          value=10.0 + i, unit="mg/m3", source="hj212"),
+                                  first_seq + i, gw) for i in range(n)]
+
+    def message(gw: str, rs: list[Reading]) -> bytes:
+        return telemetry_json(gw, rs, [signer.sign(record_signing_bytes(record_leaf(r)))
+                                       for r in rs])
+
+    genuine = message(GW, readings(GW, 1, 3))
+    doc = json.loads(message(GW, readings(GW, 4, 2)))
+    doc["readings"][0]["value"] = 99.0  # changed on the way: seq 4 must not verify
+    tampered = json.dumps(doc).encode()
+    # a genuine message of another gateway replayed on this one's topic: seq 6 not verified
+    elsewhere = message("other-gw", readings("other-gw", 6, 1))
+    rc, out, err = await _watch(mosquitto, [genuine, b"not json", tampered, elsewhere],
+                                "--gateway-key", gw_pub, "--count", "6", "--timeout", "30")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["seq"], r["verified"]) for r in rows] == [
+        (1, True), (2, True), (3, True), (4, False), (5, True), (6, False)]
+    assert rows[0] == {"seq": 1, "point": "stack.p0", "ts_ns": 1_700_000_000_000,
+                       "value": 10.0, "unit": "mg/m3", "quality": 0, "verified": True}
+    assert rc == 1, err
+    assert "rejected a message" in err
+    assert "6 readings: 4 verified, 2 NOT verified; 1 malformed messages" in err
+
+    # all genuine: exit 0 once --count readings are in
+    rc, out, err = await _watch(mosquitto, [message(GW, readings(GW, 10, 4))],
+                                "--gateway-key", gw_pub, "--count", "4", "--timeout", "30")
+    assert rc == 0, err
+    assert [json.loads(line)["verified"] for line in out.splitlines()] == [True] * 4
+    # the wrong key: nothing verifies
+    rc, out, err = await _watch(mosquitto, [genuine], "--gateway-key", pk(AUDITOR),
+                                "--count", "3", "--timeout", "30")
+    assert rc == 1 and "0 verified, 3 NOT verified" in err
+    # nothing arrives in time: exit 3
+    rc, out, err = await _watch(mosquitto, [], "--gateway-key", gw_pub, "--count", "1",
+                                "--timeout", "1")
+    assert rc == 3 and "0 of 1 readings within 1.0 s" in err
+    # a key that is not a key: exit 2
+    rc, _, err = await _run("watch", "--broker", f"127.0.0.1:{mosquitto.port}", "--gateway", GW,
+                            "--gateway-key", "0x1234")
+    assert rc == 2 and "32-byte" in err
