@@ -39,6 +39,7 @@ from ledger_client._format import (
     ZERO32,
     BatchHeader,
     build_header,
+    encode_reading,
     encode_record,
     leaf_of_body,
 )
@@ -146,11 +147,29 @@ def _row_to_record(gateway_id: str, row: Any) -> Record:
     raise OutboxError(f"record {seq} has unknown kind {kind}")
 
 
-def _commit(r: R, gateway_id: str, seq: int) -> R:
-    """``r`` with its gateway id and seq (built through the slots for readings: the hot path)."""
-    if type(r) is Reading:
-        return cast(R, committed_reading(cast(Reading, r), seq, gateway_id))
-    return dataclasses.replace(r, gateway_id=gateway_id, seq=seq)
+def _commit_rows(records: Sequence[R], first: int,
+                 gateway_id: str) -> tuple[list[R], list[tuple[object, ...]]]:
+    """``records`` with their gateway id and seqs from ``first``, and their rows, in one pass.
+    Readings (nearly every record) take the hot path: built through the slots, the row
+    written out here; other kinds go through `_to_row`."""
+    committed: list[Any] = []
+    rows: list[tuple[object, ...]] = []
+    add_c, add_r = committed.append, rows.append
+    seq = first
+    r: Any
+    c: Any
+    for r in records:
+        if type(r) is Reading:
+            c = committed_reading(r, seq, gateway_id)
+            v = r.value
+            add_r((seq, KIND_READING, r.point_id, r.ts_ns, None if v != v else v, r.unit,
+                   r.quality, r.source, None, leaf_of_body(encode_reading(c))))
+        else:
+            c = dataclasses.replace(r, gateway_id=gateway_id, seq=seq)
+            add_r(_to_row(c))
+        add_c(c)
+        seq += 1
+    return cast(list[R], committed), rows
 
 
 def _to_row(c: Record) -> tuple[object, ...]:
@@ -285,8 +304,7 @@ class Outbox:
             return [], None if self._sign_records is None else []
         first = self._next_seq
         gw = self.gateway_id
-        committed = [_commit(r, gw, first + i) for i, r in enumerate(records)]
-        rows = [_to_row(c) for c in committed]
+        committed, rows = _commit_rows(records, first, gw)
         sign = self._sign_records
         sigs: list[bytes] | None = None
         if sign is not None:  # the leaf is the row's last column

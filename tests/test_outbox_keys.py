@@ -100,3 +100,23 @@ async def test_no_read_back_while_the_cache_keeps_up(tmp_path: Path,
         await _cut_all(ob, 25, await ob.last_batch())
     finally:
         await ob.close()
+
+
+@given(st.lists(st.tuples(st.integers(0, 200), st.sampled_from(
+    [0.5, -0.0, float("nan"), float("inf"), 1e300, -3.25])), max_size=30),
+    st.integers(1, 2**40))
+def test_one_pass_commit_gives_the_rows_of_the_general_path(
+        items: list[tuple[int, float]], first: int) -> None:
+    """The outbox's hot path (readings committed and turned into rows in one pass) gives the
+    same records and rows as the general path: ``dataclasses.replace`` then `_to_row`."""
+    import dataclasses
+
+    records = []
+    for i, v in items:
+        r = _record(i)
+        records.append(dataclasses.replace(r, value=v) if isinstance(r, Reading) else r)
+    committed, rows = outbox_mod._commit_rows(records, first, "gw")
+    want = [dataclasses.replace(r, gateway_id="gw", seq=first + k) for k, r in enumerate(records)]
+    assert [repr(c) for c in committed] == [repr(w) for w in want]  # repr: NaN == NaN
+    assert [repr(row) for row in rows] == [repr(outbox_mod._to_row(w)) for w in want]
+    assert all(row[9] == record_leaf(w) for row, w in zip(rows, want, strict=True))
