@@ -166,12 +166,19 @@ class EvmChain:
         self.gas_margin = gas_margin
         self.gas_price_wei = gas_price_wei
         self._chain_id: int | None = None
+        self._contract: tuple[str, Any] | None = None
 
     @property
     def contract(self) -> Any:
+        """The web3 contract object at ``address``, built once per address (building one
+        parses the whole ABI: about a millisecond, and the uplink asks several times a batch)."""
         if self.address is None:
             raise ValueError("no contract address configured")
-        return self.w3.eth.contract(address=self.address, abi=self.abi)
+        cached = self._contract
+        if cached is None or cached[0] != self.address:
+            cached = self._contract = (self.address,
+                                       self.w3.eth.contract(address=self.address, abi=self.abi))
+        return cached[1]
 
     def contract_at(self, artifact: str, address: str) -> Any:
         """Another contract of the system on the same endpoint (its calls go to ``address``)."""
