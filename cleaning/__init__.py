@@ -18,7 +18,7 @@ from cleaning._emissions import (
     purchased_heat,
     to_grams,
 )
-from cleaning._stream import Cleaner, PointCleaner
+from cleaning._stream import Cleaner, PointCleaner, ResumeHistory
 from cleaning._substitute import Substitute, part75_table1, substitute
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "EmissionResult",
     "PointCleaner",
     "PointEmissions",
+    "ResumeHistory",
     "Substitute",
     "SubstitutionConfig",
     "aggregate",

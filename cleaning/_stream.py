@@ -38,6 +38,7 @@ import math
 import operator
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -93,6 +94,10 @@ _FLAT = int(Quality.FLATLINE)
 _ROLL = int(Quality.COUNTER_ROLLOVER)
 _RESET = int(Quality.COUNTER_RESET)
 _GLITCH = int(Quality.COUNTER_GLITCH)
+# A committed reading is eligible for the value checks when its value is finite and it holds
+# none of the INVALID bits that come before them (the device's and steps 1-2): the bits the
+# value checks set themselves do not count (`PointCleaner.resume`).
+_PRE_VALUE_INVALID = INVALID & ~(_RATE | _SPIKE | _FLAT | _ROLL | _RESET | _GLITCH)
 _NORMAL, _ROLLOVER, _ABNORMAL = 0, 1, 2  # as in `CounterParams.classify`
 
 _isfinite = math.isfinite
@@ -238,6 +243,52 @@ class PointCleaner:
         self._spike_hist = []
         self._flat = None
         self._counter = None
+
+    def history_needed(self) -> tuple[int, int | None] | None:
+        """How much of this point's latest committed readings `resume` needs to restore the
+        trailing state exactly: ``(count, duration_ns)``, i.e. back to the reading that makes
+        ``count`` readings eligible for the value checks (`resume_eligible`), and, for a
+        flatline check by duration, back to an eligible one ``duration_ns`` older than the
+        newest; at least one reading in any case. None when the checks keep no state."""
+        c = self._config
+        if not (self._value_checks or c.timestamps is not None or c.duplicates):
+            return None
+        if not self._value_checks:
+            return 0, None
+        count = 1
+        if c.spike is not None:
+            count = max(count, c.spike.window)
+        if c.flatline is not None and c.flatline.count is not None:
+            count = max(count, c.flatline.count)
+        if c.counter is not None:
+            count = max(count, 16)  # a glitch pending from before the history is not seen
+        return count, self._flat_duration_ns
+
+    def resume(self, ts_ns: ArrayLike, values: ArrayLike, quality: ArrayLike) -> None:
+        """Restore the trailing state from this point's committed readings, as the outbox
+        holds them (arrival order; ``quality`` with the checks' bits): the state this cleaner
+        would have after cleaning them, so a restarted gateway flags the next readings as if
+        it had never stopped. Exact when the readings cover `history_needed` and their input
+        quality carried none of the checks' own bits. Forgets any state held before."""
+        self.reset()
+        ts = as_ts(ts_ns).tolist()
+        v = as_values(values).tolist()
+        q = np.asarray(quality, dtype=np.uint32).tolist()
+        if not len(ts) == len(v) == len(q):
+            raise ValueError(f"ts_ns, values and quality differ in length: {len(ts)}, {len(v)}, {len(q)}")
+        if not ts:
+            return
+        if self._config.timestamps is not None:
+            # `_step` moves the newest timestamp on for every sample not in the future
+            seen = [t for t, f in zip(ts, q, strict=True) if not f & _TS_FUTURE]
+            self._max_ts = max(seen) if seen else None
+        if self._dups:
+            self._dup_prev = (ts[-1], v[-1])
+        if self._value_checks:
+            step, pre = self._step_values, _PRE_VALUE_INVALID
+            for t, x, f in zip(ts, v, q, strict=True):
+                if not f & pre and _isfinite(x):
+                    step(t, x)
 
     def apply(self, ts_ns: ArrayLike, values: ArrayLike, quality: ArrayLike, now_ns: int) -> FlagArray:
         """The new quality of each sample: the input ``quality`` OR'ed with the check bits.
@@ -439,6 +490,56 @@ class PointCleaner:
         return flag
 
 
+def resume_eligible(value: float, quality: int) -> bool:
+    """Whether a committed reading (value and stored quality) took part in the value checks:
+    what `PointCleaner.resume` replays and `ResumeHistory` counts."""
+    return not quality & _PRE_VALUE_INVALID and _isfinite(value)
+
+
+class ResumeHistory:
+    """Collects, newest first, the committed readings each point's `PointCleaner.resume`
+    needs (`Cleaner.history_needed`): for each point, at least one reading, readings back to
+    the one that makes ``count`` eligible readings, and, with a duration, back to an eligible
+    reading at least ``duration_ns`` older than the newest eligible one. Pure: the caller
+    reads the outbox."""
+
+    __slots__ = ("_needs", "_open", "_rows")
+
+    def __init__(self, needs: Mapping[str, tuple[int, int | None]]) -> None:
+        self._needs = dict(needs)
+        # point -> [ts list, values, quality, eligible count, newest eligible ts]
+        self._rows: dict[str, list[Any]] = {}
+        self._open = set(self._needs)
+
+    @property
+    def done(self) -> bool:
+        """Every point has what it needs."""
+        return not self._open
+
+    def add(self, point_id: str, ts_ns: int, value: float, quality: int) -> None:
+        """The next older committed reading (any point; points not needed are ignored)."""
+        if point_id not in self._open:
+            return
+        st = self._rows.get(point_id)
+        if st is None:
+            st = self._rows[point_id] = [[], [], [], 0, None]
+        st[0].append(ts_ns)
+        st[1].append(value)
+        st[2].append(quality)
+        eligible = resume_eligible(value, quality)
+        if eligible:
+            st[3] += 1
+            if st[4] is None:
+                st[4] = ts_ns
+        count, duration = self._needs[point_id]
+        if st[3] >= count and (duration is None or (eligible and ts_ns <= st[4] - duration)):
+            self._open.discard(point_id)
+
+    def history(self) -> dict[str, tuple[list[int], list[float], list[int]]]:
+        """Point id -> ``(ts_ns, values, quality)``, oldest first, for `Cleaner.resume`."""
+        return {pid: (st[0][::-1], st[1][::-1], st[2][::-1]) for pid, st in self._rows.items()}
+
+
 def run_checks(
     ts_ns: ArrayLike, values: ArrayLike, quality: ArrayLike, config: ChecksConfig, now_ns: int
 ) -> FlagArray:
@@ -462,6 +563,24 @@ class Cleaner:
 
     def point(self, point_id: str) -> PointCleaner | None:
         return self._points.get(point_id)
+
+    def history_needed(self) -> dict[str, tuple[int, int | None]]:
+        """`PointCleaner.history_needed` of every point whose checks keep state."""
+        out = {pid: pc.history_needed() for pid, pc in self._points.items()}
+        return {pid: need for pid, need in out.items() if need is not None}
+
+    def resume(self, history: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[int]]]
+               ) -> int:
+        """`PointCleaner.resume` for each point of ``history`` (point id -> ``(ts_ns, values,
+        quality)`` of its latest committed readings, oldest first); points without a config
+        are ignored. Returns the number of points resumed."""
+        n = 0
+        for pid, (ts, values, quality) in history.items():
+            pc = self._points.get(pid)
+            if pc is not None and len(ts):
+                pc.resume(ts, values, quality)
+                n += 1
+        return n
 
     def clean(self, readings: Sequence[Reading], now_ns: int) -> list[Reading]:
         """New readings in the input order; a reading is replaced (with

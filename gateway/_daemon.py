@@ -12,13 +12,21 @@ only: acquisition goes on and the backlog stays in the outbox.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
 
-from cleaning import AggregationConfig, BatchEmissions, Cleaner, EmissionPoint, part75_table1
+from cleaning import (
+    AggregationConfig,
+    BatchEmissions,
+    Cleaner,
+    EmissionPoint,
+    ResumeHistory,
+    part75_table1,
+)
 from config import Config, contract_address
 from config._schema import Part75Substitution
 from drivers import make_sources
@@ -111,6 +119,31 @@ class DiskBudget:
                 log.error("outbox at its budget with nothing anchored to prune: holding"
                           " acquisition (polls are missed, counted) until there is room")
             await asyncio.sleep(1.0)
+
+
+#: Most committed readings read back at start to resume the checks' state (about a second).
+RESUME_SCAN_MAX = 1_000_000
+
+
+async def resume_cleaner(outbox: Outbox, cleaner: Cleaner,
+                         max_rows: int = RESUME_SCAN_MAX) -> tuple[int, int]:
+    """Give each point's checks the state they had before the gateway stopped, from the
+    readings the outbox committed (newest first, until every point has what it needs or
+    ``max_rows`` were read: a point not seen in them starts empty, as before).
+    Returns ``(points resumed, readings read)``."""
+    needs = cleaner.history_needed()
+    if not needs:
+        return 0, 0
+    history = ResumeHistory(needs)
+    scanned = 0
+    async with contextlib.aclosing(outbox.readings_newest_first()) as pages:
+        async for rows in pages:
+            for point_id, ts_ns, value, quality in rows:
+                history.add(point_id, ts_ns, value, quality)
+            scanned += len(rows)
+            if history.done or scanned >= max_rows:
+                break
+    return cleaner.resume(history.history()), scanned
 
 
 class Pipeline:
@@ -209,6 +242,10 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
             batcher.kick.set()
 
     cleaner = Cleaner({p.id: p.checks for p in cfg.points() if p.checks})
+    resumed, scanned = await resume_cleaner(outbox, cleaner)
+    if resumed:
+        log.info("cleaning: the checks of %d point(s) resume their state from %d committed "
+                 "reading(s)", resumed, scanned)
     pipeline = Pipeline(outbox, cleaner, metrics, cfg.outbox.queue_batches, on_commit)
     if cfg.outbox.disk_budget_mb is not None:
         pipeline.budget = DiskBudget(outbox, metrics, int(cfg.outbox.disk_budget_mb * 1e6),

@@ -19,7 +19,7 @@ import json
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -493,6 +493,23 @@ class Outbox:
             f"SELECT {_RECORD_COLS} FROM records WHERE seq BETWEEN ? AND ? ORDER BY seq",
             (first_seq, last_seq))
         return [_row_to_record(self.gateway_id, r) for r in rows]
+
+    async def readings_newest_first(self, page: int = 20_000
+                                    ) -> AsyncIterator[list[tuple[str, int, float, int]]]:
+        """The readings still in the outbox, newest first, a page at a time, as
+        ``(point_id, ts_ns, value, quality)`` (NaN for a missing value): what a restarted
+        gateway resumes its checks from. Stop iterating when you have enough."""
+        before = self._next_seq
+        while True:
+            rows = await self._fetch(
+                "SELECT seq, point_id, ts_ns, value, quality FROM records"
+                " WHERE seq < ? AND kind = ? ORDER BY seq DESC LIMIT ?",
+                (before, KIND_READING, page))
+            if not rows:
+                return
+            before = int(rows[-1][0])
+            yield [(str(p), int(t), math.nan if v is None else float(v), int(q))
+                   for _, p, t, v, q in rows]
 
     async def used_bytes(self) -> int:
         """Bytes of the database in use: pages minus free pages (deleted records free pages;
