@@ -19,7 +19,7 @@ import json
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -495,7 +495,7 @@ class Outbox:
         return [_row_to_record(self.gateway_id, r) for r in rows]
 
     async def readings_newest_first(self, page: int = 20_000
-                                    ) -> AsyncIterator[list[tuple[str, int, float, int]]]:
+                                    ) -> AsyncGenerator[list[tuple[str, int, float, int]], None]:
         """The readings still in the outbox, newest first, a page at a time, as
         ``(point_id, ts_ns, value, quality)`` (NaN for a missing value): what a restarted
         gateway resumes its checks from. Stop iterating when you have enough."""
