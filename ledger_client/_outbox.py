@@ -48,6 +48,9 @@ SCHEMA_VERSION = 1
 #: Most (seq, ts, leaf) keys of pending records kept in memory for the next batches; beyond
 #: this (batching far behind), batches read them back from the database.
 KEY_CACHE_MAX = 100_000
+#: Record signatures (``sign_records``) for at most this many records in one commit are made on
+#: the event loop; more go to a worker thread, so polling and commands are not held up.
+SIGN_ON_LOOP_MAX = 16
 T = TypeVar("T")
 R = TypeVar("R", bound=Record)
 
@@ -147,6 +150,10 @@ def _row_to_record(gateway_id: str, row: Any) -> Record:
     raise OutboxError(f"record {seq} has unknown kind {kind}")
 
 
+def _sign_each(sign: Callable[[bytes], bytes], msgs: list[bytes]) -> list[bytes]:
+    return [sign(m) for m in msgs]
+
+
 def _commit_rows(records: Sequence[R], first: int,
                  gateway_id: str) -> tuple[list[R], list[tuple[object, ...]]]:
     """``records`` with their gateway id and seqs from ``first``, and their rows, in one pass.
@@ -232,7 +239,8 @@ class Outbox:
                    sign_records: Callable[[bytes], bytes] | None = None) -> Outbox:
         """Open (or create) the outbox. ``sign_records``: an Ed25519 signing function; when
         given, every record committed from now on carries a record signature (docs/formats.md,
-        "Record signatures"); records committed before keep none."""
+        "Record signatures"); records committed before keep none. It is called from a worker
+        thread for large commits, so it must be thread-safe (`Signer.sign` is)."""
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise OutboxError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         db = await open_wal(path, synchronous, _SCHEMA)
@@ -309,7 +317,11 @@ class Outbox:
         sigs: list[bytes] | None = None
         if sign is not None:  # the leaf is the row's last column
             tag = RECORD_SIG_TAG
-            sigs = [sign(tag + row[9]) for row in rows]  # type: ignore[operator]
+            msgs: list[bytes] = [tag + row[9] for row in rows]  # type: ignore[operator]
+            if len(msgs) <= SIGN_ON_LOOP_MAX:
+                sigs = [sign(m) for m in msgs]
+            else:  # ~20 us each: off the event loop (pynacl lets go of the GIL meanwhile)
+                sigs = await asyncio.to_thread(_sign_each, sign, msgs)
             rows = [(*row, sig) for row, sig in zip(rows, sigs, strict=True)]
         await self._db.execute("BEGIN IMMEDIATE")
         try:

@@ -95,6 +95,38 @@ async def test_outbox_signs_every_kind_it_commits(tmp_path: Path) -> None:
         await ob.close()
 
 
+async def test_large_commits_are_signed_off_the_event_loop(tmp_path: Path) -> None:
+    """Up to SIGN_ON_LOOP_MAX records are signed on the loop; a larger commit in a worker
+    thread (so the loop can poll and take commands meanwhile); every signature verifies."""
+    import threading
+
+    from ledger_client._outbox import SIGN_ON_LOOP_MAX
+
+    signer = Signer(b"\x07" * 32)
+    threads: list[int] = []
+
+    def sign(msg: bytes) -> bytes:
+        threads.append(threading.get_ident())
+        return signer.sign(msg)
+
+    loop_thread = threading.get_ident()
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw", sign_records=sign)
+    try:
+        small = await ob.append(_records() * (SIGN_ON_LOOP_MAX // 4))
+        assert len(small) == SIGN_ON_LOOP_MAX and set(threads) == {loop_thread}
+        threads.clear()
+        big = [Reading(point_id=f"p{i}", ts_ns=i, value=float(i), unit="kW", source="s")
+               for i in range(3000)]
+        committed, sigs = await ob.append_signed(big)
+        assert loop_thread not in set(threads) and len(threads) == 3000
+        assert sigs is not None
+        for r, sig in zip(committed[::500], sigs[::500], strict=True):
+            assert await ob.record_signature(r.seq) == sig
+            assert verify_signature(signer.public_key, record_signing_bytes(record_leaf(r)), sig)
+    finally:
+        await ob.close()
+
+
 async def test_outbox_without_a_signer_stores_none(tmp_path: Path) -> None:
     ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
     try:
