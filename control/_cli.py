@@ -223,11 +223,12 @@ async def _watch(args: argparse.Namespace) -> int:
     host, port = _broker(args.broker)
     topic = f"{args.prefix}/{args.gateway}/telemetry"
     seen = verified = malformed = 0
-    timed_out = False
+    timed_out = subscribed = False
     try:
         async with aiomqtt.Client(host, port, username=args.username, password=args.password,
                                   identifier=f"mrv-command-{uuid.uuid4().hex[:12]}") as client:
             await client.subscribe(topic, qos=0)
+            subscribed = True
             print(f"watching {topic}", file=sys.stderr, flush=True)
             try:
                 async with asyncio.timeout(args.timeout):
@@ -254,9 +255,11 @@ async def _watch(args: argparse.Namespace) -> int:
     except aiomqtt.MqttError as e:
         print(f"error: broker {host}:{port}: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    finally:  # also when interrupted (Ctrl-C) or the broker went away
+        if subscribed:
+            print(f"{seen} readings: {verified} verified, {seen - verified} NOT verified; "
+                  f"{malformed} malformed messages", file=sys.stderr, flush=True)
     bad = seen - verified
-    print(f"{seen} readings: {verified} verified, {bad} NOT verified; {malformed} malformed "
-          f"messages", file=sys.stderr)
     if bad or malformed:
         return EXIT_FAILED
     if seen == 0 or (args.count is not None and seen < args.count):

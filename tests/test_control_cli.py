@@ -184,6 +184,24 @@ async def test_watch_checks_every_live_reading(mosquitto: Mosquitto) -> None:
     rc, out, err = await _watch(mosquitto, [], "--gateway-key", gw_pub, "--count", "1",
                                 "--timeout", "1")
     assert rc == 3 and "0 of 1 readings within 1.0 s" in err
+    # interrupted (Ctrl-C) after the first message: the summary still comes, exit 130
+    import signal
+
+    import aiomqtt
+
+    p = await asyncio.create_subprocess_exec(
+        str(BIN), "watch", "--broker", f"127.0.0.1:{mosquitto.port}", "--gateway", GW,
+        "--gateway-key", gw_pub, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert p.stderr is not None and p.stdout is not None
+    assert (await asyncio.wait_for(p.stderr.readline(), 30)).startswith(b"watching")
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
+        await c.publish(f"mrv/{GW}/telemetry", genuine, qos=0)
+    for _ in range(3):
+        assert json.loads(await asyncio.wait_for(p.stdout.readline(), 30))["verified"] is True
+    p.send_signal(signal.SIGINT)
+    _, err_b = await asyncio.wait_for(p.communicate(), 30)
+    assert p.returncode == 130
+    assert "3 readings: 3 verified, 0 NOT verified; 0 malformed messages" in err_b.decode()
     # a key that is not a key: exit 2
     rc, _, err = await _run("watch", "--broker", f"127.0.0.1:{mosquitto.port}", "--gateway", GW,
                             "--gateway-key", "0x1234")
