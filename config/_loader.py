@@ -276,7 +276,8 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
     if not isinstance(data, dict):
         raise ConfigError(source, [ConfigIssue("", 1, "expected a mapping at the top level")])
     try:
-        cfg = Config.model_validate(data)
+        # with a base folder (a config file), TLS files are resolved against it and read
+        cfg = Config.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as e:
         tree = _Tree(yaml.compose(text, Loader=_Loader))  # only now: to put errors on lines
         issues = []

@@ -23,6 +23,7 @@ from cleaning._config import ChecksConfig, SubstitutionConfig
 from control._config import ControlConfig
 from drivers.dlt645._frame import DATA_ITEMS as DLT645_ITEMS
 from drivers.modbus._decode import DataType, WordOrder, register_count
+from gateway._tls import TlsConfig
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 
@@ -305,6 +306,8 @@ class MqttDevice(_Model):
     client_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
     username: str | None = None
     password: str | None = None
+    #: TLS to the broker (port 8883 as a rule): ``{ca_file, cert_file, key_file}`` (gateway/_tls.py)
+    tls: TlsConfig | None = None
     qos: Literal[0, 1] = 1
     clean_session: bool = False
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30

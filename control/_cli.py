@@ -145,6 +145,24 @@ def _broker(s: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _tls_context(args: argparse.Namespace) -> Any:
+    """The TLS context of ``--tls`` / ``--tls-ca`` / ``--tls-cert`` / ``--tls-key``, or None."""
+    if not (args.tls or args.tls_ca or args.tls_cert or args.tls_key):
+        return None
+    from pydantic import ValidationError
+
+    from gateway._tls import TlsConfig, client_context
+
+    try:
+        tls = TlsConfig.model_validate(
+            {"ca_file": args.tls_ca, "cert_file": args.tls_cert, "key_file": args.tls_key},
+            context={"base_dir": Path.cwd()})
+    except ValidationError as e:
+        raise CliError("TLS: " + "; ".join(str(err["msg"]).removeprefix("Value error, ")
+                                           for err in e.errors())) from None
+    return client_context(tls)
+
+
 def _gateway_key(s: str) -> bytes:
     try:
         key = bytes.fromhex(s.removeprefix("0x"))
@@ -165,10 +183,12 @@ async def _send(args: argparse.Namespace) -> int:
     cmd_topic = f"{args.prefix}/{cmd.gateway}/cmd"
     ack_topic = f"{args.prefix}/{cmd.gateway}/ack"
     gw_key = _gateway_key(args.gateway_key) if args.gateway_key else None
+    tls = _tls_context(args)
     t0 = time.perf_counter()
     try:
         async with aiomqtt.Client(host, port, username=args.username, password=args.password,
                                   identifier=f"mrv-command-{uuid.uuid4().hex[:12]}",
+                                  tls_context=tls,
                                   socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
                                   ) as client:
             await client.subscribe(ack_topic, qos=1)
@@ -221,12 +241,14 @@ async def _watch(args: argparse.Namespace) -> int:
 
     key = _gateway_key(args.gateway_key)
     host, port = _broker(args.broker)
+    tls = _tls_context(args)
     topic = f"{args.prefix}/{args.gateway}/telemetry"
     seen = verified = malformed = 0
     timed_out = subscribed = False
     try:
         async with aiomqtt.Client(host, port, username=args.username, password=args.password,
-                                  identifier=f"mrv-command-{uuid.uuid4().hex[:12]}") as client:
+                                  identifier=f"mrv-command-{uuid.uuid4().hex[:12]}",
+                                  tls_context=tls) as client:
             await client.subscribe(topic, qos=0)
             subscribed = True
             print(f"watching {topic}", file=sys.stderr, flush=True)
@@ -269,6 +291,14 @@ async def _watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _tls_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls", action="store_true",
+                   help="TLS to the broker, verified with the system's trust store")
+    p.add_argument("--tls-ca", metavar="FILE", help="TLS, the broker verified with this CA (PEM)")
+    p.add_argument("--tls-cert", metavar="FILE", help="client certificate (PEM), with --tls-key")
+    p.add_argument("--tls-key", metavar="FILE", help="the client certificate's private key")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mrv-command", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -302,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gateway-key", help="the gateway's Ed25519 public key: verify the ack")
     p.add_argument("--username")
     p.add_argument("--password")
+    _tls_args(p)
     p = sub.add_parser("watch", help="print a gateway's live readings, each signature checked")
     p.add_argument("--broker", required=True, help="HOST:PORT")
     p.add_argument("--gateway", required=True, help="gateway id")
@@ -312,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="stop after this many seconds")
     p.add_argument("--username")
     p.add_argument("--password")
+    _tls_args(p)
     return ap
 
 

@@ -59,6 +59,7 @@ from control._telemetry import telemetry_chunks, telemetry_json
 from gateway._aio import raise_if_cancelling
 from gateway._metrics import Metrics
 from gateway._records import AuditRecord, Reading, is_valid
+from gateway._tls import client_context
 
 if TYPE_CHECKING:
     from config import Config
@@ -279,6 +280,7 @@ class ControlService:
                     b.host, b.port, username=b.username, password=b.password,
                     identifier=b.client_id or f"mrv-{self.gw}-control", clean_session=False,
                     keepalive=b.keepalive_s, timeout=b.connect_timeout_s,
+                    tls_context=client_context(b.tls) if b.tls is not None else None,
                     socket_options=NODELAY)
                 async with client:
                     await client.subscribe(self.t_cmd, qos=1)

@@ -19,6 +19,7 @@ from simulator._plant import (
 )
 from simulator._provision import Provisioned, plant_devices, provision
 from simulator._rtu import RtuLine
+from simulator._tls import SimPki
 
 __all__ = [
     "CHAIN_ID",
@@ -40,6 +41,7 @@ __all__ = [
     "PatternDevice",
     "Provisioned",
     "RtuLine",
+    "SimPki",
     "SimSensor",
     "default_plant",
     "free_port",

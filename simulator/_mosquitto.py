@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import signal
 import socket
@@ -11,6 +13,7 @@ import time
 from pathlib import Path
 
 from simulator._plant import free_port
+from simulator._tls import SimPki
 
 
 def mosquitto_bin() -> str:
@@ -21,10 +24,15 @@ def mosquitto_bin() -> str:
 
 
 class Mosquitto:
-    """``persistence`` keeps QoS 1 sessions and queued messages across a broker restart."""
+    """``persistence`` keeps QoS 1 sessions and queued messages across a broker restart.
+    ``tls``: listen with TLS only, with that PKI's broker certificate; ``require_client_cert``:
+    and ask for a client certificate signed by its CA (mutual TLS)."""
 
-    def __init__(self, port: int = 0, persistence: bool = True, tcp_nodelay: bool = True) -> None:
+    def __init__(self, port: int = 0, persistence: bool = True, tcp_nodelay: bool = True,
+                 tls: SimPki | None = None, require_client_cert: bool = False) -> None:
         self.port = port or free_port()
+        self.tls = tls
+        self.require_client_cert = require_client_cert
         self.dir = Path(tempfile.mkdtemp(prefix="mrv-mosquitto-"))
         self.persistence = persistence
         self.tcp_nodelay = tcp_nodelay
@@ -37,6 +45,14 @@ class Mosquitto:
         lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
                  f"set_tcp_nodelay {'true' if self.tcp_nodelay else 'false'}",
                  f"log_dest file {self.dir / 'mosquitto.log'}"]
+        if os.geteuid() == 0:
+            # started as root, mosquitto switches to its own user before it reads the TLS
+            # files and writes its log and store, none of which that user may read here
+            lines.append(f"user {pwd.getpwuid(0).pw_name}")
+        if self.tls is not None:
+            lines += [f"cafile {self.tls.ca_file}", f"certfile {self.tls.server_cert}",
+                      f"keyfile {self.tls.server_key}", "tls_version tlsv1.2",
+                      f"require_certificate {'true' if self.require_client_cert else 'false'}"]
         if self.persistence:
             lines += ["persistence true", f"persistence_location {self.dir}/"]
         conf.write_text("\n".join(lines) + "\n")

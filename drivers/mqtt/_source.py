@@ -36,6 +36,7 @@ from drivers.mqtt._payload import PayloadError, compile_points, readings_from
 from gateway._aio import raise_if_cancelling
 from gateway._metrics import Metrics
 from gateway._records import Reading
+from gateway._tls import client_context
 
 log = logging.getLogger("mrv.drivers.mqtt")
 
@@ -101,6 +102,7 @@ class MqttSource:
         client = aiomqtt.Client(
             d.host, d.port, identifier=d.client_id, clean_session=d.clean_session,
             username=d.username, password=d.password, keepalive=d.keepalive_s, timeout=10,
+            tls_context=client_context(d.tls) if d.tls is not None else None,
             logger=logging.getLogger("mrv.drivers.mqtt.paho"))
         if d.qos > 0:
             # Acknowledge after commit, not on arrival. aiomqtt 2.5 has no API for it; the paho
