@@ -54,6 +54,17 @@ class OutboxSection(_Model):
     #: At the budget, delete records of anchored batches, oldest first (their proofs can then no
     #: longer be exported from this gateway: export or back up first). Never unanchored ones.
     prune_anchored: bool = False
+    #: With prune_anchored: copy what is pruned into this archive first (an SQLite file of the
+    #: outbox's schema, e.g. on a larger disk; relative to gateway.data_dir); proofs are then
+    #: exported from it. Nothing is pruned while it cannot be written.
+    archive_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _archive_needs_pruning(self) -> OutboxSection:
+        if self.archive_path is not None and not self.prune_anchored:
+            raise ValueError("archive_path is used only with prune_anchored: true (nothing "
+                             "is archived unless it is pruned)")
+        return self
 
 
 class BatchingSection(_Model):
@@ -457,6 +468,10 @@ class Config(_Model):
 
     def outbox_path(self) -> Path:
         return self.gateway.data_dir / self.outbox.path
+
+    def archive_path(self) -> Path | None:
+        a = self.outbox.archive_path
+        return None if a is None else self.gateway.data_dir / a
 
     def points(self) -> list[Any]:
         """Every configured point of every device (each has ``id``, ``unit``, ``checks``,

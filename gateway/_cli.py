@@ -89,12 +89,36 @@ async def _bundle_for(cfg: Config, seq: int) -> Bundle:
     from config import contract_address
     from ledger_client import Outbox, bundle_from_outbox
 
-    outbox = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
+    async def from_db(path: Path) -> Bundle:
+        db = await Outbox.open(path, cfg.gateway.id)
+        try:
+            return await bundle_from_outbox(db, seq, chain_id=cfg.chain.chain_id,
+                                            contract=contract_address(cfg))
+        finally:
+            await db.close()
+
     try:
-        return await bundle_from_outbox(outbox, seq, chain_id=cfg.chain.chain_id,
-                                        contract=contract_address(cfg))
+        return await from_db(cfg.outbox_path())
+    except LookupError:
+        archive = cfg.archive_path()
+        if archive is None or not archive.exists() or await _in_outbox(cfg, seq):
+            raise
+    try:  # pruned from the outbox (disk budget): the archive holds it
+        return await from_db(archive)
+    except LookupError:
+        raise LookupError(f"record {seq} is neither in the outbox nor in the archive "
+                          f"{archive}") from None
+
+
+async def _in_outbox(cfg: Config, seq: int) -> bool:
+    """Whether record ``seq`` is in the outbox (then a missing bundle means: not batched yet)."""
+    from ledger_client import Outbox
+
+    db = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
+    try:
+        return await db.record(seq) is not None
     finally:
-        await outbox.close()
+        await db.close()
 
 
 async def _cmd_export_proof(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from cleaning import (
     AggregationConfig,
@@ -36,7 +37,13 @@ from gateway._health import serve_health
 from gateway._metrics import Metrics
 from gateway._records import INVALID, Reading
 from ledger_client._chain import EvmChain
-from ledger_client._errors import AnchorConflict, AnchorGap, ChainRevert, GatewayMismatch
+from ledger_client._errors import (
+    AnchorConflict,
+    AnchorGap,
+    ChainRevert,
+    GatewayMismatch,
+    OutboxError,
+)
 from ledger_client._outbox import Outbox
 from ledger_client._signing import Signer, load_account
 from ledger_client._uplink import Batcher, Uplink
@@ -83,12 +90,13 @@ class DiskBudget:
     there is room. An unanchored record is never deleted."""
 
     def __init__(self, outbox: Outbox, metrics: Metrics, budget_bytes: int,
-                 alarm_fraction: float, prune: bool) -> None:
+                 alarm_fraction: float, prune: bool, archive: Path | None = None) -> None:
         self.outbox = outbox
         self.metrics = metrics
         self.budget = budget_bytes
         self.alarm_at = int(budget_bytes * alarm_fraction)
         self.prune = prune
+        self.archive = archive
         self._checked = 0.0
         self._used = 0
 
@@ -109,14 +117,27 @@ class DiskBudget:
         self._checked = loop.time()
         held = False
         while await self.check() >= self.budget:
-            if self.prune and (n := await self.outbox.prune_anchored(10)):
-                self.metrics.inc("records_pruned", n)
-                log.warning("outbox at its budget: pruned %d anchored record(s)", n)
-                continue
+            if self.prune:
+                try:
+                    n = await self.outbox.prune_anchored(10, self.archive)
+                except OutboxError as e:  # the archive cannot be written: keep everything
+                    n = 0
+                    self.metrics.inc("archive_failures")
+                    if self.metrics.set_state("outbox:archive", "alarm", str(e)):
+                        log.error("%s: nothing is pruned until it can be written", e)
+                else:
+                    if self.archive is not None and n and self.metrics.set_state(
+                            "outbox:archive", "ok", str(self.archive)):
+                        log.info("archiving pruned records to %s", self.archive)
+                if n:
+                    self.metrics.inc("records_pruned", n)
+                    log.warning("outbox at its budget: pruned %d anchored record(s)%s", n,
+                                f" (archived in {self.archive})" if self.archive else "")
+                    continue
             if not held:
                 held = True
                 self.metrics.inc("budget_holds")
-                log.error("outbox at its budget with nothing anchored to prune: holding"
+                log.error("outbox at its budget with nothing anchored it may prune: holding"
                           " acquisition (polls are missed, counted) until there is room")
             await asyncio.sleep(1.0)
 
@@ -249,7 +270,8 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
     pipeline = Pipeline(outbox, cleaner, metrics, cfg.outbox.queue_batches, on_commit)
     if cfg.outbox.disk_budget_mb is not None:
         pipeline.budget = DiskBudget(outbox, metrics, int(cfg.outbox.disk_budget_mb * 1e6),
-                                     cfg.outbox.budget_alarm_fraction, cfg.outbox.prune_anchored)
+                                     cfg.outbox.budget_alarm_fraction, cfg.outbox.prune_anchored,
+                                     cfg.archive_path())
     pollers = make_sources(cfg.devices, pipeline.submit, metrics)
     aggregator = await _aggregator(cfg, outbox, metrics)
     ctl = None

@@ -532,10 +532,15 @@ class Outbox:
             (size,), = await self._db.execute_fetchall("PRAGMA page_size")
         return int((pages - free) * size)
 
-    async def prune_anchored(self, max_batches: int) -> int:
+    async def prune_anchored(self, max_batches: int, archive: Path | None = None) -> int:
         """Delete the records of up to ``max_batches`` of the oldest confirmed batches whose
         records are still here; returns how many records went. Unanchored records are never
-        touched; batch headers stay (the chain of hashes stays checkable)."""
+        touched; batch headers stay (the chain of hashes stays checkable).
+
+        ``archive``: first copy those records and their batches into this archive (an outbox
+        database of the same schema, created when missing, committed with synchronous=FULL),
+        from which proofs can still be exported; when that fails nothing is deleted and
+        `OutboxError` says why."""
         async with self._lock:
             rows = list(await self._db.execute_fetchall(
                 "SELECT MIN(seq) FROM records"))
@@ -543,14 +548,53 @@ class Outbox:
             if lowest is None:
                 return 0
             rows = list(await self._db.execute_fetchall(
-                "SELECT last_record_seq FROM batches WHERE state = ? AND last_record_seq >= ?"
+                "SELECT seq, last_record_seq FROM batches WHERE state = ? AND last_record_seq >= ?"
                 " ORDER BY seq LIMIT ?", (CONFIRMED, lowest, max_batches)))
             if not rows:
                 return 0
-            upto = int(rows[-1][0])
+            upto = int(rows[-1][1])
+            if archive is not None:
+                await self._archive(archive, int(lowest), upto, int(rows[0][0]), int(rows[-1][0]))
             cur = await self._db.execute("DELETE FROM records WHERE seq <= ?", (upto,))
             await self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             return int(cur.rowcount)
+
+    async def _archive(self, path: Path, first_record: int, last_record: int,
+                       first_batch: int, last_batch: int) -> None:
+        """Copy records ``first_record..last_record`` and batches ``first_batch..last_batch``
+        into the archive at ``path`` (caller holds the lock). Idempotent: a copy interrupted
+        before the delete is made again over what is there."""
+        try:
+            arc = await Outbox.open(path, self.gateway_id, synchronous="FULL")
+        except (OSError, aiosqlite.Error) as e:
+            raise OutboxError(f"archive {path}: cannot open: {e}") from e
+        try:
+            batches = list(await self._db.execute_fetchall(
+                f"SELECT {_BATCH_COLS}, created_ns, confirmed_ns FROM batches"
+                " WHERE seq BETWEEN ? AND ?", (first_batch, last_batch)))
+            await arc._db.execute("BEGIN IMMEDIATE")
+            try:
+                start = first_record
+                while start <= last_record:
+                    end = min(start + 19_999, last_record)
+                    recs = list(await self._db.execute_fetchall(
+                        f"SELECT {_RECORD_COLS}, leaf, sig FROM records WHERE seq BETWEEN ? AND ?",
+                        (start, end)))
+                    await arc._db.executemany(
+                        f"INSERT OR IGNORE INTO records({_RECORD_COLS}, leaf, sig)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", recs)
+                    start = end + 1
+                await arc._db.executemany(
+                    f"INSERT OR REPLACE INTO batches({_BATCH_COLS}, created_ns, confirmed_ns)"
+                    f" VALUES ({', '.join('?' * (_BATCH_COLS.count(',') + 3))})", batches)
+                await arc._db.execute("COMMIT")
+            except BaseException:
+                await arc._db.execute("ROLLBACK")
+                raise
+        except (OSError, aiosqlite.Error) as e:
+            raise OutboxError(f"archive {path}: cannot write: {e}") from e
+        finally:
+            await arc.close()
 
     async def ensure_point_index(self) -> None:
         """Index records by point and time, for `point_series` (hourly aggregation). Costs some

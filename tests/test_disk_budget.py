@@ -13,8 +13,9 @@ from gateway._metrics import Metrics
 from ledger_client import Outbox, Signer
 
 
-async def _filled(tmp_path: Path) -> Outbox:
-    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+async def _filled(tmp_path: Path, sign_records: bool = False) -> Outbox:
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw",
+                           sign_records=Signer(b"\x04" * 32).sign if sign_records else None)
     sign = Signer(b"\x03" * 32).sign
     await ob.append([Reading(point_id=f"p{i % 7}", ts_ns=i, value=float(i), unit="kW",
                              source="s" * 40) for i in range(6000)])
@@ -73,3 +74,109 @@ async def test_under_budget_is_quiet(tmp_path: Path) -> None:
         assert m.component("outbox").state == "ok"
     finally:
         await ob.close()
+
+
+async def test_archives_before_pruning_and_proofs_come_from_the_archive(tmp_path: Path) -> None:
+    """With an archive, what is pruned is copied there first (records with their leaves and
+    record signatures, and their batches); a proof bundle from the archive is the one the
+    outbox gave before pruning."""
+    from ledger_client import bundle_from_outbox
+
+    ob = await _filled(tmp_path, sign_records=True)
+    archive = tmp_path / "usb" / "archive.sqlite"
+    archive.parent.mkdir()
+    try:
+        before = {seq: (await bundle_from_outbox(ob, seq, chain_id=1, contract="0x" + "ab" * 20)
+                        ).to_json() for seq in (1, 1500, 3000)}
+        originals = await ob.records(1, 3000)
+        used = await ob.used_bytes()
+        m = Metrics()
+        budget = DiskBudget(ob, m, budget_bytes=int(used * 0.7), alarm_fraction=0.5,
+                            prune=True, archive=archive)
+        await asyncio.wait_for(budget.wait_for_room(), 10)
+        assert m.counters["records_pruned"] == 3000
+        assert await ob.record(1) is None
+        assert m.component("outbox:archive").state == "ok"
+        # a copy interrupted before the delete (a crash) is made again without harm
+        await ob._archive(archive, 1, 1000, 1, 1)
+    finally:
+        await ob.close()
+    arc = await Outbox.open(archive, "gw")
+    try:
+        assert await arc.records(1, 3000) == originals
+        assert (await arc.stats()).records == 3000
+        for seq, want in before.items():
+            got = await bundle_from_outbox(arc, seq, chain_id=1, contract="0x" + "ab" * 20)
+            assert got.to_json() == want
+            assert got.record_signature is not None
+        assert await arc.batch(4) is None  # only the batches whose records it holds
+    finally:
+        await arc.close()
+    with pytest.raises(Exception, match="belongs to gateway 'gw'"):
+        await Outbox.open(archive, "another-gw")
+
+
+async def test_an_archive_that_cannot_be_written_prunes_nothing(tmp_path: Path) -> None:
+    ob = await _filled(tmp_path)
+    (tmp_path / "not-a-folder").write_text("")
+    try:
+        used = await ob.used_bytes()
+        m = Metrics()
+        budget = DiskBudget(ob, m, budget_bytes=int(used * 0.7), alarm_fraction=0.5,
+                            prune=True, archive=tmp_path / "not-a-folder" / "archive.sqlite")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(budget.wait_for_room(), 1.5)
+        assert m.counters["archive_failures"] >= 1 and m.counters["budget_holds"] == 1
+        state = m.component("outbox:archive")
+        assert state.state == "alarm" and "not-a-folder" in state.detail
+        assert len(await ob.records(1, 6000)) == 6000  # nothing deleted
+    finally:
+        await ob.close()
+
+
+async def test_export_proof_falls_back_to_the_archive(tmp_path: Path) -> None:
+    """`mrv-gateway export-proof` / `verify` by config find a pruned record in the archive."""
+    from config import parse_config
+    from gateway._cli import _bundle_for
+
+    data = tmp_path / "data"
+    data.mkdir()
+    cfg = parse_config(
+        "gateway: {id: gw, signing_key: k/ed.key, data_dir: data}\n"
+        "chain: {rpc_url: 'http://127.0.0.1:8545', chain_id: 31337, account_key: k/evm.key,\n"
+        "        contract: '0x5FbDB2315678afecb367f032d93F642f64180aa3'}\n"
+        "outbox: {path: o.sqlite, disk_budget_mb: 1, prune_anchored: true,\n"
+        "         archive_path: archive.sqlite}\n"
+        "devices: [{driver: mqtt, name: s, host: h, client_id: c,\n"
+        "           points: [{id: p, topic: t, value: v, unit: kW}]}]\n", base_dir=tmp_path)
+    assert cfg.archive_path() == data / "archive.sqlite"
+    ob = await _filled(data)
+    try:
+        await ob.prune_anchored(1, cfg.archive_path())  # batch 1: records 1..1000
+        [pending] = await ob.append([Reading(point_id="p", ts_ns=1, value=1.0, unit="u",
+                                             source="s")])
+    finally:
+        await ob.close()
+    b = await _bundle_for(cfg, 10)
+    assert b.record.seq == 10 and b.header.seq == 1 and b.contract.lower().startswith("0x5fbdb")
+    assert (await _bundle_for(cfg, 1001)).header.seq == 2  # still in the outbox
+    with pytest.raises(LookupError, match="pending"):
+        await _bundle_for(cfg, pending.seq)
+    with pytest.raises(LookupError, match="neither in the outbox nor in the archive"):
+        await _bundle_for(cfg, 99_999)
+
+
+def test_archive_without_pruning_is_a_config_error(tmp_path: Path) -> None:
+    from config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as e:
+        parse_config(
+            "gateway: {id: gw, signing_key: k/ed.key}\n"
+            "chain: {rpc_url: 'http://127.0.0.1:8545', chain_id: 31337, account_key: k.key,\n"
+            "        contract: '0x5FbDB2315678afecb367f032d93F642f64180aa3'}\n"
+            "outbox: {archive_path: archive.sqlite}\n"
+            "devices: [{driver: mqtt, name: s, host: h, client_id: c,\n"
+            "           points: [{id: p, topic: t, value: v, unit: kW}]}]\n")
+    (issue,) = e.value.issues
+    assert issue.path == "outbox" and issue.line == 4
+    assert "only with prune_anchored: true" in issue.message
