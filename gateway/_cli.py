@@ -89,8 +89,8 @@ async def _bundle_for(cfg: Config, seq: int) -> Bundle:
     from config import contract_address
     from ledger_client import Outbox, bundle_from_outbox
 
-    async def from_db(path: Path) -> Bundle:
-        db = await Outbox.open(path, cfg.gateway.id)
+    async def from_db(path: Path, journal_mode: str = "WAL") -> Bundle:
+        db = await Outbox.open(path, cfg.gateway.id, journal_mode=journal_mode)
         try:
             return await bundle_from_outbox(db, seq, chain_id=cfg.chain.chain_id,
                                             contract=contract_address(cfg))
@@ -104,7 +104,7 @@ async def _bundle_for(cfg: Config, seq: int) -> Bundle:
         if archive is None or not archive.exists() or await _in_outbox(cfg, seq):
             raise
     try:  # pruned from the outbox (disk budget): the archive holds it
-        return await from_db(archive)
+        return await from_db(archive, "DELETE")  # as the gateway writes it
     except LookupError:
         raise LookupError(f"record {seq} is neither in the outbox nor in the archive "
                           f"{archive}") from None

@@ -236,14 +236,15 @@ class Outbox:
 
     @classmethod
     async def open(cls, path: Path, gateway_id: str, *, synchronous: str = "FULL",
-                   sign_records: Callable[[bytes], bytes] | None = None) -> Outbox:
+                   sign_records: Callable[[bytes], bytes] | None = None,
+                   journal_mode: str = "WAL") -> Outbox:
         """Open (or create) the outbox. ``sign_records``: an Ed25519 signing function; when
         given, every record committed from now on carries a record signature (docs/formats.md,
         "Record signatures"); records committed before keep none. It is called from a worker
         thread for large commits, so it must be thread-safe (`Signer.sign` is)."""
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise OutboxError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
-        db = await open_wal(path, synchronous, _SCHEMA)
+        db = await open_wal(path, synchronous, _SCHEMA, journal_mode=journal_mode)
         try:
             ob = cls(db, gateway_id)
             ob._sign_records = sign_records
@@ -564,8 +565,13 @@ class Outbox:
         """Copy records ``first_record..last_record`` and batches ``first_batch..last_batch``
         into the archive at ``path`` (caller holds the lock). Idempotent: a copy interrupted
         before the delete is made again over what is there."""
+        if not path.parent.is_dir():  # an unmounted disk: never fill the root file system
+            raise OutboxError(f"archive {path}: folder {path.parent} does not exist (is its "
+                              "disk mounted?)")
         try:
-            arc = await Outbox.open(path, self.gateway_id, synchronous="FULL")
+            # a rollback journal: the archive may sit on a removable or network disk
+            arc = await Outbox.open(path, self.gateway_id, synchronous="FULL",
+                                    journal_mode="DELETE")
         except (OSError, aiosqlite.Error) as e:
             raise OutboxError(f"archive {path}: cannot open: {e}") from e
         try:

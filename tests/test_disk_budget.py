@@ -11,6 +11,7 @@ from gateway import Reading
 from gateway._daemon import DiskBudget
 from gateway._metrics import Metrics
 from ledger_client import Outbox, Signer
+from ledger_client._errors import OutboxError
 
 
 async def _filled(tmp_path: Path, sign_records: bool = False) -> Outbox:
@@ -101,7 +102,12 @@ async def test_archives_before_pruning_and_proofs_come_from_the_archive(tmp_path
         await ob._archive(archive, 1, 1000, 1, 1)
     finally:
         await ob.close()
-    arc = await Outbox.open(archive, "gw")
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(archive)) as raw:  # a rollback journal: fit for removable disks
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    arc = await Outbox.open(archive, "gw", journal_mode="DELETE")
     try:
         assert await arc.records(1, 3000) == originals
         assert (await arc.stats()).records == 3000
@@ -130,6 +136,11 @@ async def test_an_archive_that_cannot_be_written_prunes_nothing(tmp_path: Path) 
         state = m.component("outbox:archive")
         assert state.state == "alarm" and "not-a-folder" in state.detail
         assert len(await ob.records(1, 6000)) == 6000  # nothing deleted
+        # a disk that is not mounted: its folder is never created on the root file system
+        with pytest.raises(OutboxError, match="does not exist"):
+            await ob.prune_anchored(1, tmp_path / "mnt" / "usb" / "archive.sqlite")
+        assert not (tmp_path / "mnt").exists()
+        assert len(await ob.records(1, 6000)) == 6000
     finally:
         await ob.close()
 
@@ -158,6 +169,11 @@ async def test_export_proof_falls_back_to_the_archive(tmp_path: Path) -> None:
     finally:
         await ob.close()
     b = await _bundle_for(cfg, 10)
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(data / "archive.sqlite")) as raw:  # reading it left its journal mode
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     assert b.record.seq == 10 and b.header.seq == 1 and b.contract.lower().startswith("0x5fbdb")
     assert (await _bundle_for(cfg, 1001)).header.seq == 2  # still in the outbox
     with pytest.raises(LookupError, match="pending"):
