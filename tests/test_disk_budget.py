@@ -12,6 +12,8 @@ from gateway._daemon import DiskBudget
 from gateway._metrics import Metrics
 from ledger_client import Outbox, Signer
 from ledger_client._errors import OutboxError
+from simulator import Anvil, ModbusPlant
+from tests.conftest import GatewayProcess
 
 
 async def _filled(tmp_path: Path, sign_records: bool = False) -> Outbox:
@@ -196,3 +198,44 @@ def test_archive_without_pruning_is_a_config_error(tmp_path: Path) -> None:
     (issue,) = e.value.issues
     assert issue.path == "outbox" and issue.line == 4
     assert "only with prune_anchored: true" in issue.message
+
+
+async def test_a_pruned_reading_still_verifies_against_the_chain(
+        tmp_path: Path, anvil: Anvil, plant: ModbusPlant,
+        gateway_process: type[GatewayProcess]) -> None:
+    """The whole path: a gateway with a tiny budget anchors, archives and prunes while it
+    runs; afterwards `mrv-gateway verify CONFIG --seq 1` proves the first reading, which is
+    no longer in the outbox, from the archive against the chain."""
+    import subprocess
+    import sys
+
+    from simulator import plant_devices, provision
+
+    p = await provision(tmp_path / "gw", anvil.url,
+                        devices=plant_devices(plant.port, interval_s=0.1),
+                        batch_interval_s=0.3, max_records=50,
+                        extra={"outbox": {"disk_budget_mb": 0.12, "budget_alarm_fraction": 0.5,
+                                          "prune_anchored": True,
+                                          "archive_path": "archive/readings.sqlite"}})
+    (p.config.parent / "data" / "archive").mkdir(parents=True)
+    log = tmp_path / "gateway.log"
+    g = gateway_process(p.config, log).start()
+    try:
+        for _ in range(240):
+            if "archived in" in log.read_text():
+                break
+            await asyncio.sleep(0.5)
+        else:
+            raise AssertionError("nothing was archived:\n" + log.read_text()[-3000:])
+    finally:
+        assert g.terminate() == 0
+    exe = [sys.executable, "-m", "gateway._cli"]
+    ok = subprocess.run([*exe, "verify", str(p.config), "--seq", "1"],
+                        capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "verdict: the reading HOLDS" in ok.stdout
+    ob = await Outbox.open(p.config.parent / "data" / "outbox.sqlite", "plant-a-gw1")
+    try:
+        assert await ob.record(1) is None  # pruned here: the proof came from the archive
+    finally:
+        await ob.close()
