@@ -180,9 +180,22 @@ async def _cmd_status(args: argparse.Namespace) -> int:
         st = await outbox.stats()
     finally:
         await outbox.close()
-    print(json.dumps({"gateway": cfg.gateway.id, "records": st.records, "pending": st.pending,
-                      "batches": st.batches_by_state,
-                      "last_confirmed_batch": st.last_confirmed_batch}, indent=2))
+    out: dict[str, object] = {
+        "gateway": cfg.gateway.id, "records": st.records, "pending": st.pending,
+        "batches": st.batches_by_state, "last_confirmed_batch": st.last_confirmed_batch}
+    archive = cfg.archive_path()
+    if archive is not None:  # pruned records copied there (outbox.archive_path)
+        if archive.exists():
+            arc = await Outbox.open(archive, cfg.gateway.id, journal_mode="DELETE")
+            try:
+                ast = await arc.stats()
+            finally:
+                await arc.close()
+            out["archive"] = {"path": str(archive), "records": ast.records,
+                              "batches": ast.batches}
+        else:
+            out["archive"] = {"path": str(archive), "records": 0, "batches": 0}
+    print(json.dumps(out, indent=2))
     return EXIT_OK
 
 

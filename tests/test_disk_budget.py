@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,8 @@ async def test_a_pruned_reading_still_verifies_against_the_chain(
         assert await ob.record(1) is None  # pruned here: the proof came from the archive
     finally:
         await ob.close()
+    st = json.loads(subprocess.run([*exe, "status", str(p.config)], capture_output=True,
+                                   text=True, check=True).stdout)
+    assert st["archive"]["records"] > 0 and st["archive"]["batches"] > 0
+    assert st["archive"]["path"].endswith("archive/readings.sqlite")
+    assert st["records"] > 0 and st["pending"] == 0
