@@ -86,39 +86,27 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 async def _bundle_for(cfg: Config, seq: int) -> Bundle:
+    """The proof bundle of record ``seq``: from the outbox, or, when the disk budget pruned it
+    there, from the archive (``outbox.archive_path``)."""
     from config import contract_address
     from ledger_client import Outbox, bundle_from_outbox
 
-    async def from_db(path: Path, journal_mode: str = "WAL") -> Bundle:
-        db = await Outbox.open(path, cfg.gateway.id, journal_mode=journal_mode)
-        try:
-            return await bundle_from_outbox(db, seq, chain_id=cfg.chain.chain_id,
-                                            contract=contract_address(cfg))
-        finally:
-            await db.close()
-
+    chain_id, contract = cfg.chain.chain_id, contract_address(cfg)
+    archive = cfg.archive_path()
+    db = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
     try:
-        return await from_db(cfg.outbox_path())
-    except LookupError:
-        archive = cfg.archive_path()
-        if archive is None or not archive.exists() or await _in_outbox(cfg, seq):
-            raise
-    try:  # pruned from the outbox (disk budget): the archive holds it
-        return await from_db(archive, "DELETE")  # as the gateway writes it
+        if await db.record(seq) is not None or archive is None or not archive.exists():
+            return await bundle_from_outbox(db, seq, chain_id=chain_id, contract=contract)
+    finally:
+        await db.close()
+    arc = await Outbox.open(archive, cfg.gateway.id, journal_mode="DELETE")  # as it is written
+    try:
+        return await bundle_from_outbox(arc, seq, chain_id=chain_id, contract=contract)
     except LookupError:
         raise LookupError(f"record {seq} is neither in the outbox nor in the archive "
                           f"{archive}") from None
-
-
-async def _in_outbox(cfg: Config, seq: int) -> bool:
-    """Whether record ``seq`` is in the outbox (then a missing bundle means: not batched yet)."""
-    from ledger_client import Outbox
-
-    db = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
-    try:
-        return await db.record(seq) is not None
     finally:
-        await db.close()
+        await arc.close()
 
 
 async def _cmd_export_proof(args: argparse.Namespace) -> int:
