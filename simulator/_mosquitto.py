@@ -91,3 +91,4 @@ class Mosquitto:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)  # its config, log and store
