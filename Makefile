@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
-.PHONY: setup demo test contracts bench clean
+.PHONY: setup demo test contracts bench fuzz clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -12,6 +12,10 @@ test:
 
 bench: setup
 	.venv/bin/python -m benchmarks.run $(ARGS)
+
+# The long fuzz campaign: a million inputs per parser (see tests/fuzz/__init__.py).
+fuzz: setup
+	.venv/bin/python -m tests.fuzz $(or $(ARGS),--inputs 1000000)
 
 contracts: setup
 	node contracts/build.mjs
