@@ -61,6 +61,17 @@ def parse_amount(text: str) -> int:
     return grams
 
 
+_MAX_UINT256 = 2**256 - 1
+
+
+def parse_wei(text: str) -> int:
+    """A native amount in wei: decimal digits only, 0 < wei < 2**256."""
+    t = text.strip()
+    if not re.fullmatch(r"[0-9]{1,78}", t) or not 0 < int(t) <= _MAX_UINT256:
+        raise ValueError(f"wei {text!r}: expected a whole number of wei from 1 to 2**256 - 1")
+    return int(t)
+
+
 def parse_time_ns(text: str) -> int:
     """UTC nanoseconds from an integer or an ISO date / date-time (UTC unless it says)."""
     t = text.strip()
@@ -215,6 +226,12 @@ async def c_suspend(a: argparse.Namespace, m: Mrv, o: Out) -> None:
 
 async def c_reinstate(a: argparse.Namespace, m: Mrv, o: Out) -> None:
     o.events("reinstate", await m.reinstate(_key(a), parse_address(a.account)))
+
+
+async def c_reserve_gateway(a: argparse.Namespace, m: Mrv, o: Out) -> None:
+    ev = await m.reserve_gateway_id(_key(a), a.gateway_id, parse_address(a.enterprise,
+                                                                        "enterprise"))
+    o.events("reserve-gateway", [ev], gateway_key=ev["gatewayKey"])
 
 
 async def c_register_gateway(a: argparse.Namespace, m: Mrv, o: Out) -> None:
@@ -393,15 +410,17 @@ async def c_account(a: argparse.Namespace, m: Mrv, o: Out) -> None:
 
 async def c_fund(a: argparse.Namespace, m: Mrv, o: Out) -> None:
     to = parse_address(a.to)
-    await fund(m.chain, _key(a), to, int(a.wei))
-    o.result({"funded": to, "wei": int(a.wei)})
+    wei = parse_wei(a.wei)
+    await fund(m.chain, _key(a), to, wei)
+    o.result({"funded": to, "wei": wei})
 
 
 COMMANDS: dict[str, Handler] = {
     "grant": c_grant, "revoke-role": c_revoke_role, "roles": c_roles,
     "define-period": c_define_period, "close-period": c_close_period, "periods": c_periods,
     "certify": c_certify, "suspend": c_suspend, "reinstate": c_reinstate,
-    "register-gateway": c_register_gateway, "revoke-gateway": c_revoke_gateway,
+    "reserve-gateway": c_reserve_gateway, "register-gateway": c_register_gateway,
+    "revoke-gateway": c_revoke_gateway,
     "gateway": c_gateway, "benchmark": c_benchmark, "allocate": c_allocate,
     "transfer": c_transfer, "surrender": c_surrender, "settle": c_settle, "offer": c_offer,
     "accept": c_accept, "cancel": c_cancel, "settle-trade": c_settle_trade, "market": c_market,
@@ -420,6 +439,18 @@ async def _run(args: argparse.Namespace) -> int:
         out.result({"key_file": args.path, "address": acct.address})
         return EXIT_OK
     book_path = Path(args.address_book)
+    if args.cmd == "fund" and args.rpc and not book_path.exists():
+        # A plain value transfer needs no contract: --rpc alone is enough.
+        to = parse_address(args.to)
+        wei = parse_wei(args.wei)
+        key = _key(args)
+        chain = EvmChain(args.rpc)
+        try:
+            await fund(chain, key, to, wei)
+        finally:
+            await chain.close()
+        out.result({"funded": to, "wei": wei})
+        return EXIT_OK
     if args.cmd == "deploy":
         if not args.rpc:
             raise ValueError("deploy: --rpc is required")
@@ -499,7 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True)
     p = cmd("reinstate", "government: reinstate a suspended enterprise")
     p.add_argument("account")
-    p = cmd("register-gateway", "enterprise: register one of its gateways")
+    p = cmd("reserve-gateway", "government: reserve a gateway id for an enterprise")
+    p.add_argument("gateway_id")
+    p.add_argument("enterprise")
+    p = cmd("register-gateway", "enterprise: register a gateway id reserved for it")
     p.add_argument("gateway_id")
     p.add_argument("--sender", required=True, help="the gateway's EVM address")
     p.add_argument("--signing-key", required=True, help="the gateway's Ed25519 public key, hex")
@@ -568,9 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("account", "an enterprise's record, gateways and per-period accounts")
     p.add_argument("enterprise")
     p.add_argument("--period", type=int)
-    p = cmd("fund", "send native balance to an account")
+    p = cmd("fund", "send native balance to an account (--rpc alone is enough, no address book)")
     p.add_argument("to")
-    p.add_argument("wei")
+    p.add_argument("wei", help="amount in wei (1 ether = 10**18 wei)")
     return ap
 
 

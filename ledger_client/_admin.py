@@ -328,7 +328,20 @@ class Mrv:
         _, ev = await self.send(gov, self.registry.functions.closePeriod(period))
         return ev
 
-    # -- enterprises: gateways -----------------------------------------------------------------
+    # -- gateways: government reserves the id, the enterprise registers it ----------------------
+
+    async def reserve_gateway_id(self, gov: LocalAccount, gateway_id: str,
+                                 enterprise: str) -> Event:
+        """Government reserves ``gateway_id`` for ``enterprise`` (only it may register it)."""
+        _, ev = await self.send(gov, self.registry.functions.reserveGatewayId(
+            gateway_id, self.chain.w3.to_checksum_address(enterprise)))
+        return self._one(ev, "GatewayIdReserved")
+
+    async def gateway_reserved_for(self, gateway_id: str) -> str | None:
+        """The enterprise ``gateway_id`` is reserved for, or None."""
+        a = str(await self.call(self.registry.functions.gatewayReservedFor(
+            gateway_key(gateway_id))))
+        return None if int(a, 16) == 0 else a
 
     async def register_gateway(self, enterprise: LocalAccount, gateway_id: str, sender: str,
                                signing_key: bytes) -> bytes:
@@ -525,13 +538,14 @@ async def register_gateway(chain: EvmChain, account: LocalAccount, gateway_id: s
     if status != EnterpriseStatus.NONE or not await mrv.has_role("regulator", account.address):
         return await mrv.register_gateway(account, gateway_id, sender, signing_key)
     dev = dev_enterprise_account(account)
+    if not await mrv.has_role("government", account.address):
+        await mrv.grant(account, "government", account.address)
     if int(await mrv.call(mrv.registry.functions.enterpriseStatus(dev.address))) == 0:
-        if not await mrv.has_role("government", account.address):
-            await mrv.grant(account, "government", account.address)
         await mrv.certify(account, dev.address, credit_code=make_uscc(bytes.fromhex(
             dev.address[2:])), name="development enterprise", industry="DEV", region="000000")
     if int(await chain._rpc(chain.w3.eth.get_balance(dev.address))) < 10**18:
         await fund(chain, account, dev.address, 10**20)
+    await mrv.reserve_gateway_id(account, gateway_id, dev.address)
     return await mrv.register_gateway(dev, gateway_id, sender, signing_key)
 
 

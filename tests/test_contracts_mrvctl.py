@@ -111,6 +111,12 @@ def test_mrvctl_drives_a_compliance_period(anvil: Anvil, tmp_path: Path,
                      key="auditor")
     assert "government role" in err
     sig_a, sig_b = Signer(b"\x0a" * 32), Signer(b"\x0b" * 32)
+    # government reserves each gateway id for its enterprise; another enterprise cannot take it
+    for gid, who in (("gw-a", "a"), ("gw-b", "b")):
+        ev = c.ok("reserve-gateway", gid, addr[who], key="gov")
+        assert ev["events"][0]["event"] == "GatewayIdReserved"
+    c.reverted("GatewayIdNotReserved", "register-gateway", "gw-b", "--sender", addr["gwa"],
+               "--signing-key", "11" * 32, key="a")
     out = c.ok("register-gateway", "gw-a", "--sender", addr["gwa"], "--signing-key",
                sig_a.public_key.hex(), key="a")
     assert out["gateway_id"] == "gw-a"
@@ -217,6 +223,33 @@ def test_mrvctl_exit_codes(anvil: Anvil, tmp_path: Path,
     with pytest.raises(SystemExit) as ei:
         main(["no-such-command"])
     assert ei.value.code == 2
+
+
+def test_mrvctl_fund_needs_only_rpc(anvil: Anvil, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 11, item 16: `fund` read the address book first and failed without one, --rpc or not
+    c = Ctl(anvil, tmp_path, capsys)
+    (tmp_path / "regulator.key").write_text(DEV_KEYS[0] + "\n")
+    assert not c.book.exists()
+    to = c.ok("new-key", c.key("fresh"))["address"]
+    assert c.ok("fund", to, "123456789", key="regulator") == {"funded": to, "wei": 123456789}
+    assert not c.book.exists()
+
+    async def balance() -> int:
+        chain = EvmChain(anvil.url)
+        try:
+            return int(await chain.w3.eth.get_balance(to))
+        finally:
+            await chain.close()
+    assert asyncio.run(balance()) == 123456789
+    # bad amounts are bad input (2), before anything is sent
+    for wei in ("0", "-5", "1e18", "0x10", str(2**256), "1_000"):
+        rc, _, err = c.run("fund", to, wei, key="regulator")
+        assert rc == 2 and "wei" in err, (wei, rc, err)
+    # without --rpc and without an address book there is nothing to talk to: bad input
+    rc = main(["--address-book", str(c.book), "--key", c.key("regulator"), "fund", to, "1"])
+    assert rc == 2
+    assert asyncio.run(balance()) == 123456789
 
 
 def test_mrvctl_console_script(anvil: Anvil, tmp_path: Path) -> None:
