@@ -40,12 +40,25 @@ from ledger_client._format import keccak256
 EXIT_OK, EXIT_REVERTED, EXIT_INPUT, EXIT_CHAIN = 0, 1, 2, 3
 
 _UNITS = {"g": 1, "kg": 1_000, "t": 1_000_000}
-_AMOUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(g|kg|t)?\s*$", re.IGNORECASE)
+_AMOUNT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(g|kg|t)?\s*$", re.IGNORECASE)
+
+
+#: Command-line values are short; anything longer is refused before it is parsed.
+MAX_ARG_CHARS = 80
+_INT64 = (-(2**63), 2**63 - 1)
+_UINT128_MAX = 2**128 - 1
+
+
+def _short(text: str, what: str) -> str:
+    if len(text) > MAX_ARG_CHARS:
+        raise ValueError(f"{what}: longer than {MAX_ARG_CHARS} characters")
+    return text
 
 
 def parse_amount(text: str) -> int:
-    """Grams from ``123``, ``123g``, ``1.5kg``, ``12.5t``; ValueError when not a whole gram."""
-    m = _AMOUNT.match(text)
+    """Grams from ``123``, ``123g``, ``1.5kg``, ``12.5t``; ValueError when not a whole gram
+    or beyond the contracts' uint128 amounts."""
+    m = _AMOUNT.match(_short(text, "amount"))
     if not m:
         raise ValueError(f"amount {text!r}: expected a number with an optional unit g, kg or t")
     num, unit = m.group(1), (m.group(2) or "g").lower()
@@ -58,6 +71,8 @@ def parse_amount(text: str) -> int:
         if f % d:
             raise ValueError(f"amount {text!r} is not a whole number of grams")
         grams += f // d
+    if grams > _UINT128_MAX:
+        raise ValueError(f"amount {text!r} is larger than the contracts accept (2**128 - 1 g)")
     return grams
 
 
@@ -73,10 +88,11 @@ def parse_wei(text: str) -> int:
 
 
 def parse_time_ns(text: str) -> int:
-    """UTC nanoseconds from an integer or an ISO date / date-time (UTC unless it says)."""
-    t = text.strip()
-    if re.fullmatch(r"-?\d+", t):
-        return int(t)
+    """UTC nanoseconds from an integer or an ISO date / date-time (UTC unless it says), within
+    the contracts' int64 range."""
+    t = _short(text, "time").strip()
+    if re.fullmatch(r"-?[0-9]+", t):
+        return _int64_ns(int(t), text)
     try:
         when = dt.datetime.fromisoformat(t)
     except ValueError:
@@ -84,11 +100,19 @@ def parse_time_ns(text: str) -> int:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1_000
+    return _int64_ns((delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1_000,
+                     text)
+
+
+def _int64_ns(ns: int, text: str) -> int:
+    if not _INT64[0] <= ns <= _INT64[1]:
+        raise ValueError(f"time {text!r} is outside the int64 nanoseconds the contracts hold"
+                         " (years 1677 to 2262)")
+    return ns
 
 
 def parse_hash(text: str, what: str) -> bytes:
-    t = text.removeprefix("0x")
+    t = _short(text, what).removeprefix("0x")
     if not re.fullmatch(r"[0-9a-fA-F]{64}", t):
         raise ValueError(f"{what}: expected 32 bytes of hex, got {text!r}")
     return bytes.fromhex(t)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,11 +155,75 @@ def write_address_book(path: Path, book: dict[str, Any]) -> None:
     path.write_text(json.dumps(book, indent=2) + "\n")
 
 
-def read_address_book(path: Path) -> dict[str, Any]:
-    book = json.loads(path.read_text())
+#: Limits applied to an address book before it is parsed (it comes from outside: a file handed
+#: over by the operator of the ledger).
+MAX_ADDRESS_BOOK_BYTES = 1 << 20
+MAX_ADDRESS_BOOK_DEPTH = 8
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+class AddressBookError(ValueError):
+    """An address book that is too large, too deep, not JSON or not an address book."""
+
+
+def _check_depth(text: str, limit: int) -> None:
+    """Refuse JSON nested deeper than ``limit`` before any parser recurses into it."""
+    depth = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                raise AddressBookError(f"address book: nested deeper than {limit} levels")
+        elif ch in "]}":
+            depth -= 1
+
+
+def parse_address_book(raw: bytes | str, source: str = "address book") -> dict[str, Any]:
+    """An address book from its JSON text, checked: at most `MAX_ADDRESS_BOOK_BYTES` and
+    `MAX_ADDRESS_BOOK_DEPTH` levels (both before parsing), an object whose ``contracts`` maps
+    names to 0x-addresses, ``chain_id`` (when present) a positive integer below 2**63 and
+    ``rpc_url`` (when present) a string. `AddressBookError` (a ValueError) otherwise."""
+    if len(raw) > MAX_ADDRESS_BOOK_BYTES:
+        raise AddressBookError(f"{source}: larger than {MAX_ADDRESS_BOOK_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as e:
+        raise AddressBookError(f"{source}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    _check_depth(text, MAX_ADDRESS_BOOK_DEPTH)
+    try:
+        book = json.loads(text)
+    except ValueError as e:  # JSONDecodeError, or an integer of too many digits
+        raise AddressBookError(f"{source}: not JSON ({e})") from None
     if not isinstance(book, dict) or not isinstance(book.get("contracts"), dict):
-        raise ValueError(f"{path}: not an address book (no 'contracts' object)")
+        raise AddressBookError(f"{source}: not an address book (no 'contracts' object)")
+    for name, addr in book["contracts"].items():
+        if not isinstance(addr, str) or not _ADDRESS.fullmatch(addr):
+            raise AddressBookError(f"{source}: contracts.{name} is not a 0x-prefixed 20-byte"
+                                   " address")
+    cid = book.get("chain_id")
+    if cid is not None and (type(cid) is not int or not 0 < cid < 2**63):
+        raise AddressBookError(f"{source}: chain_id must be a positive integer below 2**63")
+    url = book.get("rpc_url")
+    if url is not None and not isinstance(url, str):
+        raise AddressBookError(f"{source}: rpc_url must be a string")
     return book
+
+
+def read_address_book(path: Path) -> dict[str, Any]:
+    """`parse_address_book` of the file at ``path`` (its size checked before it is read)."""
+    if path.stat().st_size > MAX_ADDRESS_BOOK_BYTES:
+        raise AddressBookError(f"{path}: larger than {MAX_ADDRESS_BOOK_BYTES} bytes")
+    return parse_address_book(path.read_bytes(), str(path))
 
 
 # -- events ------------------------------------------------------------------------------------

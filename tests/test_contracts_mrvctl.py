@@ -285,3 +285,44 @@ def test_parsers() -> None:
     with pytest.raises(ValueError, match="not allowed"):
         validate_uscc("91350100M000100I43")
     assert validate_uscc(make_uscc(b"x")) == make_uscc(b"x")
+
+
+def test_parsers_refuse_out_of_range_values_before_sending() -> None:
+    # times beyond the contracts' int64 nanoseconds (years 1677 to 2262) were passed on
+    for bad in ("9999-12-31", "1500-01-01", str(2**63), str(-(2**63) - 1), "9" * 5000):
+        with pytest.raises(ValueError):
+            parse_time_ns(bad)
+    assert parse_time_ns(str(2**63 - 1)) == 2**63 - 1
+    assert parse_time_ns("2262-04-11T23:47:16") == 9_223_372_036 * 10**9
+    # amounts beyond uint128 grams, and runs of digits, are refused before any arithmetic
+    assert parse_amount(str(2**128 - 1)) == 2**128 - 1
+    for bad in (str(2**128), "9" * 5000 + "t", "\u0663t"):  # Arabic-Indic three
+        with pytest.raises(ValueError):
+            parse_amount(bad)
+
+
+def test_address_books_are_checked_before_they_are_parsed(tmp_path: Path) -> None:
+    from ledger_client._admin import MAX_ADDRESS_BOOK_BYTES, AddressBookError, read_address_book
+
+    good = {"chain_id": 31337, "contracts": {"EmissionsLedger": "0x" + "ab" * 20}}
+    p = tmp_path / "book.json"
+    p.write_text(json.dumps(good))
+    assert read_address_book(p) == good
+    for text, why in (("[" * 100_000, "nested deeper"),
+                      ('{"contracts": ' + "[" * 50 + "]" * 50 + "}", "nested deeper|contracts"),
+                      ('{"contracts": {"X": "0x12"}}', "contracts.X"),
+                      ('{"contracts": {}, "chain_id": true}', "chain_id"),
+                      ('{"contracts": {}, "chain_id": ' + "9" * 5000 + "}", "not JSON"),
+                      ('{"contracts": {}, "rpc_url": 5}', "rpc_url"),
+                      ("\udcff", "UTF-8|not JSON"), ("[]", "no 'contracts'")):
+        p.write_text(text, errors="surrogateescape")
+        with pytest.raises(AddressBookError, match=why):
+            read_address_book(p)
+    p.write_bytes(b" " * (MAX_ADDRESS_BOOK_BYTES + 1))
+    with pytest.raises(AddressBookError, match="larger than"):
+        read_address_book(p)
+    # mrvctl: bad input (2), not a crash, for the issue's 65,536 "[" (and far deeper)
+    p.write_text("[" * 1_000_000)
+    r = subprocess.run([str(BIN / "mrvctl"), "--address-book", str(p), "periods"],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 2 and "nested deeper" in r.stderr, (r.returncode, r.stderr[-300:])
