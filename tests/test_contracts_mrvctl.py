@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway._mrvctl import main, parse_amount, parse_time_ns
+from gateway._mrvctl import main, parse_amount, parse_time_ns, parse_wei
 from gateway._records import Reading
 from ledger_client import EvmChain, Signer, load_account
 from ledger_client._admin import make_uscc, uscc_check_char, validate_uscc
@@ -326,3 +328,46 @@ def test_address_books_are_checked_before_they_are_parsed(tmp_path: Path) -> Non
     r = subprocess.run([str(BIN / "mrvctl"), "--address-book", str(p), "periods"],
                        capture_output=True, text=True, check=False)
     assert r.returncode == 2 and "nested deeper" in r.stderr, (r.returncode, r.stderr[-300:])
+
+
+_UNIT_G = {"g": 1, "kg": 1_000, "t": 1_000_000}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**128 - 1), st.sampled_from(sorted(_UNIT_G)))
+def test_amount_round_trips_in_every_unit(grams: int, unit: str) -> None:
+    # write `grams` in `unit` with exact decimal arithmetic; it must parse back to `grams`
+    scale = _UNIT_G[unit]
+    whole, rest = divmod(grams, scale)
+    digits = len(str(scale)) - 1
+    text = f"{whole}.{rest:0{digits}d}{unit}" if rest else f"{whole}{unit}"
+    assert parse_amount(text) == grams
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10**12), st.integers(1, 9))
+def test_amount_below_a_gram_is_refused(whole_t: int, extra_digit: int) -> None:
+    # seven decimals of a tonne are a tenth of a gram: never silently rounded
+    with pytest.raises(ValueError, match="whole number of grams"):
+        parse_amount(f"{whole_t}.000000{extra_digit}t")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789ABCDEFGHJKLMNPQRTUWXY", min_size=17, max_size=17),
+       st.sampled_from("0123456789ABCDEFGHJKLMNPQRTUWXY"))
+def test_exactly_one_check_character_fits(first17: str, last: str) -> None:
+    weights = [pow(3, i, 31) for i in range(17)]  # GB 32100-2015, from first principles
+    chars = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+    expected = chars[(31 - sum(chars.index(c) * w for c, w in zip(first17, weights, strict=True))
+                      % 31) % 31]
+    if last == expected:
+        assert validate_uscc(first17 + last) == first17 + last
+    else:
+        with pytest.raises(ValueError, match="check character"):
+            validate_uscc(first17 + last)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 2**256 - 1))
+def test_wei_parses_every_uint256(wei: int) -> None:
+    assert parse_wei(str(wei)) == wei
