@@ -138,6 +138,35 @@ def test_the_credit_code_example_is_worked_correctly() -> None:
             validate_uscc(bad)
 
 
+def _mrvctl_lines() -> list[str]:
+    out = []
+    for block in re.findall(r"```sh\n(.*?)```", LEDGER_MD, re.S):
+        text = block.replace("\\\n", " ")
+        for line in text.splitlines():
+            line = line.split("#")[0].strip()
+            for part in line.split("&&"):
+                if part.strip().startswith("mrvctl "):
+                    out.append(part.strip())
+    # inline commands given in full (with a key); the others are fragments
+    out += [m[1] for m in re.finditer(r"`(mrvctl [^`]*--key [^`]+)`", LEDGER_MD)]
+    return out
+
+
+def test_every_mrvctl_command_in_ledger_md_parses() -> None:
+    import shlex
+
+    from gateway._mrvctl import build_parser
+
+    lines = _mrvctl_lines()
+    assert len(lines) >= 15 and any(" fund " in ln for ln in lines)
+    for line in lines:
+        argv = shlex.split(line.replace("$B", "--address-book book.json"))[1:]
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"docs/ledger.md: {line!r} does not parse")
+
+
 async def test_the_vectors_run_on_the_contracts(anvil: Anvil) -> None:
     regulator, ent, snd, gov = (Account.from_key(DEV_KEYS[i]) for i in (0, 1, 2, 3))
     hdr = VECTORS["header"]
