@@ -86,6 +86,7 @@ async def setup(rpc_url: str) -> Bench:
     await mrv.certify(gov, ent.address, credit_code=make_uscc(ent.address.encode()),
                       name="bench", industry="D4411", region="440300")
     signer = Signer(b"\x42" * 32)
+    await mrv.reserve_gateway_id(gov, "bench-gw", ent.address)
     await mrv.register_gateway(ent, "bench-gw", gw.address, signer.public_key)
     return Bench(mrv, gw, signer)
 

@@ -40,12 +40,25 @@ from ledger_client._format import keccak256
 EXIT_OK, EXIT_REVERTED, EXIT_INPUT, EXIT_CHAIN = 0, 1, 2, 3
 
 _UNITS = {"g": 1, "kg": 1_000, "t": 1_000_000}
-_AMOUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(g|kg|t)?\s*$", re.IGNORECASE)
+_AMOUNT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(g|kg|t)?\s*$", re.IGNORECASE)
+
+
+#: Command-line values are short; anything longer is refused before it is parsed.
+MAX_ARG_CHARS = 80
+_INT64 = (-(2**63), 2**63 - 1)
+_UINT128_MAX = 2**128 - 1
+
+
+def _short(text: str, what: str) -> str:
+    if len(text) > MAX_ARG_CHARS:
+        raise ValueError(f"{what}: longer than {MAX_ARG_CHARS} characters")
+    return text
 
 
 def parse_amount(text: str) -> int:
-    """Grams from ``123``, ``123g``, ``1.5kg``, ``12.5t``; ValueError when not a whole gram."""
-    m = _AMOUNT.match(text)
+    """Grams from ``123``, ``123g``, ``1.5kg``, ``12.5t``; ValueError when not a whole gram
+    or beyond the contracts' uint128 amounts."""
+    m = _AMOUNT.match(_short(text, "amount"))
     if not m:
         raise ValueError(f"amount {text!r}: expected a number with an optional unit g, kg or t")
     num, unit = m.group(1), (m.group(2) or "g").lower()
@@ -58,14 +71,28 @@ def parse_amount(text: str) -> int:
         if f % d:
             raise ValueError(f"amount {text!r} is not a whole number of grams")
         grams += f // d
+    if grams > _UINT128_MAX:
+        raise ValueError(f"amount {text!r} is larger than the contracts accept (2**128 - 1 g)")
     return grams
 
 
-def parse_time_ns(text: str) -> int:
-    """UTC nanoseconds from an integer or an ISO date / date-time (UTC unless it says)."""
+_MAX_UINT256 = 2**256 - 1
+
+
+def parse_wei(text: str) -> int:
+    """A native amount in wei: decimal digits only, 0 < wei < 2**256."""
     t = text.strip()
-    if re.fullmatch(r"-?\d+", t):
-        return int(t)
+    if not re.fullmatch(r"[0-9]{1,78}", t) or not 0 < int(t) <= _MAX_UINT256:
+        raise ValueError(f"wei {text!r}: expected a whole number of wei from 1 to 2**256 - 1")
+    return int(t)
+
+
+def parse_time_ns(text: str) -> int:
+    """UTC nanoseconds from an integer or an ISO date / date-time (UTC unless it says), within
+    the contracts' int64 range."""
+    t = _short(text, "time").strip()
+    if re.fullmatch(r"-?[0-9]+", t):
+        return _int64_ns(int(t), text)
     try:
         when = dt.datetime.fromisoformat(t)
     except ValueError:
@@ -73,11 +100,19 @@ def parse_time_ns(text: str) -> int:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1_000
+    return _int64_ns((delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1_000,
+                     text)
+
+
+def _int64_ns(ns: int, text: str) -> int:
+    if not _INT64[0] <= ns <= _INT64[1]:
+        raise ValueError(f"time {text!r} is outside the int64 nanoseconds the contracts hold"
+                         " (years 1677 to 2262)")
+    return ns
 
 
 def parse_hash(text: str, what: str) -> bytes:
-    t = text.removeprefix("0x")
+    t = _short(text, what).removeprefix("0x")
     if not re.fullmatch(r"[0-9a-fA-F]{64}", t):
         raise ValueError(f"{what}: expected 32 bytes of hex, got {text!r}")
     return bytes.fromhex(t)
@@ -215,6 +250,12 @@ async def c_suspend(a: argparse.Namespace, m: Mrv, o: Out) -> None:
 
 async def c_reinstate(a: argparse.Namespace, m: Mrv, o: Out) -> None:
     o.events("reinstate", await m.reinstate(_key(a), parse_address(a.account)))
+
+
+async def c_reserve_gateway(a: argparse.Namespace, m: Mrv, o: Out) -> None:
+    ev = await m.reserve_gateway_id(_key(a), a.gateway_id, parse_address(a.enterprise,
+                                                                        "enterprise"))
+    o.events("reserve-gateway", [ev], gateway_key=ev["gatewayKey"])
 
 
 async def c_register_gateway(a: argparse.Namespace, m: Mrv, o: Out) -> None:
@@ -393,15 +434,17 @@ async def c_account(a: argparse.Namespace, m: Mrv, o: Out) -> None:
 
 async def c_fund(a: argparse.Namespace, m: Mrv, o: Out) -> None:
     to = parse_address(a.to)
-    await fund(m.chain, _key(a), to, int(a.wei))
-    o.result({"funded": to, "wei": int(a.wei)})
+    wei = parse_wei(a.wei)
+    await fund(m.chain, _key(a), to, wei)
+    o.result({"funded": to, "wei": wei})
 
 
 COMMANDS: dict[str, Handler] = {
     "grant": c_grant, "revoke-role": c_revoke_role, "roles": c_roles,
     "define-period": c_define_period, "close-period": c_close_period, "periods": c_periods,
     "certify": c_certify, "suspend": c_suspend, "reinstate": c_reinstate,
-    "register-gateway": c_register_gateway, "revoke-gateway": c_revoke_gateway,
+    "reserve-gateway": c_reserve_gateway, "register-gateway": c_register_gateway,
+    "revoke-gateway": c_revoke_gateway,
     "gateway": c_gateway, "benchmark": c_benchmark, "allocate": c_allocate,
     "transfer": c_transfer, "surrender": c_surrender, "settle": c_settle, "offer": c_offer,
     "accept": c_accept, "cancel": c_cancel, "settle-trade": c_settle_trade, "market": c_market,
@@ -420,6 +463,18 @@ async def _run(args: argparse.Namespace) -> int:
         out.result({"key_file": args.path, "address": acct.address})
         return EXIT_OK
     book_path = Path(args.address_book)
+    if args.cmd == "fund" and args.rpc and not book_path.exists():
+        # A plain value transfer needs no contract: --rpc alone is enough.
+        to = parse_address(args.to)
+        wei = parse_wei(args.wei)
+        key = _key(args)
+        chain = EvmChain(args.rpc)
+        try:
+            await fund(chain, key, to, wei)
+        finally:
+            await chain.close()
+        out.result({"funded": to, "wei": wei})
+        return EXIT_OK
     if args.cmd == "deploy":
         if not args.rpc:
             raise ValueError("deploy: --rpc is required")
@@ -499,7 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True)
     p = cmd("reinstate", "government: reinstate a suspended enterprise")
     p.add_argument("account")
-    p = cmd("register-gateway", "enterprise: register one of its gateways")
+    p = cmd("reserve-gateway", "government: reserve a gateway id for an enterprise")
+    p.add_argument("gateway_id")
+    p.add_argument("enterprise")
+    p = cmd("register-gateway", "enterprise: register a gateway id reserved for it")
     p.add_argument("gateway_id")
     p.add_argument("--sender", required=True, help="the gateway's EVM address")
     p.add_argument("--signing-key", required=True, help="the gateway's Ed25519 public key, hex")
@@ -568,9 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("account", "an enterprise's record, gateways and per-period accounts")
     p.add_argument("enterprise")
     p.add_argument("--period", type=int)
-    p = cmd("fund", "send native balance to an account")
+    p = cmd("fund", "send native balance to an account (--rpc alone is enough, no address book)")
     p.add_argument("to")
-    p.add_argument("wei")
+    p.add_argument("wei", help="amount in wei (1 ether = 10**18 wei)")
     return ap
 
 

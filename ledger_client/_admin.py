@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,11 +155,75 @@ def write_address_book(path: Path, book: dict[str, Any]) -> None:
     path.write_text(json.dumps(book, indent=2) + "\n")
 
 
-def read_address_book(path: Path) -> dict[str, Any]:
-    book = json.loads(path.read_text())
+#: Limits applied to an address book before it is parsed (it comes from outside: a file handed
+#: over by the operator of the ledger).
+MAX_ADDRESS_BOOK_BYTES = 1 << 20
+MAX_ADDRESS_BOOK_DEPTH = 8
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+class AddressBookError(ValueError):
+    """An address book that is too large, too deep, not JSON or not an address book."""
+
+
+def _check_depth(text: str, limit: int) -> None:
+    """Refuse JSON nested deeper than ``limit`` before any parser recurses into it."""
+    depth = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                raise AddressBookError(f"address book: nested deeper than {limit} levels")
+        elif ch in "]}":
+            depth -= 1
+
+
+def parse_address_book(raw: bytes | str, source: str = "address book") -> dict[str, Any]:
+    """An address book from its JSON text, checked: at most `MAX_ADDRESS_BOOK_BYTES` and
+    `MAX_ADDRESS_BOOK_DEPTH` levels (both before parsing), an object whose ``contracts`` maps
+    names to 0x-addresses, ``chain_id`` (when present) a positive integer below 2**63 and
+    ``rpc_url`` (when present) a string. `AddressBookError` (a ValueError) otherwise."""
+    if len(raw) > MAX_ADDRESS_BOOK_BYTES:
+        raise AddressBookError(f"{source}: larger than {MAX_ADDRESS_BOOK_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as e:
+        raise AddressBookError(f"{source}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    _check_depth(text, MAX_ADDRESS_BOOK_DEPTH)
+    try:
+        book = json.loads(text)
+    except ValueError as e:  # JSONDecodeError, or an integer of too many digits
+        raise AddressBookError(f"{source}: not JSON ({e})") from None
     if not isinstance(book, dict) or not isinstance(book.get("contracts"), dict):
-        raise ValueError(f"{path}: not an address book (no 'contracts' object)")
+        raise AddressBookError(f"{source}: not an address book (no 'contracts' object)")
+    for name, addr in book["contracts"].items():
+        if not isinstance(addr, str) or not _ADDRESS.fullmatch(addr):
+            raise AddressBookError(f"{source}: contracts.{name} is not a 0x-prefixed 20-byte"
+                                   " address")
+    cid = book.get("chain_id")
+    if cid is not None and (type(cid) is not int or not 0 < cid < 2**63):
+        raise AddressBookError(f"{source}: chain_id must be a positive integer below 2**63")
+    url = book.get("rpc_url")
+    if url is not None and not isinstance(url, str):
+        raise AddressBookError(f"{source}: rpc_url must be a string")
     return book
+
+
+def read_address_book(path: Path) -> dict[str, Any]:
+    """`parse_address_book` of the file at ``path`` (its size checked before it is read)."""
+    if path.stat().st_size > MAX_ADDRESS_BOOK_BYTES:
+        raise AddressBookError(f"{path}: larger than {MAX_ADDRESS_BOOK_BYTES} bytes")
+    return parse_address_book(path.read_bytes(), str(path))
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -328,7 +393,20 @@ class Mrv:
         _, ev = await self.send(gov, self.registry.functions.closePeriod(period))
         return ev
 
-    # -- enterprises: gateways -----------------------------------------------------------------
+    # -- gateways: government reserves the id, the enterprise registers it ----------------------
+
+    async def reserve_gateway_id(self, gov: LocalAccount, gateway_id: str,
+                                 enterprise: str) -> Event:
+        """Government reserves ``gateway_id`` for ``enterprise`` (only it may register it)."""
+        _, ev = await self.send(gov, self.registry.functions.reserveGatewayId(
+            gateway_id, self.chain.w3.to_checksum_address(enterprise)))
+        return self._one(ev, "GatewayIdReserved")
+
+    async def gateway_reserved_for(self, gateway_id: str) -> str | None:
+        """The enterprise ``gateway_id`` is reserved for, or None."""
+        a = str(await self.call(self.registry.functions.gatewayReservedFor(
+            gateway_key(gateway_id))))
+        return None if int(a, 16) == 0 else a
 
     async def register_gateway(self, enterprise: LocalAccount, gateway_id: str, sender: str,
                                signing_key: bytes) -> bytes:
@@ -525,13 +603,14 @@ async def register_gateway(chain: EvmChain, account: LocalAccount, gateway_id: s
     if status != EnterpriseStatus.NONE or not await mrv.has_role("regulator", account.address):
         return await mrv.register_gateway(account, gateway_id, sender, signing_key)
     dev = dev_enterprise_account(account)
+    if not await mrv.has_role("government", account.address):
+        await mrv.grant(account, "government", account.address)
     if int(await mrv.call(mrv.registry.functions.enterpriseStatus(dev.address))) == 0:
-        if not await mrv.has_role("government", account.address):
-            await mrv.grant(account, "government", account.address)
         await mrv.certify(account, dev.address, credit_code=make_uscc(bytes.fromhex(
             dev.address[2:])), name="development enterprise", industry="DEV", region="000000")
     if int(await chain._rpc(chain.w3.eth.get_balance(dev.address))) < 10**18:
         await fund(chain, account, dev.address, 10**20)
+    await mrv.reserve_gateway_id(account, gateway_id, dev.address)
     return await mrv.register_gateway(dev, gateway_id, sender, signing_key)
 
 

@@ -91,8 +91,8 @@ async def provision(work: Path, rpc_url: str, *, devices: list[dict[str, Any]],
     """What a deployment does once per plant, each step signed by its own role's key:
     the regulator (dev key ``admin_index``) deploys the contracts (or uses the ledger at
     ``contract``) and grants the government role; government defines the current year as a
-    compliance period (when none is defined) and certifies the plant's enterprise; the
-    enterprise registers the gateway. Keys are written under ``work/keys``."""
+    compliance period (when none is defined), certifies the plant's enterprise and reserves
+    the gateway id for it; the enterprise registers the gateway. Keys are written under ``work/keys``."""
     work.mkdir(parents=True, exist_ok=True)
     keys = work / "keys"
     admin_key = keys / "admin.key"
@@ -128,6 +128,7 @@ async def provision(work: Path, rpc_url: str, *, devices: list[dict[str, Any]],
                               credit_code=make_uscc(enterprise.address.encode()),
                               name=f"Operator of {gateway_id}", industry="D4411",
                               region="440300")
+        await mrv.reserve_gateway_id(government, gateway_id, enterprise.address)
         await mrv.register_gateway(enterprise, gateway_id, gw_account.address,
                                    signer.public_key)
         address = str(book["contracts"]["EmissionsLedger"])

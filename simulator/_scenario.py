@@ -190,14 +190,16 @@ async def _play(s: Scenario) -> None:
     say("government defined period 1 (2024), certified A (power, D4411) and B (cement,"
         " C3011); allocated A 800 t (1,000 MWh x 0.8 t/MWh benchmark) and B 300 t")
 
-    # 3. each enterprise registers its gateway
+    # 3. government reserves each gateway id for its enterprise; each enterprise registers it
     for ent, gw in ((s.ent_a, s.gw_a), (s.ent_b, s.gw_b)):
+        await m.reserve_gateway_id(s.government, gw.gateway_id, ent.address)
         key = await m.register_gateway(ent, gw.gateway_id, gw.account.address,
                                        gw.signer.public_key)
         _expect(key == gateway_key(gw.gateway_id), "gateway key")
         g = await m.chain.gateway(gw.gateway_id)
         _expect(g.sender == gw.account.address and g.active, "gateway registered")
-    say("A and B registered their gateways (each with its own sender and Ed25519 key)")
+    say("government reserved plant-a-gw1 for A and plant-b-gw1 for B; A and B registered"
+        " their gateways (each with its own sender and Ed25519 key)")
 
     # 4. the gateways anchor signed batches of readings from 2024
     for month, (ta, tb) in zip((3, 6, 9), ((200, 90), (250, 100), (150, 90)), strict=True):

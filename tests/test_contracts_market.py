@@ -3,7 +3,10 @@ settlement records; every trade's volume and price in an event; every rule and r
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import AsyncIterator
+from fractions import Fraction
 
 import pytest
 
@@ -62,9 +65,43 @@ async def test_offer_escrows_and_partial_accepts_trade(s: Sys) -> None:
     assert await s.call(s.mkt.functions.tradeCount()) == 2
     assert await s.call(s.mkt.functions.offerCount()) == 1
     await reverts(s.mrv.accept(s.b, oid, 1), "OfferNotOpen", oid, OfferStatus.FILLED)
-    # the value rounds down to the minor unit: 1 g at 8,750 per tonne is worth 0
+    # the value rounds up to the minor unit: 1 g at 8,750 per tonne is worth 1, never 0
     oid2 = await s.mrv.offer(s.a, 1, 1, 8_750)
-    assert (await s.mrv.accept(s.b, oid2, 1))["value"] == 0
+    assert (await s.mrv.accept(s.b, oid2, 1))["value"] == 1
+
+
+def _ceil_value(amount_g: int, price: int) -> int:
+    """The documented rule, computed with exact fractions (independent of the contract)."""
+    return math.ceil(Fraction(amount_g * price, 1_000_000))
+
+
+async def test_trade_value_rounds_up_to_a_whole_minor_unit(s: Sys) -> None:
+    # issue 11, item 14: 111 g at 9,000 per tonne is 999/1000 of a minor unit; it was recorded
+    # as 0 (a buyer could take an offer in 111 g slices for nothing). It is now 1.
+    oid = await s.mrv.offer(s.a, 1, 10 * T, 9_000)
+    tr = await s.mrv.accept(s.b, oid, 111)
+    assert tr["value"] == _ceil_value(111, 9_000) == 1
+    t = await s.call(s.mkt.functions.trade(tr["tradeId"]))
+    assert t[7] == 1
+    # an exact product is unchanged; one gram more costs at most one minor unit more
+    assert (await s.mrv.accept(s.b, oid, 2 * T))["value"] == 18_000
+    assert (await s.mrv.accept(s.b, oid, T + 1))["value"] == 9_001
+    # splitting a purchase never lowers what the buyer owes: 9 x 111 g >= 999 g
+    parts = [(await s.mrv.accept(s.b, oid, 111))["value"] for _ in range(9)]
+    assert parts == [1] * 9 and sum(parts) >= _ceil_value(999, 9_000) == 9  # 8.991 -> 9
+    fn = s.mkt.functions.tradeValue
+    # the extremes of the argument types: no overflow, no revert
+    top = 2**128 - 1
+    assert await s.call(fn(top, top)) == _ceil_value(top, top)
+    assert await s.call(fn(1, 1)) == 1 and await s.call(fn(0, 9_000)) == 0
+    assert await s.call(fn(999_999, 1)) == 1 and await s.call(fn(1_000_001, 1)) == 2
+    assert await s.call(fn(1_000_000, 1)) == 1
+    # and a sample of amounts and prices against exact arithmetic
+    rng = random.Random(14)
+    for _ in range(60):
+        a = rng.choice((rng.randrange(1, 10**3), rng.randrange(1, 10**9), rng.randrange(1, 2**128)))
+        p = rng.choice((rng.randrange(1, 10**5), rng.randrange(1, 2**128)))
+        assert await s.call(fn(a, p)) == _ceil_value(a, p), (a, p)
 
 
 async def test_offer_to_a_named_buyer(s: Sys) -> None:

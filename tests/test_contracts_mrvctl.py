@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway._mrvctl import main, parse_amount, parse_time_ns
+from gateway._mrvctl import main, parse_amount, parse_time_ns, parse_wei
 from gateway._records import Reading
 from ledger_client import EvmChain, Signer, load_account
 from ledger_client._admin import make_uscc, uscc_check_char, validate_uscc
@@ -111,6 +113,12 @@ def test_mrvctl_drives_a_compliance_period(anvil: Anvil, tmp_path: Path,
                      key="auditor")
     assert "government role" in err
     sig_a, sig_b = Signer(b"\x0a" * 32), Signer(b"\x0b" * 32)
+    # government reserves each gateway id for its enterprise; another enterprise cannot take it
+    for gid, who in (("gw-a", "a"), ("gw-b", "b")):
+        ev = c.ok("reserve-gateway", gid, addr[who], key="gov")
+        assert ev["events"][0]["event"] == "GatewayIdReserved"
+    c.reverted("GatewayIdNotReserved", "register-gateway", "gw-b", "--sender", addr["gwa"],
+               "--signing-key", "11" * 32, key="a")
     out = c.ok("register-gateway", "gw-a", "--sender", addr["gwa"], "--signing-key",
                sig_a.public_key.hex(), key="a")
     assert out["gateway_id"] == "gw-a"
@@ -219,6 +227,33 @@ def test_mrvctl_exit_codes(anvil: Anvil, tmp_path: Path,
     assert ei.value.code == 2
 
 
+def test_mrvctl_fund_needs_only_rpc(anvil: Anvil, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 11, item 16: `fund` read the address book first and failed without one, --rpc or not
+    c = Ctl(anvil, tmp_path, capsys)
+    (tmp_path / "regulator.key").write_text(DEV_KEYS[0] + "\n")
+    assert not c.book.exists()
+    to = c.ok("new-key", c.key("fresh"))["address"]
+    assert c.ok("fund", to, "123456789", key="regulator") == {"funded": to, "wei": 123456789}
+    assert not c.book.exists()
+
+    async def balance() -> int:
+        chain = EvmChain(anvil.url)
+        try:
+            return int(await chain.w3.eth.get_balance(to))
+        finally:
+            await chain.close()
+    assert asyncio.run(balance()) == 123456789
+    # bad amounts are bad input (2), before anything is sent
+    for wei in ("0", "-5", "1e18", "0x10", str(2**256), "1_000"):
+        rc, _, err = c.run("fund", to, wei, key="regulator")
+        assert rc == 2 and "wei" in err, (wei, rc, err)
+    # without --rpc and without an address book there is nothing to talk to: bad input
+    rc = main(["--address-book", str(c.book), "--key", c.key("regulator"), "fund", to, "1"])
+    assert rc == 2
+    assert asyncio.run(balance()) == 123456789
+
+
 def test_mrvctl_console_script(anvil: Anvil, tmp_path: Path) -> None:
     (tmp_path / "r.key").write_text(DEV_KEYS[0] + "\n")
     book = tmp_path / "b.json"
@@ -252,3 +287,87 @@ def test_parsers() -> None:
     with pytest.raises(ValueError, match="not allowed"):
         validate_uscc("91350100M000100I43")
     assert validate_uscc(make_uscc(b"x")) == make_uscc(b"x")
+
+
+def test_parsers_refuse_out_of_range_values_before_sending() -> None:
+    # times beyond the contracts' int64 nanoseconds (years 1677 to 2262) were passed on
+    for bad in ("9999-12-31", "1500-01-01", str(2**63), str(-(2**63) - 1), "9" * 5000):
+        with pytest.raises(ValueError):
+            parse_time_ns(bad)
+    assert parse_time_ns(str(2**63 - 1)) == 2**63 - 1
+    assert parse_time_ns("2262-04-11T23:47:16") == 9_223_372_036 * 10**9
+    # amounts beyond uint128 grams, and runs of digits, are refused before any arithmetic
+    assert parse_amount(str(2**128 - 1)) == 2**128 - 1
+    for bad in (str(2**128), "9" * 5000 + "t", "\u0663t"):  # Arabic-Indic three
+        with pytest.raises(ValueError):
+            parse_amount(bad)
+
+
+def test_address_books_are_checked_before_they_are_parsed(tmp_path: Path) -> None:
+    from ledger_client._admin import MAX_ADDRESS_BOOK_BYTES, AddressBookError, read_address_book
+
+    good = {"chain_id": 31337, "contracts": {"EmissionsLedger": "0x" + "ab" * 20}}
+    p = tmp_path / "book.json"
+    p.write_text(json.dumps(good))
+    assert read_address_book(p) == good
+    for text, why in (("[" * 100_000, "nested deeper"),
+                      ('{"contracts": ' + "[" * 50 + "]" * 50 + "}", "nested deeper|contracts"),
+                      ('{"contracts": {"X": "0x12"}}', "contracts.X"),
+                      ('{"contracts": {}, "chain_id": true}', "chain_id"),
+                      ('{"contracts": {}, "chain_id": ' + "9" * 5000 + "}", "not JSON"),
+                      ('{"contracts": {}, "rpc_url": 5}', "rpc_url"),
+                      ("\udcff", "UTF-8|not JSON"), ("[]", "no 'contracts'")):
+        p.write_text(text, errors="surrogateescape")
+        with pytest.raises(AddressBookError, match=why):
+            read_address_book(p)
+    p.write_bytes(b" " * (MAX_ADDRESS_BOOK_BYTES + 1))
+    with pytest.raises(AddressBookError, match="larger than"):
+        read_address_book(p)
+    # mrvctl: bad input (2), not a crash, for the issue's 65,536 "[" (and far deeper)
+    p.write_text("[" * 1_000_000)
+    r = subprocess.run([str(BIN / "mrvctl"), "--address-book", str(p), "periods"],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 2 and "nested deeper" in r.stderr, (r.returncode, r.stderr[-300:])
+
+
+_UNIT_G = {"g": 1, "kg": 1_000, "t": 1_000_000}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**128 - 1), st.sampled_from(sorted(_UNIT_G)))
+def test_amount_round_trips_in_every_unit(grams: int, unit: str) -> None:
+    # write `grams` in `unit` with exact decimal arithmetic; it must parse back to `grams`
+    scale = _UNIT_G[unit]
+    whole, rest = divmod(grams, scale)
+    digits = len(str(scale)) - 1
+    text = f"{whole}.{rest:0{digits}d}{unit}" if rest else f"{whole}{unit}"
+    assert parse_amount(text) == grams
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10**12), st.integers(1, 9))
+def test_amount_below_a_gram_is_refused(whole_t: int, extra_digit: int) -> None:
+    # seven decimals of a tonne are a tenth of a gram: never silently rounded
+    with pytest.raises(ValueError, match="whole number of grams"):
+        parse_amount(f"{whole_t}.000000{extra_digit}t")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789ABCDEFGHJKLMNPQRTUWXY", min_size=17, max_size=17),
+       st.sampled_from("0123456789ABCDEFGHJKLMNPQRTUWXY"))
+def test_exactly_one_check_character_fits(first17: str, last: str) -> None:
+    weights = [pow(3, i, 31) for i in range(17)]  # GB 32100-2015, from first principles
+    chars = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+    expected = chars[(31 - sum(chars.index(c) * w for c, w in zip(first17, weights, strict=True))
+                      % 31) % 31]
+    if last == expected:
+        assert validate_uscc(first17 + last) == first17 + last
+    else:
+        with pytest.raises(ValueError, match="check character"):
+            validate_uscc(first17 + last)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 2**256 - 1))
+def test_wei_parses_every_uint256(wei: int) -> None:
+    assert parse_wei(str(wei)) == wei

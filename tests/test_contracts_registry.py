@@ -14,6 +14,7 @@ from simulator import Anvil
 from .test_contracts_support import P2024, P_OPEN, Sys, fresh_system, names, new_account, ns, reverts
 
 UNAUTHORIZED = "AccessControlUnauthorizedAccount"
+ZERO = "0x" + "00" * 20
 
 
 @pytest.fixture
@@ -150,6 +151,7 @@ async def test_suspend_and_reinstate(s: Sys) -> None:
 
 async def test_enterprise_registers_gateways(s: Sys) -> None:
     sender = new_account()
+    await s.mrv.reserve_gateway_id(s.gov, "gw-a2", s.a.address)
     key = await s.mrv.register_gateway(s.a, "gw-a2", sender.address, b"\x02" * 32)
     assert key == gateway_key("gw-a2")
     logs = await s.reg.events.GatewayRegistered.get_logs(from_block=0)
@@ -165,6 +167,46 @@ async def test_enterprise_registers_gateways(s: Sys) -> None:
     assert bytes(await s.call(s.reg.functions.gatewayKeyAt(2))) == key
     ctx = await s.call(s.reg.functions.anchorContext(key, P2024[0]))
     assert tuple(ctx) == (sender.address, s.a.address, True, 1)
+
+
+async def test_no_enterprise_can_take_another_enterprises_gateway_id(s: Sys) -> None:
+    # issue 11, item 10: enterprise A registered `plant-b-gw1` first, and B's own registration
+    # then reverted. Ids are now reserved by government for one enterprise; only it registers.
+    gid, key, snd = "plant-b-gw1", gateway_key("plant-b-gw1"), new_account().address
+    assert await s.mrv.gateway_reserved_for(gid) is None
+    await reverts(s.mrv.register_gateway(s.a, gid, snd, b"\x01" * 32), "GatewayIdNotReserved",
+                  key, ZERO)  # nobody's yet: not first come, first served
+    ev = await s.mrv.reserve_gateway_id(s.gov, gid, s.b.address)
+    assert (ev["gatewayKey"], ev["enterprise"], ev["gatewayId"], ev["by"]) == (
+        key, s.b.address, gid, s.gov.address)
+    assert await s.mrv.gateway_reserved_for(gid) == s.b.address
+    await reverts(s.mrv.register_gateway(s.a, gid, snd, b"\x01" * 32), "GatewayIdNotReserved",
+                  key, s.b.address)  # A cannot take B's id ...
+    assert await s.mrv.register_gateway(s.b, gid, snd, b"\x02" * 32) == key  # ... B registers it
+    g = await s.call(s.reg.functions.gateway(key))
+    assert (g[0], g[1]) == (gid, s.b.address)
+    # a registered id is never moved, not even by government
+    await reverts(s.mrv.reserve_gateway_id(s.gov2, gid, s.a.address), "GatewayExists", key)
+    # an unregistered reservation may be moved: then only the new holder registers it
+    await s.mrv.reserve_gateway_id(s.gov, "plant-x", s.a.address)
+    await s.mrv.reserve_gateway_id(s.gov2, "plant-x", s.b.address)
+    await reverts(s.mrv.register_gateway(s.a, "plant-x", snd, b"\x01" * 32),
+                  "GatewayIdNotReserved", gateway_key("plant-x"), s.b.address)
+    await s.mrv.register_gateway(s.b, "plant-x", snd, b"\x01" * 32)
+    # a revoked gateway's id stays taken (its anchored chain keeps its key)
+    await s.mrv.revoke_gateway(s.gov, "gw-a")
+    await reverts(s.mrv.reserve_gateway_id(s.gov, "gw-a", s.b.address), "GatewayExists",
+                  gateway_key("gw-a"))
+    # only government reserves; only for a certified enterprise; never an empty id
+    for who in (s.a, s.b, s.auditor, s.regulator, s.stranger):
+        await reverts(s.mrv.reserve_gateway_id(who, "plant-y", who.address), UNAUTHORIZED,
+                      who.address, ROLES["government"])
+    await reverts(s.mrv.reserve_gateway_id(s.gov, "plant-y", s.stranger.address),
+                  "UnknownEnterprise", s.stranger.address)
+    await reverts(s.mrv.reserve_gateway_id(s.gov, "", s.a.address), "EmptyField", "gatewayId")
+    logs = await s.reg.events.GatewayIdReserved.get_logs(from_block=0)
+    assert [(x.args.gatewayId, x.args.enterprise) for x in logs][-3:] == [
+        (gid, s.b.address), ("plant-x", s.a.address), ("plant-x", s.b.address)]
 
 
 async def test_gateway_registration_rules(s: Sys) -> None:

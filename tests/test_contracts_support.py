@@ -129,6 +129,8 @@ async def fresh_system(rpc_url: str, *, periods: bool = True, gateways: bool = T
             Gw("gw-a", accts["gwa"], Signer(b"\x0a" * 32)),
             Gw("gw-b", accts["gwb"], Signer(b"\x0b" * 32)))
     if gateways:
+        await mrv.reserve_gateway_id(s.gov, "gw-a", s.a.address)
+        await mrv.reserve_gateway_id(s.gov, "gw-b", s.b.address)
         await mrv.register_gateway(s.a, "gw-a", s.gw_a.account.address, s.gw_a.signer.public_key)
         await mrv.register_gateway(s.b, "gw-b", s.gw_b.account.address, s.gw_b.signer.public_key)
     return s

@@ -12,6 +12,9 @@ import {Allowances} from "./Allowances.sol";
 /// cancels the rest back. Every trade's volume, price and value is in a `Traded` event.
 /// Money moves off-chain: `value` is in the minor currency unit the price is quoted in, and a
 /// FINANCE_ROLE holder (the settling bank) may record the payment reference of a trade.
+/// A trade's value is amountG x pricePerTonne / 1,000,000 rounded UP to a whole minor unit:
+/// exact when the product is whole, otherwise at most one minor unit more, never 0; splitting
+/// a purchase into small parts never lowers what the buyer owes.
 contract Market is RegistryClient {
     enum OfferStatus {
         None,
@@ -129,7 +132,7 @@ contract Market is RegistryClient {
         if (amountG > o.remainingG) revert AmountExceedsOffer(id, o.remainingG, amountG);
         o.remainingG -= amountG;
         if (o.remainingG == 0) o.status = OfferStatus.Filled;
-        uint256 value = uint256(amountG) * o.pricePerTonne / GRAMS_PER_TONNE;
+        uint256 value = tradeValue(amountG, o.pricePerTonne);
         _trades.push(
             Trade({
                 offerId: id,
@@ -147,6 +150,13 @@ contract Market is RegistryClient {
         tradeId = _trades.length;
         allowances.unlock(o.period, msg.sender, amountG);
         emit Traded(tradeId, id, msg.sender, o.seller, o.period, amountG, o.pricePerTonne, value);
+    }
+
+    /// @notice What `amountG` grams at `pricePerTonne` cost, in minor currency units:
+    /// ceil(amountG x pricePerTonne / 1,000,000). No overflow: the product of two uint128 is
+    /// below 2^256 - 2^129, far enough from the top for the rounding term.
+    function tradeValue(uint128 amountG, uint128 pricePerTonne) public pure returns (uint256) {
+        return (uint256(amountG) * pricePerTonne + (GRAMS_PER_TONNE - 1)) / GRAMS_PER_TONNE;
     }
 
     /// @notice The seller, or government, withdraws the rest of an open offer; the escrow

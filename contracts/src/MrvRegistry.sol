@@ -10,8 +10,9 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 /// Government certifies enterprises: an enterprise *is* its account address; the unified social
 /// credit code, name, industry and region are attributes, never authority. An account is either
 /// an enterprise or a role holder, never both (no self-certification, no auditing oneself).
-/// Enterprises register their gateways (id, Ed25519 key, sending address); government (or the
-/// owning enterprise) revokes them. Government defines compliance periods ([startNs, endNs) in
+/// Government reserves each gateway id for one enterprise (as it assigns HJ 212 monitoring-point
+/// codes); only that enterprise registers it (Ed25519 key, sending address), so no enterprise can
+/// take another's gateway id. Government (or the owning enterprise) revokes gateways. Government defines compliance periods ([startNs, endNs) in
 /// UTC nanoseconds, in order, never overlapping) and closes them once they have ended.
 contract MrvRegistry is AccessControl {
     bytes32 public constant GOVERNMENT_ROLE = keccak256("GOVERNMENT_ROLE");
@@ -65,6 +66,7 @@ contract MrvRegistry is AccessControl {
     address[] private _enterpriseList;
     mapping(bytes32 => address) private _byCreditCode;
     mapping(bytes32 => Gateway) private _gateways;
+    mapping(bytes32 => address) private _reservedFor;
     bytes32[] private _gatewayKeys;
     mapping(address => bytes32[]) private _gatewaysOf;
     Period[] private _periods;
@@ -80,6 +82,7 @@ contract MrvRegistry is AccessControl {
     error CreditCodeTaken(string creditCode, address holder);
     error EmptyField(string field);
     error GatewayExists(bytes32 gatewayKey);
+    error GatewayIdNotReserved(bytes32 gatewayKey, address reservedFor);
     error UnknownGateway(bytes32 gatewayKey);
     error GatewayNotActive(bytes32 gatewayKey);
     error NotGatewayOwner(bytes32 gatewayKey, address caller);
@@ -92,6 +95,9 @@ contract MrvRegistry is AccessControl {
     event EnterpriseCertified(address indexed account, EnterpriseInfo info, address indexed by);
     event EnterpriseSuspended(address indexed account, string reason, address indexed by);
     event EnterpriseReinstated(address indexed account, address indexed by);
+    event GatewayIdReserved(
+        bytes32 indexed gatewayKey, address indexed enterprise, string gatewayId, address indexed by
+    );
     event GatewayRegistered(
         bytes32 indexed gatewayKey, address indexed enterprise, string gatewayId, address sender, bytes32 signingKey
     );
@@ -178,9 +184,25 @@ contract MrvRegistry is AccessControl {
 
     // -- gateways --------------------------------------------------------------------------
 
-    /// @notice An active enterprise registers one of its gateways: the id (its key is
-    /// keccak256 of the UTF-8 id), the address that sends its transactions and its Ed25519
-    /// public key.
+    /// @notice Government reserves a gateway id for an enterprise (key: keccak256 of the UTF-8
+    /// id); only that enterprise may then register it. Reserving again moves an id that is not
+    /// registered yet to another enterprise; a registered id is never moved (`GatewayExists`).
+    function reserveGatewayId(string calldata gatewayId, address enterpriseAccount)
+        external
+        onlyRole(GOVERNMENT_ROLE)
+        returns (bytes32 key)
+    {
+        if (bytes(gatewayId).length == 0) revert EmptyField("gatewayId");
+        if (_enterprises[enterpriseAccount].status == Status.None) revert UnknownEnterprise(enterpriseAccount);
+        key = keccak256(bytes(gatewayId));
+        if (_gateways[key].enterprise != address(0)) revert GatewayExists(key);
+        _reservedFor[key] = enterpriseAccount;
+        emit GatewayIdReserved(key, enterpriseAccount, gatewayId, msg.sender);
+    }
+
+    /// @notice An active enterprise registers one of its gateways under an id government
+    /// reserved for it: the id (its key is keccak256 of the UTF-8 id), the address that sends
+    /// its transactions and its Ed25519 public key.
     function registerGateway(string calldata gatewayId, address sender, bytes32 signingKey)
         external
         returns (bytes32 key)
@@ -192,6 +214,7 @@ contract MrvRegistry is AccessControl {
         if (bytes(gatewayId).length == 0) revert EmptyField("gatewayId");
         key = keccak256(bytes(gatewayId));
         if (_gateways[key].enterprise != address(0)) revert GatewayExists(key);
+        if (_reservedFor[key] != msg.sender) revert GatewayIdNotReserved(key, _reservedFor[key]);
         _gateways[key] = Gateway({
             id: gatewayId,
             enterprise: msg.sender,
@@ -281,6 +304,11 @@ contract MrvRegistry is AccessControl {
         Gateway memory g = _gateways[key];
         if (g.enterprise == address(0)) revert UnknownGateway(key);
         return g;
+    }
+
+    /// @notice The enterprise a gateway id (key) is reserved for; zero when none.
+    function gatewayReservedFor(bytes32 key) external view returns (address) {
+        return _reservedFor[key];
     }
 
     function gatewayCount() external view returns (uint256) {
