@@ -1,0 +1,268 @@
+"""Limits on the drivers' untrusted input (issue 11, items 1, 12, 13): bounded before it is
+parsed, every bad input a typed, counted rejection, and the gateway goes on."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from config._schema import MqttPoint
+from drivers.mqtt._payload import (
+    MAX_JSON_DEPTH,
+    TS_NS_MAX,
+    PayloadError,
+    compile_points,
+    json_depth,
+    readings_from,
+    to_ts_ns,
+    to_value,
+)
+from simulator import Anvil, Mosquitto, provision
+from simulator._plant import free_port
+
+from .conftest import ROOT, GatewayProcess
+from .support import until
+
+# --------------------------------------------------------------------------- the recursion limit
+
+
+def test_no_import_of_ours_leaves_the_recursion_limit_raised() -> None:
+    """py_ecc (under eth_account / web3) raises the limit to 100,000 when imported; with it a
+    deep JSON payload overflows the C stack (SIGSEGV) instead of raising RecursionError."""
+    code = (
+        "import sys\n"
+        "default = sys.getrecursionlimit()\n"
+        "import gateway._cli, gateway._daemon, gateway._mrvctl, ledger_client, control, "
+        "control._service, control._cli, drivers, config, cleaning, simulator\n"
+        "import py_ecc, eth_account, web3\n"  # what the ledger client pulls in
+        "print(default, sys.getrecursionlimit())\n"
+        "import json\n"
+        "try:\n"
+        "    json.loads('[' * 65536)\n"
+        "except RecursionError:\n"
+        "    print('RecursionError')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]  # -11 is the SIGSEGV of the issue
+    default, after = out.stdout.split()[:2]
+    assert int(after) == int(default)
+    assert out.stdout.split()[2] == "RecursionError"
+
+
+# --------------------------------------------------------------------------- MQTT payloads
+
+
+def _mappings(**kw: Any) -> list[Any]:
+    return compile_points([MqttPoint(id="p", topic="t", value="v", unit="u", **kw)])
+
+
+def _read(payload: bytes, max_bytes: int = 65536, **kw: Any) -> list[float]:
+    rs, problems = readings_from("t", payload, _mappings(**kw), source="s", now_ns=1,
+                                 max_bytes=max_bytes)
+    if problems:
+        raise PayloadError(problems[0])
+    return [r.value for r in rs]
+
+
+def _nested(depth: int) -> bytes:
+    """An object whose value ``v`` is 1 and which also holds ``depth`` levels of nesting."""
+    if depth < 1:
+        raise ValueError(depth)
+    inner = "[" * (depth - 1) + "]" * (depth - 1)
+    return ('{"v": 1, "deep": ' + (inner or "0") + "}").encode()
+
+
+def test_the_issue_payload_is_refused_before_it_is_parsed() -> None:
+    with pytest.raises(PayloadError, match=r"nested 65536 deep, expected at most 32"):
+        _read(b"[" * 65536)
+    with pytest.raises(PayloadError, match=r"nested 100000 deep"):
+        _read(b'{"v":' * 100_000, max_bytes=1 << 20)
+
+
+def test_depth_limit_is_exact_and_strings_do_not_count() -> None:
+    assert json_depth(_nested(MAX_JSON_DEPTH)) == MAX_JSON_DEPTH
+    assert _read(_nested(MAX_JSON_DEPTH)) == [1.0]
+    with pytest.raises(PayloadError, match="nested 33 deep"):
+        _read(_nested(MAX_JSON_DEPTH + 1))
+    brackets_in_strings = json.dumps({"v": 2, "s": "[{" * 5000, "e": "\\\"[[[", "k": "]"}).encode()
+    assert _read(brackets_in_strings) == [2.0]
+
+
+def _depth(x: object) -> int:
+    """Nesting depth of a decoded JSON value (independent of the byte scan)."""
+    if isinstance(x, list):
+        return 1 + max((_depth(i) for i in x), default=0)
+    if isinstance(x, dict):
+        return 1 + max((_depth(i) for i in x.values()), default=0)
+    return 0
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=4),
+    max_leaves=40)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json, st.booleans())
+def test_depth_scan_agrees_with_the_decoded_document(doc: object, ascii_only: bool) -> None:
+    data = json.dumps(doc, ensure_ascii=ascii_only).encode()
+    assert json_depth(data) == _depth(doc)
+
+
+def test_not_utf8_is_refused_before_the_scan() -> None:
+    with pytest.raises(PayloadError, match="UTF-8"):
+        _read(json.dumps({"v": 1}).encode("utf-16"))
+    assert _read(b"\xef\xbb\xbf" + json.dumps({"v": 3}).encode()) == [3.0]  # a BOM is allowed
+
+
+@pytest.mark.parametrize("raw", [10**309, -(10**400), "1e309", 1e308 * 10],
+                         ids=["10**309", "-10**400", "str-1e309", "inf"])
+def test_values_beyond_float64_are_payload_errors(raw: object) -> None:
+    with pytest.raises(PayloadError, match="expected a"):
+        to_value(raw, "v")
+
+
+def test_huge_integer_in_the_payload_is_a_payload_error() -> None:
+    with pytest.raises(PayloadError, match="float64"):
+        _read(b'{"v": 1' + b"0" * 400 + b"}")
+    with pytest.raises(PayloadError, match="JSON"):  # beyond Python's 4,300 digits
+        _read(b'{"v": 1' + b"0" * 5000 + b"}")
+
+
+_MAX_ISO = "2262-04-11T23:47:16Z"
+
+
+@pytest.mark.parametrize(("raw", "unit"), [
+    (TS_NS_MAX + 1, "ns"),
+    (10**400, "ns"),
+    (10**400, "s"),
+    (10**12, "s"),  # year ~33658
+    (9.2e18 / 1e9 * 1.01, "s"),
+    (1e300, "s"),  # finite, but not once scaled to ns
+    (253402300799, "s"),  # 9999-12-31T23:59:59Z
+    ("9999-12-31T23:59:59Z", "iso8601"),
+    ("9999-12-31T23:59:59+00:00", "auto"),
+    ("2262-04-11T23:47:17Z", "iso8601"),
+    ("0001-01-01T00:00:00+01:00", "iso8601"),
+    ("1969-12-31T23:59:59Z", "auto"),
+    (-1, "s"),
+], ids=lambda x: str(x)[:24])
+def test_timestamps_outside_the_record_format_are_payload_errors(raw: object, unit: str) -> None:
+    with pytest.raises(PayloadError, match=r"out of range|outside|positive|too large"):
+        to_ts_ns(raw, unit, "t")
+
+
+def test_timestamp_range_edges_are_accepted() -> None:
+    assert to_ts_ns(TS_NS_MAX, "ns", "t") == TS_NS_MAX
+    assert to_ts_ns(1, "ns", "t") == 1
+    iso = to_ts_ns(_MAX_ISO, "iso8601", "t")
+    edge = datetime(2262, 4, 11, 23, 47, 16, tzinfo=UTC)
+    assert iso == int(edge.timestamp()) * 10**9 <= TS_NS_MAX
+
+
+def test_year_9999_message_is_refused_at_parse() -> None:
+    payload = json.dumps({"v": 1, "ts": "9999-12-31T00:00:00Z"}).encode()
+    with pytest.raises(PayloadError, match="outside"):
+        _read(payload, timestamp="ts")
+
+
+# --------------------------------------------------------------------------- a running gateway
+
+
+def _metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, value = line.split()
+            out[name] = float(value)
+    return out
+
+
+def _health(port: int) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+            body: dict[str, Any] = json.loads(r.read())
+            return body
+    except OSError:
+        return {}
+
+
+def _committed(outbox: Path, point: str) -> list[float]:
+    if not outbox.exists():
+        return []
+    with closing(sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT value FROM records WHERE point_id = ? ORDER BY seq",
+                          (point,)).fetchall()
+    return [math.nan if v is None else float(v) for (v,) in rows]
+
+
+async def _started(gp: GatewayProcess, port: int) -> None:
+    def subscribed() -> bool:
+        assert gp.proc is not None and gp.proc.poll() is None, gp.log.read_text()[-3000:]
+        comp = _health(port).get("components", {}).get("device:sensors", {})
+        return bool(comp.get("state") == "ok")
+    await until(subscribed, timeout=60, poll_s=0.2)
+
+
+async def test_a_running_gateway_survives_the_issue_message_and_goes_on(
+        tmp_path: Path, anvil: Anvil, mosquitto: Mosquitto,
+        gateway_process: type[GatewayProcess]) -> None:
+    """Item 1 end to end: 65,536 ``[`` (QoS 1) on a sensor topic, then a year-9999 timestamp
+    (item 4 at the parser): both refused, counted and acknowledged (the broker does not send
+    them again after a restart); the 30 valid messages after them are all committed."""
+    health = free_port()
+    dev = {"driver": "mqtt", "name": "sensors", "host": "127.0.0.1", "port": mosquitto.port,
+           "client_id": "gw-limits", "points": [
+               {"id": "stack.co2", "topic": "plant/stack/co2", "value": "v", "timestamp": "ts",
+                "unit": "ppm"}]}
+    p = await provision(tmp_path / "gw", anvil.url, devices=[dev], batch_interval_s=0.5,
+                        health_listen=f"127.0.0.1:{health}")
+    outbox = p.config.parent / "data" / "outbox.sqlite"
+    gp = gateway_process(p.config, tmp_path / "gw.log").start()
+    await _started(gp, health)
+    now = datetime.now(UTC)
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="pub") as c:
+        await c.publish("plant/stack/co2", b"[" * 65536, qos=1)
+        await c.publish("plant/stack/co2",
+                        json.dumps({"v": -1, "ts": "9999-12-31T00:00:00Z"}).encode(), qos=1)
+        for i in range(1, 31):
+            await c.publish("plant/stack/co2",
+                            json.dumps({"v": i, "ts": now.isoformat()}).encode(), qos=1)
+    await until(lambda: len(_committed(outbox, "stack.co2")) >= 30, timeout=60, poll_s=0.2)
+    assert _committed(outbox, "stack.co2") == [float(i) for i in range(1, 31)]
+    assert gp.proc is not None and gp.proc.poll() is None
+    m = _metrics(health)
+    assert m["mrv_mqtt_malformed_total"] == 2
+    assert m["mrv_mqtt_messages_total"] == 32
+    assert _health(health)["components"]["device:sensors"]["state"] == "ok"
+    assert gp.terminate() == 0
+
+    # Acknowledged: a restarted gateway (same persistent session) is not sent them again.
+    gp = gateway_process(p.config, tmp_path / "gw2.log").start()
+    await _started(gp, health)
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="pub") as c:
+        await c.publish("plant/stack/co2", json.dumps({"v": 31, "ts": now.isoformat()}).encode(),
+                        qos=1)
+    await until(lambda: len(_committed(outbox, "stack.co2")) >= 31, timeout=60, poll_s=0.2)
+    m = _metrics(health)
+    assert m.get("mrv_mqtt_malformed_total", 0) == 0
+    assert m["mrv_mqtt_messages_total"] == 1
+    assert gp.terminate() == 0
