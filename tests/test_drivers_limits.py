@@ -3,6 +3,7 @@ parsed, every bad input a typed, counted rejection, and the gateway goes on."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import sqlite3
@@ -266,3 +267,87 @@ async def test_a_running_gateway_survives_the_issue_message_and_goes_on(
     assert m.get("mrv_mqtt_malformed_total", 0) == 0
     assert m["mrv_mqtt_messages_total"] == 1
     assert gp.terminate() == 0
+
+
+# --------------------------------------------------------------------------- HJ 212
+
+_HJ_MN = "88888880000001"
+_HJ_OK = ("QN=20260101120000000;ST=22;CN=2011;PW=123456;MN=88888880000001;Flag=5;"
+          "CP=&&DataTime=20260101120000;a34013-Rtd=12.5,a34013-Flag=N&&")
+
+
+def test_hj212_integer_fields_are_bounded_before_int() -> None:
+    from drivers.hj212._frame import PacketError, _int_field, parse_segment
+
+    for text in ("9" * 5000, "0" * 5000, "1" * 4):
+        with pytest.raises(PacketError, match="Flag"):
+            _int_field({"Flag": text}, "Flag", 255)
+    assert _int_field({"PNUM": "0009"}, "PNUM", 9999) == 9
+    with pytest.raises(PacketError, match="longer than 64"):
+        parse_segment(_HJ_OK.replace("Flag=5", "Flag=" + "9" * 5000))
+    with pytest.raises(PacketError, match="longer than 64"):
+        parse_segment(_HJ_OK.replace("QN=20260101120000000", "QN=" + "1" * 900))
+
+
+def test_hj212_reply_that_cannot_be_framed_is_a_packet_error() -> None:
+    from dataclasses import replace
+
+    from drivers.hj212._frame import PacketError, build_data_reply, parse_segment
+
+    p = parse_segment(_HJ_OK)
+    assert build_data_reply(p).startswith(b"##")
+    for huge in (replace(p, qn="1" * 1100), replace(p, mn="é"), replace(p, pw="1\r\n2")):
+        with pytest.raises(PacketError, match="reply"):
+            build_data_reply(huge)
+
+
+@pytest.mark.parametrize("when", ["99991231235959", "19691231235959", "22620412080000"])
+def test_hj212_data_time_outside_the_record_format_is_refused(when: str) -> None:
+    from drivers.hj212._frame import PacketError, data_time_ns, parse_segment
+
+    with pytest.raises(PacketError, match="outside"):
+        data_time_ns(parse_segment(_HJ_OK.replace("20260101120000;", when + ";")))
+
+
+async def test_hj212_listener_counts_bad_input_and_the_connection_goes_on() -> None:
+    """Every kind of bad packet on one connection, then a good one: each is counted, no
+    exception leaves the listener, the connection stays up and the good packet is answered."""
+    from config._schema import Hj212Device
+    from drivers.hj212._frame import build_frame, parse_frame
+    from drivers.hj212._listener import Hj212Listener
+    from gateway._metrics import Metrics
+
+    from .support import Collector
+
+    dev = Hj212Device.model_validate({
+        "driver": "hj212", "name": "cems-1", "listen": "127.0.0.1:0", "mn": _HJ_MN,
+        "max_frame_len": 9999,
+        "points": [{"id": "stack.dust", "code": "a34013", "unit": "mg/m3"}]})
+    sink, m = Collector(), Metrics()
+    lst = Hj212Listener([dev], sink, m)
+    task = asyncio.create_task(lst.run())
+    try:
+        await asyncio.wait_for(lst.ready.wait(), 5)
+        reader, writer = await asyncio.open_connection("127.0.0.1", lst.port)
+        bad = [
+            _HJ_OK.replace("Flag=5", "Flag=" + "9" * 5000),  # item 12: > 4,300 digits
+            _HJ_OK.replace("QN=20260101120000000", "QN=" + "7" * 1100),  # item 12: reply > 1 KiB
+            _HJ_OK.replace("20260101120000;", "99991231235959;"),  # beyond int64 ns
+            _HJ_OK.replace("Flag=5", "Flag=7;PNUM=" + "1" * 3000 + ";PNO=1"),
+        ]
+        # False starts, then "#" beyond one packet's length, then the good packet: one write.
+        stream = b"".join(build_frame(s, max_len=9999) for s in bad) + b"##x" * 5000
+        stream += b"#" * 10_050 + build_frame(_HJ_OK)
+        writer.write(stream)
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.readuntil(b"\r\n"), 10)
+        answer, _ = parse_frame(reply)
+        assert answer is not None and answer.cn == "9014" and answer.qn == "20260101120000000"
+        assert [r.value for r in sink.of("stack.dust")] == [12.5]
+        assert m.counters["hj212_bad_packets"] == len(bad)
+        assert lst.open_connections == 1
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

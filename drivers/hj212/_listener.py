@@ -100,6 +100,7 @@ class Hj212Listener:
             self.loggers[d.mn] = lg
         self.idle_timeout_s = max(d.idle_timeout_s for d in devices)
         self.max_len = max(d.max_frame_len for d in devices)
+        self.window = self.max_len + 64  # "##" + 4 digits + data + CRC + CR LF, and a margin
         self.ready = asyncio.Event()
         self.connections = 0
         self.open_connections = 0
@@ -171,7 +172,9 @@ class Hj212Listener:
                 del buf[:noise]
                 continue
             try:
-                pkt, consumed = parse_frame(bytes(buf), max_len=self.max_len)
+                # A packet starts at buf[0] (noise is gone): hand over no more than one packet can
+                # span, so a chunk full of false starts costs linear, not quadratic, time.
+                pkt, consumed = parse_frame(bytes(buf[:self.window]), max_len=self.max_len)
             except PacketError as e:
                 del buf[:max(e.consumed, 1)]
                 self.metrics.inc("hj212_bad_packets")
@@ -182,8 +185,10 @@ class Hj212Listener:
                 self.metrics.inc("hj212_bad_frames")
                 self.noise.warning("bad-frame", "%s: damaged frame from %s: %s", self.name, peer, e)
                 continue
-            if pkt is None:  # a packet still arriving (the noise before it is gone already)
+            if pkt is None:  # a packet still arriving, after ``consumed`` bytes of "#"
                 del buf[:consumed]
+                if consumed:
+                    continue
                 return
             del buf[:consumed]
             await self._packet(pkt, writer, peer)
@@ -232,8 +237,8 @@ class Hj212Listener:
                 writer.write(build_data_reply(pkt, version=dev.version))
                 await writer.drain()
                 lg.replies += 1
-            except PacketError as e:  # no QN to answer
-                self.metrics.inc("hj212_bad_packets")
+            except Hj212Error as e:  # no QN to answer, or a reply that cannot be framed
+                self.metrics.inc("hj212_bad_replies")
                 self.noise.warning(f"reply:{pkt.mn}", "%s: cannot answer: %s", dev.name, e)
 
     def _readings(self, lg: _Logger, pkt: Packet) -> list[Reading]:

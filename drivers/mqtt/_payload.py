@@ -23,7 +23,12 @@ from typing import Any
 import numpy as np
 
 from config._schema import MqttPoint
+from drivers._limits import TS_NS_MAX, TS_NS_MIN, TS_RANGE_TEXT, ts_in_range
 from gateway._records import Reading
+
+__all__ = ["MAX_JSON_DEPTH", "TS_NS_MAX", "TS_NS_MIN", "Mapping", "PayloadError", "compile_points",
+           "json_depth", "lookup", "parse_json", "readings_from", "split_path", "to_ts_ns",
+           "to_value", "topic_matches"]
 
 
 class PayloadError(ValueError):
@@ -57,10 +62,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Deepest JSON nesting (arrays and objects) a payload may have; a sensor's message needs a few.
 MAX_JSON_DEPTH = 32
-#: Acquisition times a reading may have, in ns since the Unix epoch: after 1970-01-01T00:00:00Z,
-#: up to the largest ``int64 tsNs`` of the record format (2262-04-11T23:47:16.854775807Z).
-TS_NS_MIN = 1
-TS_NS_MAX = 2**63 - 1
 
 # A JSON string (with its escapes); what is inside one is not structure.
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -147,9 +148,8 @@ def to_value(x: Any, where: str) -> float:
 
 
 def _checked_ns(ns: int, x: Any, where: str) -> int:
-    if not TS_NS_MIN <= ns <= TS_NS_MAX:
-        raise PayloadError(f"{where}: time {str(x)[:40]!r} is outside 1970-01-01T00:00:00Z .. "
-                           f"2262-04-11T23:47:16Z (the record format's int64 ns)")
+    if not ts_in_range(ns):
+        raise PayloadError(f"{where}: time {str(x)[:40]!r} is outside {TS_RANGE_TEXT}")
     return ns
 
 
