@@ -351,3 +351,73 @@ async def test_hj212_listener_counts_bad_input_and_the_connection_goes_on() -> N
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+# --------------------------------------------------------------------------- Modbus replies
+
+
+def _mbap_reply(kind: str, tid: int, uid: int, fc: int, count: int) -> bytes:
+    import struct
+
+    data = b"\x00\x01" * count
+    if kind == "more":  # a byte count of more registers than were asked for
+        data = b"\x00\x01" * (count + 5)
+    elif kind == "wrong-fc":  # a reply for another table (an input-register read)
+        fc = 4 if fc == 3 else 3
+    return struct.pack(">HHHBBB", tid, 0, 3 + len(data), uid, fc, len(data)) + data
+
+
+@pytest.mark.parametrize("kind", ["more", "wrong-fc"])
+async def test_modbus_reply_that_does_not_answer_the_request_is_refused(kind: str) -> None:
+    """pymodbus pairs a reply with its request by transaction id only: a reply with another
+    function code or more registers than asked is flagged DEVICE_FAULT and counted, not read."""
+    import struct
+
+    from config._schema import ModbusTcpDevice
+    from drivers.modbus._io import ModbusTcpPoller
+    from gateway import Quality
+    from gateway._metrics import Metrics
+
+    closed = asyncio.Event()
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        served = 0
+        try:
+            while True:
+                tid, _, length, uid = struct.unpack(">HHHB", await r.readexactly(7))
+                pdu = await r.readexactly(length - 1)
+                count = struct.unpack(">H", pdu[3:5])[0]
+                w.write(_mbap_reply(kind if served == 0 else "good", tid, uid, pdu[0], count))
+                served += 1
+                await w.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            w.close()
+            closed.set()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    dev = ModbusTcpDevice.model_validate({
+        "driver": "modbus_tcp", "name": "d", "host": "127.0.0.1", "port": port, "unit_id": 1,
+        "timeout_s": 2, "retries": 0,
+        "points": [{"id": "a", "table": "holding", "address": 0, "type": "uint32", "unit": "x"}]})
+    m = Metrics()
+
+    async def sink(rs: list[Any]) -> None:
+        raise AssertionError("not used")
+
+    poller = ModbusTcpPoller(dev, sink, m)
+    client = poller._client()
+    try:
+        assert await client.connect()
+        first = await poller.poll_once(client)
+        assert [(math.isnan(r.value), r.quality) for r in first] == [(True, Quality.DEVICE_FAULT)]
+        assert m.counters["modbus_bad_responses"] == 1
+        second = await poller.poll_once(client)  # the connection goes on
+        assert [(r.value, r.quality) for r in second] == [(0x00010001, 0)]
+    finally:
+        client.close()
+        await asyncio.wait_for(closed.wait(), 10)
+        srv.close()
+        await srv.wait_closed()
