@@ -6,6 +6,7 @@ For every packet:
 * framing faults (length, CRC, CR LF, non-ASCII) and unparsable segments are counted
   (``hj212_bad_frames`` / ``hj212_bad_packets``, ``hj212_garbage_bytes`` for noise between
   packets) and logged (rate-limited); the connection stays up and the next packet is read;
+  a 9014 reply that cannot be built is counted in ``hj212_bad_replies``;
 * a packet from an unknown MN, or with the wrong PW when a password is configured, is counted
   and ignored (no reply: the data was not accepted);
 * each configured point (factor code, field, CN) present in CP becomes a reading at the packet's
