@@ -421,3 +421,40 @@ async def test_modbus_reply_that_does_not_answer_the_request_is_refused(kind: st
         await asyncio.wait_for(closed.wait(), 10)
         srv.close()
         await srv.wait_closed()
+
+
+async def test_hj212_listener_bounds_its_open_connections() -> None:
+    from config._schema import Hj212Device
+    from drivers.hj212._frame import build_frame, parse_frame
+    from drivers.hj212._listener import MAX_CONNECTIONS, Hj212Listener
+    from gateway._metrics import Metrics
+
+    from .support import Collector
+
+    assert MAX_CONNECTIONS == 64
+    dev = Hj212Device.model_validate({
+        "driver": "hj212", "name": "cems-1", "listen": "127.0.0.1:0", "mn": _HJ_MN,
+        "points": [{"id": "stack.dust", "code": "a34013", "unit": "mg/m3"}]})
+    sink, m = Collector(), Metrics()
+    lst = Hj212Listener([dev], sink, m)
+    lst.max_connections = 3
+    task = asyncio.create_task(lst.run())
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        await asyncio.wait_for(lst.ready.wait(), 5)
+        for _ in range(3):
+            conns.append(await asyncio.open_connection("127.0.0.1", lst.port))
+        await until(lambda: lst.open_connections == 3)
+        extra_r, extra_w = await asyncio.open_connection("127.0.0.1", lst.port)
+        assert await asyncio.wait_for(extra_r.read(), 10) == b""  # closed by the listener
+        extra_w.close()
+        assert m.counters["hj212_refused_connections"] == 1
+        r, w = conns[0]  # the ones it kept work
+        w.write(build_frame(_HJ_OK))
+        answer, _ = parse_frame(await asyncio.wait_for(r.readuntil(b"\r\n"), 10))
+        assert answer is not None and answer.cn == "9014"
+    finally:
+        for _, w in conns:
+            w.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

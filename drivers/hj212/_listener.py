@@ -49,6 +49,11 @@ from gateway._records import Quality, Reading
 
 log = logging.getLogger("mrv.drivers.hj212")
 
+#: Open connections one listener serves at a time (a plant has a few loggers per address; each
+#: connection holds a buffer and a file descriptor until ``idle_timeout_s``). More are closed at
+#: once and counted (``hj212_refused_connections``).
+MAX_CONNECTIONS = 64
+
 #: HJ 212-2017 per-factor flags -> quality bits.
 FLAG_QUALITY: dict[str, int] = {
     "N": 0,
@@ -102,6 +107,7 @@ class Hj212Listener:
         self.idle_timeout_s = max(d.idle_timeout_s for d in devices)
         self.max_len = max(d.max_frame_len for d in devices)
         self.window = self.max_len + 64  # "##" + 4 digits + data + CRC + CR LF, and a margin
+        self.max_connections = MAX_CONNECTIONS
         self.ready = asyncio.Event()
         self.connections = 0
         self.open_connections = 0
@@ -134,6 +140,15 @@ class Hj212Listener:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        if self.open_connections >= self.max_connections:
+            self.metrics.inc("hj212_refused_connections")
+            self.noise.warning("too-many", "%s: connection from %s closed: %d connections are "
+                               "open already (at most %d)", self.name, peer,
+                               self.open_connections, self.max_connections)
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+            return
         self.connections += 1
         self.open_connections += 1
         self.metrics.inc("hj212_connections")
