@@ -458,3 +458,43 @@ async def test_hj212_listener_bounds_its_open_connections() -> None:
             w.close()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(min_value=-(2**70), max_value=2**70))
+def test_epoch_ns_is_accepted_exactly_within_the_range(n: int) -> None:
+    if 1 <= n <= 2**63 - 1:
+        assert to_ts_ns(n, "ns", "t") == n
+    else:
+        with pytest.raises(PayloadError):
+            to_ts_ns(n, "ns", "t")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.datetimes(min_value=datetime(1970, 1, 1, 0, 0, 1), max_value=datetime(9999, 12, 31),
+                    timezones=st.just(UTC)))
+def test_iso_times_are_accepted_exactly_within_the_range(t: datetime) -> None:
+    import calendar
+
+    ns = calendar.timegm(t.utctimetuple()) * 10**9 + t.microsecond * 1000  # independent of ours
+    text = t.isoformat()
+    if ns <= 2**63 - 1:
+        assert to_ts_ns(text, "iso8601", "t") == ns
+    else:
+        with pytest.raises(PayloadError, match="outside"):
+            to_ts_ns(text, "iso8601", "t")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789", min_size=1, max_size=6000), st.sampled_from([255, 9999]))
+def test_hj212_integer_fields_are_ints_in_range_or_packet_errors(text: str, limit: int) -> None:
+    from drivers.hj212._frame import PacketError, _int_field
+
+    if len(text) <= len(str(limit)) and int(text) <= limit:
+        assert _int_field({"F": text}, "F", limit) == int(text)
+    else:
+        with pytest.raises(PacketError):
+            _int_field({"F": text}, "F", limit)
