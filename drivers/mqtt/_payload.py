@@ -132,8 +132,8 @@ def to_value(x: Any, where: str) -> float:
         try:
             v = float(x)
         except OverflowError:  # an integer beyond float64
-            raise PayloadError(f"{where}: expected a number within the float64 range, got an "
-                               f"integer of {len(str(x))} digits") from None
+            raise PayloadError(f"{where}: expected a number within the float64 range, got "
+                               f"{_show(x)}") from None
     elif isinstance(x, str):
         try:
             v = float(x.strip())
@@ -143,13 +143,20 @@ def to_value(x: Any, where: str) -> float:
         raise PayloadError(f"{where}: expected a number, got {type(x).__name__} "
                            f"{json.dumps(x)[:40]}")
     if not math.isfinite(v):
-        raise PayloadError(f"{where}: expected a finite number, got {str(x)[:40]!r}")
+        raise PayloadError(f"{where}: expected a finite number, got {_show(x)}")
     return v
+
+
+def _show(x: Any) -> str:
+    """``x`` for an error message, short (str() of an integer of over 4,300 digits would raise)."""
+    if isinstance(x, int) and x.bit_length() > 128:
+        return f"an integer of {x.bit_length()} bits"
+    return repr(str(x)[:40])
 
 
 def _checked_ns(ns: int, x: Any, where: str) -> int:
     if not ts_in_range(ns):
-        raise PayloadError(f"{where}: time {str(x)[:40]!r} is outside {TS_RANGE_TEXT}")
+        raise PayloadError(f"{where}: time {_show(x)} is outside {TS_RANGE_TEXT}")
     return ns
 
 
@@ -190,24 +197,24 @@ def to_ts_ns(x: Any, unit: str, where: str) -> int:
     try:
         v = float(x)
     except ValueError:
-        raise PayloadError(f"{where}: expected an epoch number, got {str(x)[:40]!r}") from None
+        raise PayloadError(f"{where}: expected an epoch number, got {_show(x)}") from None
     except OverflowError:  # an integer beyond float64
-        raise PayloadError(f"{where}: epoch time of {len(str(x))} digits is out of range") from None
+        raise PayloadError(f"{where}: epoch time {_show(x)} is out of range") from None
     if not math.isfinite(v) or v <= 0:
-        raise PayloadError(f"{where}: expected a positive epoch time, got {str(x)[:40]!r}")
+        raise PayloadError(f"{where}: expected a positive epoch time, got {_show(x)}")
     if unit == "auto":
         for limit, name in _AUTO:
             if v < limit:
                 unit = name
                 break
         else:
-            raise PayloadError(f"{where}: epoch time {str(x)[:40]!r} is too large for s, ms, us "
+            raise PayloadError(f"{where}: epoch time {_show(x)} is too large for s, ms, us "
                                f"or ns")
     if isinstance(x, int) and not isinstance(x, bool):
         return _checked_ns(x * _SCALE[unit], x, where)
     scaled = v * _SCALE[unit]
     if not math.isfinite(scaled):
-        raise PayloadError(f"{where}: epoch time {str(x)[:40]!r} is out of range")
+        raise PayloadError(f"{where}: epoch time {_show(x)} is out of range")
     return _checked_ns(round(scaled), x, where)
 
 
