@@ -19,6 +19,8 @@ import sys
 _limit = sys.getrecursionlimit()
 try:
     import py_ecc  # noqa: F401  (imported for its side effect, undone just below)
+except ImportError:  # a web3 without it: nothing to undo
+    pass
 finally:
     sys.setrecursionlimit(_limit)
 del _limit
