@@ -360,15 +360,19 @@ def _mbap_reply(kind: str, tid: int, uid: int, fc: int, count: int) -> bytes:
     import struct
 
     data = b"\x00\x01" * count
-    if kind == "more":  # a byte count of more registers than were asked for
+    if fc in (1, 2):  # coils / discrete inputs: bits packed 8 to a byte
+        data = b"\x01" * ((count + 7) // 8 + (3 if kind == "more" else 0))
+    elif kind == "more":  # a byte count of more registers than were asked for
         data = b"\x00\x01" * (count + 5)
-    elif kind == "wrong-fc":  # a reply for another table (an input-register read)
-        fc = 4 if fc == 3 else 3
+    if kind == "wrong-fc":  # a reply for another table (input registers / discrete inputs)
+        fc = {3: 4, 1: 2}[fc]
     return struct.pack(">HHHBBB", tid, 0, 3 + len(data), uid, fc, len(data)) + data
 
 
-@pytest.mark.parametrize("kind", ["more", "wrong-fc"])
-async def test_modbus_reply_that_does_not_answer_the_request_is_refused(kind: str) -> None:
+@pytest.mark.parametrize(("kind", "table"), [("more", "holding"), ("wrong-fc", "holding"),
+                                             ("more", "coil"), ("wrong-fc", "coil")])
+async def test_modbus_reply_that_does_not_answer_the_request_is_refused(kind: str,
+                                                                        table: str) -> None:
     """pymodbus pairs a reply with its request by transaction id only: a reply with another
     function code or more registers than asked is flagged DEVICE_FAULT and counted, not read."""
     import struct
@@ -401,7 +405,8 @@ async def test_modbus_reply_that_does_not_answer_the_request_is_refused(kind: st
     dev = ModbusTcpDevice.model_validate({
         "driver": "modbus_tcp", "name": "d", "host": "127.0.0.1", "port": port, "unit_id": 1,
         "timeout_s": 2, "retries": 0,
-        "points": [{"id": "a", "table": "holding", "address": 0, "type": "uint32", "unit": "x"}]})
+        "points": [{"id": "a", "table": table, "address": 0,
+                    "type": "uint32" if table == "holding" else "bool", "unit": "x"}]})
     m = Metrics()
 
     async def sink(rs: list[Any]) -> None:
@@ -415,7 +420,8 @@ async def test_modbus_reply_that_does_not_answer_the_request_is_refused(kind: st
         assert [(math.isnan(r.value), r.quality) for r in first] == [(True, Quality.DEVICE_FAULT)]
         assert m.counters["modbus_bad_responses"] == 1
         second = await poller.poll_once(client)  # the connection goes on
-        assert [(r.value, r.quality) for r in second] == [(0x00010001, 0)]
+        good = 0x00010001 if table == "holding" else 1.0
+        assert [(r.value, r.quality) for r in second] == [(good, 0)]
     finally:
         client.close()
         await asyncio.wait_for(closed.wait(), 10)
