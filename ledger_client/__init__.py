@@ -1,5 +1,7 @@
 """Outbox, batching, signing and the chain uplink; proofs for auditors."""
 
+# First: py_ecc is imported with its recursion-limit side effect undone (see _deps).
+from ledger_client import _deps  # noqa: F401
 from ledger_client._chain import EvmChain
 from ledger_client._errors import (
     AnchorConflict,

@@ -1,6 +1,8 @@
 """The simulated plant (Modbus meters with plausible physics) and a local chain, for the demo
 and the tests."""
 
+# First, so no later import (eth_account here) leaves the recursion limit raised (see _deps).
+from ledger_client import _deps  # noqa: F401
 from simulator._actuators import ActuatorModel, ActuatorPlant
 from simulator._anvil import CHAIN_ID, DEV_KEYS, Anvil
 from simulator._dlt645 import Dlt645Line, Dlt645SimMeter

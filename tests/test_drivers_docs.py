@@ -43,3 +43,26 @@ def test_sample_parses(block: str) -> None:
 
 
 async def _sink(readings: object) -> None: ...
+
+
+_ORDER_ROW = re.compile(r"^\s*\| `(\w+)`(?:, `bit: (\d+)`)? \| `(\w{4})` \| `([0-9A-Fx ]+)` \| "
+                        r"`([-\w.]+)` \|$", flags=re.M)
+
+
+def test_word_order_examples_are_what_the_decoder_does() -> None:
+    """The word_order table (one-register types swap bytes too) against drivers.modbus."""
+    from drivers.modbus._decode import decode
+
+    rows = _ORDER_ROW.findall(DOC.read_text(encoding="utf-8"))
+    assert len(rows) >= 12
+    assert {r[0] for r in rows} >= {"uint16", "int16", "int32", "float32", "bitfield"}
+    for dtype, bit, order, regs, value in rows:
+        got = decode([int(r, 16) for r in regs.split()], dtype, order,
+                     bit=int(bit) if bit else None)
+        expected = {"true": True, "false": False}.get(value)
+        assert got == (expected if expected is not None else float(value)), (dtype, order, regs)
+
+
+def test_mqtt_tls_is_not_called_unwired() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    assert "tls:" in text and "not wired" not in text

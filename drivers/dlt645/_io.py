@@ -26,12 +26,10 @@ from drivers._polling import LogLimiter, PointInfo, PollLoop, Sink
 from drivers._serial import SerialLine
 from drivers.dlt645._frame import (
     PREAMBLE,
-    BcdError,
+    Dlt645Error,
     Frame,
     FrameError,
     MeterError,
-    UnexpectedFrameError,
-    UnknownDiError,
     build_read,
     build_read_address,
     parse_address_reply,
@@ -128,7 +126,7 @@ class Dlt645BusPoller:
                     self.metrics.inc("dlt645_error_replies")
                     log.debug("%s: %s for DI %08X", m.name, e, di)
                     value, quality = math.nan, int(Quality.DEVICE_FAULT)
-                except (UnexpectedFrameError, BcdError, UnknownDiError) as e:
+                except Dlt645Error as e:  # not a fit for the DI: size, BCD, control code...
                     self.metrics.inc("dlt645_bad_replies")
                     self.noise.warning(f"bad-reply:{m.name}", "%s: unusable reply: %s", m.name, e)
                     value, quality = math.nan, int(Quality.DEVICE_FAULT)

@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Final, Literal
 
+from drivers._limits import TS_RANGE_TEXT, ts_in_range
+
 __all__ = [
     "CN_DATA_RESPONSE",
     "CN_DAY_DATA",
@@ -54,6 +56,7 @@ __all__ = [
     "FLAG_ANSWER",
     "FLAG_SPLIT",
     "MAX_DATA_LEN",
+    "MAX_FIELD_LEN",
     "VERSION_CODES",
     "CrcError",
     "EncodingError",
@@ -79,6 +82,10 @@ HEADER: Final = b"##"
 TRAILER: Final = b"\r\n"
 #: HJ 212-2017 6.3.1: data segment 0..1024 characters.
 MAX_DATA_LEN: Final = 1024
+#: Longest header value (QN, ST, CN, PW, MN, Flag, PNUM, PNO, ...) accepted. HJ 212-2017 table 4
+#: allows at most 27 characters (MN); the margin is for loggers that pad. Bounding these also
+#: bounds the 9014 reply built from QN, PW and MN (3 x 64 + 45 < 1024 bytes).
+MAX_FIELD_LEN: Final = 64
 
 FLAG_ANSWER: Final = 0x01  # A: the receiver must answer
 FLAG_SPLIT: Final = 0x02  # D: packet is one of PNUM parts
@@ -249,8 +256,9 @@ def _parse_cp(
 
 def _int_field(fields: dict[str, str], name: str, limit: int) -> int:
     text = fields[name]
-    if not (text.isascii() and text.isdigit()) or int(text) > limit:
-        raise PacketError(name, f"{text!r} is not an integer 0..{limit}")
+    # Length first: int() of more than 4,300 digits raises ValueError (and costs quadratic time).
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(limit))) or int(text) > limit:
+        raise PacketError(name, f"{text[:20]!r} is not an integer 0..{limit}")
     return int(text)
 
 
@@ -269,6 +277,8 @@ def parse_segment(segment: str) -> Packet:
     fields: dict[str, str] = {}
     for item in head[:-1].split(";") if head else []:
         key, value = _split_pair(item, "header")
+        if len(key) > MAX_FIELD_LEN or len(value) > MAX_FIELD_LEN:
+            raise PacketError(key[:MAX_FIELD_LEN], f"longer than {MAX_FIELD_LEN} characters")
         if key in fields:
             raise PacketError(key, "appears twice")
         fields[key] = value
@@ -387,6 +397,9 @@ def _version_of(p: Packet) -> Version:
 def build_data_reply(p: Packet, *, version: Version | None = None) -> bytes:
     """The 9014 "data response" the upper computer sends for an uploaded data packet.
 
+    Raises `PacketError` (field ``QN`` or ``reply``) when ``p`` has no QN or the reply cannot be
+    framed (over 1,024 bytes; a packet parsed by `parse_frame` always fits).
+
     HJ 212-2017 (appendix C examples): ``QN=<QN of p>;ST=91;CN=9014;PW=<p.pw>;MN=<p.mn>;
     Flag=4;CP=&&&&`` -- the QN moved from CP (HJ/T 212-2005: ``CP=&&QN=...;CN=...&&``) to
     the header.  ``version`` sets the Flag version bits; default: the version of ``p``
@@ -399,7 +412,10 @@ def build_data_reply(p: Packet, *, version: Version | None = None) -> bytes:
     segment = (
         f"QN={p.qn};ST={ST_SYSTEM_INTERACTION};CN={CN_DATA_RESPONSE};PW={p.pw};MN={p.mn};Flag={flag};CP=&&&&"
     )
-    return build_frame(segment)
+    try:
+        return build_frame(segment)
+    except ValueError as exc:  # over 1,024 bytes, non-ASCII or CR LF in QN, PW or MN
+        raise PacketError("reply", f"cannot build the 9014 reply: {str(exc)[:120]}") from None
 
 
 def data_time_ns(p: Packet, *, tz_offset: timedelta = timedelta(hours=8)) -> int:
@@ -414,4 +430,7 @@ def data_time_ns(p: Packet, *, tz_offset: timedelta = timedelta(hours=8)) -> int
     except ValueError as exc:
         raise PacketError("DataTime", f"{text!r} is not a valid time") from exc
     delta = local - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta // timedelta(microseconds=1)) * 1000
+    ns = (delta // timedelta(microseconds=1)) * 1000
+    if not ts_in_range(ns):
+        raise PacketError("DataTime", f"{text!r} is outside {TS_RANGE_TEXT}")
+    return ns

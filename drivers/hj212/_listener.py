@@ -6,6 +6,7 @@ For every packet:
 * framing faults (length, CRC, CR LF, non-ASCII) and unparsable segments are counted
   (``hj212_bad_frames`` / ``hj212_bad_packets``, ``hj212_garbage_bytes`` for noise between
   packets) and logged (rate-limited); the connection stays up and the next packet is read;
+  a 9014 reply that cannot be built is counted in ``hj212_bad_replies``;
 * a packet from an unknown MN, or with the wrong PW when a password is configured, is counted
   and ignored (no reply: the data was not accepted);
 * each configured point (factor code, field, CN) present in CP becomes a reading at the packet's
@@ -47,6 +48,11 @@ from gateway._metrics import Metrics
 from gateway._records import Quality, Reading
 
 log = logging.getLogger("mrv.drivers.hj212")
+
+#: Open connections one listener serves at a time (a plant has a few loggers per address; each
+#: connection holds a buffer and a file descriptor until ``idle_timeout_s``). More are closed at
+#: once and counted (``hj212_refused_connections``).
+MAX_CONNECTIONS = 64
 
 #: HJ 212-2017 per-factor flags -> quality bits.
 FLAG_QUALITY: dict[str, int] = {
@@ -100,6 +106,8 @@ class Hj212Listener:
             self.loggers[d.mn] = lg
         self.idle_timeout_s = max(d.idle_timeout_s for d in devices)
         self.max_len = max(d.max_frame_len for d in devices)
+        self.window = self.max_len + 64  # "##" + 4 digits + data + CRC + CR LF, and a margin
+        self.max_connections = MAX_CONNECTIONS
         self.ready = asyncio.Event()
         self.connections = 0
         self.open_connections = 0
@@ -132,6 +140,15 @@ class Hj212Listener:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        if self.open_connections >= self.max_connections:
+            self.metrics.inc("hj212_refused_connections")
+            self.noise.warning("too-many", "%s: connection from %s closed: %d connections are "
+                               "open already (at most %d)", self.name, peer,
+                               self.open_connections, self.max_connections)
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+            return
         self.connections += 1
         self.open_connections += 1
         self.metrics.inc("hj212_connections")
@@ -171,7 +188,9 @@ class Hj212Listener:
                 del buf[:noise]
                 continue
             try:
-                pkt, consumed = parse_frame(bytes(buf), max_len=self.max_len)
+                # A packet starts at buf[0] (noise is gone): hand over no more than one packet can
+                # span, so a chunk full of false starts costs linear, not quadratic, time.
+                pkt, consumed = parse_frame(bytes(buf[:self.window]), max_len=self.max_len)
             except PacketError as e:
                 del buf[:max(e.consumed, 1)]
                 self.metrics.inc("hj212_bad_packets")
@@ -182,8 +201,10 @@ class Hj212Listener:
                 self.metrics.inc("hj212_bad_frames")
                 self.noise.warning("bad-frame", "%s: damaged frame from %s: %s", self.name, peer, e)
                 continue
-            if pkt is None:  # a packet still arriving (the noise before it is gone already)
+            if pkt is None:  # a packet still arriving, after ``consumed`` bytes of "#"
                 del buf[:consumed]
+                if consumed:
+                    continue
                 return
             del buf[:consumed]
             await self._packet(pkt, writer, peer)
@@ -232,8 +253,8 @@ class Hj212Listener:
                 writer.write(build_data_reply(pkt, version=dev.version))
                 await writer.drain()
                 lg.replies += 1
-            except PacketError as e:  # no QN to answer
-                self.metrics.inc("hj212_bad_packets")
+            except Hj212Error as e:  # no QN to answer, or a reply that cannot be framed
+                self.metrics.inc("hj212_bad_replies")
                 self.noise.warning(f"reply:{pkt.mn}", "%s: cannot answer: %s", dev.name, e)
 
     def _readings(self, lg: _Logger, pkt: Packet) -> list[Reading]:

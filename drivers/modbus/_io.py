@@ -29,7 +29,7 @@ from pymodbus.framer import FramerType
 
 from config._schema import ModbusPoint, ModbusRtuBus, ModbusRtuUnit, ModbusTcpDevice
 from drivers._errors import DeviceUnreachable, LinkDown
-from drivers._polling import PointInfo, PollLoop, Sink
+from drivers._polling import LogLimiter, PointInfo, PollLoop, Sink
 from drivers.modbus._decode import Decoder, compile_decoder, register_count
 from drivers.modbus._plan import BIT_TABLES, PointRef, ReadRequest, plan_reads
 from gateway._metrics import Metrics
@@ -39,6 +39,8 @@ log = logging.getLogger("mrv.drivers.modbus")
 
 _DEVICE_FAULT = int(Quality.DEVICE_FAULT)
 _SENTINEL = int(Quality.SENTINEL)
+#: The function code a reply to each read must carry (Modbus application protocol 6.1-6.4).
+_FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
 
 def decode_point(p: ModbusPoint, regs: list[int]) -> tuple[float, int]:
@@ -95,6 +97,7 @@ class UnitReader:
                 for k, off in r.members))
             for r in self.plan]
         self.infos = [PointInfo(p.id, p.unit) for p in self.points]
+        self.noise = LogLimiter(log)
 
     @staticmethod
     def _method(client: Any, table: str) -> Callable[..., Awaitable[Any]]:
@@ -105,6 +108,11 @@ class UnitReader:
             "discrete": client.read_discrete_inputs,
         }[table]
         return fn
+
+    def _bad(self, req: _Request, why: str) -> None:
+        self.metrics.inc("modbus_bad_responses")
+        self.noise.warning("bad-response", "%s: reply to %s@%d refused: %s", self.name, req.table,
+                           req.address, why)
 
     def _flagged(self, req: _Request, ts: int, quality: int) -> list[Reading]:
         return [Reading(point_id=m.id, ts_ns=ts, value=math.nan, unit=m.unit, source=self.source,
@@ -152,10 +160,20 @@ class UnitReader:
                           req.address)
                 out += self._flagged(req, ts, _DEVICE_FAULT)
                 continue
+            if getattr(rr, "function_code", None) != _FUNCTION_CODES[req.table]:
+                # pymodbus pairs a reply with its request by transaction id only.
+                self._bad(req, f"function code {getattr(rr, 'function_code', None)} in the reply "
+                               f"to a {req.table} read (expected {_FUNCTION_CODES[req.table]})")
+                out += self._flagged(req, ts, _DEVICE_FAULT)
+                continue
             if req.table in BIT_TABLES:
                 bits = rr.bits
                 if len(bits) < req.count:
                     self.metrics.inc("modbus_short_responses")
+                    out += self._flagged(req, ts, _DEVICE_FAULT)
+                    continue
+                if len(bits) > 8 * ((req.count + 7) // 8):  # a reply carries whole bytes
+                    self._bad(req, f"{len(bits)} bits for {req.count} requested")
                     out += self._flagged(req, ts, _DEVICE_FAULT)
                     continue
                 for m in req.members:
@@ -166,6 +184,10 @@ class UnitReader:
             regs = rr.registers
             if len(regs) < req.count:
                 self.metrics.inc("modbus_short_responses")
+                out += self._flagged(req, ts, _DEVICE_FAULT)
+                continue
+            if len(regs) > req.count:  # the byte count must be exactly 2 x the quantity asked
+                self._bad(req, f"{len(regs)} registers for {req.count} requested")
                 out += self._flagged(req, ts, _DEVICE_FAULT)
                 continue
             for m in req.members:

@@ -2,19 +2,33 @@
 
 No I/O. Every problem raises `PayloadError` with a message that names what was expected, so the
 source can count and log it and go on with the next message.
+
+Limits applied before a payload is parsed (``docs/drivers.md``, "Limits on untrusted input"):
+its size (``max_payload_bytes``) and its JSON nesting depth (`MAX_JSON_DEPTH`), found by a linear
+scan outside strings, so the recursive JSON parser never sees a payload deep enough to exhaust
+the stack. Values must be finite float64 numbers; timestamps must fall in `TS_NS_MIN` ..
+`TS_NS_MAX`, the range of the record format's ``int64 tsNs`` after the Unix epoch.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 from config._schema import MqttPoint
+from drivers._limits import TS_NS_MAX, TS_NS_MIN, TS_RANGE_TEXT, ts_in_range
 from gateway._records import Reading
+
+__all__ = ["MAX_JSON_DEPTH", "TS_NS_MAX", "TS_NS_MIN", "Mapping", "PayloadError", "compile_points",
+           "json_depth", "lookup", "parse_json", "readings_from", "split_path", "to_ts_ns",
+           "to_value", "topic_matches"]
 
 
 class PayloadError(ValueError):
@@ -46,6 +60,51 @@ def split_path(path: str) -> tuple[str, ...]:
 _MISSING = object()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+#: Deepest JSON nesting (arrays and objects) a payload may have; a sensor's message needs a few.
+MAX_JSON_DEPTH = 32
+
+# A JSON string (with its escapes); what is inside one is not structure.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# Every byte but the four brackets, to be deleted before the depth count.
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_CHUNK = 1 << 20
+
+
+def json_depth(payload: bytes) -> int:
+    """The deepest nesting of ``[`` / ``{`` in ``payload`` outside JSON strings, in linear time
+    without recursion. For malformed JSON (an unterminated string, mismatched brackets) it is an
+    upper bound of the depth a JSON parser reaches before it fails."""
+    structure = _JSON_STRING.sub(b"", payload).translate(None, _NOT_BRACKETS)
+    deepest = depth = 0
+    for at in range(0, len(structure), _CHUNK):  # in chunks: bounded memory for large payloads
+        b = np.frombuffer(structure, dtype=np.uint8, count=min(_CHUNK, len(structure) - at),
+                          offset=at)
+        levels = np.cumsum(np.where((b == 0x5B) | (b == 0x7B), 1, -1).astype(np.int32)) + depth
+        deepest = max(deepest, int(levels.max()))
+        depth = int(levels[-1])
+    return deepest
+
+
+def parse_json(payload: bytes, where: str, *, max_bytes: int,
+               max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` behind the limits: size first, then UTF-8 (RFC 8259 8.1; a leading BOM is
+    allowed), then nesting depth; `PayloadError` for any of them and for invalid JSON (numbers
+    of more than 4,300 digits too). UTF-8 is checked before the depth scan because in UTF-8,
+    and only there, the bytes of ``"``, ``[``, ``{`` always are those characters."""
+    if len(payload) > max_bytes:
+        raise PayloadError(f"{where}: payload of {len(payload)} bytes, expected at most {max_bytes}")
+    try:
+        text = payload.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise PayloadError(f"{where}: expected a UTF-8 JSON payload ({e})") from None
+    depth = json_depth(payload)
+    if depth > max_depth:
+        raise PayloadError(f"{where}: JSON nested {depth} deep, expected at most {max_depth}")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise PayloadError(f"{where}: expected a JSON payload ({str(e)[:80]})") from None
+
 
 def lookup(doc: Any, path: Sequence[str]) -> Any:
     """Walk ``path`` through nested objects (by key) and lists (by index); _MISSING if absent."""
@@ -70,7 +129,11 @@ def to_value(x: Any, where: str) -> float:
     if isinstance(x, bool):
         return 1.0 if x else 0.0
     if isinstance(x, int | float):
-        v = float(x)
+        try:
+            v = float(x)
+        except OverflowError:  # an integer beyond float64
+            raise PayloadError(f"{where}: expected a number within the float64 range, got "
+                               f"{_show(x)}") from None
     elif isinstance(x, str):
         try:
             v = float(x.strip())
@@ -80,8 +143,21 @@ def to_value(x: Any, where: str) -> float:
         raise PayloadError(f"{where}: expected a number, got {type(x).__name__} "
                            f"{json.dumps(x)[:40]}")
     if not math.isfinite(v):
-        raise PayloadError(f"{where}: expected a finite number, got {x!r}")
+        raise PayloadError(f"{where}: expected a finite number, got {_show(x)}")
     return v
+
+
+def _show(x: Any) -> str:
+    """``x`` for an error message, short (str() of an integer of over 4,300 digits would raise)."""
+    if isinstance(x, int) and x.bit_length() > 128:
+        return f"an integer of {x.bit_length()} bits"
+    return repr(str(x)[:40])
+
+
+def _checked_ns(ns: int, x: Any, where: str) -> int:
+    if not ts_in_range(ns):
+        raise PayloadError(f"{where}: time {_show(x)} is outside {TS_RANGE_TEXT}")
+    return ns
 
 
 _SCALE = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
@@ -90,7 +166,7 @@ _AUTO = ((1e10, "s"), (1e13, "ms"), (1e16, "us"), (1e19, "ns"))
 
 
 def to_ts_ns(x: Any, unit: str, where: str) -> int:
-    """An acquisition time as integer ns since the epoch.
+    """An acquisition time as integer ns since the epoch, within `TS_NS_MIN` .. `TS_NS_MAX`.
 
     Numbers: epoch in ``unit`` (s, ms, us, ns; "auto" picks by magnitude). Strings: ISO 8601 with
     a UTC offset (``2025-01-01T08:00:00+08:00`` or ``...Z``), or a number in a string.
@@ -109,7 +185,11 @@ def to_ts_ns(x: Any, unit: str, where: str) -> int:
         if t.tzinfo is None:
             raise PayloadError(f"{where}: expected a time with a UTC offset (e.g. Z or +08:00), "
                                f"got {x[:40]!r}")
-        return ((t - _EPOCH) // timedelta(microseconds=1)) * 1000
+        try:
+            ns = ((t - _EPOCH) // timedelta(microseconds=1)) * 1000
+        except OverflowError:
+            raise PayloadError(f"{where}: time {x[:40]!r} is out of range") from None
+        return _checked_ns(ns, x, where)
     if unit == "iso8601":
         raise PayloadError(f"{where}: expected an ISO 8601 string, got {json.dumps(x)[:40]}")
     if isinstance(x, bool) or not isinstance(x, int | float | str):
@@ -117,19 +197,25 @@ def to_ts_ns(x: Any, unit: str, where: str) -> int:
     try:
         v = float(x)
     except ValueError:
-        raise PayloadError(f"{where}: expected an epoch number, got {str(x)[:40]!r}") from None
+        raise PayloadError(f"{where}: expected an epoch number, got {_show(x)}") from None
+    except OverflowError:  # an integer beyond float64
+        raise PayloadError(f"{where}: epoch time {_show(x)} is out of range") from None
     if not math.isfinite(v) or v <= 0:
-        raise PayloadError(f"{where}: expected a positive epoch time, got {x!r}")
+        raise PayloadError(f"{where}: expected a positive epoch time, got {_show(x)}")
     if unit == "auto":
         for limit, name in _AUTO:
             if v < limit:
                 unit = name
                 break
         else:
-            raise PayloadError(f"{where}: epoch time {x!r} is too large for s, ms, us or ns")
+            raise PayloadError(f"{where}: epoch time {_show(x)} is too large for s, ms, us "
+                               f"or ns")
     if isinstance(x, int) and not isinstance(x, bool):
-        return x * _SCALE[unit]
-    return round(v * _SCALE[unit])
+        return _checked_ns(x * _SCALE[unit], x, where)
+    scaled = v * _SCALE[unit]
+    if not math.isfinite(scaled):
+        raise PayloadError(f"{where}: epoch time {_show(x)} is out of range")
+    return _checked_ns(round(scaled), x, where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +240,7 @@ def readings_from(topic: str, payload: bytes, mappings: Sequence[Mapping], *, so
     matching = [m for m in mappings if topic_matches(topic, m.point.topic)]
     if not matching:
         return [], []
-    if len(payload) > max_bytes:
-        raise PayloadError(f"{topic}: payload of {len(payload)} bytes, expected at most {max_bytes}")
-    try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise PayloadError(f"{topic}: expected a JSON payload ({e})") from None
+    doc = parse_json(payload, topic, max_bytes=max_bytes)
     out: list[Reading] = []
     problems: list[str] = []
     for m in matching:

@@ -11,8 +11,9 @@
   the order the messages came in. A message whose connection is gone before its readings are
   committed is not acknowledged; the broker sends it again on the next session (at least once:
   the duplicate carries the same payload and, with a timestamp field, the same time).
-* Malformed payloads (not JSON, too large, a missing or non-numeric field, a bad timestamp) are
-  counted (``mqtt_malformed``) and logged (rate-limited), acknowledged, and skipped.
+* Malformed payloads (too large, not UTF-8, nested too deep, not JSON, a missing or
+  non-numeric field, a bad timestamp: the limits are in ``_payload``) are counted
+  (``mqtt_malformed``) and logged (rate-limited), acknowledged, and skipped.
 * Retained messages are skipped (``mqtt_retained_skipped``): they are a broker's copy of an old
   value, sent again on every subscribe, not a new acquisition.
 """

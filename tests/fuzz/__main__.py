@@ -12,14 +12,8 @@ import multiprocessing as mp
 import sys
 from pathlib import Path
 
-from tests.fuzz import Result, all_targets, run_target
-
-
-def _one(name: str, inputs: int, seed: int, q: mp.Queue[dict[str, object]]) -> None:
-    t = next(t for t in all_targets() if t.name == name)
-    r = run_target(t, inputs, seed)
-    q.put({"target": r.target, "inputs": r.inputs, "accepted": r.accepted, "rejected": r.rejected,
-           "seconds": round(r.seconds, 1), "findings": [str(f) for f in r.findings]})
+from tests.fuzz import Result, all_targets
+from tests.fuzz._child import run_one as _one
 
 
 def main(argv: list[str] | None = None) -> int:
