@@ -45,6 +45,11 @@ _MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+#: A duration in seconds: at most 100 years (a longer one is a mistake, and its nanoseconds
+#: would not fit the int64 timestamps the checks compare).
+_MAX_S = 3_155_760_000.0
+Seconds = Annotated[float, Field(gt=0, le=_MAX_S)]
+NonNegativeSeconds = Annotated[float, Field(ge=0, le=_MAX_S)]
 
 
 class RangeCheck(BaseModel):
@@ -108,7 +113,7 @@ class FlatlineCheck(BaseModel):
     model_config = _MODEL_CONFIG
 
     count: int | None = None
-    duration_s: PositiveFloat | None = None
+    duration_s: Seconds | None = None
     tolerance: NonNegativeFloat = 0.0
 
     @field_validator("count")
@@ -132,8 +137,8 @@ class TimestampCheck(BaseModel):
 
     model_config = _MODEL_CONFIG
 
-    max_future_s: NonNegativeFloat = 5.0
-    max_age_s: PositiveFloat | None = None
+    max_future_s: NonNegativeSeconds = 5.0
+    max_age_s: Seconds | None = None
 
 
 class CounterCheck(BaseModel):
@@ -179,7 +184,7 @@ class ChecksConfig(BaseModel):
     rate_of_change: RateCheck | None = None
     spike: SpikeCheck | None = None
     flatline: FlatlineCheck | None = None
-    sentinels: tuple[float, ...] = ()
+    sentinels: Annotated[tuple[float, ...], Field(max_length=64)] = ()
     timestamps: TimestampCheck | None = None
     duplicates: bool = True
     counter: CounterCheck | None = None

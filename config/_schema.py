@@ -26,10 +26,18 @@ from drivers.modbus._decode import DataType, WordOrder, register_count
 from gateway._tls import TlsConfig
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+#: EIP-2294: floor(MAX_UINT64 / 2) - 36
+MAX_CHAIN_ID = (2**64 - 1) // 2 - 36
+#: Most devices (buses) of one gateway, and points of one device or bus.
+MAX_DEVICES = 10_000
+MAX_POINTS = 100_000
+#: A host name or address (DNS names are at most 253 characters).
+_Host = Annotated[str, Field(min_length=1, max_length=253)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # numbers must be finite (a NaN scale or an infinite timeout is a mistake, never a setting)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class GatewaySection(_Model):
@@ -49,7 +57,7 @@ class OutboxSection(_Model):
     queue_batches: Annotated[int, Field(ge=1, le=100_000)] = 1_000
     shutdown_drain_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
     #: Disk budget of the outbox (MB of used pages; None: no limit). See docs/design/003.
-    disk_budget_mb: Annotated[float, Field(gt=0)] | None = None
+    disk_budget_mb: Annotated[float, Field(gt=0, le=1e9)] | None = None
     budget_alarm_fraction: Annotated[float, Field(gt=0, le=1)] = 0.8
     #: At the budget, delete records of anchored batches, oldest first (their proofs can then no
     #: longer be exported from this gateway: export or back up first). Never unanchored ones.
@@ -73,8 +81,8 @@ class BatchingSection(_Model):
 
 
 class RetrySection(_Model):
-    initial_s: Annotated[float, Field(gt=0)] = 0.5
-    max_s: Annotated[float, Field(gt=0)] = 30.0
+    initial_s: Annotated[float, Field(gt=0, le=86_400)] = 0.5
+    max_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
 
     @model_validator(mode="after")
     def _order(self) -> RetrySection:
@@ -85,15 +93,16 @@ class RetrySection(_Model):
 
 class ChainSection(_Model):
     rpc_url: Annotated[str, Field(pattern=r"^https?://\S+$", description="JSON-RPC URL")]
-    chain_id: Annotated[int, Field(ge=1)]
+    #: at most the largest chain id EIP-2294 allows
+    chain_id: Annotated[int, Field(ge=1, le=MAX_CHAIN_ID)]
     contract: Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")] | None = None
     address_book: Path | None = None
     account_key: Path
     confirmations: Annotated[int, Field(ge=1, le=1000)] = 1
-    receipt_timeout_s: Annotated[float, Field(gt=0)] = 60.0
-    request_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    receipt_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     gas_margin: Annotated[float, Field(ge=1.0, le=10.0)] = 1.25
-    gas_price_wei: Annotated[int, Field(ge=0)] | None = None
+    gas_price_wei: Annotated[int, Field(ge=0, le=2**256 - 1)] | None = None
     retry: RetrySection = RetrySection()
 
     @model_validator(mode="after")
@@ -155,12 +164,12 @@ class _Polling(_Model):
 class ModbusTcpDevice(_Polling):
     driver: Literal["modbus_tcp"]
     name: Annotated[str, Field(pattern=_ID)]
-    host: Annotated[str, Field(min_length=1)]
+    host: _Host
     port: Annotated[int, Field(ge=1, le=65535)] = 502
     unit_id: Annotated[int, Field(ge=0, le=255)] = 1
     max_registers: Annotated[int, Field(ge=1, le=125)] = 125
     max_gap: Annotated[int, Field(ge=0, le=124)] = 0
-    points: Annotated[list[ModbusPoint], Field(min_length=1)]
+    points: Annotated[list[ModbusPoint], Field(min_length=1, max_length=MAX_POINTS)]
 
 
 class _Serial(_Model):
@@ -186,7 +195,7 @@ class ModbusRtuUnit(_Polling):
     unit_id: Annotated[int, Field(ge=1, le=247)]
     max_registers: Annotated[int, Field(ge=1, le=125)] = 125
     max_gap: Annotated[int, Field(ge=0, le=124)] = 0
-    points: Annotated[list[ModbusPoint], Field(min_length=1)]
+    points: Annotated[list[ModbusPoint], Field(min_length=1, max_length=MAX_POINTS)]
 
 
 class ModbusRtuBus(_Serial):
@@ -194,7 +203,7 @@ class ModbusRtuBus(_Serial):
 
     driver: Literal["modbus_rtu"]
     name: Annotated[str, Field(pattern=_ID)]
-    units: Annotated[list[ModbusRtuUnit], Field(min_length=1)]
+    units: Annotated[list[ModbusRtuUnit], Field(min_length=1, max_length=247)]
 
     @model_validator(mode="after")
     def _distinct_units(self) -> ModbusRtuBus:
@@ -242,7 +251,7 @@ class Dlt645Meter(_Polling):
     name: Annotated[str, Field(pattern=_ID)]
     #: 12 decimal digits, as printed on the meter (quote it in YAML).
     address: str
-    points: Annotated[list[Dlt645Point], Field(min_length=1)]
+    points: Annotated[list[Dlt645Point], Field(min_length=1, max_length=MAX_POINTS)]
 
     @field_validator("address", mode="before")
     @classmethod
@@ -262,7 +271,7 @@ class Dlt645Bus(_Serial):
     parity: Literal["N", "E", "O"] = "E"
     #: Send the FE FE FE FE wake-up preamble before each request.
     wakeup: bool = True
-    meters: Annotated[list[Dlt645Meter], Field(min_length=1)]
+    meters: Annotated[list[Dlt645Meter], Field(min_length=1, max_length=MAX_DEVICES)]
 
     @model_validator(mode="after")
     def _distinct_meters(self) -> Dlt645Bus:
@@ -311,12 +320,12 @@ class MqttDevice(_Model):
 
     driver: Literal["mqtt"]
     name: Annotated[str, Field(pattern=_ID)]
-    host: Annotated[str, Field(min_length=1)]
+    host: _Host
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     #: Fixed client id: the broker keeps the session (subscriptions, queued QoS 1 messages) under it.
     client_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
-    username: str | None = None
-    password: str | None = None
+    username: Annotated[str, Field(max_length=1024)] | None = None
+    password: Annotated[str, Field(max_length=1024)] | None = None
     #: TLS to the broker (port 8883 as a rule): ``{ca_file, cert_file, key_file}`` (gateway/_tls.py)
     tls: TlsConfig | None = None
     qos: Literal[0, 1] = 1
@@ -327,7 +336,7 @@ class MqttDevice(_Model):
     #: Emit a COMM_FAULT gap reading for a point that got nothing for this long (off when unset).
     stale_after_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
     max_payload_bytes: Annotated[int, Field(ge=16, le=16 * 1024 * 1024)] = 65_536
-    points: Annotated[list[MqttPoint], Field(min_length=1)]
+    points: Annotated[list[MqttPoint], Field(min_length=1, max_length=MAX_POINTS)]
 
     @model_validator(mode="after")
     def _backoff_order(self) -> MqttDevice:
@@ -368,7 +377,7 @@ class Hj212Device(_Model):
     idle_timeout_s: Annotated[float, Field(ge=1, le=86_400)] = 600.0
     stale_after_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
     max_frame_len: Annotated[int, Field(ge=64, le=9999)] = 1024
-    points: Annotated[list[Hj212Point], Field(min_length=1)]
+    points: Annotated[list[Hj212Point], Field(min_length=1, max_length=MAX_POINTS)]
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -408,17 +417,24 @@ Device = Annotated[ModbusTcpDevice | ModbusRtuBus | Dlt645Bus | MqttDevice | Hj2
 class HealthSection(_Model):
     listen: Annotated[str, Field(pattern=r"^[0-9A-Za-z.:\[\]-]+:\d{1,5}$")] | None = None
 
+    @field_validator("listen")
+    @classmethod
+    def _port(cls, v: str | None) -> str | None:
+        if v is not None and int(v.rsplit(":", 1)[1]) > 65535:
+            raise ValueError(f"port of {v!r} is above 65535")
+        return v
+
 
 class Part75Substitution(_Model):
     """The 40 CFR 75.33 Table 1 tiers with this maximum potential value."""
 
-    part75_max_potential: Annotated[float, Field(gt=0)]
+    part75_max_potential: Annotated[float, Field(gt=0, le=1e15)]
     lookback_hours: Annotated[int, Field(ge=1, le=8760)] = 720
 
 
 class AggregatedPointConfig(_Model):
     point: Annotated[str, Field(pattern=_ID)]
-    expected_per_minute: Annotated[float, Field(gt=0)]
+    expected_per_minute: Annotated[float, Field(gt=0, le=60_000)]
     min_minute_fraction: Annotated[float, Field(gt=0, le=1)] = 0.75
     min_valid_minutes: Annotated[int, Field(ge=1, le=60)] = 45
     substitution: Part75Substitution | SubstitutionConfig | None = None
@@ -428,7 +444,7 @@ class AggregationSection(_Model):
     """Hourly aggregates (and substitutes) as derived records; see gateway/_aggregator.py."""
 
     grace_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
-    points: list[AggregatedPointConfig] = []
+    points: Annotated[list[AggregatedPointConfig], Field(max_length=MAX_POINTS)] = []
 
 
 class Config(_Model):
@@ -436,7 +452,7 @@ class Config(_Model):
     outbox: OutboxSection = OutboxSection()
     batching: BatchingSection = BatchingSection()
     chain: ChainSection
-    devices: Annotated[list[Device], Field(min_length=1)]
+    devices: Annotated[list[Device], Field(min_length=1, max_length=MAX_DEVICES)]
     health: HealthSection = HealthSection()
     control: ControlConfig | None = None
     aggregation: AggregationSection = AggregationSection()
