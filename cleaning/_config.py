@@ -149,11 +149,16 @@ class CounterCheck(BaseModel):
     0.01 kWh: ``register_max: 42949672.95``, ``resolution: 0.01``). An increase is plausible
     when it is at most ``max_step`` per sample or ``max_rate_per_s`` times the elapsed time
     (whichever allows more); at least one of the two is required.
+
+    Under a point of the gateway's config both are taken from the point's register when it
+    defines them (a Modbus unsigned integer with its scale, a DL/T 645 energy item), and must
+    not contradict it; for other points ``register_max`` comes from here or from the point's
+    ``emissions:`` block (config/_schema.py, `meter_range`). A `PointCleaner` needs it set.
     """
 
     model_config = _MODEL_CONFIG
 
-    register_max: PositiveFloat
+    register_max: PositiveFloat | None = None
     resolution: PositiveFloat = 1.0
     max_step: PositiveFloat | None = None
     max_rate_per_s: PositiveFloat | None = None
@@ -162,6 +167,8 @@ class CounterCheck(BaseModel):
     def _limits(self) -> CounterCheck:
         if self.max_step is None and self.max_rate_per_s is None:
             raise ValueError("counter needs max_step, max_rate_per_s or both")
+        if self.register_max is None:
+            return self  # from the point's register (`config._schema.meter_range`)
         if self.resolution > self.register_max:
             raise ValueError(
                 f"counter.resolution ({self.resolution}) must not exceed "

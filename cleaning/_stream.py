@@ -193,8 +193,13 @@ class PointCleaner:
     def __init__(self, config: ChecksConfig) -> None:
         self._config = config
         c = config.counter
+        if c is not None and c.register_max is None:
+            raise ValueError("counter.register_max is not set (the config takes it from the "
+                             "point's register, or needs it where the point has none)")
         self._counter_params = (
-            None if c is None else CounterParams(c.register_max + c.resolution, c.max_step, c.max_rate_per_s)
+            None
+            if c is None or c.register_max is None
+            else CounterParams(c.register_max + c.resolution, c.max_step, c.max_rate_per_s)
         )
         f = config.flatline
         self._flat_duration_ns = None if f is None or f.duration_s is None else seconds_to_ns(f.duration_s)

@@ -6,6 +6,7 @@ config file's folder, ``outbox.path`` against ``data_dir``.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,12 +15,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
 
 from cleaning._batch_emissions import PointEmissions
-from cleaning._config import ChecksConfig, SubstitutionConfig
+from cleaning._config import ChecksConfig, CounterCheck, SubstitutionConfig
 from control._config import ControlConfig
 from drivers.dlt645._frame import DATA_ITEMS as DLT645_ITEMS
 from drivers.modbus._decode import DataType, WordOrder, register_count
@@ -38,6 +40,71 @@ _Host = Annotated[str, Field(min_length=1, max_length=253)]
 class _Model(BaseModel):
     # numbers must be finite (a NaN scale or an infinite timeout is a mistake, never a setting)
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# -- one range per meter (issue 11, item 8) -------------------------------------------------
+
+_UNSIGNED_BITS = {"uint16": 16, "uint32": 32, "uint64": 64}
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+
+
+def meter_range(checks: ChecksConfig | None, emissions: PointEmissions | None,
+                register: tuple[float, float] | None, what: str
+                ) -> tuple[ChecksConfig | None, PointEmissions | None]:
+    """One range per cumulative meter: ``checks.counter`` and ``emissions`` of a point get the
+    same ``register_max`` and ``resolution``. ``register`` is what the point's register
+    defines (``what`` names it) or None; a value given that contradicts it is refused, as are
+    two blocks that give different values; what is left out is filled in. Raises ValueError."""
+    counter = None if checks is None else checks.counter
+    if counter is None and emissions is None:
+        return checks, emissions
+    c_max = None if counter is None else counter.register_max
+    e_max = None if emissions is None else emissions.register_max
+    c_res = counter.resolution if counter and "resolution" in counter.model_fields_set else None
+    e_res = (emissions.resolution if emissions and "resolution" in emissions.model_fields_set
+             else None)
+    rmax: float | None
+    res: float | None
+    if register is not None:
+        r_max, r_res = register
+        for name, got, want in (("checks.counter.register_max", c_max, r_max),
+                                ("emissions.register_max", e_max, r_max),
+                                ("checks.counter.resolution", c_res, r_res),
+                                ("emissions.resolution", e_res, r_res)):
+            if got is not None and not _close(got, want):
+                raise ValueError(f"{name} ({got}) contradicts the register: {what} gives "
+                                 f"{want}; leave it out (it is derived from the register)")
+        rmax, res = r_max, r_res
+    else:
+        for name, a, b in (("register_max", c_max, e_max), ("resolution", c_res, e_res)):
+            if a is not None and b is not None and not _close(a, b):
+                raise ValueError(f"checks.counter.{name} ({a}) and emissions.{name} ({b}) "
+                                 "differ: one meter has one range")
+        rmax = c_max if c_max is not None else e_max
+        if rmax is None and counter is not None:
+            raise ValueError(f"checks.counter.register_max is required: {what} does not "
+                             "define the range (give it here or as emissions.register_max)")
+        res = (c_res if c_res is not None else e_res if e_res is not None
+               else None if counter is None else counter.resolution)
+    if counter is not None and checks is not None:
+        data = counter.model_dump(exclude_unset=True) | {"register_max": rmax}
+        if res is not None:
+            data["resolution"] = res
+        try:
+            counter = CounterCheck.model_validate(data)
+        except ValidationError as e:
+            raise ValueError("; ".join(str(x["msg"]).removeprefix("Value error, ")
+                                       for x in e.errors())) from None
+        checks = checks.model_copy(update={"counter": counter})
+    if emissions is not None and rmax is not None:
+        upd: dict[str, float] = {"register_max": rmax}
+        if res is not None:
+            upd["resolution"] = res
+        emissions = emissions.model_copy(update=upd)
+    return checks, emissions
 
 
 class GatewaySection(_Model):
@@ -139,6 +206,23 @@ class ModbusPoint(_Model):
         if self.type != "bitfield" and self.bit is not None:
             raise ValueError(f"'bit' is only valid with type bitfield, not with {self.type}")
         return self
+
+    @model_validator(mode="after")
+    def _one_range(self) -> ModbusPoint:
+        cumulative = self.emissions is not None or (self.checks and self.checks.counter)
+        bits = _UNSIGNED_BITS.get(self.type)
+        register = None
+        what = f"a {self.type} register"
+        if cumulative and bits is not None:
+            if self.scale <= 0 or self.offset != 0:
+                raise ValueError(f"a cumulative {self.type} register (checks.counter or "
+                                 "emissions) needs scale > 0 and offset 0: it wraps to 0")
+            register = ((2**bits - 1) * self.scale, self.scale)
+            what = f"a {self.type} register scaled by {self.scale}"
+        checks, emissions = meter_range(self.checks, self.emissions, register, what)
+        if checks is self.checks and emissions is self.emissions:
+            return self
+        return self.model_copy(update={"checks": checks, "emissions": emissions})
 
 
 class _Polling(_Model):
@@ -246,6 +330,18 @@ class Dlt645Point(_Model):
     def unit(self) -> str:
         return DLT645_ITEMS[int(self.di, 16)].unit or "1"
 
+    @model_validator(mode="after")
+    def _one_range(self) -> Dlt645Point:
+        item = DLT645_ITEMS[int(self.di, 16)]
+        register = None
+        if not item.signed:  # BCD digits with fixed decimals: 999999.99 kWh wraps to 0
+            register = (float(item.max_magnitude), 10.0 ** -item.decimals)
+        checks, emissions = meter_range(self.checks, self.emissions, register,
+                                        f"DL/T 645 item {self.di} ({item.name})")
+        if checks is self.checks and emissions is self.emissions:
+            return self
+        return self.model_copy(update={"checks": checks, "emissions": emissions})
+
 
 class Dlt645Meter(_Polling):
     name: Annotated[str, Field(pattern=_ID)]
@@ -314,6 +410,13 @@ class MqttPoint(_Model):
             raise ValueError("topic filter must not contain NUL")
         return v
 
+    @model_validator(mode="after")
+    def _one_range(self) -> MqttPoint:
+        checks, emissions = meter_range(self.checks, self.emissions, None, "an MQTT point")
+        if checks is self.checks and emissions is self.emissions:
+            return self
+        return self.model_copy(update={"checks": checks, "emissions": emissions})
+
 
 class MqttDevice(_Model):
     """A group of MQTT sensors on one broker: one persistent session, QoS 1 by default."""
@@ -357,6 +460,13 @@ class Hj212Point(_Model):
     unit: Annotated[str, Field(min_length=1, max_length=32)]
     checks: ChecksConfig | None = None
     emissions: PointEmissions | None = None
+
+    @model_validator(mode="after")
+    def _one_range(self) -> Hj212Point:
+        checks, emissions = meter_range(self.checks, self.emissions, None, "an HJ 212 point")
+        if checks is self.checks and emissions is self.emissions:
+            return self
+        return self.model_copy(update={"checks": checks, "emissions": emissions})
 
 
 class Hj212Device(_Model):
