@@ -6,6 +6,7 @@ or two blocks that disagree, are refused."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -60,7 +61,7 @@ def test_a_wrap_in_a_batch_counts_what_the_register_counted() -> None:
     p = _point(_config(_modbus({"type": "uint16", "scale": 0.1, "checks": COUNTER,
                                 "emissions": POWER})))
     raw = [65000, 65300, 65535, 120, 400, 900]
-    counted_kwh = sum((b - a) % 65536 for a, b in zip(raw, raw[1:], strict=False)) * 0.1
+    counted_kwh = sum((b - a) % 65536 for a, b in itertools.pairwise(raw)) * 0.1
     want = to_grams(emission(counted_kwh, "kWh", p.emissions).kg_co2)
     assert counted_kwh == pytest.approx(143.6)
     em = BatchEmissions([EmissionPoint(p.id, p.unit, p.emissions)])
