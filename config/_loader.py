@@ -22,6 +22,8 @@ MAX_DEPTH = 64
 #: ... and so is a document of more values than this, counting each alias as the values it
 #: stands for (anchors and aliases cannot expand into a "billion laughs").
 MAX_VALUES = 2_000_000
+#: Problems listed at most in one `ConfigError` (then how many more there are).
+MAX_ISSUES = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,9 +361,13 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
     except ValidationError as e:
         tree = _Tree(yaml.compose(text, Loader=_Loader))  # only now: to put errors on lines
         issues = []
-        for err in e.errors():
+        errors = e.errors()
+        for err in errors[:MAX_ISSUES]:
             loc = _clean_loc(err["loc"])
             issues.append(ConfigIssue(_fmt_path(loc), tree.line_of(loc), _message(dict(err))))
+        if len(errors) > MAX_ISSUES:
+            issues.append(ConfigIssue("", None, f"... and {len(errors) - MAX_ISSUES:,} more "
+                                                "problem(s) not shown"))
         raise ConfigError(source, issues) from None
     if base_dir is not None:
         cfg = _resolve_paths(cfg, base_dir)
@@ -395,13 +401,19 @@ def load_config(path: Path | str) -> Config:
             raw = f.read(MAX_CONFIG_BYTES + 1)  # never more: the size is checked before parsing
     except OSError as e:
         raise ConfigError(str(p), [ConfigIssue("", None, f"cannot read: {e.strerror}")]) from None
+    return parse_config_bytes(raw, source=str(p), base_dir=p.resolve().parent)
+
+
+def parse_config_bytes(raw: bytes, *, source: str = "<config>",
+                       base_dir: Path | None = None) -> Config:
+    """`parse_config` of a config file's bytes (UTF-8), the size checked first."""
     if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(str(p), [ConfigIssue("", None, _too_long("bytes"))])
+        raise ConfigError(source, [ConfigIssue("", None, _too_long("bytes"))])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(str(p), [ConfigIssue("", None, f"not UTF-8 text: {e.reason}")]) from None
-    return parse_config(text, source=str(p), base_dir=p.resolve().parent)
+        raise ConfigError(source, [ConfigIssue("", None, f"not UTF-8 text: {e.reason}")]) from None
+    return parse_config(text, source=source, base_dir=base_dir)
 
 
 def contract_address(cfg: Config) -> str:

@@ -205,3 +205,15 @@ def test_a_huge_bad_value_is_shown_shortened() -> None:
     [issue] = ei.value.issues
     assert issue.path == "gateway.id" and "(100,002 characters)" in issue.message
     assert len(str(issue)) < 300
+
+
+def test_at_most_max_issues_problems_are_listed() -> None:
+    points = "".join(f"      - {{id: p{i}, address: {i}, type: float, unit: kW}}\n"
+                     for i in range(loader.MAX_ISSUES + 50))
+    text = GOOD[:GOOD.index("    points:")] + "    points:\n" + points
+    with pytest.raises(ConfigError) as ei:
+        parse_config(text)
+    issues = ei.value.issues
+    assert len(issues) == loader.MAX_ISSUES + 1
+    assert issues[0].path == "devices[0].points[0].type" and issues[0].line == 14
+    assert issues[-1].message == "... and 50 more problem(s) not shown"
