@@ -50,6 +50,8 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 _MAX_S = 3_155_760_000.0
 Seconds = Annotated[float, Field(gt=0, le=_MAX_S)]
 NonNegativeSeconds = Annotated[float, Field(ge=0, le=_MAX_S)]
+#: Hours of history a substitution rule may ask for: at most 10 years.
+_MAX_HOURS = 87_660
 
 
 class RangeCheck(BaseModel):
@@ -217,7 +219,7 @@ class AggregationConfig(BaseModel):
 
     model_config = _MODEL_CONFIG
 
-    expected_per_minute: PositiveFloat
+    expected_per_minute: float = Field(gt=0, le=60_000)
     min_minute_fraction: float = Field(default=0.75, gt=0, le=1)
     min_valid_minutes: int = Field(default=45, ge=1, le=60)
 
@@ -241,8 +243,8 @@ class SubstitutionTier(BaseModel):
     model_config = _MODEL_CONFIG
 
     min_availability: float = Field(ge=0, le=100)
-    max_gap_hours: int | None = Field(default=None, ge=1)
-    methods: tuple[SubstitutionMethod, ...]
+    max_gap_hours: int | None = Field(default=None, ge=1, le=_MAX_HOURS)
+    methods: tuple[SubstitutionMethod, ...] = Field(max_length=8)
 
     @field_validator("methods")
     @classmethod
@@ -268,12 +270,12 @@ class SubstitutionConfig(BaseModel):
 
     model_config = _MODEL_CONFIG
 
-    name: str = "custom"
-    source: str = ""
-    tiers: tuple[SubstitutionTier, ...]
-    lookback_hours: int = Field(default=720, ge=1)
-    max_lookback_clock_hours: int | None = Field(default=26_280, ge=1)
-    availability_hours: int = Field(default=8760, ge=1)
+    name: str = Field(default="custom", max_length=256)
+    source: str = Field(default="", max_length=1024)
+    tiers: tuple[SubstitutionTier, ...] = Field(max_length=32)
+    lookback_hours: int = Field(default=720, ge=1, le=_MAX_HOURS)
+    max_lookback_clock_hours: int | None = Field(default=26_280, ge=1, le=_MAX_HOURS)
+    availability_hours: int = Field(default=8760, ge=1, le=_MAX_HOURS)
     max_potential: float | None = None
 
     @model_validator(mode="after")

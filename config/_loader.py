@@ -146,9 +146,15 @@ def _shown(value: object) -> str:
         return f"<{type(value).__name__}>"
 
 
+# the model names pydantic puts into the location of a plain union's members
+_UNION_MEMBERS = frozenset({"Part75Substitution", "SubstitutionConfig"})
+
+
 def _clean_loc(loc: Sequence[int | str]) -> list[int | str]:
-    # pydantic adds the discriminator value ("modbus_tcp") into the location of union members.
-    return [p for p in loc if not (isinstance(p, str) and p in DRIVER_MODELS)]
+    # pydantic adds the discriminator value ("modbus_tcp") into the location of union members,
+    # the member's name or its validator ("function-after[_catch_all(), SubstitutionConfig]")
+    return [p for p in loc if not (isinstance(p, str) and (
+        p in DRIVER_MODELS or p in _UNION_MEMBERS or p.startswith("function-")))]
 
 
 # libyaml's parser when PyYAML was built with it (the wheels are).

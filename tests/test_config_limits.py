@@ -184,6 +184,15 @@ RANGES = {
                                 "{duration_s: 1e12}}}"),
                           "devices[0].points[1].checks.flatline.duration_s",
                           "less than or equal to 3155760000"),
+    "substitution-lookback": (GOOD + "aggregation: {points: [{point: m.power, "
+                              "expected_per_minute: 60, substitution: {tiers: [{min_availability:"
+                              " 0, methods: [lookback_max]}], lookback_hours: 1000000000}}]}\n",
+                              "aggregation.points[0].substitution.lookback_hours",
+                              "less than or equal to 87660"),
+    "readings-per-minute": (GOOD + "aggregation: {points: [{point: m.power, "
+                            "expected_per_minute: 1e12}]}\n",
+                            "aggregation.points[0].expected_per_minute",
+                            "less than or equal to 60000"),
     "future-skew": (_edit(GOOD, "unit: kW}", "unit: kW, checks: {timestamps: "
                           "{max_future_s: 1e300}}}"),
                     "devices[0].points[1].checks.timestamps.max_future_s",
