@@ -303,7 +303,7 @@ class _EventBuilder:
             line = key_mark.line + 1
             name = str(key)
             if name in seen:
-                self.duplicates.append(ConfigIssue(_fmt_path([*loc, name]), line,
+                self.duplicates.append(ConfigIssue(_fmt_path([*loc, _shorten(name)]), line,
                                                    f"duplicate key (first at line {seen[name]})"))
             seen[name] = line
             if key is _MERGE_KEY:

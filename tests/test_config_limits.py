@@ -152,6 +152,9 @@ def test_a_file_over_the_size_limit_is_refused_unread(tmp_path: Path,
     assert ei.value.issues[0].path == ""
     with pytest.raises(ConfigError, match="more than 16,777,216 characters"):
         parse_config(GOOD + "#" * MAX_CONFIG_BYTES)
+    # a device that never ends is read no further than the limit
+    with pytest.raises(ConfigError, match="more than 16,777,216 bytes"):
+        load_config("/dev/zero")
     # the limit is read when it is applied (a smaller one for this test)
     monkeypatch.setattr(loader, "MAX_CONFIG_BYTES", len(GOOD) - 1)
     with pytest.raises(ConfigError, match="checked before parsing"):
