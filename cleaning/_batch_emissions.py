@@ -39,12 +39,15 @@ from gateway._records import Reading, Record, is_valid
 class PointEmissions(BaseModel):
     """``emissions:`` under a cumulative point: which scope and how to turn it into CO2."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     scope: Literal[1, 2]
     method: Literal["fuel", "electricity", "heat"]
     fuel: Literal["natural_gas", "bituminous_coal"] | None = None
     factor: str | None = Field(default=None, description="factor id, e.g. CN-GRID-ETS")
+    #: The register's range, as in ``checks.counter``; under a point of the gateway's config
+    #: both come from the point's register where it defines them and must not contradict it
+    #: (config/_schema.py, `meter_range`). Unset (no range known): a decrease counts 0.
     register_max: float | None = Field(default=None, gt=0)
     resolution: float = Field(default=0.0, ge=0)
 

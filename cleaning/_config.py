@@ -45,6 +45,13 @@ _MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+#: A duration in seconds: at most 100 years (a longer one is a mistake, and its nanoseconds
+#: would not fit the int64 timestamps the checks compare).
+_MAX_S = 3_155_760_000.0
+Seconds = Annotated[float, Field(gt=0, le=_MAX_S)]
+NonNegativeSeconds = Annotated[float, Field(ge=0, le=_MAX_S)]
+#: Hours of history a substitution rule may ask for: at most 10 years.
+_MAX_HOURS = 87_660
 
 
 class RangeCheck(BaseModel):
@@ -108,7 +115,7 @@ class FlatlineCheck(BaseModel):
     model_config = _MODEL_CONFIG
 
     count: int | None = None
-    duration_s: PositiveFloat | None = None
+    duration_s: Seconds | None = None
     tolerance: NonNegativeFloat = 0.0
 
     @field_validator("count")
@@ -132,8 +139,8 @@ class TimestampCheck(BaseModel):
 
     model_config = _MODEL_CONFIG
 
-    max_future_s: NonNegativeFloat = 5.0
-    max_age_s: PositiveFloat | None = None
+    max_future_s: NonNegativeSeconds = 5.0
+    max_age_s: Seconds | None = None
 
 
 class CounterCheck(BaseModel):
@@ -144,11 +151,16 @@ class CounterCheck(BaseModel):
     0.01 kWh: ``register_max: 42949672.95``, ``resolution: 0.01``). An increase is plausible
     when it is at most ``max_step`` per sample or ``max_rate_per_s`` times the elapsed time
     (whichever allows more); at least one of the two is required.
+
+    Under a point of the gateway's config both are taken from the point's register when it
+    defines them (a Modbus unsigned integer with its scale, a DL/T 645 energy item), and must
+    not contradict it; for other points ``register_max`` comes from here or from the point's
+    ``emissions:`` block (config/_schema.py, `meter_range`). A `PointCleaner` needs it set.
     """
 
     model_config = _MODEL_CONFIG
 
-    register_max: PositiveFloat
+    register_max: PositiveFloat | None = None
     resolution: PositiveFloat = 1.0
     max_step: PositiveFloat | None = None
     max_rate_per_s: PositiveFloat | None = None
@@ -157,6 +169,8 @@ class CounterCheck(BaseModel):
     def _limits(self) -> CounterCheck:
         if self.max_step is None and self.max_rate_per_s is None:
             raise ValueError("counter needs max_step, max_rate_per_s or both")
+        if self.register_max is None:
+            return self  # from the point's register (`config._schema.meter_range`)
         if self.resolution > self.register_max:
             raise ValueError(
                 f"counter.resolution ({self.resolution}) must not exceed "
@@ -179,7 +193,7 @@ class ChecksConfig(BaseModel):
     rate_of_change: RateCheck | None = None
     spike: SpikeCheck | None = None
     flatline: FlatlineCheck | None = None
-    sentinels: tuple[float, ...] = ()
+    sentinels: Annotated[tuple[float, ...], Field(max_length=64)] = ()
     timestamps: TimestampCheck | None = None
     duplicates: bool = True
     counter: CounterCheck | None = None
@@ -205,7 +219,7 @@ class AggregationConfig(BaseModel):
 
     model_config = _MODEL_CONFIG
 
-    expected_per_minute: PositiveFloat
+    expected_per_minute: float = Field(gt=0, le=60_000)
     min_minute_fraction: float = Field(default=0.75, gt=0, le=1)
     min_valid_minutes: int = Field(default=45, ge=1, le=60)
 
@@ -229,8 +243,8 @@ class SubstitutionTier(BaseModel):
     model_config = _MODEL_CONFIG
 
     min_availability: float = Field(ge=0, le=100)
-    max_gap_hours: int | None = Field(default=None, ge=1)
-    methods: tuple[SubstitutionMethod, ...]
+    max_gap_hours: int | None = Field(default=None, ge=1, le=_MAX_HOURS)
+    methods: tuple[SubstitutionMethod, ...] = Field(max_length=8)
 
     @field_validator("methods")
     @classmethod
@@ -256,12 +270,12 @@ class SubstitutionConfig(BaseModel):
 
     model_config = _MODEL_CONFIG
 
-    name: str = "custom"
-    source: str = ""
-    tiers: tuple[SubstitutionTier, ...]
-    lookback_hours: int = Field(default=720, ge=1)
-    max_lookback_clock_hours: int | None = Field(default=26_280, ge=1)
-    availability_hours: int = Field(default=8760, ge=1)
+    name: str = Field(default="custom", max_length=256)
+    source: str = Field(default="", max_length=1024)
+    tiers: tuple[SubstitutionTier, ...] = Field(max_length=32)
+    lookback_hours: int = Field(default=720, ge=1, le=_MAX_HOURS)
+    max_lookback_clock_hours: int | None = Field(default=26_280, ge=1, le=_MAX_HOURS)
+    availability_hours: int = Field(default=8760, ge=1, le=_MAX_HOURS)
     max_potential: float | None = None
 
     @model_validator(mode="after")

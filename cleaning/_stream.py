@@ -193,8 +193,13 @@ class PointCleaner:
     def __init__(self, config: ChecksConfig) -> None:
         self._config = config
         c = config.counter
+        if c is not None and c.register_max is None:
+            raise ValueError("counter.register_max is not set (the config takes it from the "
+                             "point's register, or needs it where the point has none)")
         self._counter_params = (
-            None if c is None else CounterParams(c.register_max + c.resolution, c.max_step, c.max_rate_per_s)
+            None
+            if c is None or c.register_max is None
+            else CounterParams(c.register_max + c.resolution, c.max_step, c.max_rate_per_s)
         )
         f = config.flatline
         self._flat_duration_ns = None if f is None or f.duration_s is None else seconds_to_ns(f.duration_s)
@@ -244,17 +249,20 @@ class PointCleaner:
         self._flat = None
         self._counter = None
 
-    def history_needed(self) -> tuple[int, int | None] | None:
+    def history_needed(self) -> tuple[int, int | None, bool] | None:
         """How much of this point's latest committed readings `resume` needs to restore the
-        trailing state exactly: ``(count, duration_ns)``, i.e. back to the reading that makes
-        ``count`` readings eligible for the value checks (`resume_eligible`), and, for a
+        trailing state exactly: ``(count, duration_ns, newest_ts)``, i.e. back to the reading
+        that makes ``count`` readings eligible for the value checks (`resume_eligible`); for a
         flatline check by duration, back to an eligible one ``duration_ns`` older than the
-        newest; at least one reading in any case. None when the checks keep no state."""
+        newest; with ``newest_ts`` (a timestamp check), back to a reading that set the newest
+        timestamp seen (`sets_newest_ts`); at least one reading in any case. None when the
+        checks keep no state."""
         c = self._config
-        if not (self._value_checks or c.timestamps is not None or c.duplicates):
+        newest_ts = c.timestamps is not None
+        if not (self._value_checks or newest_ts or c.duplicates):
             return None
         if not self._value_checks:
-            return 0, None
+            return 0, None, newest_ts
         count = 1
         if c.spike is not None:
             count = max(count, c.spike.window)
@@ -262,7 +270,7 @@ class PointCleaner:
             count = max(count, c.flatline.count)
         if c.counter is not None:
             count = max(count, 16)  # a glitch pending from before the history is not seen
-        return count, self._flat_duration_ns
+        return count, self._flat_duration_ns, newest_ts
 
     def resume(self, ts_ns: ArrayLike, values: ArrayLike, quality: ArrayLike) -> None:
         """Restore the trailing state from this point's committed readings, as the outbox
@@ -279,7 +287,10 @@ class PointCleaner:
         if not ts:
             return
         if self._config.timestamps is not None:
-            # `_step` moves the newest timestamp on for every sample not in the future
+            # `_step` moves the newest timestamp on for every sample not in the future; a
+            # sample neither in the future nor out of order (`sets_newest_ts`) was the newest
+            # when it came, so from it on the maximum is exact (issue 11, item 18: a history
+            # of out-of-order samples alone would take the newest of *them* for it)
             seen = [t for t, f in zip(ts, q, strict=True) if not f & _TS_FUTURE]
             self._max_ts = max(seen) if seen else None
         if self._dups:
@@ -496,18 +507,28 @@ def resume_eligible(value: float, quality: int) -> bool:
     return not quality & _PRE_VALUE_INVALID and _isfinite(value)
 
 
+def sets_newest_ts(quality: int) -> bool:
+    """Whether a committed reading (its stored quality) was, when it came, the newest
+    timestamp its point's timestamp check had seen (equal to or later than all before it,
+    and not in the future): the state of that check is then its timestamp, and later
+    readings' timestamps can only raise it."""
+    return not quality & (_TS_FUTURE | _TS_NONMONO)
+
+
 class ResumeHistory:
     """Collects, newest first, the committed readings each point's `PointCleaner.resume`
     needs (`Cleaner.history_needed`): for each point, at least one reading, readings back to
-    the one that makes ``count`` eligible readings, and, with a duration, back to an eligible
-    reading at least ``duration_ns`` older than the newest eligible one. Pure: the caller
-    reads the outbox."""
+    the one that makes ``count`` eligible readings, with a duration, back to an eligible
+    reading at least ``duration_ns`` older than the newest eligible one, and with
+    ``newest_ts``, back to a reading that set the newest timestamp (`sets_newest_ts`). Pure:
+    the caller reads the outbox."""
 
     __slots__ = ("_needs", "_open", "_rows")
 
-    def __init__(self, needs: Mapping[str, tuple[int, int | None]]) -> None:
+    def __init__(self, needs: Mapping[str, tuple[int, int | None, bool]]) -> None:
         self._needs = dict(needs)
-        # point -> [ts list, values, quality, eligible count, newest eligible ts]
+        # point -> [ts list, values, quality, eligible count, newest eligible ts, value checks
+        # done, timestamp check done]
         self._rows: dict[str, list[Any]] = {}
         self._open = set(self._needs)
 
@@ -522,7 +543,7 @@ class ResumeHistory:
             return
         st = self._rows.get(point_id)
         if st is None:
-            st = self._rows[point_id] = [[], [], [], 0, None]
+            st = self._rows[point_id] = [[], [], [], 0, None, False, False]
         st[0].append(ts_ns)
         st[1].append(value)
         st[2].append(quality)
@@ -531,8 +552,13 @@ class ResumeHistory:
             st[3] += 1
             if st[4] is None:
                 st[4] = ts_ns
-        count, duration = self._needs[point_id]
-        if st[3] >= count and (duration is None or (eligible and ts_ns <= st[4] - duration)):
+        count, duration, newest_ts = self._needs[point_id]
+        if not st[5] and st[3] >= count and (
+                duration is None or (eligible and ts_ns <= st[4] - duration)):
+            st[5] = True  # the value checks have what they need
+        if not st[6] and (not newest_ts or sets_newest_ts(quality)):
+            st[6] = True  # the timestamp check has what it needs
+        if st[5] and st[6]:
             self._open.discard(point_id)
 
     def history(self) -> dict[str, tuple[list[int], list[float], list[int]]]:
@@ -564,7 +590,7 @@ class Cleaner:
     def point(self, point_id: str) -> PointCleaner | None:
         return self._points.get(point_id)
 
-    def history_needed(self) -> dict[str, tuple[int, int | None]]:
+    def history_needed(self) -> dict[str, tuple[int, int | None, bool]]:
         """`PointCleaner.history_needed` of every point whose checks keep state."""
         out = {pid: pc.history_needed() for pid, pc in self._points.items()}
         return {pid: need for pid, need in out.items() if need is not None}

@@ -13,6 +13,18 @@ from pydantic import ValidationError
 
 from config._schema import DRIVER_MODELS, Config
 
+#: Limits applied to a config before and while it is parsed (docs/configuration.md, "Limits"):
+#: a config file above this size is refused unread (a 15,000-point config is about 2 MB) ...
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+#: ... collections nested deeper than this are refused as the parser meets them (the deepest
+#: the schema has is 8), so deep nesting never reaches Python's recursion limit ...
+MAX_DEPTH = 64
+#: ... and so is a document of more values than this, counting each alias as the values it
+#: stands for (anchors and aliases cannot expand into a "billion laughs").
+MAX_VALUES = 2_000_000
+#: Problems listed at most in one `ConfigError` (then how many more there are).
+MAX_ISSUES = 200
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigIssue:
@@ -121,21 +133,48 @@ def _message(err: dict[str, Any]) -> str:
     if kind == "missing":
         return "required key is missing"
     inp = err.get("input")
-    got = "" if isinstance(inp, dict | list) else f", got {json.dumps(inp, default=str)}"
+    got = "" if isinstance(inp, dict | list) else f", got {_shorten(_shown(inp))}"
     msg = str(err["msg"])
     msg = msg.removeprefix("Value error, ")
     return f"{msg}{got}"
 
 
+def _shown(value: object) -> str:
+    try:
+        return json.dumps(value, default=str)
+    except ValueError:  # e.g. an int too long to print
+        return f"<{type(value).__name__}>"
+
+
+# the model names pydantic puts into the location of a plain union's members
+_UNION_MEMBERS = frozenset({"Part75Substitution", "SubstitutionConfig"})
+
+
 def _clean_loc(loc: Sequence[int | str]) -> list[int | str]:
-    # pydantic adds the discriminator value ("modbus_tcp") into the location of union members.
-    return [p for p in loc if not (isinstance(p, str) and p in DRIVER_MODELS)]
+    # pydantic adds the discriminator value ("modbus_tcp") into the location of union members,
+    # the member's name or its validator ("function-after[_catch_all(), SubstitutionConfig]")
+    return [p for p in loc if not (isinstance(p, str) and (
+        p in DRIVER_MODELS or p in _UNION_MEMBERS or p.startswith("function-")))]
 
 
 # libyaml's parser when PyYAML was built with it (the wheels are).
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE = "tag:yaml.org,2002:merge"
 _DEFAULT_COLLECTION_TAGS = (None, "!", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map")
+# tags whose safe constructors build collections (on a scalar they would return a generator)
+_COLLECTION_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("seq", "map", "omap", "pairs",
+                                                                  "set"))
+
+
+class ConfigLimitError(yaml.MarkedYAMLError):
+    """A config beyond `MAX_DEPTH` or `MAX_VALUES`, refused while it is parsed."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+def _shorten(s: str, n: int = 60) -> str:
+    return s if len(s) <= n else f"{s[:n]}... ({len(s):,} characters)"
 
 
 class _EventBuilder:
@@ -146,10 +185,16 @@ class _EventBuilder:
     of memory the process keeps. The node tree is composed only to place a validation error
     on its line (`_Tree`)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, max_depth: int = MAX_DEPTH,
+                 max_values: int = MAX_VALUES) -> None:
         self.loader = _Loader(text)
-        self.anchors: dict[str, Any] = {}
+        # anchor -> (value, number of values it stands for, where it was set)
+        self.anchors: dict[str, tuple[Any, int, Any]] = {}
         self.duplicates: list[ConfigIssue] = []
+        self.max_depth = max_depth
+        self.max_values = max_values
+        self.depth = 0
+        self.values = 0  # values built so far, each alias counted as what it stands for
 
     def load(self) -> Any:
         ld = self.loader
@@ -168,6 +213,13 @@ class _EventBuilder:
         finally:
             ld.dispose()
 
+    def _count(self, n: int, mark: Any) -> None:
+        self.values += n
+        if self.values > self.max_values:
+            raise ConfigLimitError(
+                f"more than {self.max_values:,} values (aliases counted as the values they "
+                "stand for); expected a config far smaller", mark)
+
     def _value(self, loc: list[int | str]) -> Any:
         ld = self.loader
         ev: Any = ld.get_event()
@@ -176,23 +228,38 @@ class _EventBuilder:
                 mark: Any = ev.start_mark
                 raise yaml.composer.ComposerError(None, None, f"found undefined alias {ev.anchor!r}",
                                                   mark)
-            return self.anchors[ev.anchor]
+            aliased, size, _ = self.anchors[ev.anchor]
+            self._count(size, ev.start_mark)
+            return aliased
+        if ev.anchor is not None and ev.anchor in self.anchors:
+            first = self.anchors[ev.anchor][2].line + 1
+            raise yaml.composer.ComposerError(
+                None, None, f"found duplicate anchor {ev.anchor!r} (first at line {first})",
+                ev.start_mark)
+        before = self.values
+        self._count(1, ev.start_mark)
         value: Any
         if isinstance(ev, yaml.ScalarEvent):
             value = self._scalar(ev)
-        elif isinstance(ev, yaml.SequenceStartEvent):
+        elif isinstance(ev, yaml.SequenceStartEvent | yaml.MappingStartEvent):
             self._plain_collection(ev)
-            value = []
-            while not ld.check_event(yaml.SequenceEndEvent):
-                value.append(self._value([*loc, len(value)]))
-            ld.get_event()
-        elif isinstance(ev, yaml.MappingStartEvent):
-            self._plain_collection(ev)
-            value = self._mapping(ev, loc)
+            self.depth += 1
+            if self.depth > self.max_depth:
+                raise ConfigLimitError(
+                    f"nested more than {self.max_depth} levels deep; expected a config "
+                    "far flatter", ev.start_mark)
+            if isinstance(ev, yaml.SequenceStartEvent):
+                value = []
+                while not ld.check_event(yaml.SequenceEndEvent):
+                    value.append(self._value([*loc, len(value)]))
+                ld.get_event()
+            else:
+                value = self._mapping(ev, loc)
+            self.depth -= 1
         else:  # pragma: no cover - the parser only yields the events above here
             raise yaml.composer.ComposerError(None, None, f"unexpected {ev}", ev.start_mark)
         if ev.anchor is not None:
-            self.anchors[ev.anchor] = value
+            self.anchors[ev.anchor] = (value, self.values - before, ev.start_mark)
         return value
 
     def _scalar(self, ev: Any) -> Any:
@@ -202,9 +269,22 @@ class _EventBuilder:
             tag = ld.resolve(yaml.ScalarNode, ev.value, ev.implicit)
         if tag == _MERGE:
             return _MERGE_KEY
+        if tag in _COLLECTION_TAGS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the tag {tag!r} is for a collection, not for a scalar",
+                ev.start_mark)
         node = yaml.ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark, ev.style)
         make = ld.yaml_constructors.get(tag) or ld.yaml_constructors[None]  # None: refuses
-        return make(ld, node)
+        try:
+            return make(ld, node)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, AttributeError, OverflowError, ArithmeticError):
+            # e.g. `!!timestamp x`, `!!float x`, `!!int 0x`, an int of over 4,300 digits
+            short = tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {_shorten(ev.value)!r} as !!{short}",
+                ev.start_mark) from None
 
     def _plain_collection(self, ev: Any) -> None:
         if ev.tag not in _DEFAULT_COLLECTION_TAGS:
@@ -223,7 +303,7 @@ class _EventBuilder:
             line = key_mark.line + 1
             name = str(key)
             if name in seen:
-                self.duplicates.append(ConfigIssue(_fmt_path([*loc, name]), line,
+                self.duplicates.append(ConfigIssue(_fmt_path([*loc, _shorten(name)]), line,
                                                    f"duplicate key (first at line {seen[name]})"))
             seen[name] = line
             if key is _MERGE_KEY:
@@ -262,9 +342,15 @@ _MERGE_KEY = _MergeKey()
 
 def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None = None) -> Config:
     """Validate YAML ``text``; relative paths are resolved against ``base_dir``."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(source, [ConfigIssue("", None, _too_long("characters"))])
     builder = _EventBuilder(text)
     try:
         data = builder.load()
+    except ConfigLimitError as e:
+        mark = e.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(source, [ConfigIssue("", line, f"refused: {e.problem}")]) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         line = mark.line + 1 if mark is not None else None
@@ -281,9 +367,13 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
     except ValidationError as e:
         tree = _Tree(yaml.compose(text, Loader=_Loader))  # only now: to put errors on lines
         issues = []
-        for err in e.errors():
+        errors = e.errors()
+        for err in errors[:MAX_ISSUES]:
             loc = _clean_loc(err["loc"])
             issues.append(ConfigIssue(_fmt_path(loc), tree.line_of(loc), _message(dict(err))))
+        if len(errors) > MAX_ISSUES:
+            issues.append(ConfigIssue("", None, f"... and {len(errors) - MAX_ISSUES:,} more "
+                                                "problem(s) not shown"))
         raise ConfigError(source, issues) from None
     if base_dir is not None:
         cfg = _resolve_paths(cfg, base_dir)
@@ -305,15 +395,31 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     return cfg.model_copy(update={"gateway": gateway, "outbox": outbox, "chain": chain})
 
 
+def _too_long(what: str) -> str:
+    return (f"refused: more than {MAX_CONFIG_BYTES:,} {what}, the limit of a config file "
+            "(checked before parsing)")
+
+
 def load_config(path: Path | str) -> Config:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # never more: the size is checked before parsing
     except OSError as e:
         raise ConfigError(str(p), [ConfigIssue("", None, f"cannot read: {e.strerror}")]) from None
+    return parse_config_bytes(raw, source=str(p), base_dir=p.resolve().parent)
+
+
+def parse_config_bytes(raw: bytes, *, source: str = "<config>",
+                       base_dir: Path | None = None) -> Config:
+    """`parse_config` of a config file's bytes (UTF-8), the size checked first."""
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(source, [ConfigIssue("", None, _too_long("bytes"))])
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(str(p), [ConfigIssue("", None, f"not UTF-8 text: {e.reason}")]) from None
-    return parse_config(text, source=str(p), base_dir=p.resolve().parent)
+        raise ConfigError(source, [ConfigIssue("", None, f"not UTF-8 text: {e.reason}")]) from None
+    return parse_config(text, source=source, base_dir=base_dir)
 
 
 def contract_address(cfg: Config) -> str:

@@ -6,6 +6,7 @@ config file's folder, ``outbox.path`` against ``data_dir``.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,22 +15,96 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
 
 from cleaning._batch_emissions import PointEmissions
-from cleaning._config import ChecksConfig, SubstitutionConfig
+from cleaning._config import ChecksConfig, CounterCheck, SubstitutionConfig
 from control._config import ControlConfig
 from drivers.dlt645._frame import DATA_ITEMS as DLT645_ITEMS
 from drivers.modbus._decode import DataType, WordOrder, register_count
 from gateway._tls import TlsConfig
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+#: EIP-2294: floor(MAX_UINT64 / 2) - 36
+MAX_CHAIN_ID = (2**64 - 1) // 2 - 36
+#: Most devices (buses) of one gateway, and points of one device or bus.
+MAX_DEVICES = 10_000
+MAX_POINTS = 100_000
+#: A host name or address (DNS names are at most 253 characters).
+_Host = Annotated[str, Field(min_length=1, max_length=253)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # numbers must be finite (a NaN scale or an infinite timeout is a mistake, never a setting)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# -- one range per meter (issue 11, item 8) -------------------------------------------------
+
+_UNSIGNED_BITS = {"uint16": 16, "uint32": 32, "uint64": 64}
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+
+
+def meter_range(checks: ChecksConfig | None, emissions: PointEmissions | None,
+                register: tuple[float, float] | None, what: str
+                ) -> tuple[ChecksConfig | None, PointEmissions | None]:
+    """One range per cumulative meter: ``checks.counter`` and ``emissions`` of a point get the
+    same ``register_max`` and ``resolution``. ``register`` is what the point's register
+    defines (``what`` names it) or None; a value given that contradicts it is refused, as are
+    two blocks that give different values; what is left out is filled in. Raises ValueError."""
+    counter = None if checks is None else checks.counter
+    if counter is None and emissions is None:
+        return checks, emissions
+    c_max = None if counter is None else counter.register_max
+    e_max = None if emissions is None else emissions.register_max
+    c_res = counter.resolution if counter and "resolution" in counter.model_fields_set else None
+    e_res = (emissions.resolution if emissions and "resolution" in emissions.model_fields_set
+             else None)
+    rmax: float | None
+    res: float | None
+    if register is not None:
+        r_max, r_res = register
+        for name, got, want in (("checks.counter.register_max", c_max, r_max),
+                                ("emissions.register_max", e_max, r_max),
+                                ("checks.counter.resolution", c_res, r_res),
+                                ("emissions.resolution", e_res, r_res)):
+            if got is not None and not _close(got, want):
+                raise ValueError(f"{name} ({got}) contradicts the register: {what} gives "
+                                 f"{want}; leave it out (it is derived from the register)")
+        rmax, res = r_max, r_res
+    else:
+        for name, a, b in (("register_max", c_max, e_max), ("resolution", c_res, e_res)):
+            if a is not None and b is not None and not _close(a, b):
+                raise ValueError(f"checks.counter.{name} ({a}) and emissions.{name} ({b}) "
+                                 "differ: one meter has one range")
+        rmax = c_max if c_max is not None else e_max
+        if rmax is None and counter is not None:
+            raise ValueError(f"checks.counter.register_max is required: {what} does not "
+                             "define the range (give it here or as emissions.register_max)")
+        res = (c_res if c_res is not None else e_res if e_res is not None
+               else None if counter is None else counter.resolution)
+    if counter is not None and checks is not None:
+        data = counter.model_dump(exclude_unset=True) | {"register_max": rmax}
+        if res is not None:
+            data["resolution"] = res
+        try:
+            counter = CounterCheck.model_validate(data)
+        except ValidationError as e:
+            raise ValueError("; ".join(str(x["msg"]).removeprefix("Value error, ")
+                                       for x in e.errors())) from None
+        checks = checks.model_copy(update={"counter": counter})
+    if emissions is not None and rmax is not None:
+        upd: dict[str, float] = {"register_max": rmax}
+        if res is not None:
+            upd["resolution"] = res
+        emissions = emissions.model_copy(update=upd)
+    return checks, emissions
 
 
 class GatewaySection(_Model):
@@ -49,7 +124,7 @@ class OutboxSection(_Model):
     queue_batches: Annotated[int, Field(ge=1, le=100_000)] = 1_000
     shutdown_drain_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
     #: Disk budget of the outbox (MB of used pages; None: no limit). See docs/design/003.
-    disk_budget_mb: Annotated[float, Field(gt=0)] | None = None
+    disk_budget_mb: Annotated[float, Field(gt=0, le=1e9)] | None = None
     budget_alarm_fraction: Annotated[float, Field(gt=0, le=1)] = 0.8
     #: At the budget, delete records of anchored batches, oldest first (their proofs can then no
     #: longer be exported from this gateway: export or back up first). Never unanchored ones.
@@ -73,8 +148,8 @@ class BatchingSection(_Model):
 
 
 class RetrySection(_Model):
-    initial_s: Annotated[float, Field(gt=0)] = 0.5
-    max_s: Annotated[float, Field(gt=0)] = 30.0
+    initial_s: Annotated[float, Field(gt=0, le=86_400)] = 0.5
+    max_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
 
     @model_validator(mode="after")
     def _order(self) -> RetrySection:
@@ -85,15 +160,16 @@ class RetrySection(_Model):
 
 class ChainSection(_Model):
     rpc_url: Annotated[str, Field(pattern=r"^https?://\S+$", description="JSON-RPC URL")]
-    chain_id: Annotated[int, Field(ge=1)]
+    #: at most the largest chain id EIP-2294 allows
+    chain_id: Annotated[int, Field(ge=1, le=MAX_CHAIN_ID)]
     contract: Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")] | None = None
     address_book: Path | None = None
     account_key: Path
     confirmations: Annotated[int, Field(ge=1, le=1000)] = 1
-    receipt_timeout_s: Annotated[float, Field(gt=0)] = 60.0
-    request_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    receipt_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     gas_margin: Annotated[float, Field(ge=1.0, le=10.0)] = 1.25
-    gas_price_wei: Annotated[int, Field(ge=0)] | None = None
+    gas_price_wei: Annotated[int, Field(ge=0, le=2**256 - 1)] | None = None
     retry: RetrySection = RetrySection()
 
     @model_validator(mode="after")
@@ -131,6 +207,23 @@ class ModbusPoint(_Model):
             raise ValueError(f"'bit' is only valid with type bitfield, not with {self.type}")
         return self
 
+    @model_validator(mode="after")
+    def _one_range(self) -> ModbusPoint:
+        cumulative = self.emissions is not None or (self.checks and self.checks.counter)
+        bits = _UNSIGNED_BITS.get(self.type)
+        register = None
+        what = f"a {self.type} register"
+        if cumulative and bits is not None:
+            if self.scale <= 0 or self.offset != 0:
+                raise ValueError(f"a cumulative {self.type} register (checks.counter or "
+                                 "emissions) needs scale > 0 and offset 0: it wraps to 0")
+            register = ((2**bits - 1) * self.scale, self.scale)
+            what = f"a {self.type} register scaled by {self.scale}"
+        checks, emissions = meter_range(self.checks, self.emissions, register, what)
+        if checks is self.checks and emissions is self.emissions:
+            return self
+        return self.model_copy(update={"checks": checks, "emissions": emissions})
+
 
 class _Polling(_Model):
     """Schedule and failure handling of one polled device (Modbus TCP/RTU unit, DL/T 645 meter)."""
@@ -155,12 +248,12 @@ class _Polling(_Model):
 class ModbusTcpDevice(_Polling):
     driver: Literal["modbus_tcp"]
     name: Annotated[str, Field(pattern=_ID)]
-    host: Annotated[str, Field(min_length=1)]
+    host: _Host
     port: Annotated[int, Field(ge=1, le=65535)] = 502
     unit_id: Annotated[int, Field(ge=0, le=255)] = 1
     max_registers: Annotated[int, Field(ge=1, le=125)] = 125
     max_gap: Annotated[int, Field(ge=0, le=124)] = 0
-    points: Annotated[list[ModbusPoint], Field(min_length=1)]
+    points: Annotated[list[ModbusPoint], Field(min_length=1, max_length=MAX_POINTS)]
 
 
 class _Serial(_Model):
@@ -186,7 +279,7 @@ class ModbusRtuUnit(_Polling):
     unit_id: Annotated[int, Field(ge=1, le=247)]
     max_registers: Annotated[int, Field(ge=1, le=125)] = 125
     max_gap: Annotated[int, Field(ge=0, le=124)] = 0
-    points: Annotated[list[ModbusPoint], Field(min_length=1)]
+    points: Annotated[list[ModbusPoint], Field(min_length=1, max_length=MAX_POINTS)]
 
 
 class ModbusRtuBus(_Serial):
@@ -194,7 +287,7 @@ class ModbusRtuBus(_Serial):
 
     driver: Literal["modbus_rtu"]
     name: Annotated[str, Field(pattern=_ID)]
-    units: Annotated[list[ModbusRtuUnit], Field(min_length=1)]
+    units: Annotated[list[ModbusRtuUnit], Field(min_length=1, max_length=247)]
 
     @model_validator(mode="after")
     def _distinct_units(self) -> ModbusRtuBus:
@@ -237,12 +330,24 @@ class Dlt645Point(_Model):
     def unit(self) -> str:
         return DLT645_ITEMS[int(self.di, 16)].unit or "1"
 
+    @model_validator(mode="after")
+    def _one_range(self) -> Dlt645Point:
+        item = DLT645_ITEMS[int(self.di, 16)]
+        register = None
+        if not item.signed:  # BCD digits with fixed decimals: 999999.99 kWh wraps to 0
+            register = (float(item.max_magnitude), 10.0 ** -item.decimals)
+        checks, emissions = meter_range(self.checks, self.emissions, register,
+                                        f"DL/T 645 item {self.di} ({item.name})")
+        if checks is self.checks and emissions is self.emissions:
+            return self
+        return self.model_copy(update={"checks": checks, "emissions": emissions})
+
 
 class Dlt645Meter(_Polling):
     name: Annotated[str, Field(pattern=_ID)]
     #: 12 decimal digits, as printed on the meter (quote it in YAML).
     address: str
-    points: Annotated[list[Dlt645Point], Field(min_length=1)]
+    points: Annotated[list[Dlt645Point], Field(min_length=1, max_length=MAX_POINTS)]
 
     @field_validator("address", mode="before")
     @classmethod
@@ -262,7 +367,7 @@ class Dlt645Bus(_Serial):
     parity: Literal["N", "E", "O"] = "E"
     #: Send the FE FE FE FE wake-up preamble before each request.
     wakeup: bool = True
-    meters: Annotated[list[Dlt645Meter], Field(min_length=1)]
+    meters: Annotated[list[Dlt645Meter], Field(min_length=1, max_length=MAX_DEVICES)]
 
     @model_validator(mode="after")
     def _distinct_meters(self) -> Dlt645Bus:
@@ -305,18 +410,25 @@ class MqttPoint(_Model):
             raise ValueError("topic filter must not contain NUL")
         return v
 
+    @model_validator(mode="after")
+    def _one_range(self) -> MqttPoint:
+        checks, emissions = meter_range(self.checks, self.emissions, None, "an MQTT point")
+        if checks is self.checks and emissions is self.emissions:
+            return self
+        return self.model_copy(update={"checks": checks, "emissions": emissions})
+
 
 class MqttDevice(_Model):
     """A group of MQTT sensors on one broker: one persistent session, QoS 1 by default."""
 
     driver: Literal["mqtt"]
     name: Annotated[str, Field(pattern=_ID)]
-    host: Annotated[str, Field(min_length=1)]
+    host: _Host
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     #: Fixed client id: the broker keeps the session (subscriptions, queued QoS 1 messages) under it.
     client_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
-    username: str | None = None
-    password: str | None = None
+    username: Annotated[str, Field(max_length=1024)] | None = None
+    password: Annotated[str, Field(max_length=1024)] | None = None
     #: TLS to the broker (port 8883 as a rule): ``{ca_file, cert_file, key_file}`` (gateway/_tls.py)
     tls: TlsConfig | None = None
     qos: Literal[0, 1] = 1
@@ -327,7 +439,7 @@ class MqttDevice(_Model):
     #: Emit a COMM_FAULT gap reading for a point that got nothing for this long (off when unset).
     stale_after_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
     max_payload_bytes: Annotated[int, Field(ge=16, le=16 * 1024 * 1024)] = 65_536
-    points: Annotated[list[MqttPoint], Field(min_length=1)]
+    points: Annotated[list[MqttPoint], Field(min_length=1, max_length=MAX_POINTS)]
 
     @model_validator(mode="after")
     def _backoff_order(self) -> MqttDevice:
@@ -349,6 +461,13 @@ class Hj212Point(_Model):
     checks: ChecksConfig | None = None
     emissions: PointEmissions | None = None
 
+    @model_validator(mode="after")
+    def _one_range(self) -> Hj212Point:
+        checks, emissions = meter_range(self.checks, self.emissions, None, "an HJ 212 point")
+        if checks is self.checks and emissions is self.emissions:
+            return self
+        return self.model_copy(update={"checks": checks, "emissions": emissions})
+
 
 class Hj212Device(_Model):
     """One HJ 212 data logger (by MN) connecting to a listener of the gateway.
@@ -368,7 +487,7 @@ class Hj212Device(_Model):
     idle_timeout_s: Annotated[float, Field(ge=1, le=86_400)] = 600.0
     stale_after_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
     max_frame_len: Annotated[int, Field(ge=64, le=9999)] = 1024
-    points: Annotated[list[Hj212Point], Field(min_length=1)]
+    points: Annotated[list[Hj212Point], Field(min_length=1, max_length=MAX_POINTS)]
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -408,17 +527,24 @@ Device = Annotated[ModbusTcpDevice | ModbusRtuBus | Dlt645Bus | MqttDevice | Hj2
 class HealthSection(_Model):
     listen: Annotated[str, Field(pattern=r"^[0-9A-Za-z.:\[\]-]+:\d{1,5}$")] | None = None
 
+    @field_validator("listen")
+    @classmethod
+    def _port(cls, v: str | None) -> str | None:
+        if v is not None and int(v.rsplit(":", 1)[1]) > 65535:
+            raise ValueError(f"port of {v!r} is above 65535")
+        return v
+
 
 class Part75Substitution(_Model):
     """The 40 CFR 75.33 Table 1 tiers with this maximum potential value."""
 
-    part75_max_potential: Annotated[float, Field(gt=0)]
+    part75_max_potential: Annotated[float, Field(gt=0, le=1e15)]
     lookback_hours: Annotated[int, Field(ge=1, le=8760)] = 720
 
 
 class AggregatedPointConfig(_Model):
     point: Annotated[str, Field(pattern=_ID)]
-    expected_per_minute: Annotated[float, Field(gt=0)]
+    expected_per_minute: Annotated[float, Field(gt=0, le=60_000)]
     min_minute_fraction: Annotated[float, Field(gt=0, le=1)] = 0.75
     min_valid_minutes: Annotated[int, Field(ge=1, le=60)] = 45
     substitution: Part75Substitution | SubstitutionConfig | None = None
@@ -428,7 +554,7 @@ class AggregationSection(_Model):
     """Hourly aggregates (and substitutes) as derived records; see gateway/_aggregator.py."""
 
     grace_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
-    points: list[AggregatedPointConfig] = []
+    points: Annotated[list[AggregatedPointConfig], Field(max_length=MAX_POINTS)] = []
 
 
 class Config(_Model):
@@ -436,7 +562,7 @@ class Config(_Model):
     outbox: OutboxSection = OutboxSection()
     batching: BatchingSection = BatchingSection()
     chain: ChainSection
-    devices: Annotated[list[Device], Field(min_length=1)]
+    devices: Annotated[list[Device], Field(min_length=1, max_length=MAX_DEVICES)]
     health: HealthSection = HealthSection()
     control: ControlConfig | None = None
     aggregation: AggregationSection = AggregationSection()

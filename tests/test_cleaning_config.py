@@ -89,7 +89,8 @@ def errors(model: type[BaseModel], data: Any) -> list[tuple[tuple[str | int, ...
         ({"timestamps": {"max_future_s": -1}}, ("timestamps", "max_future_s"), "greater than"),
         ({"timestamps": {"max_age_s": 0}}, ("timestamps", "max_age_s"), "greater than 0"),
         ({"counter": {"register_max": 100}}, ("counter",), "counter needs max_step"),
-        ({"counter": {"max_step": 1}}, ("counter", "register_max"), "Field required"),
+        ({"counter": {"register_max": 0, "max_step": 1}}, ("counter", "register_max"),
+         "greater than 0"),
         (
             {"counter": {"register_max": 100, "max_step": 100}},
             ("counter",),
@@ -120,6 +121,17 @@ def test_direct_construction_validates_too() -> None:
     with pytest.raises(ValidationError, match="max_rate_per_s"):
         CounterCheck(register_max=10)
     assert RangeCheck(min=0).max is None and RangeCheck(max=0).min is None
+
+
+def test_a_counter_without_its_range_cannot_run() -> None:
+    """``counter.register_max`` may be left to the point's register (config/_schema.py); a
+    cleaner never runs without it."""
+    from cleaning._stream import PointCleaner
+
+    cfg = ChecksConfig.model_validate({"counter": {"max_step": 1}})
+    assert cfg.counter is not None and cfg.counter.register_max is None
+    with pytest.raises(ValueError, match=r"counter.register_max is not set"):
+        PointCleaner(cfg)
 
 
 @pytest.mark.parametrize(

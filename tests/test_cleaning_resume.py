@@ -7,11 +7,11 @@ import math
 from pathlib import Path
 
 import numpy as np
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from cleaning import Cleaner, ResumeHistory
-from cleaning._config import ChecksConfig, FlatlineCheck, SpikeCheck
+from cleaning._config import ChecksConfig, FlatlineCheck, SpikeCheck, TimestampCheck
 from cleaning._stream import PointCleaner, resume_eligible
 from gateway._records import Quality
 from tests.test_cleaning_properties import (
@@ -74,6 +74,12 @@ def test_counter_resumed_from_every_committed_reading(
     assert got == want
 
 
+# issue 11, item 18: 18 readings at T, then 6 at T - 1 s, a restart after 19. The 19th was
+# out of order; resumed from it alone, the newest timestamp seen was taken to be T - 1 s, so
+# the 20th was flagged TS_DUPLICATE where the uninterrupted cleaner flags TS_NON_MONOTONIC.
+@example(stream=([T0 + S] * 18 + [T0] * 6, [1.0] * 24, [0] * 24),
+         cfg=ChecksConfig(timestamps=TimestampCheck(max_future_s=30.0), duplicates=False),
+         now=T0, cut=19)
 @FAST
 @given(analog_streams(), configs(), NOW, st.integers(0, 100))
 def test_resumed_from_the_history_it_asks_for(
@@ -105,7 +111,7 @@ def test_history_needed_and_collection() -> None:
                                              "duplicates": False})
     c = Cleaner({"s": spike, "f": flat, "t": ts_only, "r": stateless})
     needs = c.history_needed()
-    assert needs == {"s": (4, None), "f": (1, 10 * S), "t": (0, None)}
+    assert needs == {"s": (4, None, False), "f": (1, 10 * S, False), "t": (0, None, True)}
     rh = ResumeHistory(needs)
     bad = int(Quality.COMM_FAULT)
     # newest first: spike needs 4 eligible readings (the invalid one does not count)
@@ -201,3 +207,28 @@ async def test_daemon_resumes_the_checks_from_the_outbox(tmp_path: Path) -> None
             await empty.close()
     finally:
         await ob.close()
+
+
+def test_a_timestamp_check_resumes_back_to_the_newest_timestamp() -> None:
+    """Item 18 by hand: readings out of order since the last in-order one are not enough to
+    know the newest timestamp seen; the history goes back to the reading that set it."""
+    cfg = ChecksConfig(timestamps=TimestampCheck(max_future_s=30.0))
+    ts = [T0 + S] * 3 + [T0] * 3
+    first = PointCleaner(cfg)
+    stored = first.apply(*_arrays(ts, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [0] * 6), T0).tolist()
+    nonmono = int(Quality.TS_NON_MONOTONIC)
+    assert stored[3:] == [nonmono] * 3  # the uninterrupted cleaner's flags
+    need = first.history_needed()
+    assert need == (0, None, True)
+    rh = ResumeHistory({"p": need})
+    taken = 0
+    for i in range(5, -1, -1):
+        if rh.done:
+            break
+        rh.add("p", ts[i], float(i), stored[i])
+        taken += 1
+    assert taken == 4  # the three out of order, and the last one that set T0 + 1 s
+    resumed = PointCleaner(cfg)
+    resumed.resume(*rh.history()["p"])
+    nxt = _arrays([T0], [7.0], [0])
+    assert resumed.apply(*nxt, T0).tolist() == first.apply(*nxt, T0).tolist() == [nonmono]

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from config import ConfigError, parse_config
-from config._loader import _EventBuilder
+from config._loader import MAX_DEPTH, ConfigLimitError, _EventBuilder
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "config" / "examples").glob("*.yaml"))
 
@@ -106,3 +108,33 @@ def test_a_config_with_anchors_and_merge_keys_validates() -> None:
         parse_config(ALIKE.replace("interval_s: 5", "interval_s: -5"))
     assert [(i.path, i.line) for i in ei.value.issues] == [
         ("devices[0].interval_s", 9), ("devices[1].interval_s", 11)]  # 11: its "<<: *meter"
+
+
+# -- property: any data safe_dump writes, the builder reads back as safe_load does ----------
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20),
+                     st.floats(allow_nan=False))
+_data = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=5),
+                            st.dictionaries(st.text(max_size=8), inner, max_size=5)),
+    max_leaves=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_data, st.booleans())
+def test_any_dumped_data_reads_back_as_safe_load_reads_it(data: object, flow: bool) -> None:
+    text = yaml.safe_dump({"root": data}, default_flow_style=flow, allow_unicode=True)
+    assert _EventBuilder(text).load() == yaml.safe_load(text)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 200), st.sampled_from(["[", "{a: "]))
+def test_nesting_within_the_limit_loads_and_beyond_it_is_refused(depth: int, opener: str) -> None:
+    closer = "]" if opener == "[" else "}"
+    text = "x: " + opener * depth + ("1" if opener != "[" else "") + closer * depth + "\n"
+    if depth + 1 <= MAX_DEPTH:  # the top-level mapping is a level too
+        assert _EventBuilder(text).load() == yaml.safe_load(text)
+    else:
+        with pytest.raises(ConfigLimitError, match="nested more than"):
+            _EventBuilder(text).load()
