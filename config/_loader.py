@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from config._schema import DRIVER_MODELS, Config
+from ledger_client._admin import AddressBookError, read_address_book
 
 #: Limits applied to a config before and while it is parsed (docs/configuration.md, "Limits"):
 #: a config file above this size is refused unread (a 15,000-point config is about 2 MB) ...
@@ -429,12 +430,12 @@ def contract_address(cfg: Config) -> str:
     assert cfg.chain.address_book is not None
     src = str(cfg.chain.address_book)
     try:
-        book = json.loads(cfg.chain.address_book.read_text())
+        book = read_address_book(cfg.chain.address_book)
     except OSError as e:
         raise ConfigError(src, [ConfigIssue("chain.address_book", None,
                                             f"cannot read: {e.strerror}")]) from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(src, [ConfigIssue("", e.lineno, f"not JSON: {e.msg}")]) from None
+    except AddressBookError as e:  # too large, too deep, not JSON, not an address book
+        raise ConfigError(src, [ConfigIssue("chain.address_book", None, str(e))]) from None
     addr = book.get("contracts", {}).get("EmissionsLedger") if isinstance(book, dict) else None
     if not isinstance(addr, str):
         raise ConfigError(src, [ConfigIssue("contracts.EmissionsLedger", None,

@@ -4,6 +4,7 @@ the documented exit code and no traceback (item 11)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -229,3 +230,31 @@ def test_at_most_max_issues_problems_are_listed() -> None:
     assert len(issues) == loader.MAX_ISSUES + 1
     assert issues[0].path == "devices[0].points[0].type" and issues[0].line == 14
     assert issues[-1].message == "... and 50 more problem(s) not shown"
+
+
+@pytest.mark.parametrize("book", [
+    "[" * 1_000_000,                                   # deep: once a SIGSEGV of the daemon
+    '{"contracts": {"EmissionsLedger": "0x12"}}',      # not an address
+    '{"contracts": 5}',                                 # not an address book
+    "x" * ((1 << 20) + 1),                              # beyond the size limit
+])
+def test_the_address_book_is_checked_before_it_is_parsed(tmp_path: Path, book: str) -> None:
+    from config import contract_address
+
+    (tmp_path / "book.json").write_text(book)
+    text = _edit(GOOD, '  contract: "0x5FbDB2315678afecb367f032d93F642f64180aa3"\n',
+                 "  address_book: book.json\n")
+    cfg = parse_config(text, base_dir=tmp_path)
+    with pytest.raises(ConfigError) as e:
+        contract_address(cfg)
+    assert e.value.issues[0].path == "chain.address_book"
+
+
+def test_a_good_address_book_gives_the_ledger(tmp_path: Path) -> None:
+    from config import contract_address
+
+    addr = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    book = {"chain_id": 31337, "contracts": {"EmissionsLedger": addr}}
+    (tmp_path / "book.json").write_text(json.dumps(book))
+    text = _edit(GOOD, f'  contract: "{addr}"\n', "  address_book: book.json\n")
+    assert contract_address(parse_config(text, base_dir=tmp_path)) == addr
