@@ -96,7 +96,8 @@ def point_policy(p: WritablePoint) -> PointPolicy:
         rate_window_ms=round(p.rate_limit.window_s * 1000), two_person=p.two_person,
         permissives=tuple(PermissivePolicy(q.signal, q.min, q.max, q.equals, q.when)
                           for q in p.permissives),
-        resolution=abs(p.scale) if is_integer_type(p.type) else None, offset=p.offset)
+        resolution=abs(p.scale) if is_integer_type(p.type) else None, offset=p.offset,
+        float_type=None if is_integer_type(p.type) else str(p.type), scale=p.scale)
 
 
 class ControlService:

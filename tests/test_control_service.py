@@ -106,6 +106,8 @@ async def test_refused_commands_are_nacked_with_reason_and_write_nothing(
             ("stale-seq", make_command("30", seq=1), "stale-sequence"),
             ("out-of-range", make_command("100.5"), "out-of-range"),
             ("not-representable", make_command("30.05"), "not-representable"),
+            # item 6: within 1e-6 of a multiple of 0.1 was once written rounded
+            ("sub-resolution", make_command("30.00000001"), "not-representable"),
             ("unit", make_command("30", unit="m3/h"), "unit-mismatch"),
             ("too-large-step", make_command("90"), "step-too-large"),
             ("no-approval", make_command("46", point="burner.air_damper"),
