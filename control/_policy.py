@@ -185,8 +185,8 @@ def _dec(x: float) -> Decimal:
 def representable(value: str, p: PointPolicy) -> str | None:
     """None when the register holds exactly the signed decimal ``value``, else why not.
 
-    Integer registers (``resolution``): ``value = offset + k × resolution`` for an integer k,
-    in exact decimal arithmetic, and the write path's ``round((value − offset) / scale)``
+    Integer registers (``resolution``): ``value = offset + k * resolution`` for an integer k,
+    in exact decimal arithmetic, and the write path's ``round((value - offset) / scale)``
     gives that same k (so a 17-digit value beyond a float's precision is refused too). Float
     registers (``float_type``): the value written, read back as a number, must round to
     ``value`` at ``value``'s own number of decimals (``"46.0000001"`` is refused on a
