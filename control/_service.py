@@ -210,8 +210,54 @@ class ControlService:
                 store = await ReplayStore.open(self.data_dir / "control.sqlite",
                                                self.cfg.journal_synchronous)
                 await self._recover(store)
+                await self._restore(store)
                 self._store = store
             return self._store
+
+    async def _restore(self, store: ReplayStore) -> None:
+        """The safety state the last process left in the journal: rate-limit windows and local
+        rule holds. Runs before the service subscribes to commands or reads a rule sample."""
+        now_ms = _now_ms()
+        for point, times in store.writes.items():
+            policy = self.policies.get(point)
+            if policy is None:
+                continue
+            recent = [t for t in times if 0 <= now_ms - t < policy.rate_window_ms]
+            if recent:
+                self.recent_writes[point] = deque(recent)
+        for point, (rule, forbid, detail) in list(store.holds.items()):
+            live = ((rule == "leak" and self.leak_rule is not None
+                     and point == self.leak_rule.vent_point)
+                    or (rule == "combustion" and self.trim_rule is not None
+                        and point == self.trim_rule.damper_point))
+            if not live or forbid not in ("decrease", "increase"):
+                log.warning("control: dropping the journaled hold of rule %s on %s: the rule "
+                            "is no longer configured for that point", rule, point)
+                await store.clear_hold(point)
+                continue
+            self.overrides[point] = Override(rule, forbid,  # type: ignore[arg-type]
+                                             f"{detail} (held since before a restart)")
+            self.metrics.inc("control_holds_restored")
+            log.warning("control: rule %s still holds %s (no %s) from before the restart",
+                        rule, point, forbid)
+            if rule == "leak" and self.leak is not None:
+                # the alarm is still raised: it clears only on clear_samples good readings,
+                # and the vent is checked (opened if need be) at the next gas sample
+                self.leak.active = True
+                self._leak_write_pending = True
+
+    async def _hold(self, point: str, hold: Override) -> None:
+        """Set a local rule's hold, durably when it changes (in memory first: a command
+        checked meanwhile already sees it)."""
+        before = self.overrides.get(point)
+        self.overrides[point] = hold
+        if before is None or (before.rule, before.forbid) != (hold.rule, hold.forbid):
+            await (await self.store()).set_hold(point, hold.rule, hold.forbid, hold.detail,
+                                                _now_ms())
+
+    async def _release(self, point: str) -> None:
+        if self.overrides.pop(point, None) is not None:
+            await (await self.store()).clear_hold(point)
 
     async def _recover(self, store: ReplayStore) -> None:
         """Commands journaled but never recorded (the gateway stopped in between)."""
@@ -272,6 +318,9 @@ class ControlService:
             self.metrics.inc("control_rejected_" + ack.reason.replace("-", "_"))
 
     async def run_mqtt(self) -> None:
+        # the journal's safety state (replay cache, sequences, rate windows, rule holds) is
+        # restored before the first command can arrive
+        await self.store()
         b = self.cfg.broker
         delay = b.reconnect_initial_s
         while True:
@@ -517,7 +566,7 @@ class ControlService:
                                   now_ms)
             assert point is not None
             value = cmd.number()
-            self._note_write(cmd.point, now_ms)
+            await self._note_write(cmd.point, now_ms)
             status, reason, detail, regs, rb, rb_regs = await self._write_and_check(point, value)
             if status == "applied" and point.lease_s is not None:
                 self.leases[point.id] = time.monotonic() + point.lease_s
@@ -533,12 +582,15 @@ class ControlService:
                    applied=_fmt(value) if regs is not None else None, read_back=_fmt(rb),
                    ts_ms=_now_ms())
 
-    def _note_write(self, point: str, now_ms: int) -> None:
+    async def _note_write(self, point: str, now_ms: int) -> None:
+        """Count a remote write in the point's rate window, in memory and durably in the
+        journal (before the write: a restart must not reopen the window)."""
         q = self.recent_writes[point]
         q.append(now_ms)
         window = self.policies[point].rate_window_ms
         while q and now_ms - q[0] >= window:
             q.popleft()
+        await (await self.store()).note_write(point, now_ms)
 
     def _command_audit(self, cmd: Command, v: Verdict, now_ms: int) -> dict[str, Any]:
         return {"envelope": cmd.to_json(), "verdict": "accepted" if v.ok else "rejected",
@@ -609,6 +661,7 @@ class ControlService:
         return status
 
     async def run_rules(self) -> None:
+        await self.store()  # restored holds first: a sample may clear one
         while True:
             raise_if_cancelling()
             r = await self._rule_q.get()
@@ -625,8 +678,8 @@ class ControlService:
         vent = self.points[rule.vent_point]
         if event == "raised":
             self.metrics.inc("control_leak_alarms")
-            self.overrides[vent.id] = Override("leak", "decrease",
-                                               f"combustible gas {r.value:g} > {rule.threshold:g}")
+            await self._hold(vent.id, Override(
+                "leak", "decrease", f"combustible gas {r.value:g} > {rule.threshold:g}"))
             self._alarm("leak", "raised", r, rule.threshold)
             log.warning("control: LEAK alarm: %s = %g %s (threshold %g); opening %s to %g",
                         r.point_id, r.value, r.unit, rule.threshold, vent.id, rule.safe_opening)
@@ -636,7 +689,7 @@ class ControlService:
             self._leak_write_pending = await self.local_write(
                 "leak", vent, self._open_vent, why) == "failed"
         elif event == "cleared":
-            self.overrides.pop(vent.id, None)
+            await self._release(vent.id)
             self._alarm("leak", "cleared", r, rule.clear_level)
             log.warning("control: leak alarm cleared: %s = %g", r.point_id, r.value)
             await self._audit("local-rule", "leak", {
@@ -667,10 +720,11 @@ class ControlService:
         forbid = trim_forbid(r.value, low=rule.low, high=rule.high) if valid else None
         if forbid is None:
             if valid:
-                self.overrides.pop(damper.id, None)
+                await self._release(damper.id)
         else:
-            self.overrides[damper.id] = Override(
-                "combustion", forbid, f"flue O2 {r.value:g} outside [{rule.low:g}, {rule.high:g}]")
+            await self._hold(damper.id, Override(
+                "combustion", forbid,
+                f"flue O2 {r.value:g} outside [{rule.low:g}, {rule.high:g}]"))
         if not valid or forbid is None:
             return
         now = time.monotonic()
@@ -721,7 +775,10 @@ class ControlService:
                     await self._lease_expired(pid)
             if now >= next_purge:
                 next_purge = now + 60
-                await (await self.store()).purge(_now_ms())
+                store = await self.store()
+                await store.purge(_now_ms())
+                longest = max((p.rate_window_ms for p in self.policies.values()), default=0)
+                await store.purge_writes(_now_ms() - longest)
             await asyncio.sleep(tick)
 
     async def _lease_expired(self, pid: str) -> None:
