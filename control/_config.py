@@ -226,6 +226,9 @@ class ControlConfig(_Model):
     journal_synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL", description="control.sqlite: FULL survives power loss, NORMAL a process crash")
     audit_rejects_per_min: Annotated[int, Field(ge=0, le=100_000)] = 120
+    reject_acks_per_s: Annotated[float, Field(
+        ge=0, le=100_000, description="nacks for payloads refused before the queue "
+        "(malformed, forged, expired, replayed...) per second; the rest are counted")] = 50.0
     issuers: Annotated[list[IssuerConfig], Field(min_length=1)]
     devices: Annotated[list[ActuatorDevice], Field(min_length=1)]
     points: Annotated[list[WritablePoint], Field(min_length=1)]

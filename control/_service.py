@@ -38,7 +38,15 @@ import aiomqtt
 
 from control._codec import is_integer_type
 from control._config import ControlConfig, SignalConfig, WritablePoint
-from control._envelope import Ack, Command, EnvelopeError, best_effort_id, parse_command
+from control._envelope import (
+    MAX_PAYLOAD,
+    Ack,
+    Command,
+    EnvelopeError,
+    best_effort_id,
+    parse_command,
+)
+from control._fair import FairQueue
 from control._modbus import ActuatorError, PlantIO
 from control._policy import (
     AuthContext,
@@ -126,7 +134,11 @@ class ControlService:
         self.recent_writes: dict[str, deque[int]] = defaultdict(deque)
         self.leases: dict[str, float] = {}  # point -> time.monotonic() deadline
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.commands: asyncio.Queue[bytes] = asyncio.Queue(config.command_queue)
+        # authentic commands only, a queue of `command_queue` per issuer, served round-robin
+        self.commands: FairQueue[tuple[str, bytes]] = FairQueue(config.command_queue)
+        self._queued_ids: set[str] = set()
+        self._nack_tokens = float(config.reject_acks_per_s)
+        self._nack_refill = time.monotonic()
         self._outgoing: deque[tuple[str, bytes, int, bool]] = deque()
         self._telemetry: deque[tuple[list[Reading], list[bytes] | None]] = deque()
         self._telemetry_n = 0
@@ -373,14 +385,10 @@ class ControlService:
             else:
                 data = str(payload).encode()
             try:
-                self.commands.put_nowait(data)
-            except asyncio.QueueFull:
-                self.metrics.inc("control_commands_overloaded")
-                log.warning("control: command queue full; refusing a command")
-                self._send_ack(Ack(id=best_effort_id(data), gateway=self.gw, status="rejected",
-                                   reason="overloaded", detail="command queue full; not "
-                                   "evaluated, nothing written", point=None, requested=None,
-                                   applied=None, read_back=None, ts_ms=_now_ms()))
+                self.admit(data)
+            except Exception:  # a bug: the receiver goes on with the next message
+                self.metrics.inc("control_internal_errors")
+                log.exception("control: admitting a command payload failed")
 
     async def _publisher(self, client: aiomqtt.Client) -> None:
         maxn = self.cfg.telemetry.max_per_message
@@ -469,11 +477,107 @@ class ControlService:
 
     # -- commands -------------------------------------------------------------------------
 
+    def _auth_context(self, store: ReplayStore, now_ms: int) -> AuthContext:
+        return AuthContext(
+            gateway_id=self.gw, issuers=self.issuers, two_person_points=self.two_person,
+            now_ms=now_ms, skew_ms=round(self.cfg.clock_skew_s * 1000),
+            max_lifetime_ms=round(self.cfg.max_lifetime_s * 1000), seen_ids=store.seen,
+            last_seq=store.last_seq)
+
+    def admit(self, data: bytes) -> None:
+        """A payload from the command topic, checked before it may take a place in the queue
+        (synchronous, bounded work: at most 16 KiB parsed, at most one signature check per
+        signature carried). Malformed, unauthentic, untimely or replayed payloads are refused
+        here, so a flood of them never takes a valid command's place: they are nacked at most
+        ``reject_acks_per_s`` a second and audited at most ``audit_rejects_per_min`` a minute,
+        the rest counted. Authentic commands wait in their issuer's queue; a full one answers
+        ``overloaded``."""
+        now_ms = _now_ms()
+        if len(data) > MAX_PAYLOAD:  # not even looked at
+            self._refuse_early(None, None, None, "malformed",
+                               f"payload of {len(data)} bytes exceeds {MAX_PAYLOAD}", now_ms,
+                               self._malformed_audit(None, "malformed", "oversize", data,
+                                                     now_ms))
+            return
+        try:
+            cmd = parse_command(data)
+        except EnvelopeError as e:
+            self._refuse_early(e.command_id, None, None, e.reason, e.detail, now_ms,
+                               self._malformed_audit(e.command_id, e.reason, e.detail, data,
+                                                     now_ms))
+            return
+        store = self._store
+        if store is not None:
+            auth = authenticate(cmd, self._auth_context(store, now_ms))
+            if not auth.ok and not consumes_id(auth):
+                self._refuse_early(cmd.id, cmd.point, cmd.value, auth.reason, auth.detail,
+                                   now_ms, self._record("command", cmd.id,
+                                                        self._command_audit(cmd, auth, now_ms)))
+                return
+        if cmd.id in self._queued_ids:
+            v = Verdict("replayed", f"command id {cmd.id!r} is already queued")
+            self._refuse_early(cmd.id, cmd.point, cmd.value, v.reason, v.detail, now_ms,
+                               self._record("command", cmd.id,
+                                            self._command_audit(cmd, v, now_ms)))
+            return
+        if not self.commands.put_nowait(cmd.issuer, (cmd.id, data)):
+            self.metrics.inc("control_commands_received")
+            self.metrics.inc("control_commands_overloaded")
+            log.warning("control: the command queue of issuer %s is full; refusing %s",
+                        cmd.issuer, cmd.id)
+            self._send_ack(Ack(id=cmd.id, gateway=self.gw, status="rejected",
+                               reason="overloaded", detail=f"the command queue of issuer "
+                               f"{cmd.issuer} is full; not evaluated, nothing written",
+                               point=cmd.point, requested=cmd.value, applied=None,
+                               read_back=None, ts_ms=_now_ms()))
+            return
+        self._queued_ids.add(cmd.id)
+
+    def _malformed_audit(self, cid: str | None, reason: str, detail: str, payload: bytes,
+                         now_ms: int) -> AuditRecord:
+        return self._record("command", cid or "-", {
+            "verdict": "rejected", "reason": reason, "detail": detail,
+            "payload_sha256": hashlib.sha256(payload).hexdigest(),
+            "payload_bytes": len(payload), "received_ms": now_ms})
+
+    def _refuse_early(self, cid: str | None, point: str | None, requested: str | None,
+                      reason: str | None, detail: str, now_ms: int, audit: AuditRecord) -> None:
+        """A payload refused before the queue: counted always; audited, logged and nacked
+        within their budgets."""
+        self.metrics.inc("control_commands_received")
+        if reason in ("malformed", "unsupported-version"):
+            self.metrics.inc("control_commands_malformed")
+        if self._may_audit_reject():
+            log.warning("control: refused %s: %s (%s)", cid or "a payload", reason, detail)
+            try:
+                self._records.put_nowait(([audit], []))
+            except asyncio.QueueFull:
+                self.metrics.inc("control_audit_suppressed")
+        if self._may_nack():
+            self._send_ack(self._nack(cid, point, requested, reason, detail, now_ms))
+        else:
+            self.metrics.inc("control_acks_suppressed")
+            if reason:
+                self.metrics.inc("control_rejected_" + reason.replace("-", "_"))
+
+    def _may_nack(self) -> bool:
+        """A token bucket of ``reject_acks_per_s`` (burst: one second's worth)."""
+        rate = self.cfg.reject_acks_per_s
+        now = time.monotonic()
+        self._nack_tokens = min(max(rate, 1.0),
+                                self._nack_tokens + (now - self._nack_refill) * rate)
+        self._nack_refill = now
+        if self._nack_tokens >= 1.0:
+            self._nack_tokens -= 1.0
+            return True
+        return False
+
     async def run_commands(self) -> None:
         await self.store()
         while True:
             raise_if_cancelling()
-            payload = await self.commands.get()
+            cid, payload = await self.commands.get()
+            self._queued_ids.discard(cid)
             # A command being handled finishes (write, read-back, audit, ack) even when the
             # task is cancelled meanwhile.
             await asyncio.shield(self._handle_safely(payload))
@@ -504,16 +608,10 @@ class ControlService:
                         e.detail)
             self.metrics.inc("control_commands_malformed")
             if self._may_audit_reject():
-                await self._audit_later([self._record("command", e.command_id or "-", {
-                    "verdict": "rejected", "reason": e.reason, "detail": e.detail,
-                    "payload_sha256": hashlib.sha256(payload).hexdigest(),
-                    "payload_bytes": len(payload), "received_ms": now_ms})], [])
+                await self._audit_later([self._malformed_audit(e.command_id, e.reason,
+                                                               e.detail, payload, now_ms)], [])
             return self._nack(e.command_id, None, None, e.reason, e.detail, now_ms)
-        auth = authenticate(cmd, AuthContext(
-            gateway_id=self.gw, issuers=self.issuers, two_person_points=self.two_person,
-            now_ms=now_ms, skew_ms=round(self.cfg.clock_skew_s * 1000),
-            max_lifetime_ms=round(self.cfg.max_lifetime_s * 1000), seen_ids=store.seen,
-            last_seq=store.last_seq))
+        auth = authenticate(cmd, self._auth_context(store, now_ms))
         journaled = consumes_id(auth)
         if journaled:  # the write-ahead record: durable before the plant is touched
             await store.record(command_id=cmd.id, issuer=cmd.issuer, seq=cmd.seq,
