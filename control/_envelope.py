@@ -322,8 +322,11 @@ def verify_ack(message: Mapping[str, Any], public_key: bytes) -> bool:
     if not isinstance(sig, str) or not _SIG_RE.fullmatch(sig):
         return False
     body = {k: v for k, v in message.items() if k != "signature"}
-    return verify_signature(public_key, ACK_DOMAIN + canonical_json(body),
-                            bytes.fromhex(sig[2:]))
+    try:
+        signed = ACK_DOMAIN + canonical_json(body)
+    except (ValueError, TypeError):  # NaN, a non-string key...: not an ack this gateway signed
+        return False
+    return verify_signature(public_key, signed, bytes.fromhex(sig[2:]))
 
 
 def parse_ack_message(payload: bytes) -> dict[str, Any]:
