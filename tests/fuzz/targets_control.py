@@ -114,15 +114,16 @@ def _admission(data: bytes) -> object:
     return v
 
 
+_NACK = Ack(id=None, gateway="gw", status="rejected", reason="malformed", detail="x",
+            point=None, requested=None, applied=None, read_back=None, ts_ms=1).to_bytes()
+
 TARGETS: list[Target] = [
     Target("control.envelope", _envelope, (EnvelopeError,), _ENVELOPES, max_len=20_000,
            oversize=100_000),
     Target("control.best_effort_id", _best_effort_id, (LookupError,), _ENVELOPES, max_len=20_000,
            oversize=100_000),
-    Target("control.ack", _ack, (ValueError,), _ACKS + (Ack(
-        id=None, gateway="gw", status="rejected", reason="malformed", detail="x", point=None,
-        requested=None, applied=None, read_back=None, ts_ms=1).to_bytes(),), max_len=20_000,
-        oversize=100_000),
+    Target("control.ack", _ack, (ValueError,), (*_ACKS, _NACK), max_len=20_000,
+           oversize=100_000),
     Target("control.telemetry", _telemetry, (ValueError,), _TELEMETRY, max_len=20_000,
            oversize=100_000),
     Target("control.admission", _admission, (EnvelopeError,), _ENVELOPES, max_len=20_000,
