@@ -526,3 +526,39 @@ async def test_the_rate_limit_window_survives_a_restart(tmp_path: Path,
         assert (ack["status"], ack["reason"]) == ("rejected", "rate-limited"), ack
         assert "3 write(s) in the last 600000 ms" in ack["detail"]
         assert len(model.writes) == 3 and model.vent == 35.0
+
+
+async def test_a_hold_of_a_rule_no_longer_configured_is_dropped(tmp_path: Path,
+                                                                mosquitto: Mosquitto) -> None:
+    model = ActuatorModel()
+    async with harness(tmp_path, mosquitto.port, model=model, extra=LEAK_RULES,
+                       reading_points=["room.gas_lel"]) as h:
+        for seq, v in enumerate((25.0, 26.0, 27.0), 1):
+            h.service.on_readings([_reading("room.gas_lel", v, seq)])
+        await h.wait_for(lambda: h.model.vent == 100.0)
+    async with harness(tmp_path, mosquitto.port, model=model) as h:  # the leak rule removed
+        assert h.service.overrides == {}
+        assert (await h.send(make_command("60")))["status"] == "applied"
+        assert (await h.service.store()).holds == {}
+
+
+async def test_a_combustion_hold_survives_a_restart(tmp_path: Path,
+                                                    mosquitto: Mosquitto) -> None:
+    extra = {"rules": {"combustion": {"o2_point": "boiler.flue_o2", "low": 2.5, "high": 4.5,
+                                      "damper_point": "burner.air_damper", "step": 2,
+                                      "min": 30, "max": 70, "interval_s": 0.2}}}
+    model = ActuatorModel()
+    async with harness(tmp_path, mosquitto.port, model=model, extra=extra,
+                       reading_points=["boiler.flue_o2"]) as h:
+        h.service.on_readings([_reading("boiler.flue_o2", 1.5, 1, unit="%")])  # O2 low
+        await h.wait_for(lambda: h.model.damper == 47.0)
+    async with harness(tmp_path, mosquitto.port, model=model, extra=extra,
+                       reading_points=["boiler.flue_o2"]) as h:
+        ack = await h.send(make_command("44", point="burner.air_damper",
+                                        approvers=(("auditor", AUDITOR),)))
+        assert (ack["status"], ack["reason"]) == ("rejected", "local-rule-active"), ack
+        h.service.on_readings([_reading("boiler.flue_o2", 3.5, 2, unit="%")])  # back in band
+        await h.wait_for(lambda: "burner.air_damper" not in h.service.overrides)
+        ack = await h.send(make_command("44", point="burner.air_damper",
+                                        approvers=(("auditor", AUDITOR),)))
+        assert ack["status"] == "applied", ack
