@@ -1,7 +1,8 @@
 """The control service: signed commands in, acknowledgements and live telemetry out, local
 rules, setpoint leases and the PLC heartbeat.
 
-    MQTT <prefix>/<gw>/cmd --> bounded queue --> verify --> policy --> Modbus write --> read back
+    MQTT <prefix>/<gw>/cmd --> admission (size, depth, parse, checks 1-9: junk refused here)
+         --> a bounded queue per issuer (round-robin) --> policy --> Modbus write --> read back
          <prefix>/<gw>/ack <-- signed ack  <--------------- audit records (outbox) <--'
     Pipeline tap --> telemetry queue (drop and count) --> <prefix>/<gw>/telemetry
                  --> rule queue --> leak detector / combustion trim --> local writes, alarms
@@ -486,8 +487,8 @@ class ControlService:
 
     def admit(self, data: bytes) -> None:
         """A payload from the command topic, checked before it may take a place in the queue
-        (synchronous, bounded work: at most 16 KiB parsed, at most one signature check per
-        signature carried). Malformed, unauthentic, untimely or replayed payloads are refused
+        (synchronous, bounded work: at most 16 KiB parsed, one signature check unless the
+        issuer's own signature verifies). Malformed, unauthentic, untimely or replayed payloads are refused
         here, so a flood of them never takes a valid command's place: they are nacked at most
         ``reject_acks_per_s`` a second and audited at most ``audit_rejects_per_min`` a minute,
         the rest counted. Authentic commands wait in their issuer's queue; a full one answers
