@@ -151,9 +151,12 @@ class ReplayStore:
         self.holds.pop(point, None)
 
     async def note_write(self, point: str, ts_ms: int) -> None:
-        """A remote write to ``point`` is about to happen (durable, before the write)."""
+        """A remote write to ``point`` is about to happen: committed before the write, without
+        an fsync of its own (that would double the fsyncs on a command's path). It survives a
+        crash of the process; the next durable commit (the next command's journal entry, a
+        hold) syncs it, so a power cut can forget at most the writes since then."""
         await self._write([("INSERT INTO point_writes(point, ts_ms) VALUES (?, ?)",
-                            (point, ts_ms))])
+                            (point, ts_ms))], durable=False)
         self.writes.setdefault(point, []).append(ts_ms)
 
     async def purge_writes(self, before_ms: int) -> int:
