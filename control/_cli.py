@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
-_VALUE = re.compile(r"^-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,9})?$")
+_VALUE = re.compile(r"-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,9})?")
 
 
 class CliError(Exception):
@@ -73,7 +73,7 @@ def _cmd_pubkey(args: argparse.Namespace) -> int:
 
 
 def _value(s: str) -> str:
-    if _VALUE.match(s):
+    if _VALUE.fullmatch(s):
         return s
     from control._envelope import format_value
 
@@ -176,7 +176,7 @@ def _gateway_key(s: str) -> bytes:
 async def _send(args: argparse.Namespace) -> int:
     import aiomqtt
 
-    from control._envelope import verify_ack
+    from control._envelope import parse_ack_message, verify_ack
 
     cmd = _load(args.command)
     host, port = _broker(args.broker)
@@ -196,7 +196,7 @@ async def _send(args: argparse.Namespace) -> int:
             async with asyncio.timeout(args.timeout):
                 async for m in client.messages:
                     try:
-                        ack = json.loads(bytes(m.payload))
+                        ack = parse_ack_message(bytes(m.payload))
                     except (ValueError, TypeError):
                         continue
                     if isinstance(ack, dict) and ack.get("id") == cmd.id:
@@ -221,10 +221,11 @@ def _check_message(payload: bytes, gateway: str, key: bytes) -> list[dict[str, A
     """The readings of one telemetry message, each with ``"verified"``: its record signature
     checks out with ``key`` and the message is from ``gateway``. Raises ``ValueError`` for a
     message that is not telemetry."""
-    from control._telemetry import verify_telemetry
+    from control._bounded import loads_bounded
+    from control._telemetry import MAX_TELEMETRY_BYTES, MAX_TELEMETRY_DEPTH, verify_telemetry
 
     checked = verify_telemetry(payload, key)
-    doc = json.loads(payload)
+    doc = loads_bounded(payload, max_bytes=MAX_TELEMETRY_BYTES, max_depth=MAX_TELEMETRY_DEPTH)
     same_gateway = doc.get("gateway") == gateway
     out = []
     for it, (seq, ok) in zip(doc["readings"], checked, strict=True):

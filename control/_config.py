@@ -226,6 +226,9 @@ class ControlConfig(_Model):
     journal_synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL", description="control.sqlite: FULL survives power loss, NORMAL a process crash")
     audit_rejects_per_min: Annotated[int, Field(ge=0, le=100_000)] = 120
+    reject_acks_per_s: Annotated[float, Field(
+        ge=0, le=100_000, description="nacks for payloads refused before the queue "
+        "(malformed, forged, expired, replayed...) per second; the rest are counted")] = 50.0
     issuers: Annotated[list[IssuerConfig], Field(min_length=1)]
     devices: Annotated[list[ActuatorDevice], Field(min_length=1)]
     points: Annotated[list[WritablePoint], Field(min_length=1)]
@@ -261,6 +264,20 @@ class ControlConfig(_Model):
         for reg in regs:
             if reg.device not in devices:
                 raise ValueError(f"{reg.id!r} names device {reg.device!r}, which is not declared")
+        # one owner per register: two writable points (or a point and a heartbeat) on one
+        # register would write each other's values
+        owner: dict[tuple[str, int], str] = {}
+        for d in self.devices:
+            if d.heartbeat is not None:
+                owner[(d.id, d.heartbeat.address)] = f"the heartbeat of device {d.id!r}"
+        for p in self.points:
+            for addr in range(p.address, p.address + register_count(p.type)):
+                other = owner.get((p.device, addr))
+                if other is not None:
+                    raise ValueError(f"writable point {p.id!r} and {other} share register "
+                                     f"{addr} of device {p.device!r}")
+            for addr in range(p.address, p.address + register_count(p.type)):
+                owner[(p.device, addr)] = f"writable point {p.id!r}"
         by_id = {p.id: p for p in self.points}
         for p in self.points:
             for perm in p.permissives:

@@ -23,16 +23,23 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
+from control._bounded import InputLimitError, check_json, loads_bounded
+
 VERSION = 1
 COMMAND_DOMAIN = b"mrv-command/v1\n"
 ACK_DOMAIN = b"mrv-ack/v1\n"
 MAX_SAFE_INT = 2**53 - 1
 MAX_PAYLOAD = 16 * 1024
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-_UNIT_RE = re.compile(r'^[!#-\[\]-~]{1,32}$')
-_VALUE_RE = re.compile(r"^-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,9})?$")
-_SIG_RE = re.compile(r"^0x[0-9a-fA-F]{128}$")
+#: The deepest nesting a valid envelope has is 3 (object, approvals, approval); deeper payloads
+#: are refused before they are parsed.
+MAX_DEPTH = 8
+
+# Used with ``fullmatch`` only: ``re.match`` with ``$`` lets a trailing newline through.
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_UNIT_RE = re.compile(r'[!#-\[\]-~]{1,32}')
+_VALUE_RE = re.compile(r"-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,9})?")
+_SIG_RE = re.compile(r"0x[0-9a-fA-F]{128}")
 
 UNSIGNED_FIELDS = ("v", "id", "gateway", "point", "value", "unit", "issued_at_ms",
                    "not_before_ms", "expires_at_ms", "seq", "issuer")
@@ -112,7 +119,7 @@ def format_value(x: float) -> str:
     s = format(d, "f")
     if s in ("-0", "-0.0"):
         s = "0"
-    if not _VALUE_RE.match(s):
+    if not _VALUE_RE.fullmatch(s):
         raise ValueError(f"{x!r} cannot be written as a command value")
     return s
 
@@ -136,13 +143,13 @@ def _int(d: Mapping[str, Any], k: str, cid: str | None) -> int:
 def _str(d: Mapping[str, Any], k: str, pattern: re.Pattern[str], what: str,
          cid: str | None) -> str:
     v = d[k]
-    if not isinstance(v, str) or not pattern.match(v):
+    if not isinstance(v, str) or not pattern.fullmatch(v):
         raise EnvelopeError("malformed", f"{k}: expected {what}", cid)
     return v
 
 
 def _sig(v: Any, what: str, cid: str | None) -> bytes:
-    if not isinstance(v, str) or not _SIG_RE.match(v):
+    if not isinstance(v, str) or not _SIG_RE.fullmatch(v):
         raise EnvelopeError("malformed", f"{what}: expected 0x + 128 hex digits (64 bytes)", cid)
     return bytes.fromhex(v[2:])
 
@@ -152,8 +159,10 @@ def parse_command(payload: bytes | str) -> Command:
     or ``unsupported-version``); says nothing about authenticity."""
     if isinstance(payload, str):
         payload = payload.encode("utf-8")
-    if len(payload) > MAX_PAYLOAD:
-        raise EnvelopeError("malformed", f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    try:
+        check_json(payload, max_bytes=MAX_PAYLOAD, max_depth=MAX_DEPTH)
+    except InputLimitError as e:
+        raise EnvelopeError("malformed", str(e)) from None
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
@@ -163,12 +172,12 @@ def parse_command(payload: bytes | str) -> Command:
                        parse_constant=lambda c: _reject_constant(c))
     except EnvelopeError:
         raise
-    except (json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, or an int of > 4300 digits
         raise EnvelopeError("malformed", f"not JSON: {e}") from None
     if not isinstance(d, dict):
         raise EnvelopeError("malformed", "expected a JSON object")
     raw_id = d.get("id")
-    cid = raw_id if isinstance(raw_id, str) and _ID_RE.match(raw_id) else None
+    cid = raw_id if isinstance(raw_id, str) and _ID_RE.fullmatch(raw_id) else None
     missing = [k for k in (*UNSIGNED_FIELDS, "signature") if k not in d]
     if missing:
         raise EnvelopeError("malformed", f"missing field(s): {', '.join(missing)}", cid)
@@ -213,13 +222,14 @@ def _reject_constant(c: str) -> Any:
 
 
 def best_effort_id(payload: bytes) -> str | None:
-    """The command id of a payload that failed to parse, when one can be read."""
+    """The command id of a payload that failed to parse, when one can be read. Within the
+    envelope's limits only (size and depth are checked before parsing); never raises."""
     try:
-        d = json.loads(payload)
+        d = loads_bounded(payload, max_bytes=MAX_PAYLOAD, max_depth=MAX_DEPTH)
     except (ValueError, RecursionError):
         return None
     v = d.get("id") if isinstance(d, dict) else None
-    return v if isinstance(v, str) and _ID_RE.match(v) else None
+    return v if isinstance(v, str) and _ID_RE.fullmatch(v) else None
 
 
 # -- signing ------------------------------------------------------------------------------
@@ -309,11 +319,23 @@ class Ack:
 def verify_ack(message: Mapping[str, Any], public_key: bytes) -> bool:
     """Check a received ack's signature with the gateway's Ed25519 key."""
     sig = message.get("signature")
-    if not isinstance(sig, str) or not _SIG_RE.match(sig):
+    if not isinstance(sig, str) or not _SIG_RE.fullmatch(sig):
         return False
     body = {k: v for k, v in message.items() if k != "signature"}
-    return verify_signature(public_key, ACK_DOMAIN + canonical_json(body),
-                            bytes.fromhex(sig[2:]))
+    try:
+        signed = ACK_DOMAIN + canonical_json(body)
+    except (ValueError, TypeError):  # NaN, a non-string key...: not an ack this gateway signed
+        return False
+    return verify_signature(public_key, signed, bytes.fromhex(sig[2:]))
+
+
+def parse_ack_message(payload: bytes) -> dict[str, Any]:
+    """An ack message as received (size and depth checked before parsing): a JSON object.
+    Raises ``ValueError`` for anything else. Says nothing about authenticity: `verify_ack`."""
+    d = loads_bounded(payload, max_bytes=MAX_PAYLOAD, max_depth=MAX_DEPTH, what="ack")
+    if not isinstance(d, dict):
+        raise ValueError("an ack is a JSON object")
+    return d
 
 
 def approvals_by_key(approvals: Sequence[Approval]) -> dict[str, bytes]:

@@ -17,9 +17,11 @@ happen for an authentic, timely, fresh command:
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Container, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from decimal import Decimal, localcontext
 from typing import Literal
 
 from control._envelope import Command, verify_signature
@@ -42,7 +44,9 @@ REASONS: tuple[tuple[str, str], ...] = (
     ("point-not-writable", "the point is not declared writable"),
     ("unit-mismatch", "the command's unit is not the point's unit"),
     ("out-of-range", "the value is outside [min, max]"),
-    ("not-representable", "the value is not a multiple of the register's resolution"),
+    ("not-representable", "the register cannot hold exactly the signed value (integer "
+     "registers: not offset + a multiple of the scale; float registers: rounds to another "
+     "value)"),
     ("plant-unavailable", "a value the policy needs could not be read from the plant"),
     ("step-too-large", "the change from the present value exceeds max_step"),
     ("rate-limited", "the point was written too often in its rate window"),
@@ -135,6 +139,10 @@ class PointPolicy:
     permissives: tuple[PermissivePolicy, ...] = ()
     resolution: float | None = None  # integer registers: value = offset + k * resolution
     offset: float = 0.0
+    #: float registers ("float32", "float64"; None: not checked) and their scale: the value
+    #: must come back from the register as the signed decimal (see `representable`)
+    float_type: str | None = None
+    scale: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +175,47 @@ class PlantContext:
     recent_writes_ms: Sequence[int]  # times of earlier remote writes to this point
     overrides: Mapping[str, Override]
     enabled: bool
+
+
+def _dec(x: float) -> Decimal:
+    """A config number as the decimal it was written as (the float's shortest repr)."""
+    return Decimal(repr(float(x)))
+
+
+def representable(value: str, p: PointPolicy) -> str | None:
+    """None when the register holds exactly the signed decimal ``value``, else why not.
+
+    Integer registers (``resolution``): ``value = offset + k * resolution`` for an integer k,
+    in exact decimal arithmetic, and the write path's ``round((value - offset) / scale)``
+    gives that same k (so a 17-digit value beyond a float's precision is refused too). Float
+    registers (``float_type``): the value written, read back as a number, must round to
+    ``value`` at ``value``'s own number of decimals (``"46.0000001"`` is refused on a
+    float32, whose nearest value is 46). Nothing is ever rounded silently."""
+    d = Decimal(value)
+    if p.resolution is not None:
+        with localcontext() as ctx:
+            ctx.prec = 100
+            k = (d - _dec(p.offset)) / _dec(p.resolution)
+            exact = k == k.to_integral_value()
+        if not exact or round((float(d) - p.offset) / p.resolution) != k:
+            return (f"{value} is not {p.offset:g} + a whole multiple of {p.resolution:g} "
+                    "(the register's resolution); it would not be written exactly")
+        return None
+    if p.float_type is None:
+        return None
+    raw = (float(d) - p.offset) / p.scale
+    try:
+        if p.float_type == "float32":
+            raw = struct.unpack(">f", struct.pack(">f", raw))[0]
+        written = raw * p.scale + p.offset
+    except (OverflowError, struct.error):
+        return f"{value} does not fit a {p.float_type} register"
+    exponent = d.as_tuple().exponent
+    places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    if not math.isfinite(written) or abs(Decimal(written) - d) > Decimal(5).scaleb(-places - 1):
+        return (f"{value} is not representable in a {p.float_type} register: it would be "
+                f"written as {written!r}")
+    return None
 
 
 def direction(value: float, current: float) -> str:
@@ -223,11 +272,9 @@ def authorize(cmd: Command, ctx: PlantContext) -> Verdict:
     value = cmd.number()
     if not (math.isfinite(value) and p.min <= value <= p.max):
         return _no("out-of-range", f"{cmd.value} is outside [{p.min:g}, {p.max:g}] {p.unit}")
-    if p.resolution is not None:
-        k = (value - p.offset) / p.resolution
-        if abs(k - round(k)) > 1e-6:
-            return _no("not-representable", f"{cmd.value} is not {p.offset:g} + a multiple of "
-                       f"{p.resolution:g}")
+    misfit = representable(cmd.value, p)
+    if misfit is not None:
+        return _no("not-representable", misfit)
     if ctx.current is None or math.isnan(ctx.current):
         return _no("plant-unavailable", f"the present value of {cmd.point!r} could not be read")
     current = ctx.current

@@ -1,7 +1,8 @@
 """The control service: signed commands in, acknowledgements and live telemetry out, local
 rules, setpoint leases and the PLC heartbeat.
 
-    MQTT <prefix>/<gw>/cmd --> bounded queue --> verify --> policy --> Modbus write --> read back
+    MQTT <prefix>/<gw>/cmd --> admission (size, depth, parse, checks 1-9: junk refused here)
+         --> a bounded queue per issuer (round-robin) --> policy --> Modbus write --> read back
          <prefix>/<gw>/ack <-- signed ack  <--------------- audit records (outbox) <--'
     Pipeline tap --> telemetry queue (drop and count) --> <prefix>/<gw>/telemetry
                  --> rule queue --> leak detector / combustion trim --> local writes, alarms
@@ -38,7 +39,15 @@ import aiomqtt
 
 from control._codec import is_integer_type
 from control._config import ControlConfig, SignalConfig, WritablePoint
-from control._envelope import Ack, Command, EnvelopeError, best_effort_id, parse_command
+from control._envelope import (
+    MAX_PAYLOAD,
+    Ack,
+    Command,
+    EnvelopeError,
+    best_effort_id,
+    parse_command,
+)
+from control._fair import FairQueue
 from control._modbus import ActuatorError, PlantIO
 from control._policy import (
     AuthContext,
@@ -96,7 +105,8 @@ def point_policy(p: WritablePoint) -> PointPolicy:
         rate_window_ms=round(p.rate_limit.window_s * 1000), two_person=p.two_person,
         permissives=tuple(PermissivePolicy(q.signal, q.min, q.max, q.equals, q.when)
                           for q in p.permissives),
-        resolution=abs(p.scale) if is_integer_type(p.type) else None, offset=p.offset)
+        resolution=abs(p.scale) if is_integer_type(p.type) else None, offset=p.offset,
+        float_type=None if is_integer_type(p.type) else str(p.type), scale=p.scale)
 
 
 class ControlService:
@@ -125,7 +135,11 @@ class ControlService:
         self.recent_writes: dict[str, deque[int]] = defaultdict(deque)
         self.leases: dict[str, float] = {}  # point -> time.monotonic() deadline
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.commands: asyncio.Queue[bytes] = asyncio.Queue(config.command_queue)
+        # authentic commands only, a queue of `command_queue` per issuer, served round-robin
+        self.commands: FairQueue[tuple[str, bytes]] = FairQueue(config.command_queue)
+        self._queued_ids: set[str] = set()
+        self._nack_tokens = float(config.reject_acks_per_s)
+        self._nack_refill = time.monotonic()
         self._outgoing: deque[tuple[str, bytes, int, bool]] = deque()
         self._telemetry: deque[tuple[list[Reading], list[bytes] | None]] = deque()
         self._telemetry_n = 0
@@ -209,8 +223,54 @@ class ControlService:
                 store = await ReplayStore.open(self.data_dir / "control.sqlite",
                                                self.cfg.journal_synchronous)
                 await self._recover(store)
+                await self._restore(store)
                 self._store = store
             return self._store
+
+    async def _restore(self, store: ReplayStore) -> None:
+        """The safety state the last process left in the journal: rate-limit windows and local
+        rule holds. Runs before the service subscribes to commands or reads a rule sample."""
+        now_ms = _now_ms()
+        for point, times in store.writes.items():
+            policy = self.policies.get(point)
+            if policy is None:
+                continue
+            recent = [t for t in times if 0 <= now_ms - t < policy.rate_window_ms]
+            if recent:
+                self.recent_writes[point] = deque(recent)
+        for point, (rule, forbid, detail) in list(store.holds.items()):
+            live = ((rule == "leak" and self.leak_rule is not None
+                     and point == self.leak_rule.vent_point)
+                    or (rule == "combustion" and self.trim_rule is not None
+                        and point == self.trim_rule.damper_point))
+            if not live or forbid not in ("decrease", "increase"):
+                log.warning("control: dropping the journaled hold of rule %s on %s: the rule "
+                            "is no longer configured for that point", rule, point)
+                await store.clear_hold(point)
+                continue
+            self.overrides[point] = Override(rule, forbid,  # type: ignore[arg-type]
+                                             f"{detail} (held since before a restart)")
+            self.metrics.inc("control_holds_restored")
+            log.warning("control: rule %s still holds %s (no %s) from before the restart",
+                        rule, point, forbid)
+            if rule == "leak" and self.leak is not None:
+                # the alarm is still raised: it clears only on clear_samples good readings,
+                # and the vent is checked (opened if need be) at the next gas sample
+                self.leak.active = True
+                self._leak_write_pending = True
+
+    async def _hold(self, point: str, hold: Override) -> None:
+        """Set a local rule's hold, durably when it changes (in memory first: a command
+        checked meanwhile already sees it)."""
+        before = self.overrides.get(point)
+        self.overrides[point] = hold
+        if before is None or (before.rule, before.forbid) != (hold.rule, hold.forbid):
+            await (await self.store()).set_hold(point, hold.rule, hold.forbid, hold.detail,
+                                                _now_ms())
+
+    async def _release(self, point: str) -> None:
+        if self.overrides.pop(point, None) is not None:
+            await (await self.store()).clear_hold(point)
 
     async def _recover(self, store: ReplayStore) -> None:
         """Commands journaled but never recorded (the gateway stopped in between)."""
@@ -271,6 +331,9 @@ class ControlService:
             self.metrics.inc("control_rejected_" + ack.reason.replace("-", "_"))
 
     async def run_mqtt(self) -> None:
+        # the journal's safety state (replay cache, sequences, rate windows, rule holds) is
+        # restored before the first command can arrive
+        await self.store()
         b = self.cfg.broker
         delay = b.reconnect_initial_s
         while True:
@@ -323,14 +386,10 @@ class ControlService:
             else:
                 data = str(payload).encode()
             try:
-                self.commands.put_nowait(data)
-            except asyncio.QueueFull:
-                self.metrics.inc("control_commands_overloaded")
-                log.warning("control: command queue full; refusing a command")
-                self._send_ack(Ack(id=best_effort_id(data), gateway=self.gw, status="rejected",
-                                   reason="overloaded", detail="command queue full; not "
-                                   "evaluated, nothing written", point=None, requested=None,
-                                   applied=None, read_back=None, ts_ms=_now_ms()))
+                self.admit(data)
+            except Exception:  # a bug: the receiver goes on with the next message
+                self.metrics.inc("control_internal_errors")
+                log.exception("control: admitting a command payload failed")
 
     async def _publisher(self, client: aiomqtt.Client) -> None:
         maxn = self.cfg.telemetry.max_per_message
@@ -419,11 +478,107 @@ class ControlService:
 
     # -- commands -------------------------------------------------------------------------
 
+    def _auth_context(self, store: ReplayStore, now_ms: int) -> AuthContext:
+        return AuthContext(
+            gateway_id=self.gw, issuers=self.issuers, two_person_points=self.two_person,
+            now_ms=now_ms, skew_ms=round(self.cfg.clock_skew_s * 1000),
+            max_lifetime_ms=round(self.cfg.max_lifetime_s * 1000), seen_ids=store.seen,
+            last_seq=store.last_seq)
+
+    def admit(self, data: bytes) -> None:
+        """A payload from the command topic, checked before it may take a place in the queue
+        (synchronous, bounded work: at most 16 KiB parsed, one signature check unless the
+        issuer's own signature verifies). Malformed, unauthentic, untimely or replayed payloads are refused
+        here, so a flood of them never takes a valid command's place: they are nacked at most
+        ``reject_acks_per_s`` a second and audited at most ``audit_rejects_per_min`` a minute,
+        the rest counted. Authentic commands wait in their issuer's queue; a full one answers
+        ``overloaded``."""
+        now_ms = _now_ms()
+        if len(data) > MAX_PAYLOAD:  # not even looked at
+            self._refuse_early(None, None, None, "malformed",
+                               f"payload of {len(data)} bytes exceeds {MAX_PAYLOAD}", now_ms,
+                               self._malformed_audit(None, "malformed", "oversize", data,
+                                                     now_ms))
+            return
+        try:
+            cmd = parse_command(data)
+        except EnvelopeError as e:
+            self._refuse_early(e.command_id, None, None, e.reason, e.detail, now_ms,
+                               self._malformed_audit(e.command_id, e.reason, e.detail, data,
+                                                     now_ms))
+            return
+        store = self._store
+        if store is not None:
+            auth = authenticate(cmd, self._auth_context(store, now_ms))
+            if not auth.ok and not consumes_id(auth):
+                self._refuse_early(cmd.id, cmd.point, cmd.value, auth.reason, auth.detail,
+                                   now_ms, self._record("command", cmd.id,
+                                                        self._command_audit(cmd, auth, now_ms)))
+                return
+        if cmd.id in self._queued_ids:
+            v = Verdict("replayed", f"command id {cmd.id!r} is already queued")
+            self._refuse_early(cmd.id, cmd.point, cmd.value, v.reason, v.detail, now_ms,
+                               self._record("command", cmd.id,
+                                            self._command_audit(cmd, v, now_ms)))
+            return
+        if not self.commands.put_nowait(cmd.issuer, (cmd.id, data)):
+            self.metrics.inc("control_commands_received")
+            self.metrics.inc("control_commands_overloaded")
+            log.warning("control: the command queue of issuer %s is full; refusing %s",
+                        cmd.issuer, cmd.id)
+            self._send_ack(Ack(id=cmd.id, gateway=self.gw, status="rejected",
+                               reason="overloaded", detail=f"the command queue of issuer "
+                               f"{cmd.issuer} is full; not evaluated, nothing written",
+                               point=cmd.point, requested=cmd.value, applied=None,
+                               read_back=None, ts_ms=_now_ms()))
+            return
+        self._queued_ids.add(cmd.id)
+
+    def _malformed_audit(self, cid: str | None, reason: str, detail: str, payload: bytes,
+                         now_ms: int) -> AuditRecord:
+        return self._record("command", cid or "-", {
+            "verdict": "rejected", "reason": reason, "detail": detail,
+            "payload_sha256": hashlib.sha256(payload).hexdigest(),
+            "payload_bytes": len(payload), "received_ms": now_ms})
+
+    def _refuse_early(self, cid: str | None, point: str | None, requested: str | None,
+                      reason: str | None, detail: str, now_ms: int, audit: AuditRecord) -> None:
+        """A payload refused before the queue: counted always; audited, logged and nacked
+        within their budgets."""
+        self.metrics.inc("control_commands_received")
+        if reason in ("malformed", "unsupported-version"):
+            self.metrics.inc("control_commands_malformed")
+        if self._may_audit_reject():
+            log.warning("control: refused %s: %s (%s)", cid or "a payload", reason, detail)
+            try:
+                self._records.put_nowait(([audit], []))
+            except asyncio.QueueFull:
+                self.metrics.inc("control_audit_suppressed")
+        if self._may_nack():
+            self._send_ack(self._nack(cid, point, requested, reason, detail, now_ms))
+        else:
+            self.metrics.inc("control_acks_suppressed")
+            if reason:
+                self.metrics.inc("control_rejected_" + reason.replace("-", "_"))
+
+    def _may_nack(self) -> bool:
+        """A token bucket of ``reject_acks_per_s`` (burst: one second's worth)."""
+        rate = self.cfg.reject_acks_per_s
+        now = time.monotonic()
+        self._nack_tokens = min(max(rate, 1.0),
+                                self._nack_tokens + (now - self._nack_refill) * rate)
+        self._nack_refill = now
+        if self._nack_tokens >= 1.0:
+            self._nack_tokens -= 1.0
+            return True
+        return False
+
     async def run_commands(self) -> None:
         await self.store()
         while True:
             raise_if_cancelling()
-            payload = await self.commands.get()
+            cid, payload = await self.commands.get()
+            self._queued_ids.discard(cid)
             # A command being handled finishes (write, read-back, audit, ack) even when the
             # task is cancelled meanwhile.
             await asyncio.shield(self._handle_safely(payload))
@@ -454,16 +609,10 @@ class ControlService:
                         e.detail)
             self.metrics.inc("control_commands_malformed")
             if self._may_audit_reject():
-                await self._audit_later([self._record("command", e.command_id or "-", {
-                    "verdict": "rejected", "reason": e.reason, "detail": e.detail,
-                    "payload_sha256": hashlib.sha256(payload).hexdigest(),
-                    "payload_bytes": len(payload), "received_ms": now_ms})], [])
+                await self._audit_later([self._malformed_audit(e.command_id, e.reason,
+                                                               e.detail, payload, now_ms)], [])
             return self._nack(e.command_id, None, None, e.reason, e.detail, now_ms)
-        auth = authenticate(cmd, AuthContext(
-            gateway_id=self.gw, issuers=self.issuers, two_person_points=self.two_person,
-            now_ms=now_ms, skew_ms=round(self.cfg.clock_skew_s * 1000),
-            max_lifetime_ms=round(self.cfg.max_lifetime_s * 1000), seen_ids=store.seen,
-            last_seq=store.last_seq))
+        auth = authenticate(cmd, self._auth_context(store, now_ms))
         journaled = consumes_id(auth)
         if journaled:  # the write-ahead record: durable before the plant is touched
             await store.record(command_id=cmd.id, issuer=cmd.issuer, seq=cmd.seq,
@@ -516,7 +665,7 @@ class ControlService:
                                   now_ms)
             assert point is not None
             value = cmd.number()
-            self._note_write(cmd.point, now_ms)
+            await self._note_write(cmd.point, now_ms)
             status, reason, detail, regs, rb, rb_regs = await self._write_and_check(point, value)
             if status == "applied" and point.lease_s is not None:
                 self.leases[point.id] = time.monotonic() + point.lease_s
@@ -532,12 +681,15 @@ class ControlService:
                    applied=_fmt(value) if regs is not None else None, read_back=_fmt(rb),
                    ts_ms=_now_ms())
 
-    def _note_write(self, point: str, now_ms: int) -> None:
+    async def _note_write(self, point: str, now_ms: int) -> None:
+        """Count a remote write in the point's rate window, in memory and durably in the
+        journal (before the write: a restart must not reopen the window)."""
         q = self.recent_writes[point]
         q.append(now_ms)
         window = self.policies[point].rate_window_ms
         while q and now_ms - q[0] >= window:
             q.popleft()
+        await (await self.store()).note_write(point, now_ms)
 
     def _command_audit(self, cmd: Command, v: Verdict, now_ms: int) -> dict[str, Any]:
         return {"envelope": cmd.to_json(), "verdict": "accepted" if v.ok else "rejected",
@@ -608,6 +760,7 @@ class ControlService:
         return status
 
     async def run_rules(self) -> None:
+        await self.store()  # restored holds first: a sample may clear one
         while True:
             raise_if_cancelling()
             r = await self._rule_q.get()
@@ -624,8 +777,8 @@ class ControlService:
         vent = self.points[rule.vent_point]
         if event == "raised":
             self.metrics.inc("control_leak_alarms")
-            self.overrides[vent.id] = Override("leak", "decrease",
-                                               f"combustible gas {r.value:g} > {rule.threshold:g}")
+            await self._hold(vent.id, Override(
+                "leak", "decrease", f"combustible gas {r.value:g} > {rule.threshold:g}"))
             self._alarm("leak", "raised", r, rule.threshold)
             log.warning("control: LEAK alarm: %s = %g %s (threshold %g); opening %s to %g",
                         r.point_id, r.value, r.unit, rule.threshold, vent.id, rule.safe_opening)
@@ -635,7 +788,7 @@ class ControlService:
             self._leak_write_pending = await self.local_write(
                 "leak", vent, self._open_vent, why) == "failed"
         elif event == "cleared":
-            self.overrides.pop(vent.id, None)
+            await self._release(vent.id)
             self._alarm("leak", "cleared", r, rule.clear_level)
             log.warning("control: leak alarm cleared: %s = %g", r.point_id, r.value)
             await self._audit("local-rule", "leak", {
@@ -666,10 +819,11 @@ class ControlService:
         forbid = trim_forbid(r.value, low=rule.low, high=rule.high) if valid else None
         if forbid is None:
             if valid:
-                self.overrides.pop(damper.id, None)
+                await self._release(damper.id)
         else:
-            self.overrides[damper.id] = Override(
-                "combustion", forbid, f"flue O2 {r.value:g} outside [{rule.low:g}, {rule.high:g}]")
+            await self._hold(damper.id, Override(
+                "combustion", forbid,
+                f"flue O2 {r.value:g} outside [{rule.low:g}, {rule.high:g}]"))
         if not valid or forbid is None:
             return
         now = time.monotonic()
@@ -720,7 +874,10 @@ class ControlService:
                     await self._lease_expired(pid)
             if now >= next_purge:
                 next_purge = now + 60
-                await (await self.store()).purge(_now_ms())
+                store = await self.store()
+                await store.purge(_now_ms())
+                longest = max((p.rate_window_ms for p in self.policies.values()), default=0)
+                await store.purge_writes(_now_ms() - longest)
             await asyncio.sleep(tick)
 
     async def _lease_expired(self, pid: str) -> None:

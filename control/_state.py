@@ -8,6 +8,11 @@ the ack. Its audit records follow in the outbox; once they are committed there t
 marked ``recorded``. An entry still unrecorded at start (the gateway stopped in between) is
 recovered into the outbox as an ``interrupted`` command record.
 
+The journal also holds the safety state that must outlive the process: each local rule's hold
+on a point (``rule_holds``: while a leak lasts, no remote command may close the vent, also
+after a restart) and the time of every remote write (``point_writes``, for the rate limit's
+window). The service restores both before it subscribes to the command topic.
+
 An id is kept until its ``expires_at`` plus the allowed skew (and until it is recorded): after
 that the time window refuses the command anyway. The in-memory copies (``seen``,
 ``last_seq``) are what the pure policy reads.
@@ -39,6 +44,18 @@ CREATE TABLE IF NOT EXISTS issuer_seq (
     issuer TEXT PRIMARY KEY,
     seq    INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rule_holds (
+    point    TEXT PRIMARY KEY,
+    rule     TEXT NOT NULL,
+    forbid   TEXT NOT NULL,
+    detail   TEXT NOT NULL,
+    since_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS point_writes (
+    point TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS point_writes_ts ON point_writes(ts_ms);
 """
 
 
@@ -48,6 +65,8 @@ class ReplayStore:
         self._sync = synchronous
         self.seen: dict[str, int] = {}  # id -> keep until (ms)
         self.last_seq: dict[str, int] = {}
+        self.holds: dict[str, tuple[str, str, str]] = {}  # point -> (rule, forbid, detail)
+        self.writes: dict[str, list[int]] = {}  # point -> remote write times (ms), ascending
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -62,6 +81,12 @@ class ReplayStore:
                 store.seen[str(cid)] = int(keep)
             for issuer, seq in await db.execute_fetchall("SELECT issuer, seq FROM issuer_seq"):
                 store.last_seq[str(issuer)] = int(seq)
+            for point, rule, forbid, detail in await db.execute_fetchall(
+                    "SELECT point, rule, forbid, detail FROM rule_holds"):
+                store.holds[str(point)] = (str(rule), str(forbid), str(detail))
+            for point, ts in await db.execute_fetchall(
+                    "SELECT point, ts_ms FROM point_writes ORDER BY ts_ms"):
+                store.writes.setdefault(str(point), []).append(int(ts))
         except BaseException:
             await db.close()
             raise
@@ -110,6 +135,43 @@ class ReplayStore:
         self.seen[command_id] = keep_until_ms
         if advance_seq:
             self.last_seq[issuer] = max(seq, self.last_seq.get(issuer, seq))
+
+    async def set_hold(self, point: str, rule: str, forbid: str, detail: str,
+                       now_ms: int) -> None:
+        """A local rule holds ``point`` (durable: it must survive a restart)."""
+        await self._write([(
+            "INSERT INTO rule_holds(point, rule, forbid, detail, since_ms) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT(point) DO UPDATE SET rule = excluded.rule, forbid = excluded.forbid, "
+            "detail = excluded.detail, since_ms = excluded.since_ms",
+            (point, rule, forbid, detail, now_ms))])
+        self.holds[point] = (rule, forbid, detail)
+
+    async def clear_hold(self, point: str) -> None:
+        await self._write([("DELETE FROM rule_holds WHERE point = ?", (point,))])
+        self.holds.pop(point, None)
+
+    async def note_write(self, point: str, ts_ms: int) -> None:
+        """A remote write to ``point`` is about to happen: committed before the write, without
+        an fsync of its own (that would double the fsyncs on a command's path). It survives a
+        crash of the process; the next durable commit (the next command's journal entry, a
+        hold) syncs it, so a power cut can forget at most the writes since then."""
+        await self._write([("INSERT INTO point_writes(point, ts_ms) VALUES (?, ?)",
+                            (point, ts_ms))], durable=False)
+        self.writes.setdefault(point, []).append(ts_ms)
+
+    async def purge_writes(self, before_ms: int) -> int:
+        """Forget write times older than every rate window."""
+        async with self._lock:
+            cur = await self._db.execute("DELETE FROM point_writes WHERE ts_ms < ?",
+                                         (before_ms,))
+            n = cur.rowcount
+        for point, ts in list(self.writes.items()):
+            kept = [t for t in ts if t >= before_ms]
+            if kept:
+                self.writes[point] = kept
+            else:
+                del self.writes[point]
+        return int(n)
 
     async def mark_recorded(self, ids: Iterable[str]) -> None:
         ids = list(ids)

@@ -13,7 +13,13 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from control._bounded import loads_bounded
 from gateway._records import Reading
+
+#: A telemetry message is at most ``telemetry.max_per_message`` (10,000) readings of a few
+#: hundred bytes; anything larger or deeper than {"readings": [{...}]} is refused unparsed.
+MAX_TELEMETRY_BYTES = 8 * 1024 * 1024
+MAX_TELEMETRY_DEPTH = 4
 
 _json_strs: dict[str, str] = {}
 
@@ -68,17 +74,22 @@ def verify_telemetry(message: bytes, public_key: bytes) -> list[tuple[int, bool]
     from ledger_client._signing import verify_signature
 
     try:
-        doc: Any = json.loads(message)
-        gateway_id = str(doc["gateway"])
-        items = list(doc["readings"])
+        doc: Any = loads_bounded(message, max_bytes=MAX_TELEMETRY_BYTES,
+                                 max_depth=MAX_TELEMETRY_DEPTH, what="telemetry message")
+        gateway_id = doc["gateway"]
+        items = doc["readings"]
+        if not isinstance(gateway_id, str) or not isinstance(items, list):
+            raise TypeError("expected {\"gateway\": string, \"readings\": list}")
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"not a telemetry message: {type(e).__name__}: {e}") from None
     out: list[tuple[int, bool]] = []
     for it in items:
         try:
-            seq = int(it["seq"])
+            seq = it["seq"]
+            if isinstance(seq, bool) or not isinstance(seq, int):
+                raise TypeError("seq is not an integer")
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"not a telemetry reading: {it!r}") from None
+            raise ValueError(f"not a telemetry reading: {repr(it)[:200]}") from None
         try:
             value = math.nan if it["value"] is None else float(it["value"])
             r = Reading(gateway_id=gateway_id, seq=seq, point_id=str(it["point"]),
@@ -86,7 +97,7 @@ def verify_telemetry(message: bytes, public_key: bytes) -> list[tuple[int, bool]
                         quality=int(it["quality"]), source=str(it["source"]))
             sig = bytes.fromhex(str(it["sig"]).removeprefix("0x"))
             ok = verify_signature(public_key, record_signing_bytes(record_leaf(r)), sig)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, ArithmeticError):  # ArithmeticError: 1e999
             ok = False
         out.append((seq, ok))
     return out

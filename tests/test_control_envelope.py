@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,9 @@ from control._envelope import (
     COMMAND_DOMAIN,
     Ack,
     EnvelopeError,
+    best_effort_id,
     format_value,
+    parse_ack_message,
     parse_command,
     public_key_of,
     sign_bytes,
@@ -144,7 +148,10 @@ _DROP = object()
     (json.dumps(_env(approvals=[{"key_id": "auditor"}])).encode(), "approvals[0]"),
     (b'{"v": 1, "v": 1}', "duplicate key"),
     (b"NaN", "NaN is not allowed"),
-    (b"[" * 10_000, "not JSON"),  # nesting deeper than the recursion limit
+    (b"[" * 10_000, "nests deeper than 8"),  # refused before parsing
+    (b'{"a":' * 9 + b"1" + b"}" * 9, "nests deeper than 8"),
+    (b"[" * 100_000, "exceeds"),
+    (b'{"v": 1, "seq": ' + b"9" * 5000 + b"}", "not JSON"),  # > 4300 digits: ValueError
     (b" " * 20_000, "exceeds"),
 ])
 def test_malformed_payloads_are_named(payload: bytes, fragment: str) -> None:
@@ -193,3 +200,63 @@ def test_ack_detail_is_made_canonical_safe() -> None:
     body = json.loads(a.to_bytes())
     assert body["detail"] == "bad 'quote' / and ? newline and ?"
     assert body["signature"] is None
+
+
+@pytest.mark.parametrize("field", ["value", "id", "gateway", "point", "unit", "issuer",
+                                   "signature"])
+def test_a_trailing_newline_is_malformed(field: str) -> None:
+    """``re.match`` with ``$`` accepts "47\\n"; the patterns are matched in full."""
+    good = make_command("47").to_json()
+    parse_command(json.dumps(good))  # the unchanged envelope parses
+    with pytest.raises(EnvelopeError) as e:
+        parse_command(json.dumps(_env(**{**good, field: f"{good[field]}\n"})))
+    assert e.value.reason == "malformed"
+    assert e.value.detail.startswith(f"{field}: expected"), e.value.detail
+    if field == "id":
+        assert e.value.command_id is None  # the nack does not echo the bad id
+
+
+def test_best_effort_id_is_bounded() -> None:
+    assert best_effort_id(json.dumps(_env(id="c-9", value=1)).encode()) == "c-9"
+    assert best_effort_id(json.dumps(_env(id="c-9\n")).encode()) is None
+    assert best_effort_id(b"[" * 100_000) is None
+    assert best_effort_id(b'{"id": "c-9", "x": ' + b"[" * 50 + b"]" * 50 + b"}") is None
+    assert best_effort_id(b'{"id": "c-9", "x": "' + b"a" * 20_000 + b'"}') is None
+
+
+_DEEP_SCRIPT = """
+import sys
+import ledger_client  # py_ecc raises the recursion limit: json would overflow the C stack
+assert sys.getrecursionlimit() >= 100_000, sys.getrecursionlimit()
+from control._envelope import EnvelopeError, best_effort_id, parse_ack_message, parse_command
+from control._telemetry import verify_telemetry
+deep = b"[" * 100_000
+assert best_effort_id(deep) is None
+for f in (parse_command, parse_ack_message, lambda b: verify_telemetry(b, bytes(32))):
+    for data in (deep, b"[" * 16_000, b'{"a":' * 3000):
+        try:
+            f(data)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("accepted")
+print("survived")
+"""
+
+
+def test_deep_nesting_does_not_crash_even_with_a_raised_recursion_limit() -> None:
+    """In its own process: before the limits, this died with SIGSEGV."""
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-c", _DEEP_SCRIPT], cwd=root, capture_output=True,
+                       text=True, timeout=120, env={"PYTHONPATH": str(root)})
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert r.stdout.strip() == "survived"
+
+
+def test_ack_messages_are_bounded() -> None:
+    a = Ack(id="c-1", gateway="gw", status="applied", reason=None, detail="ok", point="p",
+            requested="1", applied="1", read_back="1", ts_ms=1)
+    assert parse_ack_message(a.to_bytes())["id"] == "c-1"
+    for bad in (b"[]", b"[" * 100_000, b'{"detail": "' + b"x" * 20_000 + b'"}', b"\xff"):
+        with pytest.raises(ValueError):
+            parse_ack_message(bad)

@@ -287,3 +287,84 @@ def test_time_window_property(now: int, nb: int, life: int, skew: int) -> None:
         assert not (nb - skew <= now < nb + life + skew) or not 0 < life <= 3_600_000
     else:
         pytest.fail(f"unexpected {v.reason}")
+
+
+# -- representability: exactly the signed value, or a nack (issue 11, item 6) -------------
+
+_SCALES = ["1", "0.1", "0.01", "0.5", "0.25", "2", "10", "-0.1", "0.001"]
+_OFFSETS = ["0", "-40", "1.5", "273.15"]
+
+
+def _int_point(scale: str, offset: str) -> PointPolicy:
+    return PointPolicy(unit="%", min=-1e12, max=1e12, max_step=1e12, rate_max_writes=10,
+                       rate_window_ms=60_000, resolution=abs(float(scale)),
+                       offset=float(offset), scale=float(scale))
+
+
+def test_the_reported_sub_resolution_values_are_refused() -> None:
+    """A signed "46.0000001" on a uint16 register was written as 46 (item 6)."""
+    uint16 = _int_point("1", "0")
+    for value in ("46.0000001", "46.000000001", "45.999999999"):
+        v = authorize(cmd(value), plant_ctx(points={"vent": uint16}, current=46.0))
+        assert v.reason == "not-representable", (value, v)
+    assert authorize(cmd("46"), plant_ctx(points={"vent": uint16}, current=46.0)).ok
+    v = authorize(cmd("40.00000001"), plant_ctx())  # VENT: 0.1 % resolution
+    assert v.reason == "not-representable", v
+    # beyond a float's 53 bits: the write path would round 2**53 + 1 to 2**53
+    big = PointPolicy(unit="%", min=0, max=2.0**64, max_step=2.0**64, rate_max_writes=10,
+                      rate_window_ms=60_000, resolution=1.0)
+    v = authorize(cmd(str(2**53 + 1)), plant_ctx(points={"vent": big}, current=2.0**53))
+    assert v.reason == "not-representable", v
+    assert authorize(cmd(str(2**53)), plant_ctx(points={"vent": big}, current=2.0**53)).ok
+
+
+@settings(max_examples=400, deadline=None)
+@given(scale=st.sampled_from(_SCALES), offset=st.sampled_from(_OFFSETS),
+       k=st.integers(-10**6, 10**6), nudge=st.integers(-999, 999),
+       places=st.integers(1, 9))
+def test_integer_registers_take_exact_multiples_only(scale: str, offset: str, k: int,
+                                                     nudge: int, places: int) -> None:
+    """Oracle: exact rational arithmetic (Fraction), and the codec's own encoding."""
+    from fractions import Fraction
+
+    from control._codec import to_registers
+    from drivers.modbus._decode import encode
+
+    exact = Fraction(offset) + k * Fraction(scale)
+    value = exact + Fraction(nudge, 10**places)
+    text = f"{float(value):.9f}".rstrip("0").rstrip(".")
+    if Fraction(text) != value:  # not writable with 9 decimals: not a case
+        return
+    ratio = (Fraction(text) - Fraction(offset)) / Fraction(scale)
+    p = _int_point(scale, offset)
+    v = authorize(cmd(text), plant_ctx(points={"vent": p}, current=float(text)))
+    if ratio.denominator == 1:
+        assert v.ok, (text, scale, offset, v)
+        spec = dataclasses.make_dataclass("Spec", ["type", "word_order", "scale", "offset"])(
+            "int32", "ABCD", float(scale), float(offset))
+        assert to_registers(spec, float(text)) == encode(int(ratio), "int32", "ABCD")
+    else:
+        assert v.reason == "not-representable", (text, scale, offset, v)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.from_regex(r"-?(0|[1-9][0-9]{0,7})(\.[0-9]{1,9})?", fullmatch=True),
+       dtype=st.sampled_from(["float32", "float64"]))
+def test_float_registers_read_back_as_the_signed_decimal(text: str, dtype: str) -> None:
+    """Accepted iff the registers the codec writes decode to a number that rounds to the
+    signed decimal at its own number of decimals."""
+    from decimal import Decimal
+
+    from control._codec import from_registers, to_registers
+
+    spec = dataclasses.make_dataclass("Spec", ["type", "word_order", "scale", "offset"])(
+        dtype, "CDAB", 1.0, 0.0)
+    p = PointPolicy(unit="%", min=-1e12, max=1e12, max_step=1e12, rate_max_writes=10,
+                    rate_window_ms=60_000, float_type=dtype)
+    v = authorize(cmd(text), plant_ctx(points={"vent": p}, current=float(text)))
+    back = Decimal(from_registers(spec, to_registers(spec, float(text))))
+    quantum = Decimal(1).scaleb(Decimal(text).as_tuple().exponent)  # type: ignore[arg-type]
+    same = back.quantize(quantum) == Decimal(text).quantize(quantum)
+    assert v.ok == same, (text, dtype, back, v)
+    if dtype == "float32" and text in ("46.0000001", "16777217"):
+        assert not v.ok

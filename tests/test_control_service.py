@@ -106,6 +106,8 @@ async def test_refused_commands_are_nacked_with_reason_and_write_nothing(
             ("stale-seq", make_command("30", seq=1), "stale-sequence"),
             ("out-of-range", make_command("100.5"), "out-of-range"),
             ("not-representable", make_command("30.05"), "not-representable"),
+            # item 6: within 1e-6 of a multiple of 0.1 was once written rounded
+            ("sub-resolution", make_command("30.00000001"), "not-representable"),
             ("unit", make_command("30", unit="m3/h"), "unit-mismatch"),
             ("too-large-step", make_command("90"), "step-too-large"),
             ("no-approval", make_command("46", point="burner.air_damper"),
@@ -466,3 +468,97 @@ async def test_a_recorder_stopped_mid_commit_records_each_command_once(tmp_path:
     finally:
         await service.aclose()
         await outbox.close()
+
+
+async def test_a_leak_hold_survives_a_restart(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """Item 3: after a restart during a leak, remote commands closed the vent while the
+    retained alarm still said "raised". The hold is journaled and restored before the first
+    command; it clears only on good readings, as before the restart."""
+    model = ActuatorModel()
+    async with harness(tmp_path, mosquitto.port, model=model, extra=LEAK_RULES,
+                       reading_points=["room.gas_lel"]) as h:
+        for seq, v in enumerate((25.0, 26.0, 27.0), 1):
+            h.service.on_readings([_reading("room.gas_lel", v, seq)])
+        await h.wait_for(lambda: h.alarms and h.model.vent == 100.0)
+        assert h.alarms[-1]["state"] == "raised"
+    # a new service on the same data dir (the process restarted); the PLC kept its vent
+    async with harness(tmp_path, mosquitto.port, model=model, extra=LEAK_RULES,
+                       reading_points=["room.gas_lel"]) as h:
+        hold = h.service.overrides.get("vent.opening")  # in place before the first command
+        assert hold is not None and (hold.rule, hold.forbid) == ("leak", "decrease"), hold
+        assert h.metrics.counters["control_holds_restored"] == 1
+        writes = len(model.writes)  # the model keeps its writes across plants
+        for value in ("60", "90", "99.9"):  # 100 -> 60 -> 20 was applied before the fix
+            ack = await h.send(make_command(value))
+            assert (ack["status"], ack["reason"]) == ("rejected", "local-rule-active"), ack
+        assert len(model.writes) == writes and model.vent == 100.0
+        # it clears as it would have without the restart: clear_samples (2) good readings
+        h.service.on_readings([_reading("room.gas_lel", 5.0, 10),
+                               _reading("room.gas_lel", 4.0, 11)])
+        await h.wait_for(lambda: any(a["state"] == "cleared" for a in h.alarms))
+        assert (await h.send(make_command("60")))["status"] == "applied"
+        assert model.vent == 60.0
+    async with harness(tmp_path, mosquitto.port, model=model, extra=LEAK_RULES,
+                       reading_points=["room.gas_lel"]) as h:  # cleared stays cleared
+        assert "vent.opening" not in h.service.overrides
+        assert h.metrics.counters["control_holds_restored"] == 0
+
+
+async def test_the_rate_limit_window_survives_a_restart(tmp_path: Path,
+                                                        mosquitto: Mosquitto) -> None:
+    """Item 5: after a restart, a write beyond the limit within the window was applied."""
+    extra = {"points": [
+        {"id": "vent.opening", "device": "boiler-room-plc", "address": 0, "type": "uint16",
+         "scale": 0.1, "unit": "%", "min": 0, "max": 100, "max_step": 50,
+         "rate_limit": {"max_writes": 3, "window_s": 600}},
+        {"id": "burner.air_damper", "device": "boiler-room-plc", "address": 2,
+         "type": "float32", "word_order": "CDAB", "unit": "%", "min": 20, "max": 80,
+         "max_step": 10, "rate_limit": {"max_writes": 20, "window_s": 60}}]}
+    model = ActuatorModel()
+    async with harness(tmp_path, mosquitto.port, model=model, extra=extra) as h:
+        for value in ("25", "30"):
+            assert (await h.send(make_command(value)))["status"] == "applied"
+    async with harness(tmp_path, mosquitto.port, model=model, extra=extra) as h:
+        assert (await h.send(make_command("35")))["status"] == "applied"  # 3 of 3
+        assert len(model.writes) == 3
+    async with harness(tmp_path, mosquitto.port, model=model, extra=extra) as h:
+        ack = await h.send(make_command("40"))
+        assert (ack["status"], ack["reason"]) == ("rejected", "rate-limited"), ack
+        assert "3 write(s) in the last 600000 ms" in ack["detail"]
+        assert len(model.writes) == 3 and model.vent == 35.0
+
+
+async def test_a_hold_of_a_rule_no_longer_configured_is_dropped(tmp_path: Path,
+                                                                mosquitto: Mosquitto) -> None:
+    model = ActuatorModel()
+    async with harness(tmp_path, mosquitto.port, model=model, extra=LEAK_RULES,
+                       reading_points=["room.gas_lel"]) as h:
+        for seq, v in enumerate((25.0, 26.0, 27.0), 1):
+            h.service.on_readings([_reading("room.gas_lel", v, seq)])
+        await h.wait_for(lambda: h.model.vent == 100.0)
+    async with harness(tmp_path, mosquitto.port, model=model) as h:  # the leak rule removed
+        assert h.service.overrides == {}
+        assert (await h.send(make_command("60")))["status"] == "applied"
+        assert (await h.service.store()).holds == {}
+
+
+async def test_a_combustion_hold_survives_a_restart(tmp_path: Path,
+                                                    mosquitto: Mosquitto) -> None:
+    extra = {"rules": {"combustion": {"o2_point": "boiler.flue_o2", "low": 2.5, "high": 4.5,
+                                      "damper_point": "burner.air_damper", "step": 2,
+                                      "min": 30, "max": 70, "interval_s": 0.2}}}
+    model = ActuatorModel()
+    async with harness(tmp_path, mosquitto.port, model=model, extra=extra,
+                       reading_points=["boiler.flue_o2"]) as h:
+        h.service.on_readings([_reading("boiler.flue_o2", 1.5, 1, unit="%")])  # O2 low
+        await h.wait_for(lambda: h.model.damper == 47.0)
+    async with harness(tmp_path, mosquitto.port, model=model, extra=extra,
+                       reading_points=["boiler.flue_o2"]) as h:
+        ack = await h.send(make_command("44", point="burner.air_damper",
+                                        approvers=(("auditor", AUDITOR),)))
+        assert (ack["status"], ack["reason"]) == ("rejected", "local-rule-active"), ack
+        h.service.on_readings([_reading("boiler.flue_o2", 3.5, 2, unit="%")])  # back in band
+        await h.wait_for(lambda: "burner.air_damper" not in h.service.overrides)
+        ack = await h.send(make_command("44", point="burner.air_damper",
+                                        approvers=(("auditor", AUDITOR),)))
+        assert ack["status"] == "applied", ack

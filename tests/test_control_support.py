@@ -103,6 +103,7 @@ class Harness:
         self.metrics = metrics
         self.acks: dict[str, dict[str, Any]] = {}
         self.anon_acks: list[dict[str, Any]] = []
+        self.ack_counts: dict[str, int] = {}  # acks received per command id
         self.alarms: list[dict[str, Any]] = []
         self.telemetry: list[dict[str, Any]] = []
         self._got = asyncio.Event()
@@ -122,6 +123,7 @@ class Harness:
                     self.anon_acks.append(body)
                 else:
                     self.acks[body["id"]] = body
+                    self.ack_counts[body["id"]] = self.ack_counts.get(body["id"], 0) + 1
             elif topic.endswith("/alarm"):
                 self.alarms.append(body)
             elif topic.endswith("/telemetry"):
