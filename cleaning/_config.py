@@ -252,7 +252,7 @@ class SubstitutionTier(BaseModel):
         if not v:
             raise ValueError("a substitution tier needs at least one method")
         for m in v:
-            match = _METHOD_RE.match(m)
+            match = _METHOD_RE.fullmatch(m)
             if match is None:
                 raise ValueError(
                     f"unknown substitution method {m!r}: use hb_ha_average, lookback_max, "

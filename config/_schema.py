@@ -604,6 +604,3 @@ class Config(_Model):
         ``emissions``)."""
         return [p for d in self.devices for p in d.points]
 
-
-def is_identifier(s: str) -> bool:
-    return re.match(_ID, s) is not None

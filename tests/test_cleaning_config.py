@@ -164,6 +164,7 @@ CATCH_ALL = {"min_availability": 0, "methods": ["lookback_max"]}
         ({"tiers": [{"min_availability": 0, "methods": ["mean"]}]}, "unknown substitution method"),
         ({"tiers": [{"min_availability": 0, "methods": ["p0"]}]}, "between p1 and p99"),
         ({"tiers": [{"min_availability": 0, "methods": ["p100"]}]}, "unknown substitution"),
+        ({"tiers": [{"min_availability": 0, "methods": ["p90\n"]}]}, "unknown substitution"),
         ({"tiers": [{"min_availability": 0, "methods": []}]}, "at least one method"),
         ({"tiers": [{"min_availability": 101, "methods": ["p90"]}]}, "less than or equal to 100"),
         (
