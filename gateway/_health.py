@@ -1,6 +1,9 @@
 """A tiny HTTP endpoint for supervisors and monitoring, on loopback by default.
 
-GET /health  -> JSON: component states, counters, outbox figures; 503 when anything is in alarm
+GET /health  -> JSON: component states, counters, outbox figures. ``status``: "alarm" (HTTP 503)
+                when any component is in alarm, else "degraded" (HTTP 200) when any is degraded
+                (e.g. dead letters no operator has reviewed), else "ok" (HTTP 200).
+                docs/outbox.md lists every field.
 GET /metrics -> the counters in Prometheus text format
 """
 
@@ -36,7 +39,9 @@ async def health_body(metrics: Metrics, outbox: _HasStats) -> tuple[int, dict[st
     st = await outbox.stats()
     snap["outbox"] = {k: getattr(st, k) for k in getattr(st, "__slots__", ())}
     alarm = any(c.state == "alarm" for c in metrics.components.values())
-    snap["status"] = "alarm" if alarm else "ok"
+    degraded = sorted(k for k, c in metrics.components.items() if c.state == "degraded")
+    snap["status"] = "alarm" if alarm else "degraded" if degraded else "ok"
+    snap["degraded"] = degraded
     return (503 if alarm else 200), snap
 
 

@@ -1,0 +1,189 @@
+"""Poison readings: a reading the outbox cannot store is quarantined as a dead letter (with a
+bounded dump of its fields and the reason), acknowledged, counted and shown on /health; the
+others are committed with gapless seqs and the writer never restarts over it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cleaning import Cleaner
+from gateway._daemon import Pipeline, supervise
+from gateway._health import health_body, prometheus_text
+from gateway._metrics import Metrics
+from gateway._records import Reading
+from ledger_client import Outbox
+from ledger_client._format import record_leaf
+from ledger_client._outbox import DEAD_LETTER_RAW_MAX, SCHEMA_VERSION
+from ledger_client._signing import Signer
+from tests.support import until
+
+INT64_MAX = 2**63 - 1
+#: 9999-12-31T23:59:59Z in ns: beyond int64, so SQLite cannot store it (the issue's case)
+YEAR_9999_NS = 253_402_300_799 * 10**9
+
+
+def _r(i: int, **kw: object) -> Reading:
+    base: dict[str, object] = {"point_id": f"p{i % 3}", "ts_ns": 1_000 + i, "value": float(i),
+                               "unit": "kW", "source": "mqtt:stack"}
+    base.update(kw)
+    return Reading(**base)  # type: ignore[arg-type]
+
+
+#: Readings no outbox can store, each for a different reason.
+POISON: list[Callable[[int], Reading]] = [
+    lambda i: _r(i, ts_ns=YEAR_9999_NS),                  # SQLite INTEGER overflow
+    lambda i: _r(i, ts_ns=-(2**70)),                      # the other side
+    lambda i: _r(i, point_id="p\ud800"),                  # not encodable as UTF-8
+    lambda i: _r(i, value="12.5"),                        # not a float at all
+    lambda i: _r(i, seq=0, ts_ns=1.5),                    # a float where an int belongs
+]
+
+
+@pytest.mark.parametrize("bad", POISON)
+def test_each_poison_reading_really_fails_a_plain_commit(tmp_path: Path,
+                                                         bad: Callable[[int], Reading]) -> None:
+    """Independent of our code: the plain append (what the writer did before) fails on it."""
+    async def go() -> None:
+        ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+        try:
+            with pytest.raises(Exception) as e:  # each fails its own way
+                await ob.append([_r(0), bad(1), _r(2)])
+            assert not isinstance(e.value, sqlite3.OperationalError)
+            assert await ob.records(1, 10) == []  # nothing of the group was committed
+        finally:
+            await ob.close()
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("signed", [False, True])
+async def test_poison_records_are_quarantined_and_the_rest_committed_in_order(
+        tmp_path: Path, signed: bool) -> None:
+    signer = Signer(b"\x02" * 32)
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw",
+                           sign_records=signer.sign if signed else None)
+    try:
+        recs: list[Reading] = []
+        bad_at = {3: 0, 4: 1, 50: 2, 51: 3, 99: 4, 100: 0}
+        for i in range(101):
+            recs.append(POISON[bad_at[i]](i) if i in bad_at else _r(i))
+        committed, sigs, dead = await ob.append_quarantining(recs, now_ns=42)
+        good = [r for i, r in enumerate(recs) if i not in bad_at]
+        assert [c.seq for c in committed] == list(range(1, len(good) + 1))  # gapless
+        assert [(c.point_id, c.ts_ns, c.value) for c in committed] == [
+            (r.point_id, r.ts_ns, r.value) for r in good]  # in submission order
+        assert (sigs is not None) == signed and (not signed or len(sigs or []) == len(good))
+        back = await ob.records(1, len(good))
+        assert [record_leaf(b) for b in back] == [record_leaf(c) for c in committed]
+        assert len(dead) == len(bad_at)
+        assert {d.quarantined_ns for d in dead} == {42}
+        stored = await ob.dead_letters()
+        assert sorted(d.id for d in stored) == sorted(d.id for d in dead)
+        by_ts = {json.loads(d.raw)["ts_ns"] for d in stored}
+        assert str(YEAR_9999_NS) in by_ts and str(1.5) in by_ts and str(-(2**70)) in by_ts
+        for d in stored:
+            assert d.source == "mqtt:stack" and d.reason and d.raw_len == len(d.raw)
+        st = await ob.stats()
+        assert st.records == len(good) and st.dead_letters == 6
+        assert st.dead_letters_unreviewed == 6
+        # the next commit continues the seqs
+        more, _, none = await ob.append_quarantining([_r(200)], now_ns=43)
+        assert more[0].seq == len(good) + 1 and none == []
+        assert await ob.mark_dead_letters_reviewed(max(d.id for d in stored), 44) == 6
+        assert (await ob.stats()).dead_letters_unreviewed == 0
+    finally:
+        await ob.close()
+
+
+async def test_dead_letter_raw_is_bounded(tmp_path: Path) -> None:
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    try:
+        huge = _r(0, ts_ns=YEAR_9999_NS, point_id="x" * 100_000)
+        _, _, dead = await ob.append_quarantining([huge], now_ns=1)
+        assert len(dead[0].raw) == DEAD_LETTER_RAW_MAX and dead[0].raw_len > 100_000
+        d = await ob.add_dead_letter(source="s\udcff", point_id="p", reason="r",
+                                     raw=b"\xff" * 10_000, now_ns=2)
+        assert len(d.raw) == DEAD_LETTER_RAW_MAX and d.raw_len == 10_000
+        assert len(await ob.dead_letters()) == 2
+    finally:
+        await ob.close()
+
+
+async def test_a_version_1_outbox_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    ob = await Outbox.open(path, "gw")
+    await ob.append([_r(0)])
+    await ob.close()
+    db = sqlite3.connect(path)  # as version 1 left it: no dead_letters table
+    db.execute("DROP TABLE dead_letters")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    ob = await Outbox.open(path, "gw")
+    try:
+        _, _, dead = await ob.append_quarantining([_r(1), _r(2, ts_ns=YEAR_9999_NS)], now_ns=5)
+        assert len(dead) == 1 and (await ob.stats()).records == 2
+    finally:
+        await ob.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+        str(SCHEMA_VERSION),)
+    db.close()
+
+
+async def test_the_running_writer_quarantines_acks_counts_and_degrades(tmp_path: Path) -> None:
+    """Through the daemon's real queue and supervised writer task: a poison reading among
+    good ones; every submission is acknowledged, the writer never restarts, later readings
+    keep flowing, /health is degraded naming the source and point."""
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    m = Metrics()
+    committed: list[int] = []
+    pipe = Pipeline(ob, Cleaner({}), m, 4, committed.append, clock=lambda: 7)
+    writer = asyncio.create_task(supervise("writer", pipe.run, m))
+    acked: list[int] = []
+    try:
+        for i in range(30):
+            bad = i % 10 == 5
+            r = _r(i, ts_ns=YEAR_9999_NS, source="mqtt:stack-sensors",
+                   point_id="stack.co2") if bad else _r(i)
+            await pipe.submit([r], on_commit=lambda i=i: acked.append(i))  # type: ignore[misc]
+        await until(lambda: len(acked) == 30)
+        assert sorted(acked) == list(range(30))  # each message acknowledged exactly once
+        assert m.counters["task_restarts"] == 0 and not writer.done()
+        assert m.counters["dead_letters"] == 3 and m.counters["readings_accepted"] == 27
+        assert sum(committed) == 27
+        st = await ob.stats()
+        assert st.records == 27 and st.dead_letters == 3
+        code, body = await health_body(m, ob)
+        assert code == 200 and body["status"] == "degraded"
+        assert body["degraded"] == ["dead_letters"]
+        detail = m.component("dead_letters").detail
+        assert "mqtt:stack-sensors" in detail and "stack.co2" in detail and "3 unreviewed" in detail
+        assert body["outbox"]["dead_letters"] == 3  # type: ignore[index]
+        assert "mrv_dead_letters_total 3" in prometheus_text(m)
+        seqs = [r.seq for r in await ob.records(1, 100)]
+        assert seqs == list(range(1, 28))
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        await ob.close()
+
+
+async def test_a_database_error_is_not_quarantined(tmp_path: Path) -> None:
+    """A failure of the database itself (here: a read-only file) is raised, never turned into
+    dead letters: the records were not at fault and are retried."""
+    path = tmp_path / "o.sqlite"
+    ob = await Outbox.open(path, "gw")
+    await ob._exec("PRAGMA query_only = ON")  # every write now fails as the database's fault
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            await ob.append_quarantining([_r(0), _r(1)], now_ns=1)
+        await ob._exec("PRAGMA query_only = OFF")
+        assert (await ob.stats()).dead_letters == 0
+    finally:
+        await ob.close()
