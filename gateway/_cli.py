@@ -90,23 +90,33 @@ async def _bundle_for(cfg: Config, seq: int) -> Bundle:
     there, from the archive (``outbox.archive_path``)."""
     from config import contract_address
     from ledger_client import Outbox, bundle_from_outbox
+    from ledger_client._verify import RecordMissing
 
     chain_id, contract = cfg.chain.chain_id, contract_address(cfg)
     archive = cfg.archive_path()
     db = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
     try:
-        if await db.record(seq) is not None or archive is None or not archive.exists():
+        committed = (await db.stats()).records  # every seq 1..committed was committed once
+        if await db.record(seq) is not None:
             return await bundle_from_outbox(db, seq, chain_id=chain_id, contract=contract)
     finally:
         await db.close()
-    arc = await Outbox.open(archive, cfg.gateway.id, journal_mode="DELETE")  # as it is written
-    try:
-        return await bundle_from_outbox(arc, seq, chain_id=chain_id, contract=contract)
-    except LookupError:
-        raise LookupError(f"record {seq} is neither in the outbox nor in the archive "
-                          f"{archive}") from None
-    finally:
-        await arc.close()
+    where = "the outbox"
+    if archive is not None and archive.exists():
+        where = f"the outbox nor in the archive {archive}"
+        arc = await Outbox.open(archive, cfg.gateway.id, journal_mode="DELETE")  # as written
+        try:
+            if await arc.record(seq) is not None:
+                return await bundle_from_outbox(arc, seq, chain_id=chain_id, contract=contract)
+        finally:
+            await arc.close()
+    if 1 <= seq <= committed:  # it was committed and is gone: a check that fails (exit 1)
+        raise RecordMissing(
+            f"record {seq} was committed (the outbox's records run 1..{committed}) but is in "
+            f"neither {where}: it was deleted"
+            + ("" if archive is not None else " (or pruned, with no outbox.archive_path set)"))
+    raise LookupError(f"record {seq} is not in {where.replace(' nor in', ' or in')}: "
+                      f"the outbox has committed records 1..{committed} only")
 
 
 async def _cmd_export_proof(args: argparse.Namespace) -> int:
@@ -124,14 +134,16 @@ async def _cmd_export_proof(args: argparse.Namespace) -> int:
 
 async def _cmd_verify(args: argparse.Namespace) -> int:
     from config import contract_address, load_config
-    from ledger_client import Bundle, EvmChain, verify_bundle
-    from ledger_client._verify import BundleError, describe
+    from ledger_client import EvmChain, verify_bundle
+    from ledger_client._verify import MAX_BUNDLE_BYTES, BundleError, describe, parse_bundle
 
     if args.bundle:
+        with Path(args.bundle).open("rb") as f:  # never more than a bundle can be
+            data = f.read(MAX_BUNDLE_BYTES + 1)
         try:
-            bundle = Bundle.from_json(json.loads(Path(args.bundle).read_text()))
-        except json.JSONDecodeError as e:
-            raise BundleError(f"{args.bundle}: not JSON: {e}") from None
+            bundle = parse_bundle(data)
+        except BundleError as e:
+            raise BundleError(f"{args.bundle}: {e}") from None
         rpc = args.rpc
         if not rpc:
             print("--rpc is required with --bundle", file=sys.stderr)
