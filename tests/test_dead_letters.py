@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
 from cleaning import Cleaner
-from gateway._daemon import Pipeline, supervise
+from config import load_config
+from gateway._daemon import Pipeline, run_daemon, supervise
 from gateway._health import health_body, prometheus_text
 from gateway._metrics import Metrics
 from gateway._records import Reading
@@ -21,6 +25,7 @@ from ledger_client import Outbox
 from ledger_client._format import record_leaf
 from ledger_client._outbox import DEAD_LETTER_RAW_MAX, SCHEMA_VERSION
 from ledger_client._signing import Signer
+from simulator import Anvil, Mosquitto, Provisioned, free_port, provision
 from tests.support import until
 
 INT64_MAX = 2**63 - 1
@@ -187,3 +192,111 @@ async def test_a_database_error_is_not_quarantined(tmp_path: Path) -> None:
         assert (await ob.stats()).dead_letters == 0
     finally:
         await ob.close()
+
+
+async def test_a_poison_mqtt_message_never_stalls_the_broker(
+        tmp_path: Path, anvil: Anvil, mosquitto: Mosquitto,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 11, item 4, end to end: the daemon with a real Mosquitto. A message timestamped in
+    year 9999 (QoS 1), then 40 good ones. Before: the writer restarted, the message was never
+    acknowledged, every later PUBACK queued behind it and the broker stopped delivering after
+    its in-flight window (about 20). Now every good message is committed and acknowledged,
+    and the poison one is accounted for (a dead letter here; a parser that refuses such a time
+    counts it as malformed instead); the writer never restarted."""
+    port = free_port()
+    p = await provision(tmp_path / "gw", anvil.url, devices=[{
+        "driver": "mqtt", "name": "stack-sensors", "host": "127.0.0.1", "port": mosquitto.port,
+        "client_id": "gw-dead-letters", "backoff_initial_s": 0.1, "backoff_max_s": 0.5,
+        "points": [{"id": "stack.co2", "topic": "plant/stack/co2", "value": "v",
+                    "timestamp": "ts", "unit": "%"}]}],
+        batch_interval_s=0.5, health_listen=f"127.0.0.1:{port}")
+    cfg = load_config(p.config)
+    stop, m = asyncio.Event(), Metrics()
+    caplog.set_level(logging.INFO, logger="mrv.daemon")
+    task = asyncio.create_task(run_daemon(cfg, stop=stop, metrics=m, acceptance_log_s=0.2))
+    try:
+        await until(lambda: m.component("device:stack-sensors").state == "ok", 20)
+        await asyncio.sleep(0.3)  # subscribed (as the driver tests do)
+        now_ms = time.time_ns() // 10**6
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="pub-poison") as c:
+            await c.publish("plant/stack/co2", json.dumps(
+                {"v": 1.0, "ts": "9999-12-31T23:59:59Z"}), qos=1)
+            for i in range(40):
+                await c.publish("plant/stack/co2", json.dumps({"v": 10.0 + i,
+                                                               "ts": now_ms + i}), qos=1)
+        await until(lambda: m.counters["readings_accepted"] >= 40, 30)
+        poison = m.counters["dead_letters"] + m.counters["mqtt_malformed"]
+        assert poison == 1
+        assert m.counters["task_restarts"] == 0
+        health = await _get(port, "/health")
+        if m.counters["dead_letters"]:
+            assert health["status"] == "degraded" and "stack.co2" in str(
+                health["components"]["dead_letters"])  # type: ignore[index]
+        await until(lambda: any("reading(s) committed" in r.getMessage()
+                                for r in caplog.records if r.levelno == logging.INFO), 5)
+    finally:
+        stop.set()
+        await task
+    ob = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
+    try:
+        values = sorted(r.value for r in await ob.records(1, 1000)  # type: ignore[union-attr]
+                        if r.point_id == "stack.co2" and r.quality == 0)  # type: ignore[union-attr]
+    finally:
+        await ob.close()
+    assert values == [10.0 + i for i in range(40)]  # every good one, once
+
+
+async def _get(port: int, path: str) -> dict[str, object]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\n\r\n".encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    return json.loads(raw.split(b"\r\n\r\n", 1)[1])  # type: ignore[no-any-return]
+
+
+async def test_a_restart_stays_degraded_until_reviewed(tmp_path: Path, gateway: Provisioned
+                                                       ) -> None:
+    """Dead letters survive a restart: the restarted daemon starts degraded, naming the source;
+    `status` shows the count; `dead-letters --reviewed ID` ends the degraded state."""
+    import subprocess
+    import sys
+
+    cfg = load_config(gateway.config)
+    ob = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
+    try:
+        _, _, dead = await ob.append_quarantining(
+            [_r(0, ts_ns=YEAR_9999_NS, source="mqtt:stack-sensors", point_id="stack.co2")],
+            now_ns=1)
+    finally:
+        await ob.close()
+
+    async def health_after_start() -> dict[str, object]:
+        stop, m = asyncio.Event(), Metrics()
+        task = asyncio.create_task(run_daemon(cfg, stop=stop, metrics=m))
+        try:
+            await until(lambda: m.counters["polls"] >= 1 or task.done(), 20)
+            ob = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)  # a second reader (WAL)
+            try:
+                _, body = await health_body(m, ob)
+            finally:
+                await ob.close()
+            return body
+        finally:
+            stop.set()
+            await task
+
+    body = await health_after_start()
+    assert body["status"] == "degraded" and body["degraded"] == ["dead_letters"]
+    assert "mqtt:stack-sensors" in str(body["components"])
+    cli = [sys.executable, "-m", "gateway._cli"]
+    st = json.loads(subprocess.run([*cli, "status", str(gateway.config)], capture_output=True,
+                                   text=True, check=True).stdout)
+    assert st["dead_letters"] == 1 and st["dead_letters_unreviewed"] == 1
+    listed = json.loads(subprocess.run([*cli, "dead-letters", str(gateway.config)],
+                                       capture_output=True, text=True, check=True).stdout)
+    assert [d["id"] for d in listed] == [dead[0].id] and str(YEAR_9999_NS) in listed[0]["raw"]
+    subprocess.run([*cli, "dead-letters", str(gateway.config), "--reviewed", str(dead[0].id)],
+                   check=True, capture_output=True)
+    body = await health_after_start()
+    assert body["status"] == "ok" and body["degraded"] == []
