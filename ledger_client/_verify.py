@@ -183,6 +183,8 @@ def record_from_json(d: dict[str, Any]) -> Record:
         raise BundleError("record: expected an object")
     kind = d.get("kind")
     gw, seq = _str(d, "gateway_id", w), _int(d, "seq", (1, _U64[1]), w)
+    if not gw:
+        raise BundleError("record.gateway_id: empty")
     if kind == "reading":
         return Reading(
             gateway_id=gw, seq=seq, point_id=_str(d, "point_id", w),
