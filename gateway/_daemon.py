@@ -44,7 +44,7 @@ from ledger_client._errors import (
     GatewayMismatch,
     OutboxError,
 )
-from ledger_client._outbox import DeadLetter, Outbox
+from ledger_client._outbox import DeadLetter, Outbox, dump_record, unstorable
 from ledger_client._signing import Signer, load_account
 from ledger_client._uplink import Batcher, Uplink
 
@@ -248,10 +248,29 @@ class Pipeline:
         if self.budget is not None:
             await self.budget.wait_for_room()
         now = self.clock()
-        cleaned = self.cleaner.clean(readings, now)
         # a reading that cannot be stored is quarantined (dead letter), never retried: the
-        # others are committed and every source is acknowledged (docs/outbox.md)
-        committed, sigs, dead = await self.outbox.append_quarantining(cleaned, now_ns=now)
+        # others are committed and every source is acknowledged (docs/outbox.md). Screened
+        # first, so the checks never see one; the outbox catches what the screen misses.
+        dead: list[DeadLetter] = []
+        reasons = [unstorable(r) for r in readings]
+        if any(reasons):
+            for r, why in zip(readings, reasons, strict=True):
+                if why is not None:
+                    dead.append(await self.outbox.add_dead_letter(
+                        source=str(r.source), point_id=str(r.point_id), reason=why,
+                        raw=dump_record(r), now_ns=now))
+            readings = [r for r, why in zip(readings, reasons, strict=True) if why is None]
+        try:
+            cleaned = self.cleaner.clean(readings, now)
+        except Exception as e:  # a bug of the checks: keep the readings as they came, loudly
+            log.exception("cleaning failed: %d reading(s) committed without the checks' flags",
+                          len(readings))
+            self.metrics.inc("cleaning_failures")
+            self.metrics.set_state("cleaning", "degraded",
+                                   f"checks failed on a chunk (committed unchecked): {e}"[:300])
+            cleaned = readings
+        committed, sigs, late = await self.outbox.append_quarantining(cleaned, now_ns=now)
+        dead += late
         self.metrics.inc("readings_accepted", len(committed))
         if dead:
             self.metrics.inc("dead_letters", len(dead))

@@ -169,6 +169,38 @@ class DeadLetter:
     reviewed_ns: int | None = None
 
 
+_I64_MIN, _I64_MAX, _U32_MAX = -(2**63), 2**63 - 1, 2**32 - 1
+
+
+def _bad_text(x: object) -> bool:
+    if type(x) is not str:
+        return True
+    if x.isascii():
+        return False
+    try:
+        x.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def unstorable(r: Reading) -> str | None:
+    """Why a reading cannot become a record (its fields' types and ranges, as the record
+    format and SQLite need them), or None. Cheap: the writer screens every reading with it
+    before cleaning, so a bad one never reaches the checks or a commit."""
+    t, v, q = r.ts_ns, r.value, r.quality
+    if type(t) is not int or not _I64_MIN <= t <= _I64_MAX:
+        return f"ts_ns {_safe_str(repr(t))[:60]} is not an int64 timestamp"
+    if not isinstance(v, float) and (type(v) is not int or not -(2**1023) <= v <= 2**1023):
+        return f"value {_safe_str(repr(v))[:60]} is not a binary64 number"
+    if type(q) is not int or not 0 <= q <= _U32_MAX:
+        return f"quality {_safe_str(repr(q))[:60]} is not a uint32"
+    for name in ("point_id", "unit", "source"):
+        if _bad_text(getattr(r, name)):
+            return f"{name} {_safe_str(repr(getattr(r, name)))[:60]} is not valid text"
+    return None
+
+
 def _safe_str(x: object) -> str:
     """``x`` as text that always encodes (lone surrogates escaped)."""
     return str(x).encode("utf-8", "backslashreplace").decode("utf-8")

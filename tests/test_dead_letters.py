@@ -300,3 +300,48 @@ async def test_a_restart_stays_degraded_until_reviewed(tmp_path: Path, gateway: 
                    check=True, capture_output=True)
     body = await health_after_start()
     assert body["status"] == "ok" and body["degraded"] == []
+
+
+@pytest.mark.parametrize("bad", POISON)
+async def test_the_checks_never_see_a_poison_reading(tmp_path: Path,
+                                                     bad: Callable[[int], Reading]) -> None:
+    """With checks configured on the point (whose int64/float64 arrays would overflow on such
+    a reading), the writer screens it out first: dead letter, the rest cleaned and committed."""
+    from cleaning import ChecksConfig
+
+    checks = ChecksConfig.model_validate({"range": {"min": -1e9, "max": 1e9},
+                                          "timestamps": {"max_future_s": 1e12}})
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    m = Metrics()
+    pipe = Pipeline(ob, Cleaner({f"p{i}": checks for i in range(3)}), m, 4, lambda n: None)
+    try:
+        poison = bad(1)
+        await pipe.commit([_r(0), poison, _r(2)], [])
+        assert m.counters["dead_letters"] == 1 and m.counters["readings_accepted"] == 2
+        assert m.counters["cleaning_failures"] == 0
+        (d,) = await ob.dead_letters()
+        assert d.point_id.startswith(str(poison.point_id)[:1]) and d.reason
+        assert [r.seq for r in await ob.records(1, 10)] == [1, 2]
+    finally:
+        await ob.close()
+
+
+async def test_a_failure_of_the_checks_loses_nothing(tmp_path: Path) -> None:
+    """A bug in the checks never drops readings or stops the writer: they are committed as
+    they came, the failure is counted and `cleaning` turns degraded."""
+    class Broken:
+        def clean(self, rs: list[Reading], now_ns: int) -> list[Reading]:
+            raise IndexError("a bug")
+
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    m = Metrics()
+    pipe = Pipeline(ob, Broken(), m, 4, lambda n: None)  # type: ignore[arg-type]
+    acked: list[int] = []
+    try:
+        await pipe.commit([_r(0), _r(1)], [lambda: acked.append(1)])
+        assert acked == [1] and m.counters["readings_accepted"] == 2
+        assert m.counters["cleaning_failures"] == 1
+        assert m.component("cleaning").state == "degraded"
+        assert [r.quality for r in await ob.records(1, 2)] == [0, 0]  # type: ignore[union-attr]
+    finally:
+        await ob.close()
