@@ -188,16 +188,20 @@ def unstorable(r: Reading) -> str | None:
     """Why a reading cannot become a record (its fields' types and ranges, as the record
     format and SQLite need them), or None. Cheap: the writer screens every reading with it
     before cleaning, so a bad one never reaches the checks or a commit."""
-    t, v, q = r.ts_ns, r.value, r.quality
+    t, v, q, p, u, s = r.ts_ns, r.value, r.quality, r.point_id, r.unit, r.source
+    if (type(t) is int and _I64_MIN <= t <= _I64_MAX and type(q) is int and 0 <= q <= _U32_MAX
+            and isinstance(v, float) and type(p) is str and p.isascii() and type(u) is str
+            and u.isascii() and type(s) is str and s.isascii()):
+        return None  # the fast path: nearly every reading
     if type(t) is not int or not _I64_MIN <= t <= _I64_MAX:
         return f"ts_ns {_safe_str(repr(t))[:60]} is not an int64 timestamp"
     if not isinstance(v, float) and (type(v) is not int or not -(2**1023) <= v <= 2**1023):
         return f"value {_safe_str(repr(v))[:60]} is not a binary64 number"
     if type(q) is not int or not 0 <= q <= _U32_MAX:
         return f"quality {_safe_str(repr(q))[:60]} is not a uint32"
-    for name in ("point_id", "unit", "source"):
-        if _bad_text(getattr(r, name)):
-            return f"{name} {_safe_str(repr(getattr(r, name)))[:60]} is not valid text"
+    for name, x in (("point_id", p), ("unit", u), ("source", s)):
+        if _bad_text(x):
+            return f"{name} {_safe_str(repr(x))[:60]} is not valid text"
     return None
 
 
