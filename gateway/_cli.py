@@ -101,8 +101,9 @@ async def _bundle_for(cfg: Config, seq: int) -> Bundle:
             return await bundle_from_outbox(db, seq, chain_id=chain_id, contract=contract)
     finally:
         await db.close()
-    where = "the outbox"
+    where, arc_checked = "the outbox", False
     if archive is not None and archive.exists():
+        arc_checked = True
         where = f"the outbox nor in the archive {archive}"
         arc = await Outbox.open(archive, cfg.gateway.id, journal_mode="DELETE")  # as written
         try:
@@ -115,8 +116,8 @@ async def _bundle_for(cfg: Config, seq: int) -> Bundle:
             f"record {seq} was committed (the outbox's records run 1..{committed}) but is in "
             f"neither {where}: it was deleted"
             + ("" if archive is not None else " (or pruned, with no outbox.archive_path set)"))
-    raise LookupError(f"record {seq} is not in {where.replace(' nor in', ' or in')}: "
-                      f"the outbox has committed records 1..{committed} only")
+    raise LookupError(f"record {seq} is {'neither' if arc_checked else 'not'} in {where}"
+                      f" (the outbox has committed records 1..{committed} only)")
 
 
 async def _cmd_export_proof(args: argparse.Namespace) -> int:
