@@ -187,7 +187,7 @@ async def log_acceptance(metrics: Metrics, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
         now = {k: metrics.counters[k] for k in keys}
         d = {k: now[k] - before[k] for k in keys}
-        log.info("in the last %.0f s: %d reading(s) committed (%d in all), %d batch(es) anchored"
+        log.info("in the last %g s: %d reading(s) committed (%d in all), %d batch(es) anchored"
                  " (%d record(s); %d batches in all), %d dead letter(s) (%d in all)",
                  interval_s, d["readings_accepted"], now["readings_accepted"],
                  d["batches_anchored"], d["records_anchored"], now["batches_anchored"],

@@ -197,3 +197,51 @@ def test_a_pruned_prefix_is_noted_a_hole_is_failed() -> None:
         assert (rep.counts["record-seqs"] > 0) == bool(failed), (present, rep.failures)
         if failed:
             assert failed in rep.failures["record-seqs"][0]
+
+
+async def _pruned(tmp_path: Path, archive: Path | None) -> Outbox:
+    """6,000 readings in 6 batches of 1,000, batches 1-3 confirmed, then 2 of them pruned."""
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    await ob.append([Reading(point_id=f"p{i % 7}", ts_ns=i, value=float(i), unit="kW",
+                             source="s") for i in range(6000)])
+    for _ in range(6):
+        await ob.make_batch(1000, Signer(b"\x03" * 32).sign)
+    for seq in (1, 2, 3):
+        await ob.mark_confirmed(seq, 10 + seq)
+    assert await ob.prune_anchored(2, archive) == 2000
+    return ob
+
+
+@pytest.mark.parametrize("with_archive", [True, False])
+async def test_the_audit_reads_the_archive_for_pruned_records(tmp_path: Path,
+                                                              with_archive: bool) -> None:
+    from ledger_client._audit import audit_outbox
+
+    key = Signer(b"\x03" * 32).public_key
+    path = tmp_path / "archive.sqlite"
+    ob = await _pruned(tmp_path, path if with_archive else None)
+    arc = await Outbox.open(path, "gw", journal_mode="DELETE") if with_archive else None
+    try:
+        rep = await audit_outbox(ob, arc, key=key, chain=None, confirmations=1)
+        assert rep.ok, rep.text()
+        assert rep.figures["records"] == (6000 if with_archive else 4000)
+        assert rep.figures["batches_without_all_records"] == (0 if with_archive else 2)
+        assert any("pruned" in n for n in rep.notes) != with_archive
+        if arc is not None:  # a record deleted from the archive is missing
+            await arc._exec("DELETE FROM records WHERE seq = 1500")
+            await arc._exec("UPDATE records SET value = 0 WHERE seq = 20")
+            rep = await audit_outbox(ob, arc, key=key, chain=None, confirmations=1)
+            assert rep.failures["record-seqs"] == ["1 committed record(s) missing from the "
+                                                   "outbox and the archive: 1500"]
+            assert rep.failures["record-leaves"][0].startswith("record 20:")
+        else:  # with no archive a hole after the pruned prefix is still a failure
+            await ob._exec("DELETE FROM records WHERE seq = 4500")
+            rep = await audit_outbox(ob, None, key=key, chain=None, confirmations=1)
+            assert rep.failures["record-seqs"] == ["1 committed record(s) missing: 4500"]
+        wrong = await audit_outbox(ob, arc, key=Signer(b"\x09" * 32).public_key, chain=None,
+                                   confirmations=1)
+        assert wrong.counts["batch-signatures"] == 6
+    finally:
+        if arc is not None:
+            await arc.close()
+        await ob.close()

@@ -345,3 +345,28 @@ async def test_a_failure_of_the_checks_loses_nothing(tmp_path: Path) -> None:
         assert [r.quality for r in await ob.records(1, 2)] == [0, 0]  # type: ignore[union-attr]
     finally:
         await ob.close()
+
+
+async def test_the_acceptance_line_is_info_and_counts_the_interval(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from gateway._daemon import log_acceptance
+
+    caplog.set_level(logging.INFO, logger="mrv.daemon")
+    m = Metrics()
+    m.inc("readings_accepted", 100)  # before the first interval: counted in "in all" only
+    task = asyncio.create_task(log_acceptance(m, 0.05))
+    await asyncio.sleep(0)  # one step of the task: it has read the counters (no timing)
+    try:
+        m.inc("readings_accepted", 7)
+        m.inc("batches_anchored", 2)
+        m.inc("records_anchored", 50)
+        m.inc("dead_letters", 1)
+        await until(lambda: any("committed" in r.getMessage() for r in caplog.records), 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    line = next(r for r in caplog.records if "committed" in r.getMessage())
+    assert line.levelno == logging.INFO
+    assert line.getMessage() == (
+        "in the last 0.05 s: 7 reading(s) committed (107 in all), 2 batch(es) anchored (50 "
+        "record(s); 2 batches in all), 1 dead letter(s) (1 in all)")
