@@ -208,8 +208,6 @@ class Pipeline:
         self.metrics = metrics
         self.on_commit = on_commit
         self.busy = False
-        #: dead letters in the outbox that no operator has reviewed yet
-        self.unreviewed = 0
         self.budget: DiskBudget | None = None
         #: Called with every committed chunk (live telemetry, local rules). Must not block:
         #: a tap that cannot keep up drops its own copy, never the outbox's.
@@ -277,9 +275,9 @@ class Pipeline:
             for d in dead:
                 log.error("quarantined a reading it cannot store (dead letter %d): source %s,"
                           " point %s: %s", d.id, d.source, d.point_id, d.reason)
-            self.unreviewed += len(dead)
+            unreviewed = (await self.outbox.stats()).dead_letters_unreviewed
             self.metrics.set_state("dead_letters", "degraded",
-                                   dead_letter_detail(self.unreviewed, dead[-1]))
+                                   dead_letter_detail(unreviewed, dead[-1]))
         self.on_commit(len(committed))
         for ack in acks or ():  # after the commit: the acknowledgement point (docs/drivers.md)
             try:
@@ -339,7 +337,6 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
         log.info("cleaning: the checks of %d point(s) resume their state from %d committed "
                  "reading(s)", resumed, scanned)
     pipeline = Pipeline(outbox, cleaner, metrics, cfg.outbox.queue_batches, on_commit)
-    pipeline.unreviewed = st.dead_letters_unreviewed
     if cfg.outbox.disk_budget_mb is not None:
         pipeline.budget = DiskBudget(outbox, metrics, int(cfg.outbox.disk_budget_mb * 1e6),
                                      cfg.outbox.budget_alarm_fraction, cfg.outbox.prune_anchored,

@@ -38,6 +38,9 @@ async def health_body(metrics: Metrics, outbox: _HasStats) -> tuple[int, dict[st
     snap = metrics.snapshot()
     st = await outbox.stats()
     snap["outbox"] = {k: getattr(st, k) for k in getattr(st, "__slots__", ())}
+    dl = metrics.components.get("dead_letters")
+    if dl is not None and dl.state == "degraded" and getattr(st, "dead_letters_unreviewed", 1) == 0:
+        metrics.set_state("dead_letters", "ok", "every dead letter has been reviewed")
     alarm = any(c.state == "alarm" for c in metrics.components.values())
     degraded = sorted(k for k, c in metrics.components.items() if c.state == "degraded")
     snap["status"] = "alarm" if alarm else "degraded" if degraded else "ok"

@@ -302,6 +302,25 @@ async def test_a_restart_stays_degraded_until_reviewed(tmp_path: Path, gateway: 
     assert body["status"] == "ok" and body["degraded"] == []
 
 
+async def test_a_review_ends_the_degraded_state_of_a_running_gateway(tmp_path: Path) -> None:
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    m = Metrics()
+    pipe = Pipeline(ob, Cleaner({}), m, 4, lambda n: None)
+    try:
+        await pipe.commit([_r(0, ts_ns=YEAR_9999_NS)], [])
+        await pipe.commit([_r(1, ts_ns=YEAR_9999_NS)], [])
+        assert "2 unreviewed" in m.component("dead_letters").detail
+        code, body = await health_body(m, ob)
+        assert (code, body["status"]) == (200, "degraded")
+        newest = (await ob.dead_letters(limit=1))[0]
+        assert await ob.mark_dead_letters_reviewed(newest.id, 9) == 2  # as the CLI does
+        code, body = await health_body(m, ob)
+        assert (code, body["status"]) == (200, "ok")
+        assert m.component("dead_letters").state == "ok"
+    finally:
+        await ob.close()
+
+
 @pytest.mark.parametrize("bad", POISON)
 async def test_the_checks_never_see_a_poison_reading(tmp_path: Path,
                                                      bad: Callable[[int], Reading]) -> None:
