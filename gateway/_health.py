@@ -17,6 +17,8 @@ from typing import Protocol
 from gateway._metrics import Metrics
 
 log = logging.getLogger("mrv.health")
+#: Longest request line read (bytes); a longer one is answered 400 and counted.
+REQUEST_LINE_MAX = 8192
 
 
 class _HasStats(Protocol):
@@ -54,11 +56,19 @@ async def serve_health(listen: str, metrics: Metrics, outbox: _HasStats) -> None
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            async with asyncio.timeout(5):
-                request = await reader.readline()
-            parts = request.decode("latin-1").split()
-            path = parts[1] if len(parts) >= 2 else "/"
-            if path == "/metrics":
+            try:
+                async with asyncio.timeout(5):
+                    request = await reader.readline()
+            except ValueError:  # a request line longer than the reader's limit (8 KiB)
+                metrics.inc("health_bad_requests")
+                request = b""
+                path = ""
+            else:
+                parts = request.decode("latin-1").split()
+                path = parts[1] if len(parts) >= 2 else "/"
+            if not request:
+                code, body, ctype = 400, "bad request\n", "text/plain"
+            elif path == "/metrics":
                 code, body, ctype = 200, prometheus_text(metrics), "text/plain; version=0.0.4"
             elif path == "/health":
                 code, data = await health_body(metrics, outbox)
@@ -66,7 +76,8 @@ async def serve_health(listen: str, metrics: Metrics, outbox: _HasStats) -> None
             else:
                 code, body, ctype = 404, "not found\n", "text/plain"
             payload = body.encode()
-            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[code]
+            reason = {200: "OK", 400: "Bad Request", 404: "Not Found",
+                      503: "Service Unavailable"}[code]
             writer.write(
                 f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload)
@@ -76,7 +87,7 @@ async def serve_health(listen: str, metrics: Metrics, outbox: _HasStats) -> None
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, host, int(port))
+    server = await asyncio.start_server(handle, host, int(port), limit=REQUEST_LINE_MAX)
     log.info("health endpoint on http://%s/health", listen)
     async with server:
         await server.serve_forever()
