@@ -14,6 +14,8 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cleaning import Cleaner
 from config import load_config
@@ -389,3 +391,29 @@ async def test_the_acceptance_line_is_info_and_counts_the_interval(
     assert line.getMessage() == (
         "in the last 0.05 s: 7 reading(s) committed (107 in all), 2 batch(es) anchored (50 "
         "record(s); 2 batches in all), 1 dead letter(s) (1 in all)")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.just(-1), st.integers(0, len(POISON) - 1)), min_size=1, max_size=40),
+       st.booleans())
+def test_any_mix_commits_exactly_the_good_in_order(tmp_path_factory: pytest.TempPathFactory,
+                                                   kinds: list[int], chunked: bool) -> None:
+    """Property: whatever the mix and positions of poison readings, the good ones are committed
+    once each, in order, with seqs 1..n, and each poison one is a dead letter."""
+    recs = [_r(i) if k < 0 else POISON[k](i) for i, k in enumerate(kinds)]
+    good = [r for r, k in zip(recs, kinds, strict=True) if k < 0]
+
+    async def go() -> None:
+        ob = await Outbox.open(tmp_path_factory.mktemp("p") / "o.sqlite", "gw")
+        try:
+            parts = [recs[i:i + 7] for i in range(0, len(recs), 7)] if chunked else [recs]
+            for part in parts:
+                await ob.append_quarantining(part, now_ns=1)
+            back = await ob.records(1, 1000)
+            assert [(b.seq, b.ts_ns, b.value) for b in back] == [  # type: ignore[union-attr]
+                (i + 1, r.ts_ns, r.value) for i, r in enumerate(good)]
+            assert (await ob.stats()).dead_letters == len(recs) - len(good)
+        finally:
+            await ob.close()
+    asyncio.run(go())
