@@ -93,6 +93,7 @@ async def _reheader_batch1(p: Provisioned) -> None:
 
 async def test_a_clean_outbox_holds_and_each_tampering_is_caught(anchored: Provisioned,
                                                                  tmp_path: Path) -> None:
+    """One provisioned ledger for every case (each provision spends a dev account's ether)."""
     cfg = load_config(anchored.config)
     path = cfg.outbox_path()
     code, rep, err = _audit(anchored)
@@ -153,19 +154,18 @@ async def test_a_clean_outbox_holds_and_each_tampering_is_caught(anchored: Provi
         d.close()
     assert _audit(anchored)[0] == 0
 
-
-async def test_an_unconfirmed_batch_is_noted_not_failed(anchored: Provisioned) -> None:
+    # a batch built but not yet anchored is a note, not a failure
     await _extra_batch(anchored, 0)
     code, rep, _ = _audit(anchored)
     assert code == 0 and any("not yet confirmed" in n for n in rep["notes"])  # type: ignore[attr-defined]
 
-
-async def test_bad_input_is_exit_2(anchored: Provisioned, tmp_path: Path) -> None:
-    cfg = load_config(anchored.config)
-    cfg.outbox_path().rename(tmp_path / "moved.sqlite")
+    # bad input: no outbox at the configured path (and the audit does not create one)
+    path.rename(tmp_path / "moved.sqlite")
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
     code, _, err = _audit(anchored)
     assert code == 2 and "no outbox" in err
-    assert not cfg.outbox_path().exists()  # the audit did not create one
+    assert not path.exists()
 
 
 def test_a_pruned_prefix_is_noted_a_hole_is_failed() -> None:

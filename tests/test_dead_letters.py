@@ -204,7 +204,7 @@ async def test_a_poison_mqtt_message_never_stalls_the_broker(
     acknowledged, every later PUBACK queued behind it and the broker stopped delivering after
     its in-flight window (about 20). Now every good message is committed and acknowledged,
     and the poison one is accounted for (a dead letter here; a parser that refuses such a time
-    counts it as malformed instead); the writer never restarted."""
+    counts it as malformed instead); the writer never restarted. Then: restarts."""
     port = free_port()
     p = await provision(tmp_path / "gw", anvil.url, devices=[{
         "driver": "mqtt", "name": "stack-sensors", "host": "127.0.0.1", "port": mosquitto.port,
@@ -246,25 +246,17 @@ async def test_a_poison_mqtt_message_never_stalls_the_broker(
     finally:
         await ob.close()
     assert values == [10.0 + i for i in range(40)]  # every good one, once
+    await _restarts_stay_degraded_until_reviewed(p, m.counters["dead_letters"])
 
 
-async def _get(port: int, path: str) -> dict[str, object]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\n\r\n".encode())
-    await writer.drain()
-    raw = await reader.read()
-    writer.close()
-    return json.loads(raw.split(b"\r\n\r\n", 1)[1])  # type: ignore[no-any-return]
-
-
-async def test_a_restart_stays_degraded_until_reviewed(tmp_path: Path, gateway: Provisioned
-                                                       ) -> None:
+async def _restarts_stay_degraded_until_reviewed(p: Provisioned, before: int) -> None:
     """Dead letters survive a restart: the restarted daemon starts degraded, naming the source;
-    `status` shows the count; `dead-letters --reviewed ID` ends the degraded state."""
+    `status` shows the count; `dead-letters --reviewed ID` ends the degraded state. (Part of
+    the test above: one provisioned ledger.)"""
     import subprocess
     import sys
 
-    cfg = load_config(gateway.config)
+    cfg = load_config(p.config)
     ob = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
     try:
         _, _, dead = await ob.append_quarantining(
@@ -277,7 +269,8 @@ async def test_a_restart_stays_degraded_until_reviewed(tmp_path: Path, gateway: 
         stop, m = asyncio.Event(), Metrics()
         task = asyncio.create_task(run_daemon(cfg, stop=stop, metrics=m))
         try:
-            await until(lambda: m.counters["polls"] >= 1 or task.done(), 20)
+            await until(lambda: m.component("device:stack-sensors").state == "ok"
+                        or task.done(), 20)
             ob = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)  # a second reader (WAL)
             try:
                 _, body = await health_body(m, ob)
@@ -292,16 +285,25 @@ async def test_a_restart_stays_degraded_until_reviewed(tmp_path: Path, gateway: 
     assert body["status"] == "degraded" and body["degraded"] == ["dead_letters"]
     assert "mqtt:stack-sensors" in str(body["components"])
     cli = [sys.executable, "-m", "gateway._cli"]
-    st = json.loads(subprocess.run([*cli, "status", str(gateway.config)], capture_output=True,
+    st = json.loads(subprocess.run([*cli, "status", str(p.config)], capture_output=True,
                                    text=True, check=True).stdout)
-    assert st["dead_letters"] == 1 and st["dead_letters_unreviewed"] == 1
-    listed = json.loads(subprocess.run([*cli, "dead-letters", str(gateway.config)],
+    assert st["dead_letters"] == st["dead_letters_unreviewed"] == before + 1
+    listed = json.loads(subprocess.run([*cli, "dead-letters", str(p.config)],
                                        capture_output=True, text=True, check=True).stdout)
-    assert [d["id"] for d in listed] == [dead[0].id] and str(YEAR_9999_NS) in listed[0]["raw"]
-    subprocess.run([*cli, "dead-letters", str(gateway.config), "--reviewed", str(dead[0].id)],
+    assert listed[0]["id"] == dead[0].id and str(YEAR_9999_NS) in listed[0]["raw"]
+    subprocess.run([*cli, "dead-letters", str(p.config), "--reviewed", str(dead[0].id)],
                    check=True, capture_output=True)
     body = await health_after_start()
     assert body["status"] == "ok" and body["degraded"] == []
+
+
+async def _get(port: int, path: str) -> dict[str, object]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\n\r\n".encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    return json.loads(raw.split(b"\r\n\r\n", 1)[1])  # type: ignore[no-any-return]
 
 
 async def test_a_review_ends_the_degraded_state_of_a_running_gateway(tmp_path: Path) -> None:
