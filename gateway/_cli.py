@@ -90,23 +90,34 @@ async def _bundle_for(cfg: Config, seq: int) -> Bundle:
     there, from the archive (``outbox.archive_path``)."""
     from config import contract_address
     from ledger_client import Outbox, bundle_from_outbox
+    from ledger_client._verify import RecordMissing
 
     chain_id, contract = cfg.chain.chain_id, contract_address(cfg)
     archive = cfg.archive_path()
     db = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
     try:
-        if await db.record(seq) is not None or archive is None or not archive.exists():
+        committed = (await db.stats()).records  # every seq 1..committed was committed once
+        if await db.record(seq) is not None:
             return await bundle_from_outbox(db, seq, chain_id=chain_id, contract=contract)
     finally:
         await db.close()
-    arc = await Outbox.open(archive, cfg.gateway.id, journal_mode="DELETE")  # as it is written
-    try:
-        return await bundle_from_outbox(arc, seq, chain_id=chain_id, contract=contract)
-    except LookupError:
-        raise LookupError(f"record {seq} is neither in the outbox nor in the archive "
-                          f"{archive}") from None
-    finally:
-        await arc.close()
+    where, arc_checked = "the outbox", False
+    if archive is not None and archive.exists():
+        arc_checked = True
+        where = f"the outbox nor in the archive {archive}"
+        arc = await Outbox.open(archive, cfg.gateway.id, journal_mode="DELETE")  # as written
+        try:
+            if await arc.record(seq) is not None:
+                return await bundle_from_outbox(arc, seq, chain_id=chain_id, contract=contract)
+        finally:
+            await arc.close()
+    if 1 <= seq <= committed:  # it was committed and is gone: a check that fails (exit 1)
+        raise RecordMissing(
+            f"record {seq} was committed (the outbox's records run 1..{committed}) but is in "
+            f"neither {where}: it was deleted"
+            + ("" if archive is not None else " (or pruned, with no outbox.archive_path set)"))
+    raise LookupError(f"record {seq} is {'neither' if arc_checked else 'not'} in {where}"
+                      f" (the outbox has committed records 1..{committed} only)")
 
 
 async def _cmd_export_proof(args: argparse.Namespace) -> int:
@@ -124,14 +135,16 @@ async def _cmd_export_proof(args: argparse.Namespace) -> int:
 
 async def _cmd_verify(args: argparse.Namespace) -> int:
     from config import contract_address, load_config
-    from ledger_client import Bundle, EvmChain, verify_bundle
-    from ledger_client._verify import BundleError, describe
+    from ledger_client import EvmChain, verify_bundle
+    from ledger_client._verify import MAX_BUNDLE_BYTES, BundleError, describe, parse_bundle
 
     if args.bundle:
+        with Path(args.bundle).open("rb") as f:  # never more than a bundle can be
+            data = f.read(MAX_BUNDLE_BYTES + 1)
         try:
-            bundle = Bundle.from_json(json.loads(Path(args.bundle).read_text()))
-        except json.JSONDecodeError as e:
-            raise BundleError(f"{args.bundle}: not JSON: {e}") from None
+            bundle = parse_bundle(data)
+        except BundleError as e:
+            raise BundleError(f"{args.bundle}: {e}") from None
         rpc = args.rpc
         if not rpc:
             print("--rpc is required with --bundle", file=sys.stderr)
@@ -170,7 +183,8 @@ async def _cmd_status(args: argparse.Namespace) -> int:
         await outbox.close()
     out: dict[str, object] = {
         "gateway": cfg.gateway.id, "records": st.records, "pending": st.pending,
-        "batches": st.batches_by_state, "last_confirmed_batch": st.last_confirmed_batch}
+        "batches": st.batches_by_state, "last_confirmed_batch": st.last_confirmed_batch,
+        "dead_letters": st.dead_letters, "dead_letters_unreviewed": st.dead_letters_unreviewed}
     archive = cfg.archive_path()
     if archive is not None:  # pruned records copied there (outbox.archive_path)
         if archive.exists():
@@ -185,6 +199,71 @@ async def _cmd_status(args: argparse.Namespace) -> int:
             out["archive"] = {"path": str(archive), "records": 0, "batches": 0}
     print(json.dumps(out, indent=2))
     return EXIT_OK
+
+
+async def _cmd_dead_letters(args: argparse.Namespace) -> int:
+    import time
+
+    from config import load_config
+    from ledger_client import Outbox
+
+    cfg = load_config(args.config)
+    if not cfg.outbox_path().exists():
+        print(f"error: no outbox at {cfg.outbox_path()}", file=sys.stderr)
+        return EXIT_INPUT
+    outbox = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
+    try:
+        if args.reviewed is not None:
+            n = await outbox.mark_dead_letters_reviewed(args.reviewed, time.time_ns())
+            print(f"{n} dead letter(s) marked reviewed")
+            return EXIT_OK
+        dead = await outbox.dead_letters(limit=args.limit)
+    finally:
+        await outbox.close()
+    print(json.dumps([{"id": d.id, "quarantined_ns": d.quarantined_ns, "source": d.source,
+                       "point_id": d.point_id, "reason": d.reason, "raw_len": d.raw_len,
+                       "raw": d.raw.decode("utf-8", "backslashreplace"),
+                       "reviewed_ns": d.reviewed_ns} for d in dead], indent=2))
+    return EXIT_OK
+
+
+async def _cmd_audit(args: argparse.Namespace) -> int:
+    from config import contract_address, load_config
+    from ledger_client import EvmChain, Outbox
+    from ledger_client._audit import audit_outbox
+    from ledger_client._signing import Signer
+
+    cfg = load_config(args.config)
+    path, archive = cfg.outbox_path(), cfg.archive_path()
+    if not path.exists():  # never create an empty outbox and call it sound
+        print(f"error: no outbox at {path}", file=sys.stderr)
+        return EXIT_INPUT
+    outbox = await Outbox.open(path, cfg.gateway.id)
+    arc = (await Outbox.open(archive, cfg.gateway.id, journal_mode="DELETE")
+           if archive is not None and archive.exists() else None)
+    chain = None
+    try:
+        if args.offline:  # the configured key: checks the outbox against itself only
+            key: bytes | None = Signer.load(cfg.gateway.signing_key).public_key
+        else:
+            chain = EvmChain(args.rpc or cfg.chain.rpc_url, contract_address=contract_address(cfg))
+            key = (await chain.gateway(cfg.gateway.id)).signing_key
+        report = await audit_outbox(outbox, arc, key=key, chain=chain,
+                                    confirmations=cfg.chain.confirmations)
+    finally:
+        if chain is not None:
+            await chain.close()
+        if arc is not None:
+            await arc.close()
+        await outbox.close()
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(f"audit of the outbox of gateway {cfg.gateway.id} ({path}"
+              + (f", archive {archive}" if arc is not None else "") + ")"
+              + (" OFFLINE: no ledger checks" if args.offline else "") + ":")
+        print(report.text())
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,6 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--seq", type=int, required=True, help="the reading's record seq")
     p.add_argument("-o", "--output")
+    p = sub.add_parser("audit", help="check the whole outbox: every leaf, root, signature,"
+                       " anchor and seq (exit 1 on any failure)")
+    p.add_argument("config")
+    p.add_argument("--rpc", help="JSON-RPC URL of a ledger node (default: the config's)")
+    p.add_argument("--offline", action="store_true",
+                   help="no ledger: check signatures with the configured key, skip anchors")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("dead-letters", help="list the quarantined readings, or mark them "
+                       "reviewed (which ends the degraded health state)")
+    p.add_argument("config")
+    p.add_argument("--reviewed", type=int, metavar="ID",
+                   help="mark every dead letter up to this id reviewed")
+    p.add_argument("--limit", type=int, default=100, help="list at most this many (newest)")
     p = sub.add_parser("verify", help="prove one reading against the ledger")
     p.add_argument("config", nargs="?")
     p.add_argument("--seq", type=int, help="the reading's record seq (with CONFIG)")
@@ -229,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "keygen":
             return _cmd_keygen(args)
         handler = {"run": _cmd_run, "status": _cmd_status, "export-proof": _cmd_export_proof,
-                   "verify": _cmd_verify}[args.cmd]
+                   "verify": _cmd_verify, "audit": _cmd_audit,
+                   "dead-letters": _cmd_dead_letters}[args.cmd]
         return asyncio.run(handler(args))
     except ConfigError as e:
         print(e, file=sys.stderr)

@@ -44,7 +44,7 @@ from ledger_client._errors import (
     GatewayMismatch,
     OutboxError,
 )
-from ledger_client._outbox import Outbox
+from ledger_client._outbox import DeadLetter, Outbox, dump_record, unstorable
 from ledger_client._signing import Signer, load_account
 from ledger_client._uplink import Batcher, Uplink
 
@@ -167,12 +167,42 @@ async def resume_cleaner(outbox: Outbox, cleaner: Cleaner,
     return cleaner.resume(history.history()), scanned
 
 
+def dead_letter_detail(unreviewed: int, newest: DeadLetter) -> str:
+    """The /health detail of the ``dead_letters`` component: names the newest one's source."""
+    return (f"{unreviewed} unreviewed dead letter(s); newest (id {newest.id}) from source "
+            f"{newest.source}, point {newest.point_id}: {newest.reason[:200]}"
+            " (see `mrv-gateway dead-letters`)")
+
+
+#: Seconds between the INFO lines that show acceptance (readings committed, batches anchored).
+ACCEPTANCE_LOG_S = 60.0
+
+
+async def log_acceptance(metrics: Metrics, interval_s: float) -> None:
+    """Every ``interval_s``, one INFO line: what was committed, anchored and quarantined in
+    the interval and in total (visible at the default log level)."""
+    keys = ("readings_accepted", "records_anchored", "batches_anchored", "dead_letters")
+    before = {k: metrics.counters[k] for k in keys}
+    while True:
+        await asyncio.sleep(interval_s)
+        now = {k: metrics.counters[k] for k in keys}
+        d = {k: now[k] - before[k] for k in keys}
+        log.info("in the last %g s: %d reading(s) committed (%d in all), %d batch(es) anchored"
+                 " (%d record(s); %d batches in all), %d dead letter(s) (%d in all)",
+                 interval_s, d["readings_accepted"], now["readings_accepted"],
+                 d["batches_anchored"], d["records_anchored"], now["batches_anchored"],
+                 d["dead_letters"], now["dead_letters"])
+        before = now
+
+
 class Pipeline:
     """The bounded hand-off from pollers to the outbox writer."""
 
     def __init__(self, outbox: Outbox, cleaner: Cleaner, metrics: Metrics, maxsize: int,
-                 on_commit: Callable[[int], None]) -> None:
+                 on_commit: Callable[[int], None],
+                 clock: Callable[[], int] = time.time_ns) -> None:
         self.queue: asyncio.Queue[list[Reading]] = asyncio.Queue(maxsize)
+        self.clock = clock
         self.outbox = outbox
         self.cleaner = cleaner
         self.metrics = metrics
@@ -215,9 +245,39 @@ class Pipeline:
                      acks: list[Callable[[], None]] | None = None) -> None:
         if self.budget is not None:
             await self.budget.wait_for_room()
-        cleaned = self.cleaner.clean(readings, time.time_ns())
-        committed, sigs = await self.outbox.append_signed(cleaned)
+        now = self.clock()
+        # a reading that cannot be stored is quarantined (dead letter), never retried: the
+        # others are committed and every source is acknowledged (docs/outbox.md). Screened
+        # first, so the checks never see one; the outbox catches what the screen misses.
+        dead: list[DeadLetter] = []
+        reasons = [unstorable(r) for r in readings]
+        if any(reasons):
+            for r, why in zip(readings, reasons, strict=True):
+                if why is not None:
+                    dead.append(await self.outbox.add_dead_letter(
+                        source=str(r.source), point_id=str(r.point_id), reason=why,
+                        raw=dump_record(r), now_ns=now))
+            readings = [r for r, why in zip(readings, reasons, strict=True) if why is None]
+        try:
+            cleaned = self.cleaner.clean(readings, now)
+        except Exception as e:  # a bug of the checks: keep the readings as they came, loudly
+            log.exception("cleaning failed: %d reading(s) committed without the checks' flags",
+                          len(readings))
+            self.metrics.inc("cleaning_failures")
+            self.metrics.set_state("cleaning", "degraded",
+                                   f"checks failed on a chunk (committed unchecked): {e}"[:300])
+            cleaned = readings
+        committed, sigs, late = await self.outbox.append_quarantining(cleaned, now_ns=now)
+        dead += late
         self.metrics.inc("readings_accepted", len(committed))
+        if dead:
+            self.metrics.inc("dead_letters", len(dead))
+            for d in dead:
+                log.error("quarantined a reading it cannot store (dead letter %d): source %s,"
+                          " point %s: %s", d.id, d.source, d.point_id, d.reason)
+            unreviewed = (await self.outbox.stats()).dead_letters_unreviewed
+            self.metrics.set_state("dead_letters", "degraded",
+                                   dead_letter_detail(unreviewed, dead[-1]))
         self.on_commit(len(committed))
         for ack in acks or ():  # after the commit: the acknowledgement point (docs/drivers.md)
             try:
@@ -229,11 +289,13 @@ class Pipeline:
 
 
 async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
-                     metrics: Metrics | None = None, freeze_gc: bool = False) -> None:
+                     metrics: Metrics | None = None, freeze_gc: bool = False,
+                     acceptance_log_s: float = ACCEPTANCE_LOG_S) -> None:
     """Run the gateway until ``stop`` is set. ``freeze_gc`` (the ``run`` command: one daemon
     per process): once started, move every object made so far (imports, config, pollers) out
     of the cyclic garbage collector's reach, so its full collections scan only what the
-    running daemon makes; they took about 9 % of the CPU at 500 devices."""
+    running daemon makes; they took about 9 % of the CPU at 500 devices.
+    ``acceptance_log_s``: seconds between the INFO lines of `log_acceptance`."""
     stop = stop or asyncio.Event()
     metrics = metrics or Metrics()
     signer = Signer.load(cfg.gateway.signing_key)
@@ -254,6 +316,13 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
                     retry_initial_s=cfg.chain.retry.initial_s, retry_max_s=cfg.chain.retry.max_s,
                     wake=wake_uplink, signing_key=signer.public_key)
     pending = await outbox.pending_count()
+    st = await outbox.stats()
+    if st.dead_letters_unreviewed:  # degraded until an operator has reviewed them
+        newest = (await outbox.dead_letters(unreviewed_only=True, limit=1))[0]
+        metrics.set_state("dead_letters", "degraded",
+                          dead_letter_detail(st.dead_letters_unreviewed, newest))
+        log.warning("the outbox holds %d unreviewed dead letter(s): see `mrv-gateway "
+                    "dead-letters`", st.dead_letters_unreviewed)
 
     def on_commit(n: int) -> None:
         nonlocal pending
@@ -304,7 +373,9 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
                     supervise("aggregator", aggregator.run, metrics), name="aggregator"))
             batcher_task = tg.create_task(supervise("batcher", batcher.run, metrics),
                                           name="batcher")
-            workers = [uplink_task]
+            workers = [uplink_task, tg.create_task(
+                supervise("acceptance-log", lambda: log_acceptance(metrics, acceptance_log_s),
+                          metrics), name="acceptance-log")]
             if cfg.health.listen:
                 workers.append(tg.create_task(
                     supervise("health", lambda: serve_health(cfg.health.listen or "", metrics,

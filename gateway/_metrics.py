@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 @dataclass(slots=True)
 class ComponentState:
-    state: str = "starting"  # starting | ok | failing | stopped | alarm
+    state: str = "starting"  # starting | ok | failing | stopped | degraded | alarm
     since_ns: int = field(default_factory=time.time_ns)
     detail: str = ""
     last_success_ns: int = 0

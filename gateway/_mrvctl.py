@@ -384,9 +384,10 @@ async def c_finding(a: argparse.Namespace, m: Mrv, o: Out) -> None:
     ref: dict[str, Any] = {}
     if a.proof:
         from ledger_client._format import record_leaf
-        from ledger_client._verify import Bundle
+        from ledger_client._verify import MAX_BUNDLE_BYTES, parse_bundle
 
-        b = Bundle.from_json(json.loads(Path(a.proof).read_text()))
+        with Path(a.proof).open("rb") as f:  # limited before it is parsed (BundleError)
+            b = parse_bundle(f.read(MAX_BUNDLE_BYTES + 1))
         ref = {"gateway_id": b.header.gateway_id, "batch_seq": b.header.seq,
                "record_leaf": record_leaf(b.record), "proof": b.proof}
     fid = await m.file_finding(_key(a), parse_address(a.enterprise), a.period, kind,

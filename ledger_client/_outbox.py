@@ -8,6 +8,11 @@ transaction, so a record's state is derived, never stored twice:
 - batched:   inside a batch whose state is BUILT
 - submitted: inside a batch whose state is SUBMITTED (tx signed, stored, sent)
 - confirmed: inside a batch whose state is CONFIRMED (anchored with enough confirmations)
+
+A record that cannot be stored (a field SQLite or the record encoding cannot hold, e.g. a
+timestamp beyond int64) is *quarantined*: `append_quarantining` commits the others and puts each
+such record, with a bounded dump of its fields and the reason, in the ``dead_letters`` table. A
+dead letter gets no record seq (the seqs stay gapless). See docs/outbox.md.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import dataclasses
 import itertools
 import json
 import math
+import sqlite3
+import struct
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
@@ -44,7 +51,20 @@ from ledger_client._format import (
     leaf_of_body,
 )
 
-SCHEMA_VERSION = 1
+#: 1: records, batches, meta. 2: + dead_letters (an outbox of version 1 is upgraded on open).
+SCHEMA_VERSION = 2
+#: Most bytes of a dead letter's ``raw`` column; a longer dump is cut (``raw_len`` keeps its size).
+DEAD_LETTER_RAW_MAX = 4096
+#: Errors that building or inserting one record raises when a field cannot be stored (the
+#: record's fault, not the database's): such a record is quarantined, never retried. Database
+#: errors (disk full, I/O) are not among them: they fail the commit, which is retried.
+POISON_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, OverflowError,
+                                              struct.error, sqlite3.DataError,
+                                              sqlite3.ProgrammingError)
+
+
+class UnstorableRecord(ValueError):
+    """Building a record's row or leaf failed (a pure step: the record's own fault)."""
 #: Most (seq, ts, leaf) keys of pending records kept in memory for the next batches; beyond
 #: this (batching far behind), batches read them back from the database.
 KEY_CACHE_MAX = 100_000
@@ -95,6 +115,16 @@ CREATE TABLE IF NOT EXISTS batches (
     confirmed_ns      INTEGER
 );
 CREATE INDEX IF NOT EXISTS batches_state ON batches(state, seq);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    quarantined_ns INTEGER NOT NULL,  -- when it was quarantined (gateway clock)
+    source       TEXT NOT NULL,       -- e.g. mqtt:plant-sensors
+    point_id     TEXT NOT NULL,
+    reason       TEXT NOT NULL,       -- the error that stopped its commit
+    raw          BLOB NOT NULL,       -- at most DEAD_LETTER_RAW_MAX bytes of the dump
+    raw_len      INTEGER NOT NULL,    -- the dump's full length
+    reviewed_ns  INTEGER              -- set by `mrv-gateway dead-letters --reviewed`, else NULL
+);
 """
 
 
@@ -121,6 +151,74 @@ class OutboxStats:
     batches: int
     batches_by_state: dict[str, int]
     last_confirmed_batch: int
+    dead_letters: int = 0
+    dead_letters_unreviewed: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """A record (or message) that could not be committed, kept for an operator."""
+
+    id: int
+    quarantined_ns: int
+    source: str
+    point_id: str
+    reason: str
+    raw: bytes
+    raw_len: int
+    reviewed_ns: int | None = None
+
+
+_I64_MIN, _I64_MAX, _U32_MAX = -(2**63), 2**63 - 1, 2**32 - 1
+
+
+def _bad_text(x: object) -> bool:
+    if type(x) is not str:
+        return True
+    if x.isascii():
+        return False
+    try:
+        x.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def unstorable(r: Reading) -> str | None:
+    """Why a reading cannot become a record (its fields' types and ranges, as the record
+    format and SQLite need them), or None. Cheap: the writer screens every reading with it
+    before cleaning, so a bad one never reaches the checks or a commit."""
+    t, v, q, p, u, s = r.ts_ns, r.value, r.quality, r.point_id, r.unit, r.source
+    if (type(t) is int and _I64_MIN <= t <= _I64_MAX and type(q) is int and 0 <= q <= _U32_MAX
+            and isinstance(v, float) and type(p) is str and p.isascii() and type(u) is str
+            and u.isascii() and type(s) is str and s.isascii()):
+        return None  # the fast path: nearly every reading
+    if type(t) is not int or not _I64_MIN <= t <= _I64_MAX:
+        return f"ts_ns {_safe_str(repr(t))[:60]} is not an int64 timestamp"
+    if not isinstance(v, float) and (type(v) is not int or not -(2**1023) <= v <= 2**1023):
+        return f"value {_safe_str(repr(v))[:60]} is not a binary64 number"
+    if type(q) is not int or not 0 <= q <= _U32_MAX:
+        return f"quality {_safe_str(repr(q))[:60]} is not a uint32"
+    for name, x in (("point_id", p), ("unit", u), ("source", s)):
+        if _bad_text(x):
+            return f"{name} {_safe_str(repr(x))[:60]} is not valid text"
+    return None
+
+
+def _safe_str(x: object) -> str:
+    """``x`` as text that always encodes (lone surrogates escaped)."""
+    return str(x).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def dump_record(r: object) -> bytes:
+    """A faithful, always-encodable dump of a record's fields (JSON; numbers written as Python
+    writes them, so an int beyond 64 bits or a NaN is shown as it came)."""
+    fields = getattr(r, "__dataclass_fields__", None)
+    if fields is None:
+        return _safe_str(repr(r)).encode()
+    out = {name: _safe_str(repr(getattr(r, name, None))) for name in fields}
+    return json.dumps({"type": type(r).__name__, **out}, separators=(",", ":"),
+                      ensure_ascii=False).encode()
 
 
 _RECORD_COLS = "seq, kind, point_id, ts_ns, value, unit, quality, source, extra"
@@ -276,8 +374,13 @@ class Outbox:
                 f"outbox belongs to gateway {rows.get('gateway_id')!r}, "
                 f"not {self.gateway_id!r}: refusing to mix their records"
             )
-        if rows.get("schema_version") != str(SCHEMA_VERSION):
-            raise OutboxError(f"outbox schema {rows.get('schema_version')}, expected {SCHEMA_VERSION}")
+        version = rows.get("schema_version")
+        if version == "1":  # the schema script made the dead_letters table: record the upgrade
+            await self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                                   (str(SCHEMA_VERSION),))
+        elif version != str(SCHEMA_VERSION):
+            raise OutboxError(f"outbox schema {version}, expected {SCHEMA_VERSION} (or 1, "
+                              "which is upgraded)")
 
     async def _add_signature_column(self) -> None:
         """Outboxes created before record signatures existed get the (nullable) column."""
@@ -308,12 +411,94 @@ class Outbox:
         not sign records): for live telemetry that carries them."""
         return await self._write(self._append(records))
 
+    async def append_quarantining(
+        self, records: Sequence[R], *, now_ns: int,
+    ) -> tuple[list[R], list[bytes] | None, list[DeadLetter]]:
+        """`append_signed`, except that a record that cannot be stored does not fail the
+        others: when the commit fails with one of `POISON_ERRORS`, the records are split in
+        halves and each half committed on its own (in order, so seqs stay gapless and in
+        submission order), down to single records; each record that fails alone goes to the
+        ``dead_letters`` table instead (no seq). Returns the committed records, their record
+        signatures (None when not signing) and the dead letters. Any other error (the database
+        itself) is raised as by `append`. ``now_ns``: the quarantine time stamp."""
+        return await self._write(self._append_quarantining(records, now_ns))
+
+    async def _append_quarantining(
+        self, records: Sequence[R], now_ns: int,
+    ) -> tuple[list[R], list[bytes] | None, list[DeadLetter]]:
+        committed: list[R] = []
+        sigs: list[bytes] | None = None if self._sign_records is None else []
+        dead: list[DeadLetter] = []
+        todo: list[Sequence[R]] = [records]
+        while todo:
+            part = todo.pop()
+            try:
+                c, s = await self._append(part)
+            except POISON_ERRORS as e:
+                if len(part) > 1:
+                    mid = len(part) // 2
+                    todo.append(part[mid:])
+                    todo.append(part[:mid])  # popped first: submission order is kept
+                    continue
+                r = part[0]
+                dead.append(await self._dead_letter(
+                    source=_safe_str(getattr(r, "source", getattr(r, "category", ""))),
+                    point_id=_safe_str(getattr(r, "point_id", getattr(r, "subject", ""))),
+                    reason=_safe_str(f"{type(e).__name__}: {e}")[:1000],
+                    raw=dump_record(r), now_ns=now_ns))
+                continue
+            committed.extend(c)
+            if sigs is not None and s is not None:
+                sigs.extend(s)
+        return committed, sigs, dead
+
+    async def add_dead_letter(self, *, source: str, point_id: str, reason: str, raw: bytes,
+                              now_ns: int) -> DeadLetter:
+        """Quarantine a message that cannot become a record (e.g. a source's poison message):
+        it is kept, bounded, for an operator, and counted in `stats`."""
+        return await self._write(self._dead_letter(
+            source=_safe_str(source), point_id=_safe_str(point_id),
+            reason=_safe_str(reason)[:1000], raw=bytes(raw), now_ns=now_ns))
+
+    async def _dead_letter(self, *, source: str, point_id: str, reason: str, raw: bytes,
+                           now_ns: int) -> DeadLetter:
+        kept = raw[:DEAD_LETTER_RAW_MAX]
+        cur = await self._db.execute(
+            "INSERT INTO dead_letters(quarantined_ns, source, point_id, reason, raw, raw_len)"
+            " VALUES (?, ?, ?, ?, ?, ?)", (now_ns, source, point_id, reason, kept, len(raw)))
+        return DeadLetter(id=int(cur.lastrowid or 0), quarantined_ns=now_ns, source=source,
+                          point_id=point_id, reason=reason, raw=kept, raw_len=len(raw))
+
+    async def dead_letters(self, *, unreviewed_only: bool = False,
+                           limit: int = 1000) -> list[DeadLetter]:
+        """The newest dead letters first (at most ``limit``)."""
+        where = " WHERE reviewed_ns IS NULL" if unreviewed_only else ""
+        rows = await self._fetch(
+            "SELECT id, quarantined_ns, source, point_id, reason, raw, raw_len, reviewed_ns"
+            f" FROM dead_letters{where} ORDER BY id DESC LIMIT ?", (limit,))
+        return [DeadLetter(id=int(i), quarantined_ns=int(t), source=str(s), point_id=str(p),
+                           reason=str(why), raw=bytes(raw), raw_len=int(n),
+                           reviewed_ns=None if rv is None else int(rv))
+                for i, t, s, p, why, raw, n, rv in rows]
+
+    async def mark_dead_letters_reviewed(self, upto_id: int, now_ns: int) -> int:
+        """An operator has looked at the dead letters up to ``upto_id``: they no longer make
+        the gateway degraded (they stay in the table). Returns how many were marked."""
+        async with self._lock:
+            cur = await self._db.execute(
+                "UPDATE dead_letters SET reviewed_ns = ? WHERE id <= ? AND reviewed_ns IS NULL",
+                (now_ns, upto_id))
+            return int(cur.rowcount)
+
     async def _append(self, records: Sequence[R]) -> tuple[list[R], list[bytes] | None]:
         if not records:
             return [], None if self._sign_records is None else []
         first = self._next_seq
         gw = self.gateway_id
-        committed, rows = _commit_rows(records, first, gw)
+        try:
+            committed, rows = _commit_rows(records, first, gw)
+        except Exception as e:  # pure: only the records themselves can make it fail
+            raise UnstorableRecord(f"{type(e).__name__}: {e}") from e
         sign = self._sign_records
         sigs: list[bytes] | None = None
         if sign is not None:  # the leaf is the row's last column
@@ -651,10 +836,14 @@ class Outbox:
             by_state[STATE_NAMES[int(state)]] = int(n)
         rows = list(await self._fetch(
             "SELECT COALESCE(MAX(seq), 0) FROM batches WHERE state = ?", (CONFIRMED,)))
+        (dl, dl_open), = await self._fetch(
+            "SELECT COUNT(*), COUNT(*) - COUNT(reviewed_ns) FROM dead_letters")
         return OutboxStats(
             records=self._next_seq - 1,
             pending=await self.pending_count(),
             batches=sum(by_state.values()),
             batches_by_state=by_state,
             last_confirmed_batch=int(rows[0][0]),
+            dead_letters=int(dl),
+            dead_letters_unreviewed=int(dl_open),
         )

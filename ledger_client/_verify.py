@@ -8,11 +8,22 @@ the leaf from the record's fields and checks, against the chain:
 2. ``header-anchored``: the rebuilt header hash is the one the ledger holds for that batch;
 3. ``signature``: the Ed25519 signature over the header hash verifies with the key the ledger
    holds for the gateway;
-4. ``on-chain-proof``: the ledger contract itself (``verifyRecord``) accepts leaf and proof.
+4. ``on-chain-proof``: the ledger contract itself (``verifyRecord``) accepts leaf and proof;
+
+and that what the bundle shows is what was proven:
+
+5. ``chain``: the node's chain id is the bundle's ``chain.chain_id`` (and the contract asked is
+   the bundle's ``chain.contract``);
+6. ``shown-values``: the bundle's ``value`` (for people) is the value its ``value_bits`` encode,
+   and its ``batch.header_hash`` is the hash of its batch fields.
+
+A bundle is untrusted input: `parse_bundle` limits its size and nesting before parsing, and
+`Bundle.from_json` checks every field's type and range (`BundleError` otherwise).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from dataclasses import dataclass, field
@@ -20,7 +31,7 @@ from typing import Any
 
 from gateway._records import AuditRecord, DerivedRecord, Reading, Record
 from ledger_client._chain import EvmChain
-from ledger_client._errors import ChainRevert
+from ledger_client._errors import ChainRevert, LedgerError
 from ledger_client._format import (
     BatchHeader,
     merkle_proof,
@@ -33,10 +44,92 @@ from ledger_client._outbox import Outbox
 from ledger_client._signing import verify_signature
 
 FORMAT = "mrv-proof/v1"
+#: Largest proof bundle file read (bytes): a real one is a few kB (a proof of a batch of 2^64
+#: records has 64 hashes; an audit record's payload is bounded by the control service).
+MAX_BUNDLE_BYTES = 1 << 20
+#: Deepest nesting of arrays and objects accepted in a bundle (a real one has 3).
+MAX_BUNDLE_DEPTH = 8
+#: Most hashes in a Merkle proof (a batch holds fewer than 2^64 records).
+MAX_PROOF_LEN = 64
+_U32, _U64, _I64 = (0, 2**32 - 1), (0, 2**64 - 1), (-(2**63), 2**63 - 1)
 
 
 class BundleError(ValueError):
-    """A proof bundle is malformed (missing field, wrong type)."""
+    """A proof bundle is malformed (too large or deep, not JSON, missing field, wrong type or
+    range)."""
+
+
+class RecordMissing(LedgerError):
+    """A record seq the outbox has committed is in neither the outbox nor the archive: it was
+    deleted (a check that fails, not bad input)."""
+
+
+def json_depth_exceeds(text: str, max_depth: int) -> bool:
+    """True when ``text`` nests arrays/objects deeper than ``max_depth`` (strings skipped).
+    Run before `json.loads`, whose recursion a deep input could exhaust."""
+    depth = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def _reject_constant(name: str) -> None:
+    raise BundleError(f"{name} is not JSON")
+
+
+def parse_bundle(data: bytes) -> Bundle:
+    """A proof bundle from a file's bytes: size and nesting are limited before parsing."""
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise BundleError(f"{len(data)} bytes: larger than a proof bundle can be "
+                          f"({MAX_BUNDLE_BYTES} bytes at most)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BundleError(f"not UTF-8: {e}") from None
+    if json_depth_exceeds(text, MAX_BUNDLE_DEPTH):
+        raise BundleError(f"nested deeper than {MAX_BUNDLE_DEPTH} levels: not a proof bundle")
+    try:
+        d = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as e:  # JSONDecodeError, or an integer of more than 4,300 digits
+        if isinstance(e, BundleError):
+            raise
+        raise BundleError(f"not JSON: {e}") from None
+    return Bundle.from_json(d)
+
+
+def _int(d: Any, key: str | int, rng: tuple[int, int], what: str) -> int:
+    v = d[key]
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise BundleError(f"{what}.{key}: expected an integer, got {type(v).__name__}")
+    if not rng[0] <= v <= rng[1]:
+        raise BundleError(f"{what}.{key}: {v} is out of range {rng[0]}..{rng[1]}")
+    return v
+
+
+def _str(d: Any, key: str, what: str) -> str:
+    v = d[key]
+    if not isinstance(v, str):
+        raise BundleError(f"{what}.{key}: expected a string, got {type(v).__name__}")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BundleError(f"{what}.{key}: not valid Unicode text") from None
+    return v
 
 
 def _hex(b: bytes) -> str:
@@ -79,26 +172,52 @@ def record_to_json(r: Record) -> dict[str, object]:
             "subject": r.subject, "payload": r.payload}
 
 
+def _bits(d: Any) -> float:
+    return _value_from_bits(int(_unhex(d["value_bits"], "record.value_bits", 8).hex(), 16))
+
+
 def record_from_json(d: dict[str, Any]) -> Record:
+    """A record from its JSON (types and ranges checked: `BundleError`)."""
+    w = "record"
+    if not isinstance(d, dict):
+        raise BundleError("record: expected an object")
     kind = d.get("kind")
-    gw, seq = str(d["gateway_id"]), int(d["seq"])
+    gw, seq = _str(d, "gateway_id", w), _int(d, "seq", (1, _U64[1]), w)
+    if not gw:
+        raise BundleError("record.gateway_id: empty")
     if kind == "reading":
         return Reading(
-            gateway_id=gw, seq=seq, point_id=str(d["point_id"]), ts_ns=int(d["ts_ns"]),
-            value=_value_from_bits(int(_unhex(d["value_bits"], "record.value_bits", 8).hex(), 16)),
-            unit=str(d["unit"]), quality=int(d["quality"]), source=str(d["source"]))
+            gateway_id=gw, seq=seq, point_id=_str(d, "point_id", w),
+            ts_ns=_int(d, "ts_ns", _I64, w), value=_bits(d), unit=_str(d, "unit", w),
+            quality=_int(d, "quality", _U32, w), source=_str(d, "source", w))
     if kind == "derived":
         return DerivedRecord(
-            gateway_id=gw, seq=seq, point_id=str(d["point_id"]), derivation=str(d["derivation"]),
-            period_start_ns=int(d["period_start_ns"]), period_end_ns=int(d["period_end_ns"]),
-            value=_value_from_bits(int(_unhex(d["value_bits"], "record.value_bits", 8).hex(), 16)),
-            unit=str(d["unit"]), quality=int(d["quality"]), from_seq=int(d["from_seq"]),
-            to_seq=int(d["to_seq"]))
+            gateway_id=gw, seq=seq, point_id=_str(d, "point_id", w),
+            derivation=_str(d, "derivation", w),
+            period_start_ns=_int(d, "period_start_ns", _I64, w),
+            period_end_ns=_int(d, "period_end_ns", _I64, w), value=_bits(d),
+            unit=_str(d, "unit", w), quality=_int(d, "quality", _U32, w),
+            from_seq=_int(d, "from_seq", _U64, w), to_seq=_int(d, "to_seq", _U64, w))
     if kind == "audit":
-        return AuditRecord(gateway_id=gw, seq=seq, ts_ns=int(d["ts_ns"]),
-                           category=str(d["category"]), subject=str(d["subject"]),
-                           payload=str(d["payload"]))
+        return AuditRecord(gateway_id=gw, seq=seq, ts_ns=_int(d, "ts_ns", _I64, w),
+                           category=_str(d, "category", w), subject=_str(d, "subject", w),
+                           payload=_str(d, "payload", w))
     raise BundleError(f"record.kind: expected reading, derived or audit, got {kind!r}")
+
+
+def _shown_value(d: Any) -> float | str | None:
+    """The record's ``value`` as the bundle shows it: a float, None (null), or "absent"."""
+    if not isinstance(d, dict) or "value" not in d:
+        return "absent"
+    v = d["value"]
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise BundleError(f"record.value: expected a number or null, got {type(v).__name__}")
+    try:
+        return float(v)
+    except OverflowError:
+        raise BundleError("record.value: out of the range of a binary64 number") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +230,10 @@ class Bundle:
     contract: str
     #: Ed25519 over `record_signing_bytes(leaf)` when the gateway signs records, else None
     record_signature: bytes | None = None
+    #: what the bundle *shows* beside what it proves (from_json; None: made here, consistent):
+    #: the record's ``value`` (a float, None for null, "absent") and ``batch.header_hash``
+    shown_value: float | str | None = field(default="absent", compare=False)
+    shown_header_hash: bytes | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         r, h = self.record, self.header
@@ -137,24 +260,40 @@ class Bundle:
         try:
             if d.get("format") != FORMAT:
                 raise BundleError(f"format: expected {FORMAT!r}, got {d.get('format')!r}")
-            bat = d["batch"]
+            bat, b = d["batch"], "batch"
+            if not isinstance(bat, dict):
+                raise BundleError("batch: expected an object")
             record = record_from_json(d["record"])
-            co2e = [int(x) for x in bat["co2e_g"]]
+            co2e_raw = bat["co2e_g"]
+            if not isinstance(co2e_raw, list) or len(co2e_raw) != 3:
+                raise BundleError("batch.co2e_g: expected a list of 3 integers")
+            co2e = [_int(co2e_raw, i, _U64, "batch.co2e_g") for i in range(3)]
             header = BatchHeader(
-                gateway_id=str(bat["gateway_id"]), seq=int(bat["seq"]),
+                gateway_id=_str(bat, "gateway_id", b), seq=_int(bat, "seq", (1, _U64[1]), b),
                 prev_hash=_unhex(bat["prev_hash"], "batch.prev_hash", 32),
-                root=_unhex(bat["root"], "batch.root", 32), count=int(bat["count"]),
-                first_record_seq=int(bat["first_record_seq"]),
-                last_record_seq=int(bat["last_record_seq"]),
-                first_ts_ns=int(bat["first_ts_ns"]), last_ts_ns=int(bat["last_ts_ns"]),
+                root=_unhex(bat["root"], "batch.root", 32), count=_int(bat, "count", _U32, b),
+                first_record_seq=_int(bat, "first_record_seq", _U64, b),
+                last_record_seq=_int(bat, "last_record_seq", _U64, b),
+                first_ts_ns=_int(bat, "first_ts_ns", _I64, b),
+                last_ts_ns=_int(bat, "last_ts_ns", _I64, b),
                 co2e_scope1_g=co2e[0], co2e_scope2_g=co2e[1], co2e_scope3_g=co2e[2])
+            proof = d["proof"]
+            if not isinstance(proof, list) or len(proof) > MAX_PROOF_LEN:
+                raise BundleError(f"proof: expected a list of at most {MAX_PROOF_LEN} hashes")
+            chain = d["chain"]
+            if not isinstance(chain, dict):
+                raise BundleError("chain: expected an object")
             return cls(
                 record=record, header=header,
-                signature=_unhex(bat["signature"], "batch.signature"),
-                proof=[_unhex(p, f"proof[{i}]", 32) for i, p in enumerate(d["proof"])],
-                chain_id=int(d["chain"]["chain_id"]), contract=str(d["chain"]["contract"]),
+                signature=_unhex(bat["signature"], "batch.signature", 64),
+                proof=[_unhex(p, f"proof[{i}]", 32) for i, p in enumerate(proof)],
+                chain_id=_int(chain, "chain_id", (1, _U64[1]), "chain"),
+                contract=_str(chain, "contract", "chain"),
                 record_signature=(None if d.get("record_signature") is None else
-                                  _unhex(d["record_signature"], "record_signature", 64)))
+                                  _unhex(d["record_signature"], "record_signature", 64)),
+                shown_value=_shown_value(d["record"]),
+                shown_header_hash=(None if bat.get("header_hash") is None else
+                                   _unhex(bat["header_hash"], "batch.header_hash", 32)))
         except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
             if isinstance(e, BundleError):
                 raise
@@ -206,9 +345,37 @@ class Report:
         return "\n".join([*lines, f"verdict: the reading {verdict}"])
 
 
+def shown_values_check(b: Bundle) -> tuple[bool, str]:
+    """Check 6 (pure): what the bundle shows people is what it proves."""
+    problems = []
+    r = b.record
+    if isinstance(r, Reading | DerivedRecord) and b.shown_value != "absent":
+        proven = r.value
+        shown = b.shown_value
+        same = (math.isnan(proven) if shown is None
+                else isinstance(shown, float) and value_bits(shown) == value_bits(proven))
+        if not same:
+            problems.append(f"record.value {shown!r} is not the proven value {proven!r} "
+                            "(value_bits)")
+    hh = b.header.hash()
+    if b.shown_header_hash is not None and b.shown_header_hash != hh:
+        problems.append(f"batch.header_hash 0x{b.shown_header_hash.hex()[:16]}.. is not the "
+                        f"hash of the batch fields 0x{hh.hex()[:16]}..")
+    if problems:
+        return False, "; ".join(problems)
+    return True, "the value and header hash shown are the ones proven"
+
+
 async def verify_bundle(b: Bundle, chain: EvmChain) -> Report:
     """Check a bundle against the ledger. Raises `ChainUnavailable` when the chain is down."""
     rep = Report()
+    node_id = await chain.chain_id()
+    same_contract = (chain.address or "").lower() == b.contract.lower()
+    rep.add("chain", node_id == b.chain_id and same_contract,
+            f"the node's chain id is {node_id}, the bundle's {b.chain_id}"
+            + ("" if same_contract else
+               f"; the contract asked is {chain.address}, the bundle names {b.contract}"))
+    rep.add("shown-values", *shown_values_check(b))
     r, h = b.record, b.header
     leaf = record_leaf(r)
     in_range = h.first_record_seq <= r.seq <= h.last_record_seq and r.gateway_id == h.gateway_id

@@ -289,10 +289,11 @@ async def test_the_daemon_pipeline_acknowledges_only_after_the_outbox_commit() -
             self.release = asyncio.Event()
             self.rows: list[Reading] = []
 
-        async def append_signed(self, rs: list[Reading]) -> tuple[list[Reading], None]:
+        async def append_quarantining(self, rs: list[Reading], *, now_ns: int
+                                      ) -> tuple[list[Reading], None, list[object]]:
             await self.release.wait()
             self.rows += rs
-            return rs, None
+            return rs, None, []
 
     class NoCleaning:
         def clean(self, rs: list[Reading], now_ns: int) -> list[Reading]:
