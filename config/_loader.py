@@ -12,7 +12,6 @@ import yaml
 from pydantic import ValidationError
 
 from config._schema import DRIVER_MODELS, Config
-from ledger_client._admin import AddressBookError, read_address_book
 
 #: Limits applied to a config before and while it is parsed (docs/configuration.md, "Limits"):
 #: a config file above this size is refused unread (a 15,000-point config is about 2 MB) ...
@@ -429,6 +428,9 @@ def contract_address(cfg: Config) -> str:
         return cfg.chain.contract
     assert cfg.chain.address_book is not None
     src = str(cfg.chain.address_book)
+    # (imported here: the ledger client pulls in eth_account, which the config alone never needs)
+    from ledger_client._admin import AddressBookError, read_address_book
+
     try:
         book = read_address_book(cfg.chain.address_book)
     except OSError as e:

@@ -333,7 +333,7 @@ async def test_the_checks_never_see_a_poison_reading(tmp_path: Path,
     from cleaning import ChecksConfig
 
     checks = ChecksConfig.model_validate({"range": {"min": -1e9, "max": 1e9},
-                                          "timestamps": {"max_future_s": 1e12}})
+                                          "timestamps": {"max_future_s": 3_155_760_000}})
     ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
     m = Metrics()
     pipe = Pipeline(ob, Cleaner({f"p{i}": checks for i in range(3)}), m, 4, lambda n: None)
