@@ -221,8 +221,8 @@ def _check_message(payload: bytes, gateway: str, key: bytes) -> list[dict[str, A
     """The readings of one telemetry message, each with ``"verified"``: its record signature
     checks out with ``key`` and the message is from ``gateway``. Raises ``ValueError`` for a
     message that is not telemetry."""
-    from control._bounded import loads_bounded
     from control._telemetry import MAX_TELEMETRY_BYTES, MAX_TELEMETRY_DEPTH, verify_telemetry
+    from gateway._bounded import loads_bounded
 
     checked = verify_telemetry(payload, key)
     doc = loads_bounded(payload, max_bytes=MAX_TELEMETRY_BYTES, max_depth=MAX_TELEMETRY_DEPTH)

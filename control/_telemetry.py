@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from control._bounded import loads_bounded
+from gateway._bounded import loads_bounded
 from gateway._records import Reading
 
 #: A telemetry message is at most ``telemetry.max_per_message`` (10,000) readings of a few

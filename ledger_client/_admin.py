@@ -18,6 +18,7 @@ from typing import Any
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from gateway._bounded import json_depth
 from ledger_client._chain import EvmChain, Receipt, _type_str, load_artifact
 from ledger_client._errors import ChainRevert
 from ledger_client._format import gateway_key, keccak256
@@ -166,28 +167,6 @@ class AddressBookError(ValueError):
     """An address book that is too large, too deep, not JSON or not an address book."""
 
 
-def _check_depth(text: str, limit: int) -> None:
-    """Refuse JSON nested deeper than ``limit`` before any parser recurses into it."""
-    depth = 0
-    in_str = esc = False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            if depth > limit:
-                raise AddressBookError(f"address book: nested deeper than {limit} levels")
-        elif ch in "]}":
-            depth -= 1
-
-
 def parse_address_book(raw: bytes | str, source: str = "address book") -> dict[str, Any]:
     """An address book from its JSON text, checked: at most `MAX_ADDRESS_BOOK_BYTES` and
     `MAX_ADDRESS_BOOK_DEPTH` levels (both before parsing), an object whose ``contracts`` maps
@@ -199,7 +178,8 @@ def parse_address_book(raw: bytes | str, source: str = "address book") -> dict[s
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as e:
         raise AddressBookError(f"{source}: not UTF-8 ({e.reason} at byte {e.start})") from None
-    _check_depth(text, MAX_ADDRESS_BOOK_DEPTH)
+    if json_depth(text.encode(), stop_at=MAX_ADDRESS_BOOK_DEPTH) > MAX_ADDRESS_BOOK_DEPTH:
+        raise AddressBookError(f"{source}: nested deeper than {MAX_ADDRESS_BOOK_DEPTH} levels")
     try:
         book = json.loads(text)
     except ValueError as e:  # JSONDecodeError, or an integer of too many digits

@@ -29,6 +29,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway._bounded import json_depth
 from gateway._records import AuditRecord, DerivedRecord, Reading, Record
 from ledger_client._chain import EvmChain
 from ledger_client._errors import ChainRevert, LedgerError
@@ -64,30 +65,6 @@ class RecordMissing(LedgerError):
     deleted (a check that fails, not bad input)."""
 
 
-def json_depth_exceeds(text: str, max_depth: int) -> bool:
-    """True when ``text`` nests arrays/objects deeper than ``max_depth`` (strings skipped).
-    Run before `json.loads`, whose recursion a deep input could exhaust."""
-    depth = 0
-    in_str = esc = False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            if depth > max_depth:
-                return True
-        elif ch in "]}":
-            depth -= 1
-    return False
-
-
 def _reject_constant(name: str) -> None:
     raise BundleError(f"{name} is not JSON")
 
@@ -101,7 +78,7 @@ def parse_bundle(data: bytes) -> Bundle:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BundleError(f"not UTF-8: {e}") from None
-    if json_depth_exceeds(text, MAX_BUNDLE_DEPTH):
+    if json_depth(text.encode(), stop_at=MAX_BUNDLE_DEPTH) > MAX_BUNDLE_DEPTH:
         raise BundleError(f"nested deeper than {MAX_BUNDLE_DEPTH} levels: not a proof bundle")
     try:
         d = json.loads(text, parse_constant=_reject_constant)

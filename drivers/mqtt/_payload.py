@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
-
 from config._schema import MqttPoint
 from drivers._limits import TS_NS_MAX, TS_NS_MIN, TS_RANGE_TEXT, ts_in_range
+from gateway._bounded import json_depth
 from gateway._records import Reading
 
 __all__ = ["MAX_JSON_DEPTH", "TS_NS_MAX", "TS_NS_MIN", "Mapping", "PayloadError", "compile_points",
@@ -62,28 +60,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Deepest JSON nesting (arrays and objects) a payload may have; a sensor's message needs a few.
 MAX_JSON_DEPTH = 32
-
-# A JSON string (with its escapes); what is inside one is not structure.
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-# Every byte but the four brackets, to be deleted before the depth count.
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_CHUNK = 1 << 20
-
-
-def json_depth(payload: bytes) -> int:
-    """The deepest nesting of ``[`` / ``{`` in ``payload`` outside JSON strings, in linear time
-    without recursion. For malformed JSON (an unterminated string, mismatched brackets) it is an
-    upper bound of the depth a JSON parser reaches before it fails."""
-    structure = _JSON_STRING.sub(b"", payload).translate(None, _NOT_BRACKETS)
-    deepest = depth = 0
-    for at in range(0, len(structure), _CHUNK):  # in chunks: bounded memory for large payloads
-        b = np.frombuffer(structure, dtype=np.uint8, count=min(_CHUNK, len(structure) - at),
-                          offset=at)
-        levels = np.cumsum(np.where((b == 0x5B) | (b == 0x7B), 1, -1).astype(np.int32)) + depth
-        deepest = max(deepest, int(levels.max()))
-        depth = int(levels[-1])
-    return deepest
-
 
 def parse_json(payload: bytes, where: str, *, max_bytes: int,
                max_depth: int = MAX_JSON_DEPTH) -> Any:

@@ -2,9 +2,10 @@
 
 Python's ``json`` module parses nested arrays and objects recursively in C; how deep it can go
 before it overflows the C stack depends on the process's recursion limit, which a dependency
-may raise (py_ecc sets it to 100,000). So every JSON that reaches control from the network is
-first measured here: its size, and its nesting depth counted by a scan of the bytes that never
-recurses. Only then is it parsed.
+may raise (py_ecc sets it to 100,000 unless ``ledger_client._deps`` undoes it). So every JSON
+that reaches us from outside (sensor payloads, commands, acks, telemetry, proof bundles, address
+books) is first measured here: its size, and its nesting depth counted by a scan of the bytes
+that never recurses. Only then is it parsed. One scanner for all of them.
 """
 
 from __future__ import annotations
