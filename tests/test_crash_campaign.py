@@ -4,8 +4,11 @@ proof that its checker fails on what it is meant to catch."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import signal
 import sqlite3
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -19,10 +22,14 @@ from simulator import Anvil, ModbusPlant, Mosquitto
 from .crash_campaign import (
     MODES,
     MQTT_SOURCE,
+    MQTT_TOPIC,
     Checker,
+    Gateway,
+    OutboxWatch,
     Setup,
     provision_campaign,
     run_campaign,
+    until,
 )
 
 SEED = os.environ.get("MRV_TEST_SEED", "7")
@@ -136,3 +143,55 @@ async def test_checker_catches_what_it_is_for(campaign_setup: Setup, tmp_path: P
             name="mqtt-time")
     finally:
         await chain.close()
+
+
+async def test_a_clean_stop_leaves_nothing_committed_to_be_sent_again(campaign_setup: Setup,
+                                                                      tmp_path: Path) -> None:
+    """SIGTERM while a backlog of MQTT messages streams in: what the stop commits is also
+    acknowledged, so the next start gets none of it again (each message once in the outbox)."""
+    import aiomqtt
+
+    assert campaign_setup.broker_port is not None
+    sent = 300
+    async with aiomqtt.Client("127.0.0.1", campaign_setup.broker_port,
+                              identifier="backlog-publisher") as c:
+        for n in range(1, sent + 1):  # queued by the broker for the gateway's session
+            await c.publish(MQTT_TOPIC, json.dumps({"ts": 1_700_000_000_000 + n,
+                                                    "data": {"n": n}}), qos=1)
+    cfg = load_config(campaign_setup.config)
+    watch = OutboxWatch(cfg.outbox_path())
+
+    def committed() -> list[int]:
+        if not cfg.outbox_path().exists():
+            return []
+        with contextlib.closing(sqlite3.connect(f"file:{cfg.outbox_path()}?mode=ro",
+                                                uri=True)) as db:
+            try:
+                return [int(v) for (v,) in db.execute(
+                    "SELECT value FROM records WHERE source = ? ORDER BY seq", (MQTT_SOURCE,))]
+            except sqlite3.OperationalError:  # the schema is not there yet
+                return []
+
+    gw = Gateway(campaign_setup.config, tmp_path / "gateway.log")
+    try:
+        gw.start()
+        assert await until(lambda: len(committed()) > 0, 60, gw), gw.tail()
+        gw.signal(signal.SIGTERM)  # the backlog is still coming in
+        assert await gw.wait(60) == 0, gw.tail()
+        first_life = len(committed())
+        assert 0 < first_life < sent
+        gw.start()
+        assert await until(lambda: len(set(committed())) == sent, 60, gw), gw.tail()
+        gw.signal(signal.SIGTERM)
+        assert await gw.wait(60) == 0, gw.tail()
+    finally:
+        if gw.running:
+            await gw.kill9()
+    order = committed()  # in seq order: the first ``first_life`` ones came before the stop
+    seen = Counter(order)
+    assert set(seen) == set(range(1, sent + 1))
+    twice = sorted(n for n, k in seen.items() if k > 1)
+    where = {n: [i < first_life for i, m in enumerate(order) if m == n] for n in twice[:5]}
+    assert twice == [], (f"{len(twice)} message(s) committed twice: {twice[:20]}; "
+                         f"{first_life} before the stop; in the first life: {where}\n{gw.tail()}")
+    assert watch.counts()[0] > 0
