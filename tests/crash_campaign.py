@@ -20,7 +20,7 @@ a condition: the gateway's process, rows in its outbox):
 * ``anchoring``: 0..0.3 s after a new batch is built (while it is signed, sent, confirmed);
 * ``failpoint``: the gateway kills itself at a named crash point (``MRV_FAILPOINTS``), its
   n-th pass drawn 1..4;
-* ``shutdown``: SIGTERM, then SIGKILL 0..1.5 s later, in the middle of the graceful stop (if it
+* ``shutdown``: SIGTERM, then SIGKILL 0..0.5 s later, in the middle of the graceful stop (if it
   finished first, that life counts as a clean stop, not a kill).
 
 After every kill, with the process dead, the outbox (read-only) and the chain are checked:
@@ -31,9 +31,9 @@ contiguous, the previous-hash chain unbroken, the header hash, Merkle root and E
 chain holds equals the outbox's, and the chain is never ahead of the outbox; no Modbus reading
 twice; every MQTT record is a message that was published, with its value and time; an MQTT
 message is in the outbox twice only across a kill (at least once: committed, then killed before
-its PUBACK, redelivered). At the end the publisher stops, the gateway runs cleanly until every
-acknowledged message is in the outbox, stops with SIGTERM, and then everything is anchored and
-the chain's last seqs are the outbox's.
+its PUBACK, redelivered), never within one life or after a graceful stop. At the end the
+publisher stops, the gateway runs cleanly until every acknowledged message is in the outbox,
+stops with SIGTERM, and then everything is anchored and the chain's last seqs are the outbox's.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class Report:
             ("batches built / anchored", f"{self.batches} / {self.batches_anchored}"),
             ("MQTT published / acked by broker", f"{self.mqtt_published} / {self.mqtt_acknowledged}"),
             ("MQTT acked messages in outbox", f"{self.mqtt_in_outbox} of {self.mqtt_acknowledged}"),
-            ("MQTT redelivered across a kill", str(self.mqtt_redelivered_across_kill)),
+            ("MQTT committed again after a kill", str(self.mqtt_redelivered_across_kill)),
             ("findings", str(len(self.findings))),
             ("seconds", f"{self.seconds:.0f}"),
         ]
@@ -230,7 +230,8 @@ class Checker:
         self.on_chain = 0  # batches compared with the chain so far
         self.modbus_keys: set[tuple[str, int]] = set()
         self.mqtt_copies: dict[int, list[int]] = {}  # n -> record seqs
-        self.life_ends: list[int] = []  # max record seq after each kill
+        self.life_ends: list[int] = []  # max record seq at the end of each life
+        self.life_clean: list[bool] = []  # that life ended with a graceful stop, not a kill
         self.public_key: bytes | None = None
         self.modbus_readings = 0
         self.confirmed = 0
@@ -241,7 +242,9 @@ class Checker:
                 return i
         return len(self.life_ends)
 
-    async def check(self, cycle: int, *, end_of_life: bool = True) -> list[Finding]:
+    async def check(self, cycle: int, *, clean: bool = False) -> list[Finding]:
+        """Check what is new since the last call; the gateway's life just ended (``clean``:
+        with a graceful stop)."""
         out: list[Finding] = []
 
         def bad(kind: str, detail: str) -> None:
@@ -342,8 +345,8 @@ class Checker:
             if gw.last_header_hash != self.headers[last - 1] or \
                     gw.last_record_seq != int(rows[last - 1][5]):
                 bad("chain-gateway", f"chain's last header/record seq differ from batch {last}")
-        if end_of_life:
-            self.life_ends.append(len(self.leaves))
+        self.life_ends.append(len(self.leaves))
+        self.life_clean.append(clean)
         return out
 
     def _note_reading(self, rec: Any, bad: Any) -> None:
@@ -371,6 +374,11 @@ class Checker:
             if any(self.life_of(s) == life for s in copies):
                 bad("mqtt-duplicate", f"counter {n} committed twice in one gateway life "
                                       f"(records {copies[0]} and {rec.seq})")
+            elif copies and all(self.life_clean[k]
+                                for k in range(self.life_of(copies[-1]), life)):
+                bad("mqtt-duplicate-after-clean-stop",
+                    f"counter {n} committed again (record {rec.seq}) after a graceful stop "
+                    f"(record {copies[-1]}): a stop must acknowledge what it committed")
             copies.append(rec.seq)
 
     def full_recheck(self, cycle: int) -> list[Finding]:
@@ -540,7 +548,7 @@ async def run_campaign(setup: Setup, work: Path, *, kills: int, seed: str,
             elif mode == "shutdown":
                 # let it start and commit something first, so the stop has work to do
                 await until(lambda h=hi0: watch.counts()[0] > h, STALL_S, gw)
-                d = rng.uniform(0.0, 1.5)
+                d = rng.uniform(0.0, 0.5)
                 param = f"SIGTERM, SIGKILL {d:.3f} s later"
                 gw.signal(signal.SIGTERM)
                 rc = await gw.wait(d)
@@ -559,7 +567,7 @@ async def run_campaign(setup: Setup, work: Path, *, kills: int, seed: str,
             elif outcome == "clean-stop":
                 report.clean_stops += 1
             # the process is dead: the outbox and the chain must agree, whatever the moment
-            found = await checker.check(cycle)
+            found = await checker.check(cycle, clean=outcome == "clean-stop")
             report.checks += 1
             report.findings.extend(found)
             hi, nb, open_ = watch.counts()
@@ -587,7 +595,7 @@ async def run_campaign(setup: Setup, work: Path, *, kills: int, seed: str,
         if rc != 0:
             finding("final-stop", f"SIGTERM ended the gateway with {rc}:\n{gw.tail()}")
             await gw.kill9()
-        report.findings.extend(await checker.check(cycle))
+        report.findings.extend(await checker.check(cycle, clean=True))
         report.findings.extend(checker.full_recheck(cycle))
         report.checks += 1
         hi, nb, open_ = watch.counts()

@@ -94,14 +94,14 @@ async def test_checker_catches_what_it_is_for(campaign_setup: Setup, tmp_path: P
     chain = EvmChain(campaign_setup.rpc_url, contract_address=contract_address(cfg))
 
     async def findings(tamper: list[tuple[str, tuple[object, ...]]], *, before: bool = False,
-                       name: str) -> set[str]:
+                       clean: bool = False, name: str) -> set[str]:
         """Kinds found on a copy tampered by ``tamper``; ``before``: the checker saw the copy
-        untouched first (a change after a restart)."""
+        untouched first (a change after a restart; ``clean``: a graceful one)."""
         db = tmp_path / f"{name}.sqlite"
         _copy(src, db)
         checker = Checker(db, cfg.gateway.id, chain, _Known(times))
         if before:
-            assert await checker.check(0) == []
+            assert await checker.check(0, clean=clean) == []
         for sql, params in tamper:
             _exec(db, sql, params)
         return {f.kind for f in await checker.check(1)}
@@ -137,6 +137,9 @@ async def test_checker_catches_what_it_is_for(campaign_setup: Setup, tmp_path: P
         assert "prev-hash" in await findings(
             [("UPDATE batches SET prev_hash = zeroblob(32) WHERE seq = 2", ())], name="prev")
         assert "mqtt-duplicate" in await findings(duplicate_of(mqtt_seq), name="mqtt-dup")
+        assert "mqtt-duplicate-after-clean-stop" in await findings(
+            duplicate_of(mqtt_seq), before=True, clean=True, name="mqtt-dup-clean")
+        assert await findings(duplicate_of(mqtt_seq), before=True, name="mqtt-dup-kill") == set()
         assert "modbus-duplicate" in await findings(duplicate_of(modbus_seq), name="mb-dup")
         assert "mqtt-time" in await findings(
             [("UPDATE records SET ts_ns = ts_ns + 1000000 WHERE seq = ?", (mqtt_seq,))],
