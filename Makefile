@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
-.PHONY: setup demo test contracts bench fuzz clean
+.PHONY: setup demo test contracts bench fuzz crash clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -16,6 +16,10 @@ bench: setup
 # The long fuzz campaign: a million inputs per parser (see tests/fuzz/__init__.py).
 fuzz: setup
 	.venv/bin/python -m tests.fuzz $(or $(ARGS),--inputs 1000000)
+
+# The long crash campaign: 200 SIGKILLs of the real gateway (docs/reliability.md).
+crash: setup
+	.venv/bin/python -m tests.crash_campaign $(or $(ARGS),--kills 200 --seed 1)
 
 contracts: setup
 	node contracts/build.mjs

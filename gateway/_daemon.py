@@ -382,13 +382,18 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
                                                              outbox), metrics), name="health"))
             await stop.wait()
             log.info("stopping: committing what the pollers handed over")
-            await cancel_and_wait([*pollers_tasks, *ctl_tasks])
+            # Sources that acknowledge after the commit (MQTT) take no more messages but stay
+            # connected through the drain, so what it commits is acknowledged too and the
+            # broker does not send it again on the next start.
+            acking = [t for p, t in zip(pollers, pollers_tasks, strict=False) if _pause(p)]
+            await cancel_and_wait([t for t in pollers_tasks if t not in acking] + ctl_tasks)
             # (bounded: a writer held by a full disk budget cannot commit; what it holds was
             # never accepted, and MQTT sources redeliver what was not acknowledged)
             deadline = asyncio.get_running_loop().time() + max(cfg.outbox.shutdown_drain_s, 1)
             while ((pipeline.busy or not pipeline.queue.empty())
                    and asyncio.get_running_loop().time() < deadline):
                 await asyncio.sleep(0.01)
+            await cancel_and_wait(acking)  # a graceful disconnect sends their PUBACKs first
             await cancel_and_wait([writer, batcher_task])
             await batcher.cut_all()
             await _drain(outbox, cfg.outbox.shutdown_drain_s, uplink_task)
@@ -399,6 +404,15 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
         await chain.close()
         await outbox.close()
         log.info("gateway %s stopped", cfg.gateway.id)
+
+
+def _pause(source: object) -> bool:
+    """Pause a source that acknowledges after the commit (it has ``pause``); True if it did."""
+    pause = getattr(source, "pause", None)
+    if pause is None:
+        return False
+    pause()
+    return True
 
 
 async def _aggregator(cfg: Config, outbox: Outbox, metrics: Metrics) -> Aggregator | None:

@@ -97,6 +97,13 @@ class MqttSource:
         self.messages = 0
         self.readings = 0
         self.acks: _Acks | None = None
+        self.paused = False
+
+    def pause(self) -> None:
+        """Take no more messages (they stay unacknowledged: the broker keeps them), but stay
+        connected, so the PUBACKs of what was handed over still go out as it is committed.
+        The daemon's graceful stop calls this, drains the outbox writer, then cancels."""
+        self.paused = True
 
     def _client(self) -> aiomqtt.Client:
         d = self.dev
@@ -131,6 +138,10 @@ class MqttSource:
                             backoff = self.dev.backoff_initial_s
                             async for msg in client.messages:
                                 await self._handle(msg, acks)
+                        except asyncio.CancelledError:
+                            if self.paused:
+                                await self._settle(client)
+                            raise
                         finally:
                             acks.alive = False
                 except aiomqtt.MqttError as e:
@@ -147,7 +158,18 @@ class MqttSource:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
 
+    async def _settle(self, client: aiomqtt.Client) -> None:
+        """Before a graceful stop disconnects: make sure the broker has read our PUBACKs. The
+        broker handles a connection's packets in order, so its SUBACK to the same subscription
+        again (which changes nothing) follows them. Without it, closing a socket that still has
+        unread messages sends a TCP reset, and the broker may drop the PUBACKs it had not read
+        yet, then send those messages again on the next start."""
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            await client.subscribe([(f, int(self.dev.qos)) for f in self.filters], timeout=2)
+
     async def _handle(self, msg: aiomqtt.Message, acks: _Acks) -> None:
+        if self.paused:  # stopping: not taken, not acknowledged; the broker sends it again
+            return
         self.messages += 1
         self.metrics.inc("mqtt_messages")
         ack = acks.add(msg.mid, msg.qos)
