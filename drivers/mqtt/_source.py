@@ -33,6 +33,7 @@ import aiomqtt
 
 from config._schema import MqttDevice
 from drivers._polling import LogLimiter, PointInfo, Sink, StaleWatch
+from drivers.mqtt._paho import paho_client
 from drivers.mqtt._payload import PayloadError, compile_points, readings_from
 from gateway._aio import raise_if_cancelling
 from gateway._metrics import Metrics
@@ -108,7 +109,7 @@ class MqttSource:
         if d.qos > 0:
             # Acknowledge after commit, not on arrival. aiomqtt 2.5 has no API for it; the paho
             # client it wraps does (Client.manual_ack_set / Client.ack).
-            client._client.manual_ack_set(True)
+            paho_client(client).manual_ack_set(True)
         return client
 
     async def run(self) -> None:
@@ -122,7 +123,7 @@ class MqttSource:
                 try:
                     async with client:
                         self.connects += 1
-                        acks = self.acks = _Acks(client._client)
+                        acks = self.acks = _Acks(paho_client(client))
                         try:
                             await client.subscribe([(f, int(self.dev.qos)) for f in self.filters])
                             if self.metrics.set_state(self.component, "ok"):
