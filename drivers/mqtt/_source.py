@@ -80,8 +80,10 @@ class _Acks:
 
 
 class MqttSource:
-    def __init__(self, dev: MqttDevice, sink: Sink, metrics: Metrics) -> None:
+    def __init__(self, dev: MqttDevice, sink: Sink, metrics: Metrics, *,
+                 now_ns: Callable[[], int] = time.time_ns) -> None:
         self.dev = dev
+        self.now_ns = now_ns  # a reading without its own timestamp gets the arrival time
         self.name = dev.name
         self.sink = sink
         self.metrics = metrics
@@ -92,7 +94,7 @@ class MqttSource:
         self.ack_via_sink = sink_takes_ack(sink)
         self.noise = LogLimiter(log)
         self.watch = (StaleWatch([PointInfo(p.id, p.unit) for p in dev.points], dev.stale_after_s,
-                                 self.source, sink, metrics)
+                                 self.source, sink, metrics, now_ns=now_ns)
                       if dev.stale_after_s else None)
         self.connects = 0
         self.messages = 0
@@ -164,7 +166,7 @@ class MqttSource:
         topic = msg.topic.value
         try:
             readings, problems = readings_from(topic, bytes(payload), self.mappings,
-                                               source=self.source, now_ns=time.time_ns(),
+                                               source=self.source, now_ns=self.now_ns(),
                                                max_bytes=self.dev.max_payload_bytes)
         except PayloadError as e:
             readings, problems = [], [str(e)]
