@@ -8,6 +8,8 @@ import asyncio
 import json
 import logging
 import math
+import sqlite3
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,6 +25,8 @@ from drivers.modbus._io import ModbusTcpPoller
 from drivers.mqtt._source import MqttSource, _Acks
 from gateway import Quality, Reading
 from gateway._metrics import Metrics
+from ledger_client import Outbox
+from ledger_client._signing import Signer
 from simulator import Dlt645Line, Dlt645SimMeter, ModbusPlant, plant_devices
 
 from .support import Collector, until
@@ -146,3 +150,24 @@ async def test_dlt645_readings_are_stamped_by_the_injected_clock() -> None:
     finally:
         await line.stop()
     assert {r.ts_ns for r in sink.readings} <= set(clock.issued)
+
+
+async def test_outbox_bookkeeping_times_come_from_the_injected_clock(tmp_path: Path) -> None:
+    clock = FakeNs()
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw", now_ns=clock)
+    try:
+        await ob.append([Reading(point_id="p", ts_ns=1_000 + i, value=1.0, unit="kW", source="t")
+                         for i in range(4)])
+        b = await ob.make_batch(10, Signer(b"\x01" * 32).sign)
+        assert b is not None
+        created = clock.issued[-1]
+        await ob.mark_submitted(b.seq, b"\x01" * 32, b"raw", 0)
+        await ob.mark_confirmed(b.seq, 42)
+        confirmed = clock.issued[-1]
+    finally:
+        await ob.close()
+    with sqlite3.connect(tmp_path / "o.sqlite") as db:
+        row = db.execute("SELECT created_ns, confirmed_ns FROM batches WHERE seq = ?",
+                         (b.seq,)).fetchone()
+    assert row == (created, confirmed)
+    assert created < confirmed
