@@ -22,6 +22,8 @@ import paho.mqtt.client as paho
 import pytest
 from Crypto.Hash import keccak
 from eth_abi import decode, encode
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.mqtt._paho import PahoClientUnavailable, paho_client
 from ledger_client._chain import EvmChain, call_data, header_tuple, load_artifact
@@ -49,10 +51,25 @@ def _chain() -> EvmChain:
     return EvmChain("http://127.0.0.1:9", contract_address="0x" + "11" * 20)
 
 
+_CHAIN = _chain()
+
+
 def test_call_data_of_a_simple_function_matches_an_independent_encoding() -> None:
     chain = _chain()
     args = [bytes(range(32)), 7, b"\xaa" * 32, [b"\x01" * 32, b"\x02" * 32]]
     got = call_data(chain.contract.functions.verifyRecord(*args))
+    assert got == _expected(load_artifact("EmissionsLedger")["abi"], "verifyRecord", args)
+
+
+_B32 = st.binary(min_size=32, max_size=32)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_B32, st.integers(0, 2**64 - 1), _B32, st.lists(_B32, max_size=20))
+def test_call_data_matches_the_independent_encoding_for_any_arguments(
+        key: bytes, seq: int, leaf: bytes, proof: list[bytes]) -> None:
+    args = [key, seq, leaf, proof]
+    got = call_data(_CHAIN.contract.functions.verifyRecord(*args))
     assert got == _expected(load_artifact("EmissionsLedger")["abi"], "verifyRecord", args)
 
 
