@@ -35,7 +35,7 @@ from eth_account.signers.local import LocalAccount
 
 from ledger_client import EvmChain, Signer
 from ledger_client._admin import Mrv, deploy_system, fund, make_uscc
-from ledger_client._chain import header_tuple, load_artifact
+from ledger_client._chain import call_data, header_tuple, load_artifact
 from ledger_client._format import ZERO32, BatchHeader, build_header, keccak256
 from simulator import DEV_KEYS, Anvil
 
@@ -124,7 +124,7 @@ async def measure_rate(b: Bench, n: int) -> dict[str, Any]:
     price, chain_id = await chain.gas_price(), await chain.chain_id()
     raws = []
     for i, h in enumerate(headers):
-        tx = {"to": chain.address, "data": b.fn(h)._encode_transaction_data(), "value": 0,
+        tx = {"to": chain.address, "data": call_data(b.fn(h)), "value": 0,
               "gas": gas_limit, "gasPrice": price, "nonce": nonce + i, "chainId": chain_id}
         signed = b.gw.sign_transaction(tx)
         raws.append((bytes(signed.raw_transaction), bytes(signed.hash)))

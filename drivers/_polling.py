@@ -68,8 +68,10 @@ class PollLoop:
     """Schedule, breaker and health of one polled device; the I/O is the caller's ``attempt``."""
 
     def __init__(self, name: str, source: str, points: Sequence[PointInfo], opts: PollOptions,
-                 sink: Sink, metrics: Metrics, log: logging.Logger) -> None:
+                 sink: Sink, metrics: Metrics, log: logging.Logger, *,
+                 now_ns: Callable[[], int] = time.time_ns) -> None:
         self.name = name
+        self.now_ns = now_ns  # the wall clock of gap readings (the schedule runs on loop.time())
         self.source = source
         self.points = list(points)
         self.interval = opts.interval_s
@@ -140,7 +142,7 @@ class PollLoop:
             await asyncio.sleep(self.phase_s)
         while True:
             raise_if_cancelling()
-            ts = time.time_ns()
+            ts = self.now_ns()
             now = loop.time()
             if self.breaker_open and now < self.next_probe:
                 readings = self.gap(ts)
@@ -175,14 +177,16 @@ class LogLimiter:
     """Logs a recurring problem (garbage frames, malformed payloads) at most once per
     ``every_s`` per key, with the count of what was not logged: counted always, logged enough."""
 
-    def __init__(self, log: logging.Logger, every_s: float = 10.0) -> None:
+    def __init__(self, log: logging.Logger, every_s: float = 10.0, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.log = log
         self.every_s = every_s
+        self.monotonic = monotonic
         self._last: dict[str, float] = {}
         self._quiet: dict[str, int] = {}
 
     def warning(self, key: str, msg: str, *args: object) -> None:
-        now = time.monotonic()
+        now = self.monotonic()
         last = self._last.get(key)
         if last is not None and now - last < self.every_s:
             self._quiet[key] = self._quiet.get(key, 0) + 1
@@ -202,26 +206,30 @@ class StaleWatch:
 
     def __init__(self, points: Sequence[PointInfo], after_s: float, source: str, sink: Sink,
                  metrics: Metrics,
-                 on_gap: Callable[[list[PointInfo]], None] | None = None) -> None:
+                 on_gap: Callable[[list[PointInfo]], None] | None = None, *,
+                 now_ns: Callable[[], int] = time.time_ns,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.points = list(points)
         self.on_gap = on_gap
         self.after_s = after_s
         self.source = source
         self.sink = sink
         self.metrics = metrics
-        now = time.monotonic()
+        self.now_ns = now_ns  # timestamps of the gap readings
+        self.monotonic = monotonic  # silence is measured on this one
+        now = monotonic()
         self.last = {p.id: now for p in self.points}
         self.gaps = 0
 
     def seen(self, point_id: str) -> None:
         if point_id in self.last:
-            self.last[point_id] = time.monotonic()
+            self.last[point_id] = self.monotonic()
 
     async def run(self) -> None:
         step = max(0.05, min(self.after_s / 4, 5.0))
         while True:
             await asyncio.sleep(step)
-            now = time.monotonic()
+            now = self.monotonic()
             stale = [p for p in self.points if now - self.last[p.id] >= self.after_s]
             if not stale:
                 continue
@@ -231,4 +239,4 @@ class StaleWatch:
             self.metrics.inc("stale_gap_readings", len(stale))
             if self.on_gap is not None:
                 self.on_gap(stale)
-            await self.sink(gap_readings(stale, time.time_ns(), self.source))
+            await self.sink(gap_readings(stale, self.now_ns(), self.source))

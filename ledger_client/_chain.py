@@ -57,6 +57,35 @@ def all_errors_abi() -> list[dict[str, Any]]:
     return list(items.values())
 
 
+def call_data(fn: Any) -> str:
+    """The ABI-encoded call data (``0x`` + selector + arguments) of a bound contract function,
+    ``contract.functions.name(*args)``, through web3's public ``Contract.encode_abi``.
+
+    The one place that turns a bound function into transaction data (web3's own shortcut,
+    ``ContractFunction._encode_transaction_data``, is private). It reads the bound function's
+    public attributes (``w3``, ``contract_abi``, ``abi_element_identifier``, ``args``,
+    ``kwargs``); tests/test_third_party_api.py checks the bytes against an independent
+    encoding, so a web3 upgrade that changes them fails there, not on a plant."""
+    contract = _abi_contract(fn.w3, fn.contract_abi)
+    return str(contract.encode_abi(fn.abi_element_identifier, args=fn.args, kwargs=fn.kwargs))
+
+
+# (w3, abi) -> an address-less contract for encoding; building one parses the whole ABI (ms)
+_ABI_CONTRACTS: dict[tuple[int, int], tuple[object, object, Any]] = {}
+
+
+def _abi_contract(w3: Any, abi: Any) -> Any:
+    key = (id(w3), id(abi))
+    hit = _ABI_CONTRACTS.get(key)
+    if hit is not None and hit[0] is w3 and hit[1] is abi:  # the entry holds both: ids stay theirs
+        return hit[2]
+    if len(_ABI_CONTRACTS) >= 64:
+        _ABI_CONTRACTS.clear()
+    contract = w3.eth.contract(abi=abi)
+    _ABI_CONTRACTS[key] = (w3, abi, contract)
+    return contract
+
+
 def _type_str(param: dict[str, Any]) -> str:
     """The canonical ABI type of a parameter (tuples spelled out, for selectors)."""
     t = str(param["type"])
@@ -253,7 +282,7 @@ class EvmChain:
         """Estimate gas (a revert raises `ChainRevert` here), sign locally; returns
         ``(raw_tx, tx_hash, nonce)``. Nothing is sent."""
         if fn is not None:
-            data = fn._encode_transaction_data()
+            data = call_data(fn)
             to = getattr(fn, "address", None) or self.address
         tx: dict[str, Any] = {"from": account.address, "data": data, "value": value}
         if to:
@@ -311,7 +340,7 @@ class EvmChain:
         await self.send_raw(raw)
         r = await self.wait_receipt(txh, timeout_s)
         if r.status != 1:
-            raise await self.replay_revert(account.address, fn._encode_transaction_data(),
+            raise await self.replay_revert(account.address, call_data(fn),
                                            r.block_number, getattr(fn, "address", None))
         return r
 

@@ -303,9 +303,11 @@ _BATCH_COLS = (
 class Outbox:
     """One gateway's outbox. Open with `Outbox.open`; one writer per database file."""
 
-    def __init__(self, db: aiosqlite.Connection, gateway_id: str) -> None:
+    def __init__(self, db: aiosqlite.Connection, gateway_id: str, *,
+                 now_ns: Callable[[], int] = time.time_ns) -> None:
         self._db = db
         self.gateway_id = gateway_id
+        self.now_ns = now_ns  # the wall clock of a batch's created_ns and confirmed_ns
         self._next_seq = 1
         self._sign_records: Callable[[bytes], bytes] | None = None
         # (seq, ts_ns, leaf) of every pending record, in seq order, as committed: the next
@@ -335,16 +337,18 @@ class Outbox:
     @classmethod
     async def open(cls, path: Path, gateway_id: str, *, synchronous: str = "FULL",
                    sign_records: Callable[[bytes], bytes] | None = None,
-                   journal_mode: str = "WAL") -> Outbox:
+                   journal_mode: str = "WAL",
+                   now_ns: Callable[[], int] = time.time_ns) -> Outbox:
         """Open (or create) the outbox. ``sign_records``: an Ed25519 signing function; when
         given, every record committed from now on carries a record signature (docs/formats.md,
         "Record signatures"); records committed before keep none. It is called from a worker
-        thread for large commits, so it must be thread-safe (`Signer.sign` is)."""
+        thread for large commits, so it must be thread-safe (`Signer.sign` is). ``now_ns``: the
+        clock of the bookkeeping times (``created_ns``, ``confirmed_ns``)."""
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise OutboxError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         db = await open_wal(path, synchronous, _SCHEMA, journal_mode=journal_mode)
         try:
-            ob = cls(db, gateway_id)
+            ob = cls(db, gateway_id, now_ns=now_ns)
             ob._sign_records = sign_records
             await ob._check_meta()
             await ob._add_signature_column()
@@ -601,7 +605,7 @@ class Outbox:
                 (header.seq, header.prev_hash, header.root, header.count,
                  header.first_record_seq, header.last_record_seq, header.first_ts_ns,
                  header.last_ts_ns, header.co2e_scope1_g, header.co2e_scope2_g,
-                 header.co2e_scope3_g, hh, sig, BUILT, time.time_ns()),
+                 header.co2e_scope3_g, hh, sig, BUILT, self.now_ns()),
             )
             await self._db.execute("COMMIT")
         except BaseException:
@@ -659,7 +663,7 @@ class Outbox:
     async def mark_confirmed(self, seq: int, block_number: int) -> None:
         await self._exec(
             "UPDATE batches SET state = ?, block_number = ?, confirmed_ns = ? WHERE seq = ?",
-            (CONFIRMED, block_number, time.time_ns(), seq))
+            (CONFIRMED, block_number, self.now_ns(), seq))
 
     # -- queries ----------------------------------------------------------------------------
 

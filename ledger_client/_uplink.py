@@ -26,7 +26,7 @@ from gateway._aio import raise_if_cancelling
 from gateway._failpoints import failpoint
 from gateway._metrics import Metrics
 from gateway._records import Record
-from ledger_client._chain import EvmChain, header_tuple
+from ledger_client._chain import EvmChain, call_data, header_tuple
 from ledger_client._errors import (
     AnchorConflict,
     AnchorGap,
@@ -237,8 +237,8 @@ class Uplink:
         r = await self.chain.wait_receipt(tx_hash, self.receipt_timeout_s)
         failpoint("uplink.after_receipt")
         if r.status != 1:
-            data = self.chain.contract.functions.anchorBatch(
-                header_tuple(b.header), b.signature)._encode_transaction_data()
+            data = call_data(self.chain.contract.functions.anchorBatch(
+                header_tuple(b.header), b.signature))
             err = await self.chain.replay_revert(self.account.address, data, r.block_number)
             if err.name == "BatchAlreadyAnchored":
                 return

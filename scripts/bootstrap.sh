@@ -22,7 +22,7 @@ if [ ! -f "$pystamp" ]; then
   { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 \
       | grep -v "^WARNING: Location" || true; }
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
-      | { grep -v -e "^WARNING: Location" -e "BuildBackendWarning" || true; }
+      | { grep -v -e "^WARNING: Location" || true; }
   rm -f .venv/.installed-*
   touch "$pystamp"
 fi

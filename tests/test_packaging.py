@@ -28,17 +28,33 @@ def _copy_tree(dst: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The wheel, and everything the build printed (verbose, so setuptools' warnings show)."""
     work = tmp_path_factory.mktemp("wheel")
     src = work / "src"
     _copy_tree(src)
     out = work / "dist"
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps",
                         "--disable-pip-version-check", "-w", str(out), str(src)],
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
     (whl,) = out.glob("*.whl")
-    return whl
+    return whl, r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(build: tuple[Path, str]) -> Path:
+    return build[0]
+
+
+def test_the_build_prints_no_setuptools_warnings(build: tuple[Path, str]) -> None:
+    """The packaging config is complete: setuptools has nothing to warn about (a data folder
+    missing from ``packages``, a deprecated key, ...). pip's own notes ("byte-compiling is
+    disabled") are not setuptools warnings."""
+    log = build[1]
+    assert "BuildBackendWarning" not in log, log
+    assert "SetuptoolsDeprecationWarning" not in log, log
+    assert "absent from the `packages` configuration" not in log, log
 
 
 def test_wheel_carries_every_contract_artifact_and_data_file(wheel: Path) -> None:

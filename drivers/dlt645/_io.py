@@ -19,6 +19,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from config._schema import Dlt645Bus, Dlt645Meter
 from drivers._errors import DeviceUnreachable, LinkDown
@@ -46,8 +47,10 @@ _OVERHEAD = 12  # 68 A0..A5 68 C L .. CS 16
 
 
 class Dlt645BusPoller:
-    def __init__(self, bus: Dlt645Bus, sink: Sink, metrics: Metrics) -> None:
+    def __init__(self, bus: Dlt645Bus, sink: Sink, metrics: Metrics, *,
+                 now_ns: Callable[[], int] = time.time_ns) -> None:
         self.bus = bus
+        self.now_ns = now_ns  # each reading's timestamp: when its request was sent
         self.name = bus.name
         self.metrics = metrics
         self.line = SerialLine(bus.port, baudrate=bus.baudrate, bytesize=bus.bytesize,
@@ -59,7 +62,8 @@ class Dlt645BusPoller:
         for m in bus.meters:
             source = f"dlt645:{bus.name}/{m.name}"
             infos = [PointInfo(p.id, p.unit) for p in m.points]
-            self.meters.append((m, PollLoop(m.name, source, infos, m, sink, metrics, log)))
+            self.meters.append((m, PollLoop(m.name, source, infos, m, sink, metrics, log,
+                                                    now_ns=now_ns)))
 
     def loop_of(self, meter_name: str) -> PollLoop:
         for m, loop in self.meters:
@@ -117,7 +121,7 @@ class Dlt645BusPoller:
             self.line.open()
             for p in m.points:
                 di = int(p.di, 16)
-                ts = time.time_ns()
+                ts = self.now_ns()
                 frame = await self.exchange(build_read(m.address, di), m.address,
                                             timeout_s=m.timeout_s, retries=m.retries, what=m.name)
                 try:

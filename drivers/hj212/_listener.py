@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -82,7 +83,8 @@ class _Logger:
 
 
 class Hj212Listener:
-    def __init__(self, devices: list[Hj212Device], sink: Sink, metrics: Metrics) -> None:
+    def __init__(self, devices: list[Hj212Device], sink: Sink, metrics: Metrics, *,
+                 now_ns: Callable[[], int] = time.time_ns) -> None:
         if not devices:
             raise ValueError("an HJ 212 listener needs at least one device")
         self.listen = devices[0].listen
@@ -102,7 +104,8 @@ class Hj212Listener:
                          frozenset(p.cn for p in d.points))
             if d.stale_after_s:
                 lg.watch = StaleWatch([PointInfo(p.id, p.unit) for p in d.points], d.stale_after_s,
-                                      lg.source, sink, metrics, on_gap=self._stale_cb(lg))
+                                      lg.source, sink, metrics, on_gap=self._stale_cb(lg),
+                                      now_ns=now_ns)
             self.loggers[d.mn] = lg
         self.idle_timeout_s = max(d.idle_timeout_s for d in devices)
         self.max_len = max(d.max_frame_len for d in devices)

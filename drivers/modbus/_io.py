@@ -76,8 +76,10 @@ class UnitReader:
     """Reads and decodes every point of one Modbus unit (slave) through a pymodbus client."""
 
     def __init__(self, name: str, unit_id: int, points: Sequence[ModbusPoint], *,
-                 max_registers: int, max_gap: int, source: str, metrics: Metrics) -> None:
+                 max_registers: int, max_gap: int, source: str, metrics: Metrics,
+                 now_ns: Callable[[], int] = time.time_ns) -> None:
         self.name = name
+        self.now_ns = now_ns  # each reading's timestamp: when its request was sent
         self.unit_id = unit_id
         self.points = list(points)
         self.source = source
@@ -151,7 +153,7 @@ class UnitReader:
         out: list[Reading] = []
         source = self.source
         for req in self._requests:
-            ts = time.time_ns()
+            ts = self.now_ns()
             rr = await self._ask(client, req, timeout_s, retries, pause)
             if rr.isError():
                 code = getattr(rr, "exception_code", "?")
@@ -203,7 +205,8 @@ class UnitReader:
 class ModbusTcpPoller:
     """One Modbus TCP device: one connection, one task."""
 
-    def __init__(self, dev: ModbusTcpDevice, sink: Sink, metrics: Metrics) -> None:
+    def __init__(self, dev: ModbusTcpDevice, sink: Sink, metrics: Metrics, *,
+                 now_ns: Callable[[], int] = time.time_ns) -> None:
         self.dev = dev
         self.name = dev.name
         self.sink = sink
@@ -212,9 +215,11 @@ class ModbusTcpPoller:
         self.component = f"device:{dev.name}"
         self.points = dev.points
         self.reader = UnitReader(dev.name, dev.unit_id, dev.points, max_registers=dev.max_registers,
-                                 max_gap=dev.max_gap, source=self.source, metrics=metrics)
+                                 max_gap=dev.max_gap, source=self.source, metrics=metrics,
+                                 now_ns=now_ns)
         self.plan = self.reader.plan
-        self.loop = PollLoop(dev.name, self.source, self.reader.infos, dev, sink, metrics, log)
+        self.loop = PollLoop(dev.name, self.source, self.reader.infos, dev, sink, metrics, log,
+                             now_ns=now_ns)
 
     @property
     def polls(self) -> int:
@@ -255,7 +260,8 @@ class ModbusTcpPoller:
 class ModbusRtuBusPoller:
     """One RS-485 port: every unit on it polls through one client, one at a time."""
 
-    def __init__(self, bus: ModbusRtuBus, sink: Sink, metrics: Metrics) -> None:
+    def __init__(self, bus: ModbusRtuBus, sink: Sink, metrics: Metrics, *,
+                 now_ns: Callable[[], int] = time.time_ns) -> None:
         self.bus = bus
         self.name = bus.name
         self.metrics = metrics
@@ -265,9 +271,10 @@ class ModbusRtuBusPoller:
         for u in bus.units:
             source = f"modbus_rtu:{bus.name}/{u.name}"
             reader = UnitReader(u.name, u.unit_id, u.points, max_registers=u.max_registers,
-                                max_gap=u.max_gap, source=source, metrics=metrics)
+                                max_gap=u.max_gap, source=source, metrics=metrics,
+                                now_ns=now_ns)
             self.units.append((u, reader, PollLoop(u.name, source, reader.infos, u, sink,
-                                                    metrics, log)))
+                                                    metrics, log, now_ns=now_ns)))
         self.client: AsyncModbusSerialClient | None = None
 
     def loop_of(self, unit_name: str) -> PollLoop:

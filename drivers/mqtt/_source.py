@@ -33,6 +33,7 @@ import aiomqtt
 
 from config._schema import MqttDevice
 from drivers._polling import LogLimiter, PointInfo, Sink, StaleWatch
+from drivers.mqtt._paho import paho_client
 from drivers.mqtt._payload import PayloadError, compile_points, readings_from
 from gateway._aio import raise_if_cancelling
 from gateway._metrics import Metrics
@@ -79,8 +80,10 @@ class _Acks:
 
 
 class MqttSource:
-    def __init__(self, dev: MqttDevice, sink: Sink, metrics: Metrics) -> None:
+    def __init__(self, dev: MqttDevice, sink: Sink, metrics: Metrics, *,
+                 now_ns: Callable[[], int] = time.time_ns) -> None:
         self.dev = dev
+        self.now_ns = now_ns  # a reading without its own timestamp gets the arrival time
         self.name = dev.name
         self.sink = sink
         self.metrics = metrics
@@ -91,7 +94,7 @@ class MqttSource:
         self.ack_via_sink = sink_takes_ack(sink)
         self.noise = LogLimiter(log)
         self.watch = (StaleWatch([PointInfo(p.id, p.unit) for p in dev.points], dev.stale_after_s,
-                                 self.source, sink, metrics)
+                                 self.source, sink, metrics, now_ns=now_ns)
                       if dev.stale_after_s else None)
         self.connects = 0
         self.messages = 0
@@ -115,7 +118,7 @@ class MqttSource:
         if d.qos > 0:
             # Acknowledge after commit, not on arrival. aiomqtt 2.5 has no API for it; the paho
             # client it wraps does (Client.manual_ack_set / Client.ack).
-            client._client.manual_ack_set(True)
+            paho_client(client).manual_ack_set(True)
         return client
 
     async def run(self) -> None:
@@ -129,7 +132,7 @@ class MqttSource:
                 try:
                     async with client:
                         self.connects += 1
-                        acks = self.acks = _Acks(client._client)
+                        acks = self.acks = _Acks(paho_client(client))
                         try:
                             await client.subscribe([(f, int(self.dev.qos)) for f in self.filters])
                             if self.metrics.set_state(self.component, "ok"):
@@ -185,7 +188,7 @@ class MqttSource:
         topic = msg.topic.value
         try:
             readings, problems = readings_from(topic, bytes(payload), self.mappings,
-                                               source=self.source, now_ns=time.time_ns(),
+                                               source=self.source, now_ns=self.now_ns(),
                                                max_bytes=self.dev.max_payload_bytes)
         except PayloadError as e:
             readings, problems = [], [str(e)]
