@@ -1,9 +1,13 @@
 """Modbus TCP I/O for control: writes with the point's type and word order, read-back,
-permissive signals, heartbeat. One client and one lock per actuator device (pymodbus 3.16)."""
+permissive signals, heartbeat (pymodbus 3.16).
+
+Every request goes through the device's `ModbusLink` (``drivers/modbus/_link.py``): one client
+and one lock per connection, the same ones the acquisition poller uses when it polls that
+host and port. A write therefore waits for a running poll to end and never interleaves with
+its requests; without a shared ``links`` (tests, tools) each device gets a link of its own."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -12,6 +16,8 @@ from pymodbus.exceptions import ModbusException
 
 from control._codec import from_registers, to_registers
 from control._config import ActuatorDevice, SignalConfig, WritablePoint
+from drivers.modbus import ModbusLink, ModbusLinks
+from drivers.modbus import own_links as _links
 from drivers.modbus._decode import register_count
 
 log = logging.getLogger("mrv.control.modbus")
@@ -22,17 +28,20 @@ class ActuatorError(Exception):
 
 
 class Endpoint:
-    def __init__(self, dev: ActuatorDevice) -> None:
+    def __init__(self, dev: ActuatorDevice, links: ModbusLinks | None = None) -> None:
         self.dev = dev
-        self.lock = asyncio.Lock()
-        self._client: AsyncModbusTcpClient | None = None
+        self.link: ModbusLink[AsyncModbusTcpClient] = _links(links).get(
+            ModbusLinks.tcp_key(dev.host, dev.port), self._new_client)
+        self.lock = self.link.lock
+        self._closed = False
+
+    def _new_client(self) -> AsyncModbusTcpClient:
+        return AsyncModbusTcpClient(
+            self.dev.host, port=self.dev.port, timeout=self.dev.timeout_s, retries=0,
+            reconnect_delay=0, name=f"control:{self.dev.id}")
 
     async def _connected(self) -> AsyncModbusTcpClient:
-        c = self._client
-        if c is None:
-            c = self._client = AsyncModbusTcpClient(
-                self.dev.host, port=self.dev.port, timeout=self.dev.timeout_s, retries=0,
-                reconnect_delay=0, name=f"control:{self.dev.id}")
+        c = self.link.client
         if not c.connected and not await c.connect():
             raise ActuatorError(f"device {self.dev.id} ({self.dev.host}:{self.dev.port}): "
                                 "connection refused")
@@ -68,16 +77,16 @@ class Endpoint:
                              list(regs))
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if not self._closed:
+            self._closed = True
+            self.link.release()
 
 
 class PlantIO:
     """The actuator devices of one control config."""
 
-    def __init__(self, devices: list[ActuatorDevice]) -> None:
-        self.endpoints = {d.id: Endpoint(d) for d in devices}
+    def __init__(self, devices: list[ActuatorDevice], links: ModbusLinks | None = None) -> None:
+        self.endpoints = {d.id: Endpoint(d, links) for d in devices}
 
     async def read_point(self, p: WritablePoint) -> tuple[float, list[int]]:
         regs = await self.endpoints[p.device].read("holding", p.address, register_count(p.type))

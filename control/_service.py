@@ -65,6 +65,7 @@ from control._policy import (
 from control._rules import LeakDetector, trim_forbid, trim_target
 from control._state import ReplayStore
 from control._telemetry import telemetry_chunks, telemetry_json
+from drivers.modbus import ModbusLinks
 from gateway._aio import raise_if_cancelling
 from gateway._metrics import Metrics
 from gateway._records import AuditRecord, Reading, is_valid
@@ -112,7 +113,8 @@ def point_policy(p: WritablePoint) -> PointPolicy:
 class ControlService:
     def __init__(self, *, gateway_id: str, config: ControlConfig, data_dir: Path,
                  outbox: Any, metrics: Metrics, sign: Sign | None = None,
-                 reading_points: Iterable[str] | None = None) -> None:
+                 reading_points: Iterable[str] | None = None,
+                 links: ModbusLinks | None = None) -> None:
         self.gw = gateway_id
         self.cfg = config
         self.data_dir = data_dir
@@ -124,7 +126,7 @@ class ControlService:
         self.t_ack = config.topic(gateway_id, "ack")
         self.t_telemetry = config.topic(gateway_id, "telemetry")
         self.t_alarm = config.topic(gateway_id, "alarm")
-        self.plant = PlantIO(config.devices)
+        self.plant = PlantIO(config.devices, links)
         self.points: dict[str, WritablePoint] = {p.id: p for p in config.points}
         self.signals: dict[str, SignalConfig] = {s.id: s for s in config.signals}
         self.policies = {p.id: point_policy(p) for p in config.points}
@@ -179,11 +181,12 @@ class ControlService:
 
     @classmethod
     def from_config(cls, cfg: Config, outbox: Any, metrics: Metrics,
-                    sign: Sign | None = None) -> ControlService:
+                    sign: Sign | None = None, links: ModbusLinks | None = None
+                    ) -> ControlService:
         assert cfg.control is not None
         return cls(gateway_id=cfg.gateway.id, config=cfg.control, data_dir=cfg.gateway.data_dir,
                    outbox=outbox, metrics=metrics, sign=sign,
-                   reading_points=[p.id for d in cfg.devices for p in d.points])
+                   reading_points=[p.id for d in cfg.devices for p in d.points], links=links)
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -6,6 +6,9 @@ NaN readings flagged DEVICE_FAULT ("D") for the points of that request, a "not i
 sentinel NaN flagged SENTINEL. Schedule, circuit breaker and health: `drivers._polling`.
 
 * TCP: one `ModbusTcpPoller` (one connection, one task) per device.
+* The connection and its lock are a `ModbusLink` (``_link.py``) that the control service
+  shares when it writes to the same device or line: a poll holds the lock for all its
+  requests, so a control write never lands between them.
 * RTU: one `ModbusRtuBusPoller` per serial port. Its units poll on their own schedules but share
   one client and one lock, so only one frame is on the line at a time, and each exchange is
   followed by the inter-frame silence (3.5 character times by default). Timeouts and retries
@@ -31,6 +34,8 @@ from config._schema import ModbusPoint, ModbusRtuBus, ModbusRtuUnit, ModbusTcpDe
 from drivers._errors import DeviceUnreachable, LinkDown
 from drivers._polling import LogLimiter, PointInfo, PollLoop, Sink
 from drivers.modbus._decode import Decoder, compile_decoder, register_count
+from drivers.modbus._link import ModbusLink, ModbusLinks
+from drivers.modbus._link import own_links as _links
 from drivers.modbus._plan import BIT_TABLES, PointRef, ReadRequest, plan_reads
 from gateway._metrics import Metrics
 from gateway._records import Quality, Reading, new_reading
@@ -203,7 +208,8 @@ class UnitReader:
 class ModbusTcpPoller:
     """One Modbus TCP device: one connection, one task."""
 
-    def __init__(self, dev: ModbusTcpDevice, sink: Sink, metrics: Metrics) -> None:
+    def __init__(self, dev: ModbusTcpDevice, sink: Sink, metrics: Metrics,
+                 links: ModbusLinks | None = None) -> None:
         self.dev = dev
         self.name = dev.name
         self.sink = sink
@@ -215,6 +221,8 @@ class ModbusTcpPoller:
                                  max_gap=dev.max_gap, source=self.source, metrics=metrics)
         self.plan = self.reader.plan
         self.loop = PollLoop(dev.name, self.source, self.reader.infos, dev, sink, metrics, log)
+        self.link: ModbusLink[AsyncModbusTcpClient] = _links(links).get(
+            ModbusLinks.tcp_key(dev.host, dev.port), self._client)
 
     @property
     def polls(self) -> int:
@@ -239,12 +247,14 @@ class ModbusTcpPoller:
             raise LinkDown(e.device, e.reason) from e
 
     async def run(self) -> None:
-        client = self._client()
+        client, lock = self.link.client, self.link.lock
 
         async def attempt() -> list[Reading]:
-            if not client.connected and not await client.connect():
-                raise LinkDown(self.dev.name, f"cannot connect to {self.dev.host}:{self.dev.port}")
-            return await self.poll_once(client)
+            async with lock:  # a whole poll: a control write waits for its end
+                if not client.connected and not await client.connect():
+                    raise LinkDown(self.dev.name,
+                                   f"cannot connect to {self.dev.host}:{self.dev.port}")
+                return await self.poll_once(client)
 
         try:
             await self.loop.run(attempt, lambda e: client.close())
@@ -255,11 +265,11 @@ class ModbusTcpPoller:
 class ModbusRtuBusPoller:
     """One RS-485 port: every unit on it polls through one client, one at a time."""
 
-    def __init__(self, bus: ModbusRtuBus, sink: Sink, metrics: Metrics) -> None:
+    def __init__(self, bus: ModbusRtuBus, sink: Sink, metrics: Metrics,
+                 links: ModbusLinks | None = None) -> None:
         self.bus = bus
         self.name = bus.name
         self.metrics = metrics
-        self.lock = asyncio.Lock()
         self.pause = bus.frame_pause_s()
         self.units: list[tuple[ModbusRtuUnit, UnitReader, PollLoop]] = []
         for u in bus.units:
@@ -268,6 +278,9 @@ class ModbusRtuBusPoller:
                                 max_gap=u.max_gap, source=source, metrics=metrics)
             self.units.append((u, reader, PollLoop(u.name, source, reader.infos, u, sink,
                                                     metrics, log)))
+        self.link: ModbusLink[AsyncModbusSerialClient] = _links(links).get(
+            ModbusLinks.serial_key(bus.port), self._client)
+        self.lock = self.link.lock
         self.client: AsyncModbusSerialClient | None = None
 
     def loop_of(self, unit_name: str) -> PollLoop:
@@ -301,7 +314,7 @@ class ModbusRtuBusPoller:
         await loop.run(attempt, on_failure)
 
     async def run(self) -> None:
-        client = self.client = self._client()
+        client = self.client = self.link.client
         try:
             async with asyncio.TaskGroup() as tg:
                 for u, reader, loop in self.units:
