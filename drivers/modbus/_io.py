@@ -251,13 +251,18 @@ class ModbusTcpPoller:
 
         async def attempt() -> list[Reading]:
             async with lock:  # a whole poll: a control write waits for its end
-                if not client.connected and not await client.connect():
-                    raise LinkDown(self.dev.name,
-                                   f"cannot connect to {self.dev.host}:{self.dev.port}")
-                return await self.poll_once(client)
+                try:
+                    if not client.connected and not await client.connect():
+                        raise LinkDown(self.dev.name,
+                                       f"cannot connect to {self.dev.host}:{self.dev.port}")
+                    return await self.poll_once(client)
+                except DeviceUnreachable:
+                    # reset the connection while no one else (control) is using it
+                    client.close()
+                    raise
 
         try:
-            await self.loop.run(attempt, lambda e: client.close())
+            await self.loop.run(attempt)
         finally:
             client.close()
 
@@ -302,16 +307,16 @@ class ModbusRtuBusPoller:
                          reader: UnitReader, loop: PollLoop) -> None:
         async def attempt() -> list[Reading]:
             async with self.lock:
-                if not client.connected and not await client.connect():
-                    raise LinkDown(u.name, f"cannot open serial port {self.bus.port}")
-                return await reader.read(client, timeout_s=u.timeout_s, retries=u.retries,
-                                         pause=self.pause)
+                try:
+                    if not client.connected and not await client.connect():
+                        raise LinkDown(u.name, f"cannot open serial port {self.bus.port}")
+                    return await reader.read(client, timeout_s=u.timeout_s, retries=u.retries,
+                                             pause=self.pause)
+                except LinkDown:  # the port itself; a silent unit leaves it open
+                    client.close()  # (under the lock: no other exchange is using it)
+                    raise
 
-        def on_failure(e: DeviceUnreachable) -> None:
-            if isinstance(e, LinkDown):  # the port itself; a silent unit leaves it open
-                client.close()
-
-        await loop.run(attempt, on_failure)
+        await loop.run(attempt)
 
     async def run(self) -> None:
         client = self.client = self.link.client
