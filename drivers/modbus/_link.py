@@ -26,17 +26,25 @@ C = TypeVar("C", bound=ModbusBaseClient)
 class ModbusLink(Generic[C]):
     """One client and its lock. Hold ``lock`` around every exchange (connect, request)."""
 
-    def __init__(self, key: str, client: C) -> None:
+    def __init__(self, key: str, make_client: Callable[[], C]) -> None:
         self.key = key
-        self.client = client
         self.lock = asyncio.Lock()
         self.users = 0
+        self._make = make_client
+        self._client: C | None = None
+
+    @property
+    def client(self) -> C:
+        """The client, made at first use (pymodbus needs the running event loop)."""
+        if self._client is None:
+            self._client = self._make()
+        return self._client
 
     def release(self) -> None:
         """One user is done with the link; the last one closes the connection."""
         self.users = max(0, self.users - 1)
-        if self.users == 0:
-            self.client.close()
+        if self.users == 0 and self._client is not None:
+            self._client.close()
 
 
 class ModbusLinks:
@@ -54,10 +62,10 @@ class ModbusLinks:
         return f"serial:{port}"
 
     def get(self, key: str, make_client: Callable[[], C]) -> ModbusLink[C]:
-        """The link for ``key``, created with ``make_client()`` if it is the first user."""
+        """The link for ``key``; its client is made with the first user's ``make_client``."""
         link = self._links.get(key)
         if link is None:
-            link = self._links[key] = ModbusLink(key, make_client())
+            link = self._links[key] = ModbusLink(key, make_client)
         link.users += 1
         return link  # type: ignore[return-value]
 
