@@ -14,15 +14,18 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from control._config import ActuatorDevice, ControlConfig, SignalConfig, WritablePoint
 from control._journal import Journal
 from control._modbus import ActuatorError, PlantIO
 from drivers.modbus import ModbusLinks
 from gateway._metrics import Metrics
+
+if TYPE_CHECKING:
+    from config._schema import ModbusRtuBus
 
 log = logging.getLogger("mrv.control")
 
@@ -68,10 +71,11 @@ LocalStatus = Literal["applied", "failed", "skipped"]
 
 class Actuator:
     def __init__(self, *, config: ControlConfig, metrics: Metrics, journal: Journal,
-                 links: ModbusLinks | None = None) -> None:
+                 links: ModbusLinks | None = None,
+                 buses: Mapping[str, ModbusRtuBus] | None = None) -> None:
         self.metrics = metrics
         self.journal = journal
-        self.plant = PlantIO(config.devices, links)
+        self.plant = PlantIO(config.devices, links, buses)
         self.signals: dict[str, SignalConfig] = {s.id: s for s in config.signals}
         self.locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 

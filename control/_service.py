@@ -39,7 +39,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,6 +61,7 @@ from gateway._records import AuditRecord, Reading
 
 if TYPE_CHECKING:
     from config import Config
+    from config._schema import ModbusRtuBus
 
 log = logging.getLogger("mrv.control")
 
@@ -78,7 +79,8 @@ class ControlService:
     def __init__(self, *, gateway_id: str, config: ControlConfig, data_dir: Path,
                  outbox: AuditSink, metrics: Metrics, sign: Sign | None = None,
                  reading_points: Iterable[str] | None = None,
-                 links: ModbusLinks | None = None) -> None:
+                 links: ModbusLinks | None = None,
+                 buses: Mapping[str, ModbusRtuBus] | None = None) -> None:
         self.gw = gateway_id
         self.cfg = config
         self.metrics = metrics
@@ -95,7 +97,7 @@ class ControlService:
                                    safety=self.safety, journal=self.journal,
                                    transport=self.transport)
         self.actuator = Actuator(config=config, metrics=metrics, journal=self.journal,
-                                 links=links)
+                                 links=links, buses=buses)
         self.rules = LocalRules(gateway_id=gateway_id, config=config, metrics=metrics,
                                 actuator=self.actuator, safety=self.safety,
                                 alarm=self.transport.alarm, reading_points=reading_points)
@@ -105,10 +107,13 @@ class ControlService:
     def from_config(cls, cfg: Config, outbox: AuditSink, metrics: Metrics,
                     sign: Sign | None = None, links: ModbusLinks | None = None
                     ) -> ControlService:
+        from config._schema import ModbusRtuBus
+
         assert cfg.control is not None
         return cls(gateway_id=cfg.gateway.id, config=cfg.control, data_dir=cfg.gateway.data_dir,
                    outbox=outbox, metrics=metrics, sign=sign,
-                   reading_points=[p.id for d in cfg.devices for p in d.points], links=links)
+                   reading_points=[p.id for d in cfg.devices for p in d.points], links=links,
+                   buses={d.name: d for d in cfg.devices if isinstance(d, ModbusRtuBus)})
 
     # -- the parts' state, by the names the daemon and tests use --------------------------
 

@@ -12,18 +12,20 @@ import pytest
 from pymodbus.constants import ExcCodes
 from pymodbus.simulator import SimDevice
 
-from config._schema import ModbusTcpDevice
+from config._schema import ModbusRtuBus, ModbusTcpDevice
 from control._config import ActuatorDevice, WritablePoint
 from control._modbus import PlantIO
 from drivers.modbus import ModbusLinks
-from drivers.modbus._io import ModbusTcpPoller
+from drivers.modbus._io import ModbusRtuBusPoller, ModbusTcpPoller
 from gateway._metrics import Metrics
+from simulator import ElectricityMeter, RtuLine
 from simulator._plant import SimServer, sim_blocks
 
 from .support import Collector
 
 READ_ADDRESSES = (0, 10, 20)  # three read requests per poll (max_gap 0)
 SETPOINT = 40
+READ_ADDRESSES_RTU = (0, 2, 4)
 FC_READ_HR, FC_WRITE_ONE = 3, 6
 
 
@@ -127,6 +129,58 @@ async def test_without_the_shared_link_writes_do_interleave(
     dev, server = device
     await _write_while_polling(server.port, ModbusLinks(), ModbusLinks())
     assert _polls_are_whole(dev.log) != []
+
+
+async def test_control_writes_over_rtu_on_the_pollers_line_between_polls() -> None:
+    """Modbus RTU: control writes to a unit on a polled RS-485 line go through the bus
+    poller's client and lock; each write is read back, and no frame lands inside a poll."""
+    async with RtuLine({3: ElectricityMeter(seed=3)}) as line:
+        assert isinstance(line, RtuLine)
+        bus = ModbusRtuBus.model_validate({
+            "driver": "modbus_rtu", "name": "rs485-1", "port": line.path, "baudrate": 19200,
+            "units": [{"name": "m3", "unit_id": 3, "interval_s": 0.05, "timeout_s": 0.3,
+                       "retries": 0, "max_gap": 0,
+                       "points": [{"id": f"m3.r{a}", "address": a, "type": "uint16",
+                                   "unit": "1"} for a in READ_ADDRESSES_RTU]}]})
+        act = ActuatorDevice(id="m3", bus="rs485-1", unit_id=3, timeout_s=0.3)
+        point = WritablePoint.model_validate({
+            "id": "m3.setpoint", "device": "m3", "address": 7, "type": "uint16", "unit": "1",
+            "min": 0, "max": 1000, "max_step": 1000,
+            "rate_limit": {"max_writes": 100, "window_s": 1}})
+        links = ModbusLinks()
+        poller = ModbusRtuBusPoller(bus, Collector(), Metrics(), links)
+        plant = PlantIO([act], links, {bus.name: bus})
+        task = asyncio.create_task(poller.run())
+        loop = poller.loop_of("m3")
+        writes = 0
+        try:
+            async with asyncio.timeout(30):
+                while loop.polls < 10 or writes < 10:
+                    regs = await plant.write_point(point, 100 + writes)
+                    value, read_back = await plant.read_point(point)
+                    assert read_back == regs and value == 100 + writes
+                    writes += 1
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            plant.close()
+        assert len(links) == 1 and line.bad_frames == 0
+        log = line.log
+        polled = [(3, FC_READ_HR, a) for a in READ_ADDRESSES_RTU]
+        starts = [i for i, e in enumerate(log) if e == polled[0]]
+        assert len(starts) >= 10
+        assert all(log[i:i + len(polled)] == polled for i in starts if i + len(polled) <= len(log))
+        write_at = [i for i, e in enumerate(log) if e[1] == FC_WRITE_ONE]
+        assert len(write_at) == writes and any(starts[0] < w < starts[-1] for w in write_at)
+
+
+def test_an_rtu_actuator_names_a_configured_bus() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        ActuatorDevice(id="x", unit_id=3)
+    with pytest.raises(ValueError, match="exactly one"):
+        ActuatorDevice(id="x", host="10.0.0.1", bus="rs485-1", unit_id=3)
+    with pytest.raises(ValueError, match=r"1\.\.247"):
+        ActuatorDevice(id="x", bus="rs485-1", unit_id=0)
 
 
 def test_one_link_per_connection_key() -> None:

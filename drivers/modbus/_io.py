@@ -267,6 +267,16 @@ class ModbusTcpPoller:
             client.close()
 
 
+def serial_client(b: ModbusRtuBus) -> AsyncModbusSerialClient:
+    """The client of one serial line (shared by its units and by control writes to them)."""
+    # Timeouts and retries are applied per request by their users; this is only a backstop.
+    backstop = max(u.timeout_s for u in b.units) + 1.0
+    return AsyncModbusSerialClient(
+        b.port, framer=FramerType.RTU, baudrate=b.baudrate, bytesize=b.bytesize,
+        parity=b.parity, stopbits=b.stopbits, timeout=backstop, retries=0,
+        reconnect_delay=0, name=b.name)
+
+
 class ModbusRtuBusPoller:
     """One RS-485 port: every unit on it polls through one client, one at a time."""
 
@@ -295,13 +305,7 @@ class ModbusRtuBusPoller:
         raise KeyError(unit_name)
 
     def _client(self) -> AsyncModbusSerialClient:
-        b = self.bus
-        # Timeouts and retries are applied per unit by UnitReader; this is only a backstop.
-        backstop = max(u.timeout_s for u in b.units) + 1.0
-        return AsyncModbusSerialClient(
-            b.port, framer=FramerType.RTU, baudrate=b.baudrate, bytesize=b.bytesize,
-            parity=b.parity, stopbits=b.stopbits, timeout=backstop, retries=0,
-            reconnect_delay=0, name=b.name)
+        return serial_client(self.bus)
 
     async def _poll_unit(self, client: AsyncModbusSerialClient, u: ModbusRtuUnit,
                          reader: UnitReader, loop: PollLoop) -> None:
