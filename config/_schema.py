@@ -576,6 +576,15 @@ class Config(_Model):
                                  " under any device")
         return self
 
+    @model_validator(mode="after")
+    def _control_buses_exist(self) -> Config:
+        buses = {d.name for d in self.devices if isinstance(d, ModbusRtuBus)}
+        for a in self.control.devices if self.control is not None else []:
+            if a.bus is not None and a.bus not in buses:
+                raise ValueError(f"control.devices: device {a.id!r} names bus {a.bus!r}, which "
+                                 "is not a modbus_rtu bus under devices")
+        return self
+
     @field_validator("devices")
     @classmethod
     def _unique(cls, devices: list[ModbusTcpDevice]) -> list[ModbusTcpDevice]:

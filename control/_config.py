@@ -56,12 +56,27 @@ class HeartbeatConfig(_Model):
 
 
 class ActuatorDevice(_Model):
+    """A device control writes to: over Modbus TCP (``host``, ``port``), or over Modbus RTU
+    as a unit on a serial line that acquisition polls (``bus``: the name of a ``modbus_rtu``
+    entry under ``devices``; the writes share that line's client and lock)."""
+
     id: Id
-    host: Annotated[str, Field(min_length=1)]
+    host: Annotated[str, Field(min_length=1)] | None = None
     port: Annotated[int, Field(ge=1, le=65535)] = 502
+    bus: Id | None = None
     unit_id: Annotated[int, Field(ge=0, le=255)] = 1
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     heartbeat: HeartbeatConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> ActuatorDevice:
+        if (self.host is None) == (self.bus is None):
+            raise ValueError(f"device {self.id}: give host (Modbus TCP) or bus (Modbus RTU, a "
+                             "modbus_rtu bus under devices), exactly one")
+        if self.bus is not None and not 1 <= self.unit_id <= 247:
+            raise ValueError(f"device {self.id}: a Modbus RTU unit_id is 1..247, not "
+                             f"{self.unit_id}")
+        return self
 
 
 class IssuerConfig(_Model):

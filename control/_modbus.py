@@ -1,18 +1,32 @@
-"""Modbus TCP I/O for control: writes with the point's type and word order, read-back,
-permissive signals, heartbeat. One client and one lock per actuator device (pymodbus 3.16)."""
+"""Modbus I/O for control: writes with the point's type and word order, read-back,
+permissive signals, heartbeat (pymodbus 3.16), over Modbus TCP or Modbus RTU.
+
+Every request goes through the device's `ModbusLink` (``drivers/modbus/_link.py``): one client
+and one lock per connection, the same ones the acquisition poller uses when it polls that
+host and port (TCP) or that serial line (RTU, ``bus:``). A write therefore waits for a running
+poll to end and never interleaves with its requests; on a serial line each exchange is followed
+by the line's inter-frame silence, as the poller's are. Without a shared ``links`` (tests,
+tools) each device gets a link of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.client.base import ModbusBaseClient
+from pymodbus.exceptions import ConnectionException, ModbusException
 
 from control._codec import from_registers, to_registers
 from control._config import ActuatorDevice, SignalConfig, WritablePoint
+from drivers.modbus import ModbusLink, ModbusLinks
+from drivers.modbus import own_links as _links
 from drivers.modbus._decode import register_count
+
+if TYPE_CHECKING:
+    from config._schema import ModbusRtuBus
 
 log = logging.getLogger("mrv.control.modbus")
 
@@ -22,31 +36,62 @@ class ActuatorError(Exception):
 
 
 class Endpoint:
-    def __init__(self, dev: ActuatorDevice) -> None:
+    def __init__(self, dev: ActuatorDevice, links: ModbusLinks | None = None,
+                 bus: ModbusRtuBus | None = None) -> None:
         self.dev = dev
-        self.lock = asyncio.Lock()
-        self._client: AsyncModbusTcpClient | None = None
+        self.bus = bus
+        self.link: ModbusLink[ModbusBaseClient]
+        if dev.bus is not None:
+            if bus is None or bus.name != dev.bus:
+                raise ValueError(f"control device {dev.id}: bus {dev.bus!r} is not configured")
+            self.where = f"unit {dev.unit_id} on {bus.port}"
+            self.pause = bus.frame_pause_s()
+            self.link = _links(links).get(ModbusLinks.serial_key(bus.port), self._serial_client)
+        else:
+            assert dev.host is not None
+            self.where = f"{dev.host}:{dev.port}"
+            self.pause = 0.0
+            self.link = _links(links).get(ModbusLinks.tcp_key(dev.host, dev.port),
+                                          self._tcp_client)
+        self.lock = self.link.lock
+        self._closed = False
 
-    async def _connected(self) -> AsyncModbusTcpClient:
-        c = self._client
-        if c is None:
-            c = self._client = AsyncModbusTcpClient(
-                self.dev.host, port=self.dev.port, timeout=self.dev.timeout_s, retries=0,
-                reconnect_delay=0, name=f"control:{self.dev.id}")
+    def _tcp_client(self) -> AsyncModbusTcpClient:
+        assert self.dev.host is not None
+        return AsyncModbusTcpClient(
+            self.dev.host, port=self.dev.port, timeout=self.dev.timeout_s, retries=0,
+            reconnect_delay=0, name=f"control:{self.dev.id}")
+
+    def _serial_client(self) -> ModbusBaseClient:
+        from drivers.modbus._io import serial_client
+
+        assert self.bus is not None
+        return serial_client(self.bus)
+
+    async def _connected(self) -> ModbusBaseClient:
+        c = self.link.client
         if not c.connected and not await c.connect():
-            raise ActuatorError(f"device {self.dev.id} ({self.dev.host}:{self.dev.port}): "
-                                "connection refused")
+            raise ActuatorError(f"device {self.dev.id} ({self.where}): connection refused")
         return c
 
     async def _call(self, what: str, fn_name: str, *args: Any, **kwargs: Any) -> Any:
         async with self.lock:
             c = await self._connected()
             try:
-                rr = await getattr(c, fn_name)(*args, device_id=self.dev.unit_id, **kwargs)
+                fn = getattr(c, fn_name)
+                if self.bus is None:  # TCP: the client's own timeout
+                    rr = await fn(*args, device_id=self.dev.unit_id, **kwargs)
+                else:  # RTU: the unit's timeout; a silent unit leaves the line open
+                    async with asyncio.timeout(self.dev.timeout_s):
+                        rr = await fn(*args, device_id=self.dev.unit_id, **kwargs)
             except (ModbusException, OSError, TimeoutError) as e:
-                c.close()
-                raise ActuatorError(f"device {self.dev.id}: {what}: {e or type(e).__name__}"
-                                    ) from e
+                if self.bus is None or isinstance(e, ConnectionException | OSError):
+                    c.close()
+                raise ActuatorError(f"device {self.dev.id}: {what}: "
+                                    f"{e or type(e).__name__}") from e
+            finally:
+                if self.pause:  # the inter-frame silence, still holding the line
+                    await asyncio.sleep(self.pause)
         if rr.isError():
             raise ActuatorError(f"device {self.dev.id}: {what}: exception response "
                                 f"{getattr(rr, 'exception_code', '?')}")
@@ -68,16 +113,20 @@ class Endpoint:
                              list(regs))
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if not self._closed:
+            self._closed = True
+            self.link.release()
 
 
 class PlantIO:
     """The actuator devices of one control config."""
 
-    def __init__(self, devices: list[ActuatorDevice]) -> None:
-        self.endpoints = {d.id: Endpoint(d) for d in devices}
+    def __init__(self, devices: list[ActuatorDevice], links: ModbusLinks | None = None,
+                 buses: Mapping[str, ModbusRtuBus] | None = None) -> None:
+        """``buses``: the ``modbus_rtu`` buses of the config by name, for RTU devices."""
+        buses = buses or {}
+        self.endpoints = {d.id: Endpoint(d, links, buses.get(d.bus) if d.bus else None)
+                          for d in devices}
 
     async def read_point(self, p: WritablePoint) -> tuple[float, list[int]]:
         regs = await self.endpoints[p.device].read("holding", p.address, register_count(p.type))

@@ -18,11 +18,14 @@ and the readings count as handed over when it returns.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from drivers._errors import DeviceUnreachable, DriverError, LinkDown
 from gateway._metrics import Metrics
 from gateway._records import Reading
+
+if TYPE_CHECKING:
+    from drivers.modbus import ModbusLinks
 
 Sink = Callable[[list[Reading]], Awaitable[None]]
 
@@ -33,8 +36,10 @@ class Source(Protocol):
     async def run(self) -> None: ...
 
 
-def make_sources(devices: Sequence[object], sink: Sink, metrics: Metrics) -> list[Source]:
-    """The sources for ``devices`` (each config's ``driver`` field picks the class)."""
+def make_sources(devices: Sequence[object], sink: Sink, metrics: Metrics,
+                 links: ModbusLinks | None = None) -> list[Source]:
+    """The sources for ``devices`` (each config's ``driver`` field picks the class).
+    ``links``: the Modbus connections, shared with the control service (one per device)."""
     from config._schema import Dlt645Bus, Hj212Device, ModbusRtuBus, ModbusTcpDevice, MqttDevice
     from drivers.dlt645._io import Dlt645BusPoller
     from drivers.hj212._listener import Hj212Listener
@@ -52,9 +57,9 @@ def make_sources(devices: Sequence[object], sink: Sink, metrics: Metrics) -> lis
                                  "of one line under one bus)")
             ports[d.port] = d.name
         if isinstance(d, ModbusTcpDevice):
-            out.append(ModbusTcpPoller(d, sink, metrics))
+            out.append(ModbusTcpPoller(d, sink, metrics, links))
         elif isinstance(d, ModbusRtuBus):
-            out.append(ModbusRtuBusPoller(d, sink, metrics))
+            out.append(ModbusRtuBusPoller(d, sink, metrics, links))
         elif isinstance(d, Dlt645Bus):
             out.append(Dlt645BusPoller(d, sink, metrics))
         elif isinstance(d, MqttDevice):

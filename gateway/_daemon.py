@@ -31,6 +31,7 @@ from cleaning import (
 from config import Config, contract_address
 from config._schema import Part75Substitution
 from drivers import make_sources
+from drivers.modbus import ModbusLinks
 from gateway._aggregator import AggregatedPoint, Aggregator
 from gateway._aio import cancel_and_wait, raise_if_cancelling
 from gateway._health import serve_health
@@ -341,14 +342,16 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
         pipeline.budget = DiskBudget(outbox, metrics, int(cfg.outbox.disk_budget_mb * 1e6),
                                      cfg.outbox.budget_alarm_fraction, cfg.outbox.prune_anchored,
                                      cfg.archive_path())
-    pollers = make_sources(cfg.devices, pipeline.submit, metrics)
+    links = ModbusLinks()  # one Modbus connection per device, shared by polls and control
+    pollers = make_sources(cfg.devices, pipeline.submit, metrics, links)
     aggregator = await _aggregator(cfg, outbox, metrics)
     ctl = None
     if cfg.control is not None:  # signed commands and local rules (control/, docs/control.md)
         try:
             from control._service import ControlService
 
-            ctl = ControlService.from_config(cfg, outbox, metrics, sign=signer.sign)
+            ctl = ControlService.from_config(cfg, outbox, metrics, sign=signer.sign,
+                                             links=links)
             pipeline.taps.append(ctl.on_readings)
         except Exception as e:  # control never stops acquisition or anchoring
             log.exception("control disabled: it failed to start")

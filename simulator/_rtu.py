@@ -1,6 +1,8 @@
 """A Modbus RTU line on a pty: several units (the plant's meter models) answer on one port.
 
-Read requests only (function codes 1-4); anything else gets exception 1 (illegal function).
+Reads (function codes 1-4) and holding register writes (6, 16: the written values overlay the
+model's holding registers from then on, for read-back); anything else gets exception 1
+(illegal function). ``log`` keeps every request in arrival order as (unit, function, address).
 Per-unit faults come from the model's `Faults`: silent (no answer at all), exception responses,
 late answers and garbage (line noise instead of a reply). A request for a unit that is not on the
 line goes unanswered, as on a real RS-485 bus.
@@ -49,18 +51,47 @@ class RtuLine(PtyDevice):
         self.units = units
         self.rng = random.Random(seed)
         self.answered: dict[int, int] = dict.fromkeys(units, 0)
+        self.log: list[tuple[int, int, int]] = []
+        self.written: dict[int, dict[int, int]] = {u: {} for u in units}
 
     def handle(self) -> None:
         buf = self.buf
         while len(buf) >= 8:
-            frame = bytes(buf[:8])
-            if crc16_modbus(frame[:6]) != struct.unpack("<H", frame[6:])[0]:
+            size = 8
+            if buf[1] == 16:  # write multiple: unit fc addr(2) count(2) nbytes data crc(2)
+                size = 9 + buf[6]
+                if len(buf) < size:
+                    return
+            frame = bytes(buf[:size])
+            if crc16_modbus(frame[:-2]) != struct.unpack("<H", frame[-2:])[0]:
                 del buf[0]  # resynchronise on the next byte
                 self.bad_frames += 1
                 continue
-            del buf[:8]
+            del buf[:size]
             self.requests += 1
-            self._answer(frame[0], frame[1], *struct.unpack(">HH", frame[2:6]))
+            unit, fc = frame[0], frame[1]
+            address, word = struct.unpack(">HH", frame[2:6])
+            self.log.append((unit, fc, address))
+            if fc in (6, 16):
+                values = ([word] if fc == 6 else
+                          list(struct.unpack(f">{frame[6] // 2}H", frame[7:-2])))
+                self._apply_write(unit, fc, address, values, frame[:6])
+            else:
+                self._answer(unit, fc, address, word)
+
+    def _apply_write(self, unit: int, fc: int, address: int, values: list[int], head: bytes) -> None:
+        model = self.units.get(unit)
+        if model is None or model.faults.silent:
+            return
+        delay = self.reply_delay_s + model.faults.delay_s
+        if not values or address + len(values) > model.register_count():
+            self.send(rtu_frame(bytes([unit, fc | 0x80, 2])), delay)
+            return
+        for i, v in enumerate(values):
+            self.written[unit][address + i] = v
+        # the reply echoes unit, function, address and value (6) or count (16)
+        self.send(rtu_frame(head if fc == 6 else head[:4] + struct.pack(">H", len(values))),
+                  delay)
 
     def _answer(self, unit: int, fc: int, address: int, count: int) -> None:
         model = self.units.get(unit)
@@ -75,6 +106,10 @@ class RtuLine(PtyDevice):
             return
         if fc in (3, 4):
             regs = model.holding() if fc == 3 else model.input()
+            if fc == 3:
+                for a, v in self.written.get(unit, {}).items():
+                    if a < len(regs):
+                        regs[a] = v
             if count < 1 or address + count > min(len(regs), model.register_count()):
                 self.send(rtu_frame(bytes([unit, fc | 0x80, 2])), delay)
                 return

@@ -160,3 +160,28 @@ def test_mistakes_are_named(tmp_path: Path, name: str, edit: tuple[str, str], pa
 def test_sample_is_valid_yaml_on_its_own() -> None:
     data = yaml.safe_load(doc_sample())
     assert set(data) == {"control"}
+
+
+def test_an_actuator_device_names_a_transport_and_an_existing_bus(tmp_path: Path) -> None:
+    """A control device is Modbus TCP (host) or a unit on a configured modbus_rtu bus (bus)."""
+    sample = doc_sample()
+    host_line = re.search(r"^      host: 192\.168\.10\.30.*\n", sample, re.M)
+    assert host_line is not None
+
+    def devices_with(line: str) -> str:
+        return sample.replace(host_line.group(0), line, 1)
+
+    with pytest.raises(ConfigError) as e:
+        parse_config(BASE + devices_with(""), base_dir=tmp_path)
+    assert any("exactly one" in i.message for i in e.value.issues), e.value.issues
+    with pytest.raises(ConfigError) as e:
+        parse_config(BASE + devices_with("      bus: rs485-9\n"), base_dir=tmp_path)
+    assert any("names bus 'rs485-9', which is not a modbus_rtu bus" in i.message
+               for i in e.value.issues), e.value.issues
+    rtu = BASE.replace("devices:\n", "devices:\n  - driver: modbus_rtu\n    name: rs485-9\n"
+                       "    port: /dev/ttyUSB0\n    units:\n      - name: m1\n        unit_id: 3\n"
+                       "        points: [{id: m1.p, address: 0, type: uint16, unit: '1'}]\n", 1)
+    cfg = parse_config(rtu + devices_with("      bus: rs485-9\n"), base_dir=tmp_path)
+    assert cfg.control is not None
+    dev = cfg.control.devices[0]
+    assert (dev.bus, dev.host) == ("rs485-9", None)

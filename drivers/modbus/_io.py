@@ -6,6 +6,9 @@ NaN readings flagged DEVICE_FAULT ("D") for the points of that request, a "not i
 sentinel NaN flagged SENTINEL. Schedule, circuit breaker and health: `drivers._polling`.
 
 * TCP: one `ModbusTcpPoller` (one connection, one task) per device.
+* The connection and its lock are a `ModbusLink` (``_link.py``) that the control service
+  shares when it writes to the same device or line: a poll holds the lock for all its
+  requests, so a control write never lands between them.
 * RTU: one `ModbusRtuBusPoller` per serial port. Its units poll on their own schedules but share
   one client and one lock, so only one frame is on the line at a time, and each exchange is
   followed by the inter-frame silence (3.5 character times by default). Timeouts and retries
@@ -31,6 +34,8 @@ from config._schema import ModbusPoint, ModbusRtuBus, ModbusRtuUnit, ModbusTcpDe
 from drivers._errors import DeviceUnreachable, LinkDown
 from drivers._polling import LogLimiter, PointInfo, PollLoop, Sink
 from drivers.modbus._decode import Decoder, compile_decoder, register_count
+from drivers.modbus._link import ModbusLink, ModbusLinks
+from drivers.modbus._link import own_links as _links
 from drivers.modbus._plan import BIT_TABLES, PointRef, ReadRequest, plan_reads
 from gateway._metrics import Metrics
 from gateway._records import Quality, Reading, new_reading
@@ -205,7 +210,8 @@ class UnitReader:
 class ModbusTcpPoller:
     """One Modbus TCP device: one connection, one task."""
 
-    def __init__(self, dev: ModbusTcpDevice, sink: Sink, metrics: Metrics, *,
+    def __init__(self, dev: ModbusTcpDevice, sink: Sink, metrics: Metrics,
+                 links: ModbusLinks | None = None, *,
                  now_ns: Callable[[], int] = time.time_ns) -> None:
         self.dev = dev
         self.name = dev.name
@@ -220,6 +226,8 @@ class ModbusTcpPoller:
         self.plan = self.reader.plan
         self.loop = PollLoop(dev.name, self.source, self.reader.infos, dev, sink, metrics, log,
                              now_ns=now_ns)
+        self.link: ModbusLink[AsyncModbusTcpClient] = _links(links).get(
+            ModbusLinks.tcp_key(dev.host, dev.port), self._client)
 
     @property
     def polls(self) -> int:
@@ -244,28 +252,45 @@ class ModbusTcpPoller:
             raise LinkDown(e.device, e.reason) from e
 
     async def run(self) -> None:
-        client = self._client()
+        client, lock = self.link.client, self.link.lock
 
         async def attempt() -> list[Reading]:
-            if not client.connected and not await client.connect():
-                raise LinkDown(self.dev.name, f"cannot connect to {self.dev.host}:{self.dev.port}")
-            return await self.poll_once(client)
+            async with lock:  # a whole poll: a control write waits for its end
+                try:
+                    if not client.connected and not await client.connect():
+                        raise LinkDown(self.dev.name,
+                                       f"cannot connect to {self.dev.host}:{self.dev.port}")
+                    return await self.poll_once(client)
+                except DeviceUnreachable:
+                    # reset the connection while no one else (control) is using it
+                    client.close()
+                    raise
 
         try:
-            await self.loop.run(attempt, lambda e: client.close())
+            await self.loop.run(attempt)
         finally:
             client.close()
+
+
+def serial_client(b: ModbusRtuBus) -> AsyncModbusSerialClient:
+    """The client of one serial line (shared by its units and by control writes to them)."""
+    # Timeouts and retries are applied per request by their users; this is only a backstop.
+    backstop = max(u.timeout_s for u in b.units) + 1.0
+    return AsyncModbusSerialClient(
+        b.port, framer=FramerType.RTU, baudrate=b.baudrate, bytesize=b.bytesize,
+        parity=b.parity, stopbits=b.stopbits, timeout=backstop, retries=0,
+        reconnect_delay=0, name=b.name)
 
 
 class ModbusRtuBusPoller:
     """One RS-485 port: every unit on it polls through one client, one at a time."""
 
-    def __init__(self, bus: ModbusRtuBus, sink: Sink, metrics: Metrics, *,
+    def __init__(self, bus: ModbusRtuBus, sink: Sink, metrics: Metrics,
+                 links: ModbusLinks | None = None, *,
                  now_ns: Callable[[], int] = time.time_ns) -> None:
         self.bus = bus
         self.name = bus.name
         self.metrics = metrics
-        self.lock = asyncio.Lock()
         self.pause = bus.frame_pause_s()
         self.units: list[tuple[ModbusRtuUnit, UnitReader, PollLoop]] = []
         for u in bus.units:
@@ -275,6 +300,9 @@ class ModbusRtuBusPoller:
                                 now_ns=now_ns)
             self.units.append((u, reader, PollLoop(u.name, source, reader.infos, u, sink,
                                                     metrics, log, now_ns=now_ns)))
+        self.link: ModbusLink[AsyncModbusSerialClient] = _links(links).get(
+            ModbusLinks.serial_key(bus.port), self._client)
+        self.lock = self.link.lock
         self.client: AsyncModbusSerialClient | None = None
 
     def loop_of(self, unit_name: str) -> PollLoop:
@@ -284,31 +312,25 @@ class ModbusRtuBusPoller:
         raise KeyError(unit_name)
 
     def _client(self) -> AsyncModbusSerialClient:
-        b = self.bus
-        # Timeouts and retries are applied per unit by UnitReader; this is only a backstop.
-        backstop = max(u.timeout_s for u in b.units) + 1.0
-        return AsyncModbusSerialClient(
-            b.port, framer=FramerType.RTU, baudrate=b.baudrate, bytesize=b.bytesize,
-            parity=b.parity, stopbits=b.stopbits, timeout=backstop, retries=0,
-            reconnect_delay=0, name=b.name)
+        return serial_client(self.bus)
 
     async def _poll_unit(self, client: AsyncModbusSerialClient, u: ModbusRtuUnit,
                          reader: UnitReader, loop: PollLoop) -> None:
         async def attempt() -> list[Reading]:
             async with self.lock:
-                if not client.connected and not await client.connect():
-                    raise LinkDown(u.name, f"cannot open serial port {self.bus.port}")
-                return await reader.read(client, timeout_s=u.timeout_s, retries=u.retries,
-                                         pause=self.pause)
+                try:
+                    if not client.connected and not await client.connect():
+                        raise LinkDown(u.name, f"cannot open serial port {self.bus.port}")
+                    return await reader.read(client, timeout_s=u.timeout_s, retries=u.retries,
+                                             pause=self.pause)
+                except LinkDown:  # the port itself; a silent unit leaves it open
+                    client.close()  # (under the lock: no other exchange is using it)
+                    raise
 
-        def on_failure(e: DeviceUnreachable) -> None:
-            if isinstance(e, LinkDown):  # the port itself; a silent unit leaves it open
-                client.close()
-
-        await loop.run(attempt, on_failure)
+        await loop.run(attempt)
 
     async def run(self) -> None:
-        client = self.client = self._client()
+        client = self.client = self.link.client
         try:
             async with asyncio.TaskGroup() as tg:
                 for u, reader, loop in self.units:

@@ -1,0 +1,164 @@
+"""MQTT transport of the control service: one broker session that subscribes to the command
+topic and publishes acks, alarms and live telemetry (task ``control:mqtt``).
+
+Incoming payloads go to the ``admit`` callback (synchronous, bounded: admission decides
+there). Outgoing messages wait in a bounded queue (oldest dropped and counted beyond 10,000);
+telemetry waits in its own queue, bounded in readings (``telemetry.queue``), and goes out after
+any waiting ack. The session reconnects with exponential backoff; ``ready`` is set while it is
+subscribed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import aiomqtt
+
+from control._config import ControlConfig
+from control._envelope import Ack
+from control._telemetry import telemetry_chunks, telemetry_json
+from gateway._aio import raise_if_cancelling
+from gateway._metrics import Metrics
+from gateway._records import Reading
+from gateway._tls import client_context
+
+log = logging.getLogger("mrv.control")
+
+Sign = Callable[[bytes], bytes]
+#: Commands and acks are small: send them at once (Nagle plus delayed ACKs adds ~40 ms a hop).
+#: The broker needs the same (Mosquitto: ``set_tcp_nodelay true``).
+NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+MAX_OUTGOING = 10_000
+
+
+class MqttTransport:
+    def __init__(self, *, gateway_id: str, config: ControlConfig, metrics: Metrics,
+                 admit: Callable[[bytes], None], sign: Sign | None = None,
+                 before_connect: Callable[[], Awaitable[object]] | None = None) -> None:
+        self.gw = gateway_id
+        self.cfg = config
+        self.metrics = metrics
+        self.admit = admit
+        self.sign = sign
+        self.before_connect = before_connect
+        self.t_cmd = config.topic(gateway_id, "cmd")
+        self.t_ack = config.topic(gateway_id, "ack")
+        self.t_telemetry = config.topic(gateway_id, "telemetry")
+        self.t_alarm = config.topic(gateway_id, "alarm")
+        self._outgoing: deque[tuple[str, bytes, int, bool]] = deque()
+        self._telemetry: deque[tuple[list[Reading], list[bytes] | None]] = deque()
+        self._telemetry_n = 0
+        self._wake = asyncio.Event()
+        self.ready = asyncio.Event()  # set while subscribed to the command topic
+
+    # -- outgoing (never blocks) ----------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        if len(self._outgoing) >= MAX_OUTGOING:
+            self._outgoing.popleft()
+            self.metrics.inc("control_outgoing_dropped")
+        self._outgoing.append((topic, payload, qos, retain))
+        self._wake.set()
+
+    def send_ack(self, ack: Ack) -> None:
+        self.publish(self.t_ack, ack.to_bytes(self.sign), qos=1)
+        self.metrics.inc(f"control_ack_{ack.status}")
+        if ack.reason:
+            self.metrics.inc("control_rejected_" + ack.reason.replace("-", "_"))
+
+    def alarm(self, payload: bytes) -> None:
+        self.publish(self.t_alarm, payload, qos=1, retain=True)
+
+    def telemetry(self, chunk: list[Reading], signatures: list[bytes] | None) -> None:
+        """Queue committed readings for live telemetry; beyond the queue's size they are
+        dropped and counted."""
+        if self._telemetry_n + len(chunk) > self.cfg.telemetry.queue:
+            self.metrics.inc("control_telemetry_dropped", len(chunk))
+            return
+        self._telemetry.append((chunk, signatures))
+        self._telemetry_n += len(chunk)
+        self._wake.set()
+
+    # -- the session ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if self.before_connect is not None:
+            await self.before_connect()
+        b = self.cfg.broker
+        delay = b.reconnect_initial_s
+        while True:
+            raise_if_cancelling()
+            try:
+                client = aiomqtt.Client(
+                    b.host, b.port, username=b.username, password=b.password,
+                    identifier=b.client_id or f"mrv-{self.gw}-control", clean_session=False,
+                    keepalive=b.keepalive_s, timeout=b.connect_timeout_s,
+                    tls_context=client_context(b.tls) if b.tls is not None else None,
+                    socket_options=NODELAY)
+                async with client:
+                    await client.subscribe(self.t_cmd, qos=1)
+                    if self.metrics.set_state("control:mqtt", "ok"):
+                        log.info("control: subscribed to %s on %s:%d", self.t_cmd, b.host, b.port)
+                    delay = b.reconnect_initial_s
+                    self.ready.set()
+                    await self._connected(client)
+            except aiomqtt.MqttError as e:
+                self.ready.clear()
+                self.metrics.inc("control_mqtt_failures")
+                if self.metrics.set_state("control:mqtt", "failing", str(e)):
+                    log.warning("control: broker %s:%d: %s (logged once until it recovers)",
+                                b.host, b.port, e)
+            finally:
+                self.ready.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, b.reconnect_max_s)
+
+    async def _connected(self, client: aiomqtt.Client) -> None:
+        pub = asyncio.create_task(self._publisher(client), name="control:publisher")
+        recv = asyncio.create_task(self._receiver(client), name="control:receiver")
+        try:
+            done, _ = await asyncio.wait({pub, recv}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (pub, recv):
+                t.cancel()
+            await asyncio.gather(pub, recv, return_exceptions=True)
+        for t in done:
+            t.result()
+        raise aiomqtt.MqttError("connection loop ended")
+
+    async def _receiver(self, client: aiomqtt.Client) -> None:
+        async for msg in client.messages:
+            payload = msg.payload
+            if isinstance(payload, bytes | bytearray):
+                data = bytes(payload)
+            elif payload is None:
+                data = b""
+            else:
+                data = str(payload).encode()
+            try:
+                self.admit(data)
+            except Exception:  # a bug: the receiver goes on with the next message
+                self.metrics.inc("control_internal_errors")
+                log.exception("control: admitting a command payload failed")
+
+    async def _publisher(self, client: aiomqtt.Client) -> None:
+        maxn = self.cfg.telemetry.max_per_message
+        while True:
+            self._wake.clear()
+            while self._outgoing:
+                topic, payload, qos, retain = self._outgoing[0]
+                await client.publish(topic, payload, qos=qos, retain=retain)
+                self._outgoing.popleft()
+            if self._telemetry:
+                chunk, sigs = self._telemetry.popleft()
+                self._telemetry_n -= len(chunk)
+                for part, part_sigs in telemetry_chunks(chunk, sigs, maxn):
+                    await client.publish(self.t_telemetry, telemetry_json(self.gw, part, part_sigs),
+                                         qos=0)
+                    self.metrics.inc("control_telemetry_messages")
+                self._wake.set()  # more may be waiting: go round again, acks first
+            await self._wake.wait()
