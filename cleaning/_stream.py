@@ -46,8 +46,6 @@ from numpy.typing import ArrayLike
 from gateway._records import INVALID, Quality, Reading
 
 from ._checks import (
-    MAD_SCALE,
-    SENTINEL_RTOL,
     CounterParams,
     CounterState,
     FlagArray,
@@ -66,6 +64,21 @@ from ._checks import (
     timestamps_kernel,
 )
 from ._config import ChecksConfig
+from ._rules import (
+    MAD_SCALE,
+    counter_allowed,
+    counter_steps,
+    flat_continues,
+    flat_reached,
+    out_of_range,
+    rate_exceeded,
+    same_reading,
+    sentinel_hit,
+    sentinel_table,
+    spike_outlier,
+    ts_limits,
+    wrap_i64,
+)
 
 __all__ = ["Cleaner", "PointCleaner", "run_checks"]
 
@@ -113,16 +126,6 @@ def _fast_limit(config: ChecksConfig) -> int:
     return max(1, min(_FAST_MAX, 1000 // config.spike.window))
 
 
-def _clamp_i64(x: int) -> int:
-    return _I64_MIN if x < _I64_MIN else _I64_MAX if x > _I64_MAX else x
-
-
-def _wrap_i64(x: int) -> int:
-    """``x`` wrapped into int64 as numpy's int64 arithmetic wraps it (timestamps more than
-    292 years apart)."""
-    return ((x - _I64_MIN) & 0xFFFF_FFFF_FFFF_FFFF) + _I64_MIN
-
-
 # numpy's conversions of a `Reading` field, for anything but a plain in-range int or float
 def _as_i64(x: object) -> int:
     return int(np.fromiter((x,), dtype=np.int64, count=1)[0])
@@ -146,19 +149,12 @@ def _median_sorted(s: list[float]) -> float:
 
 
 def _classify(p: CounterParams, dv: float, dt_ns: float, dk: float) -> int:
-    """`CounterParams.classify` for one step (no NaN can occur: ``dv`` comes from finite
-    values, ``dt_ns`` and ``dk`` from integers)."""
-    allowed = -math.inf
-    if p.max_step is not None:
-        allowed = max(allowed, p.max_step * dk)
-    if p.max_rate_per_s is not None:
-        allowed = max(allowed, p.max_rate_per_s * ((dt_ns if dt_ns > 0.0 else 0.0) * 1e-9))
-    if 0 <= dv <= allowed:
-        return _NORMAL
-    wrapped = dv + p.modulus
-    if dv < 0 and 0 <= wrapped <= allowed:
-        return _ROLLOVER
-    return _ABNORMAL
+    """`CounterParams.classify` for one step, from the same rules (no NaN can occur: ``dv``
+    comes from finite values, ``dt_ns`` and ``dk`` from integers)."""
+    allowed = counter_allowed(p.max_step, p.max_rate_per_s, dt_ns, dk)
+    assert isinstance(allowed, float)
+    normal, rollover = counter_steps(dv, allowed, p.modulus)
+    return _NORMAL if normal else _ROLLOVER if rollover else _ABNORMAL
 
 
 class PointCleaner:
@@ -215,9 +211,7 @@ class PointCleaner:
     def _init_scalar(self, config: ChecksConfig) -> None:
         """The config, flattened for `_step`."""
         # (s, tolerance) as in `check_sentinels`; tolerance None: +-inf, matched exactly
-        self._sentinels = tuple(
-            (float(s), None if math.isinf(s) else SENTINEL_RTOL * abs(float(s))) for s in config.sentinels
-        )
+        self._sentinels = sentinel_table(config.sentinels)
         r = config.range
         self._range_min = None if r is None else r.min
         self._range_max = None if r is None else r.max
@@ -365,28 +359,19 @@ class PointCleaner:
         sample. ``t`` must be an int in the int64 range, ``v`` a float, ``q`` an int in the
         uint32 range (`Cleaner.clean` converts the fields of a `Reading` as numpy does)."""
         out = q
-        for s, tol in self._sentinels:
-            if (v == s) if tol is None else (abs(v - s) <= tol):
-                out |= _SENTINEL
-                break
+        if self._sentinels and sentinel_hit(v, self._sentinels):
+            out |= _SENTINEL
         lo, hi = self._range_min, self._range_max
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
+        if (lo is not None or hi is not None) and out_of_range(v, lo, hi):
             out |= _RANGE
         future_ns = self._ts_future_ns
         if future_ns is not None:
-            limit = now_ns + future_ns
-            if not _I64_MIN <= limit <= _I64_MAX:
-                limit = _clamp_i64(limit)
-            future = t > limit
+            future_limit, stale_limit = ts_limits(now_ns, future_ns, self._ts_age_ns)
+            future = t > future_limit
             if future:
                 out |= _TS_FUTURE
-            age_ns = self._ts_age_ns
-            if age_ns is not None:
-                limit = now_ns - age_ns
-                if not _I64_MIN <= limit <= _I64_MAX:
-                    limit = _clamp_i64(limit)
-                if t < limit:
-                    out |= _TS_STALE
+            if stale_limit is not None and t < stale_limit:
+                out |= _TS_STALE
             m = self._max_ts
             if m is not None:
                 if t == m:
@@ -397,7 +382,7 @@ class PointCleaner:
                 self._max_ts = t
         if self._dups:
             p = self._dup_prev
-            if p is not None and p[0] == t and (p[1] == v or (v != v and p[1] != p[1])):
+            if p is not None and same_reading(t, v, p[0], p[1]):
                 # a verbatim repeat is a DUPLICATE, not a conflicting timestamp
                 out = (out & _NOT_TS_DUP_INT) | _DUP
             self._dup_prev = (t, v)
@@ -411,12 +396,8 @@ class PointCleaner:
         max_per_s = self._rate_max
         if max_per_s is not None:
             p = self._rate_prev
-            if p is not None:
-                dt = t - p[0]
-                if not _I64_MIN <= dt <= _I64_MAX:
-                    dt = _wrap_i64(dt)
-                if dt > 0 and abs(v - p[1]) > max_per_s * (float(dt) * 1e-9):
-                    flags |= _RATE
+            if p is not None and rate_exceeded(float(wrap_i64(t - p[0])), v - p[1], max_per_s):
+                flags |= _RATE
             self._rate_prev = (t, v)
         if self._spike_window:
             flags |= self._step_spike(v)
@@ -434,12 +415,9 @@ class PointCleaner:
         flag = 0
         if len(h) >= window:
             med = _median_sorted(sorted(h))
-            dev = abs(v - med)
-            # bad = dev > max(scale * mad, min_deviation); a NaN threshold (inf * 0) flags nothing
-            if dev > self._spike_min_dev:
-                mad = _median_sorted(sorted([abs(x - med) for x in h]))
-                if dev > self._spike_scale * mad:
-                    flag = _SPIKE
+            mad = _median_sorted(sorted([abs(x - med) for x in h]))
+            if spike_outlier(v, med, mad, self._spike_scale, self._spike_min_dev):
+                flag = _SPIKE
         h.append(v)
         if len(h) > window:
             del h[0]
@@ -447,7 +425,7 @@ class PointCleaner:
 
     def _step_flatline(self, t: int, v: float) -> int:
         st = self._flat
-        if st is not None and abs(v - st.last_value) <= self._flat_tol:
+        if st is not None and flat_continues(v, st.last_value, self._flat_tol):
             length, start = st.run_length + 1, st.run_start_ts
         else:
             length, start = 1, t
@@ -455,15 +433,8 @@ class PointCleaner:
             self._flat = FlatState(v, start, length)
         else:
             st.last_value, st.run_start_ts, st.run_length = v, start, length
-        count, duration_ns = self._flat_count, self._flat_duration_ns
-        if count is not None and length >= count:
+        if flat_reached(length, wrap_i64(t - start), self._flat_count, self._flat_duration_ns):
             return _FLAT
-        if duration_ns is not None:
-            elapsed = t - start
-            if not _I64_MIN <= elapsed <= _I64_MAX:
-                elapsed = _wrap_i64(elapsed)
-            if elapsed >= duration_ns:
-                return _FLAT
         return 0
 
     def _step_counter(self, t: int, v: float) -> int:
@@ -475,10 +446,8 @@ class PointCleaner:
             self._counter = CounterState(v, t, 0, v, t, 1, False)
             return 0
         k = st.next_k
-        dt = t - st.last_t
-        if not _I64_MIN <= dt <= _I64_MAX:
-            dt = _wrap_i64(dt)
-        cls = _classify(params, v - st.last_v, float(dt), 1.0)  # against the previous sample
+        # against the previous sample
+        cls = _classify(params, v - st.last_v, float(wrap_i64(t - st.last_t)), 1.0)
         if not st.pending:
             if cls == _ABNORMAL:  # a jump: held as pending, the reference stays
                 flag, accepted = _GLITCH, False
