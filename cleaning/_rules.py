@@ -39,6 +39,7 @@ __all__ = [
     "same_reading",
     "sentinel_hit",
     "sentinel_table",
+    "spike_beyond_floor",
     "spike_outlier",
     "ts_limits",
     "wrap_i64",
@@ -112,7 +113,15 @@ def out_of_range(v: float | FloatArray, lo: float | None, hi: float | None) -> b
 def ts_limits(now_ns: int, future_ns: int, age_ns: int | None) -> tuple[int, int | None]:
     """``(future_limit, stale_limit)``: a timestamp above the first is in the future, one
     below the second is stale. Clamped to int64, as numpy compares int64 timestamps."""
-    return clamp_i64(now_ns + future_ns), None if age_ns is None else clamp_i64(now_ns - age_ns)
+    hi = now_ns + future_ns
+    if not I64_MIN <= hi <= I64_MAX:
+        hi = clamp_i64(hi)
+    if age_ns is None:
+        return hi, None
+    lo = now_ns - age_ns
+    if not I64_MIN <= lo <= I64_MAX:
+        lo = clamp_i64(lo)
+    return hi, lo
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,6 +157,18 @@ def rate_exceeded(
 
 
 @overload
+def spike_beyond_floor(x: float, med: float, min_dev: float) -> bool: ...
+@overload
+def spike_beyond_floor(x: FloatArray, med: FloatArray, min_dev: float) -> BoolArray: ...
+def spike_beyond_floor(
+    x: float | FloatArray, med: float | FloatArray, min_dev: float
+) -> bool | BoolArray:
+    """The part of `spike_outlier` that needs no MAD: ``|x - median(W)| > min_dev``. When it
+    is false, no MAD makes ``x`` a spike (the streaming path then skips computing the MAD)."""
+    return abs(x - med) > min_dev  # type: ignore[operator]
+
+
+@overload
 def spike_outlier(x: float, med: float, mad: float, scale: float, min_dev: float) -> bool: ...
 @overload
 def spike_outlier(
@@ -164,8 +185,7 @@ def spike_outlier(
     previous ``window`` eligible values and ``scale = k * 1.4826``. A NaN threshold (inf * 0)
     flags nothing. The medians are those of `_checks._median_rows_inplace` (the mean of the
     two middle values for an even window)."""
-    dev: float | FloatArray = abs(x - med)  # type: ignore[assignment]
-    return (dev > min_dev) & (dev > scale * mad)
+    return spike_beyond_floor(x, med, min_dev) & (abs(x - med) > scale * mad)  # type: ignore[operator,arg-type]
 
 
 @overload
@@ -200,9 +220,9 @@ def flat_reached(
 
 
 def _maximum(a: float | FloatArray, b: float | FloatArray) -> float | FloatArray:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return np.maximum(a, b)
-    return b if b > a else a
+    if type(a) is float and type(b) is float:
+        return b if b > a else a
+    return np.maximum(a, b)
 
 
 def counter_allowed(

@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
+from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -75,6 +76,7 @@ from ._rules import (
     same_reading,
     sentinel_hit,
     sentinel_table,
+    spike_beyond_floor,
     spike_outlier,
     ts_limits,
     wrap_i64,
@@ -180,6 +182,7 @@ class PointCleaner:
         "_spike_hist",
         "_spike_min_dev",
         "_spike_scale",
+        "_spike_sorted",
         "_spike_window",
         "_ts_age_ns",
         "_ts_future_ns",
@@ -204,6 +207,7 @@ class PointCleaner:
         self._rate_prev: tuple[int, float] | None = None
         # a list after `_step`, an array after `apply`; each converts what it finds
         self._spike_hist: FloatArray | list[float] = []
+        self._spike_sorted: list[float] = []  # `_spike_hist` sorted, while it is a list
         self._flat: FlatState | None = None
         self._counter: CounterState | None = None
         self._init_scalar(config)
@@ -240,6 +244,7 @@ class PointCleaner:
         self._dup_prev = None
         self._rate_prev = None
         self._spike_hist = []
+        self._spike_sorted = []
         self._flat = None
         self._counter = None
 
@@ -396,8 +401,12 @@ class PointCleaner:
         max_per_s = self._rate_max
         if max_per_s is not None:
             p = self._rate_prev
-            if p is not None and rate_exceeded(float(wrap_i64(t - p[0])), v - p[1], max_per_s):
-                flags |= _RATE
+            if p is not None:
+                dt = t - p[0]
+                if not _I64_MIN <= dt <= _I64_MAX:
+                    dt = wrap_i64(dt)
+                if rate_exceeded(float(dt), v - p[1], max_per_s):
+                    flags |= _RATE
             self._rate_prev = (t, v)
         if self._spike_window:
             flags |= self._step_spike(v)
@@ -409,17 +418,28 @@ class PointCleaner:
 
     def _step_spike(self, v: float) -> int:
         h = self._spike_hist
-        if not isinstance(h, list):
+        if not isinstance(h, list):  # `apply` left an array
             h = self._spike_hist = h.tolist()
+            self._spike_sorted = sorted(h)
+        srt = self._spike_sorted
         window = self._spike_window
         flag = 0
         if len(h) >= window:
-            med = _median_sorted(sorted(h))
-            mad = _median_sorted(sorted([abs(x - med) for x in h]))
-            if spike_outlier(v, med, mad, self._spike_scale, self._spike_min_dev):
-                flag = _SPIKE
+            med = _median_sorted(srt)
+            min_dev = self._spike_min_dev
+            if spike_beyond_floor(v, med, min_dev):  # else no MAD makes it a spike
+                # |x - med| of the sorted window: two ascending runs (med - x is exactly
+                # |x - med| for x <= med), which sort in one merge
+                i = bisect_left(srt, med)
+                dev = [med - x for x in reversed(srt[:i])]
+                dev += [x - med for x in srt[i:]]
+                mad = _median_sorted(sorted(dev))
+                if spike_outlier(v, med, mad, self._spike_scale, min_dev):
+                    flag = _SPIKE
         h.append(v)
+        insort(srt, v)
         if len(h) > window:
+            del srt[bisect_left(srt, h[0])]  # finite values only: found, an equal one
             del h[0]
         return flag
 
@@ -433,7 +453,10 @@ class PointCleaner:
             self._flat = FlatState(v, start, length)
         else:
             st.last_value, st.run_start_ts, st.run_length = v, start, length
-        if flat_reached(length, wrap_i64(t - start), self._flat_count, self._flat_duration_ns):
+        elapsed = t - start
+        if not _I64_MIN <= elapsed <= _I64_MAX:
+            elapsed = wrap_i64(elapsed)
+        if flat_reached(length, elapsed, self._flat_count, self._flat_duration_ns):
             return _FLAT
         return 0
 
@@ -447,7 +470,10 @@ class PointCleaner:
             return 0
         k = st.next_k
         # against the previous sample
-        cls = _classify(params, v - st.last_v, float(wrap_i64(t - st.last_t)), 1.0)
+        dt = t - st.last_t
+        if not _I64_MIN <= dt <= _I64_MAX:
+            dt = wrap_i64(dt)
+        cls = _classify(params, v - st.last_v, float(dt), 1.0)
         if not st.pending:
             if cls == _ABNORMAL:  # a jump: held as pending, the reference stays
                 flag, accepted = _GLITCH, False

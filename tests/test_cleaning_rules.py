@@ -30,6 +30,7 @@ RULES = [
     "same_reading",
     "sentinel_hit",
     "sentinel_table",
+    "spike_beyond_floor",
     "spike_outlier",
     "ts_limits",
 ]
@@ -50,7 +51,8 @@ def test_both_paths_take_every_rule_from_the_one_definition() -> None:
                                    n not in ("clamp_i64", "wrap_i64"))
     for name in RULES:
         rule = getattr(_rules, name)
-        assert getattr(_checks, name, None) is rule, f"cleaning._checks does not use {name}"
+        if name != "spike_beyond_floor":  # the kernels reach it through `spike_outlier`
+            assert getattr(_checks, name, None) is rule, f"cleaning._checks does not use {name}"
         assert getattr(_stream, name, None) is rule, f"cleaning._stream does not use {name}"
 
 
@@ -117,6 +119,24 @@ def test_spike_outlier_array_equals_scalar(
 ) -> None:
     _elementwise(_rules.spike_outlier, [list(c) for c in zip(*rows, strict=True)] or [[], [], []],
                  scale, min_dev)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(floats, floats), max_size=20), st.floats(min_value=0, allow_infinity=True))
+def test_spike_beyond_floor_array_equals_scalar(rows: list[tuple[float, float]], min_dev: float) -> None:
+    _elementwise(_rules.spike_beyond_floor, [list(c) for c in zip(*rows, strict=True)] or [[], []],
+                 min_dev)
+
+
+@given(floats, floats, floats, st.floats(min_value=0, allow_infinity=True),
+       st.floats(min_value=0, allow_infinity=True))
+def test_no_spike_below_the_floor_whatever_the_mad(
+    x: float, med: float, mad: float, scale: float, min_dev: float
+) -> None:
+    """The streaming path skips the MAD when `spike_beyond_floor` is false: sound only if
+    `spike_outlier` is then false for every MAD."""
+    if not _rules.spike_beyond_floor(x, med, min_dev):
+        assert not _rules.spike_outlier(x, med, mad, scale, min_dev)
 
 
 @settings(max_examples=300, deadline=None)
