@@ -232,12 +232,11 @@ def counter_allowed(
     dk: float | FloatArray,
 ) -> float | FloatArray:
     """The largest plausible increase over ``dt_ns`` nanoseconds and ``dk`` samples."""
-    a: float | FloatArray = -np.inf
-    if max_step is not None:
-        a = _maximum(a, max_step * dk)
-    if max_rate_per_s is not None:
-        a = _maximum(a, max_rate_per_s * (_maximum(dt_ns, 0.0) * 1e-9))
-    return a
+    by_step = None if max_step is None else max_step * dk
+    if max_rate_per_s is None:
+        return -np.inf if by_step is None else by_step  # -inf: nothing is plausible
+    by_rate = max_rate_per_s * (_maximum(dt_ns, 0.0) * 1e-9)
+    return by_rate if by_step is None else _maximum(by_step, by_rate)
 
 
 @overload
