@@ -1,4 +1,8 @@
-"""Per-point data-quality checks, vectorised over numpy arrays.
+"""Per-point data-quality checks, vectorised over numpy arrays: the batch path.
+
+Each check's flag is decided by its rule in `cleaning._rules` (the one definition, which the
+streaming path `cleaning._stream.PointCleaner._step` calls on one sample); the kernels here
+only feed the rules whole arrays, each sample beside its predecessor.
 
 Every public ``check_*`` function is pure: it reads ``ts_ns`` (int64 nanoseconds) and
 ``values`` (float64) and returns a new ``uint32`` array of `Quality` bits, one per sample,
