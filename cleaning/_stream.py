@@ -17,20 +17,20 @@ Two paths, one definition
 -------------------------
 Each check is defined once, as a rule in `cleaning._rules`; both paths below feed the same
 rules, and neither decides a flag by itself. `PointCleaner.apply` runs the numpy kernels of
-`cleaning._checks` on a chunk of one point. Their cost is a few tens of microseconds per call whatever the chunk's length, which is cheap for a
-long chunk (a backfill) and far too dear for the gateway's usual chunk: one reading for each
-of thousands of points. `Cleaner.clean` therefore sends a point with few readings in the
-chunk (at most ``_FAST_MAX``; fewer with a long spike window, see `_fast_limit`) through the
-*scalar* path, `PointCleaner._step`: the same rules, one sample at a time in plain Python
-(about 0.5 us per reading for a range check, a few us with every check), on the same trailing
-state (last timestamp and value, running maximum timestamp, spike window, flatline run,
-counter reference). Both paths update that state identically, so a point may take either
-path from one chunk to the next, and chunked still equals whole. The scalar path copies
-numpy's arithmetic exactly: float64 operations in the same order, int64 wrap-around of
-timestamp differences, NaN never equal to anything, numpy's conversion of the `Reading`
-fields. ``tests/test_cleaning_stream_speed.py`` checks that both paths give identical
-readings; ``tests/test_cleaning_rules.py`` that each rule gives on an array what it gives on
-each element, and that both paths use the same rule objects.
+`cleaning._checks` on a chunk of one point. Their cost is a few tens of microseconds per call
+whatever the chunk's length, which is cheap for a long chunk (a backfill) and far too dear for
+the gateway's usual chunk: one reading for each of thousands of points. `Cleaner.clean`
+therefore sends a point with few readings in the chunk (at most ``_FAST_MAX``; fewer with a
+long spike window, see `_fast_limit`) through the *scalar* path, `PointCleaner._step`: the
+same rules, one sample at a time in plain Python (about 0.5 us per reading for a range check,
+a few us with every check), on the same trailing state (last timestamp and value, running
+maximum timestamp, spike window, flatline run, counter reference). Both paths update that
+state identically, so a point may take either path from one chunk to the next, and chunked
+still equals whole. The scalar path copies numpy's arithmetic exactly: float64 operations in
+the same order, int64 wrap-around of timestamp differences, NaN never equal to anything,
+numpy's conversion of the `Reading` fields. ``tests/test_cleaning_stream_speed.py`` checks
+that both paths give identical readings; ``tests/test_cleaning_rules.py`` that each rule gives
+on an array what it gives on each element, and that both paths use the same rule objects.
 """
 
 from __future__ import annotations
