@@ -1,10 +1,14 @@
-"""Throughput of the vectorised checks, for the benchmark suite."""
+"""Throughput of the checks, for the benchmark suite: `bench` (the batch path, long streams)
+and `bench_stream` (the streaming path, the gateway's shape: one reading of each of many
+points per chunk)."""
 
 from __future__ import annotations
 
 import time
 
 import numpy as np
+
+from gateway._records import Reading
 
 from ._config import (
     ChecksConfig,
@@ -15,9 +19,9 @@ from ._config import (
     SpikeCheck,
     TimestampCheck,
 )
-from ._stream import run_checks
+from ._stream import Cleaner, run_checks
 
-__all__ = ["bench"]
+__all__ = ["bench", "bench_stream"]
 
 _T0 = 1_700_000_000 * 1_000_000_000
 
@@ -75,4 +79,40 @@ def bench(n: int, *, repeat: int = 3, seed: int = 0) -> dict[str, float]:
         "analog_readings_per_s": n / best_a,
         "counter_readings_per_s": n / best_c,
         "readings_per_s": 2 * n / (best_a + best_c),
+    }
+
+
+def bench_stream(points: int = 1000, chunks: int = 60, *, seed: int = 1) -> dict[str, float]:
+    """Time `Cleaner.clean` on ``chunks`` chunks of one reading of each of ``points`` points
+    (three in four with `ANALOG_CONFIG`, one in four with `COUNTER_CONFIG`; each point takes
+    the streaming path). CPU time, in readings per second: ``warmup`` over the first 20 chunks
+    (spike windows not yet full: the cheap checks only), ``steady`` over the rest."""
+    if points < 1 or chunks <= 20:
+        raise ValueError("points must be at least 1 and chunks more than 20")
+    rng = np.random.default_rng(seed)
+    cleaner = Cleaner({f"p{i}": COUNTER_CONFIG if i % 4 == 0 else ANALOG_CONFIG for i in range(points)})
+    totals = np.zeros(points)
+    data = []
+    for k in range(chunks):
+        totals = (totals + rng.uniform(0, 5, points)) % 1_000_001
+        noise = 80 + rng.normal(0, 1, points)
+        ts = _T0 + k * 1_000_000_000 + rng.integers(0, 100_000_000, points)
+        data.append([
+            Reading(point_id=f"p{i}", ts_ns=int(ts[i]), value=float(totals[i] if i % 4 == 0 else noise[i]),
+                    unit="kW", source="bench", quality=0)
+            for i in range(points)
+        ])
+    now = [_T0 + (k + 1) * 1_000_000_000 for k in range(chunks)]
+    t0 = time.process_time()
+    for k in range(20):
+        cleaner.clean(data[k], now[k])
+    t1 = time.process_time()
+    for k in range(20, chunks):
+        cleaner.clean(data[k], now[k])
+    t2 = time.process_time()
+    return {
+        "points": float(points),
+        "chunks": float(chunks),
+        "warmup_readings_per_s": points * 20 / max(t1 - t0, 1e-9),
+        "steady_readings_per_s": points * (chunks - 20) / max(t2 - t1, 1e-9),
     }

@@ -1,4 +1,8 @@
-"""Per-point data-quality checks, vectorised over numpy arrays.
+"""Per-point data-quality checks, vectorised over numpy arrays: the batch path.
+
+Each check's flag is decided by its rule in `cleaning._rules` (the one definition, which the
+streaming path `cleaning._stream.PointCleaner._step` calls on one sample); the kernels here
+only feed the rules whole arrays, each sample beside its predecessor.
 
 Every public ``check_*`` function is pure: it reads ``ts_ns`` (int64 nanoseconds) and
 ``values`` (float64) and returns a new ``uint32`` array of `Quality` bits, one per sample,
@@ -24,6 +28,21 @@ from numpy.typing import ArrayLike, NDArray
 
 from gateway._records import INVALID, Quality
 
+from ._rules import (
+    MAD_SCALE,
+    counter_allowed,
+    counter_steps,
+    flat_continues,
+    flat_reached,
+    out_of_range,
+    rate_exceeded,
+    same_reading,
+    sentinel_hit,
+    sentinel_table,
+    spike_outlier,
+    ts_limits,
+)
+
 __all__ = [
     "check_counter",
     "check_duplicates",
@@ -41,11 +60,7 @@ IntArray = NDArray[np.int64]
 FlagArray = NDArray[np.uint32]
 BoolArray = NDArray[np.bool_]
 
-MAD_SCALE = 1.4826  # MAD -> standard deviation for normally distributed data
-SENTINEL_RTOL = 1.2e-7  # float32 precision: a float32 register sentinel written in decimal
-
 _I64_MIN = np.iinfo(np.int64).min
-_I64_MAX = np.iinfo(np.int64).max
 _SPIKE_BLOCK = 1 << 16  # windows per block: bounds the temporary memory of the spike check
 
 _U_RANGE = np.uint32(Quality.RANGE)
@@ -93,10 +108,6 @@ def seconds_to_ns(seconds: float) -> int:
     return round(seconds * 1_000_000_000)
 
 
-def _clamp_i64(x: int) -> int:
-    return max(_I64_MIN, min(_I64_MAX, x))
-
-
 def _zeros(n: int) -> FlagArray:
     return np.zeros(n, dtype=np.uint32)
 
@@ -114,12 +125,9 @@ def _scatter(n: int, idx: IntArray, flags: FlagArray) -> FlagArray:
 def check_range(values: ArrayLike, min: float | None = None, max: float | None = None) -> FlagArray:
     """``Quality.RANGE`` where ``value < min`` or ``value > max`` (NaN is never out of range)."""
     v = as_values(values)
-    bad = np.zeros(v.shape, dtype=np.bool_)
-    if min is not None:
-        bad |= v < min
-    if max is not None:
-        bad |= v > max
-    return np.where(bad, _U_RANGE, _U_ZERO)
+    if min is None and max is None:
+        return _zeros(v.shape[0])
+    return np.where(out_of_range(v, min, max), _U_RANGE, _U_ZERO)
 
 
 @_quietly
@@ -128,14 +136,9 @@ def check_sentinels(values: ArrayLike, sentinels: tuple[float, ...] | list[float
     (``|v - s| <= 1.2e-7 * |s|``), so that ``3.4028235e38`` in YAML matches a float32 register
     holding FLT_MAX. ``inf`` sentinels match exactly."""
     v = as_values(values)
-    hit = np.zeros(v.shape, dtype=np.bool_)
-    for s in sentinels:
-        s = float(s)
-        if np.isinf(s):
-            hit |= v == s
-        else:
-            hit |= np.abs(v - s) <= SENTINEL_RTOL * abs(s)
-    return np.where(hit, _U_SENTINEL, _U_ZERO)
+    if not sentinels:
+        return _zeros(v.shape[0])
+    return np.where(sentinel_hit(v, sentinel_table(sentinels)), _U_SENTINEL, _U_ZERO)
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,10 +156,11 @@ def timestamps_kernel(
     n = ts.shape[0]
     if n == 0:
         return _zeros(0), prev_max
-    future = ts > _clamp_i64(now_ns + future_ns)
+    future_limit, stale_limit = ts_limits(now_ns, future_ns, age_ns)
+    future = ts > future_limit
     flags = np.where(future, _U_TS_FUTURE, _U_ZERO)
-    if age_ns is not None:
-        flags |= np.where(ts < _clamp_i64(now_ns - age_ns), _U_TS_STALE, _U_ZERO)
+    if stale_limit is not None:
+        flags |= np.where(ts < stale_limit, _U_TS_STALE, _U_ZERO)
     accepted = ~future
     cm = np.maximum.accumulate(np.where(accepted, ts, _I64_MIN))
     have = np.logical_or.accumulate(accepted)
@@ -218,8 +222,7 @@ def duplicates_kernel(
         have[0] = False
     else:
         prev_ts[0], prev_v[0] = prev
-    same_v = (v == prev_v) | (np.isnan(v) & np.isnan(prev_v))
-    dup = have & (ts == prev_ts) & same_v
+    dup = have & same_reading(ts, v, prev_ts, prev_v)
     return np.where(dup, _U_DUP, _U_ZERO), (int(ts[-1]), float(v[-1]))
 
 
@@ -257,8 +260,7 @@ def rate_kernel(
         p_v[0] = v[0]
     else:
         p_ts[0], p_v[0] = prev
-    dt = ts - p_ts
-    bad = (dt > 0) & (np.abs(v - p_v) > max_per_s * (dt.astype(np.float64) * 1e-9))
+    bad = rate_exceeded((ts - p_ts).astype(np.float64), v - p_v, max_per_s)
     return np.where(bad, _U_RATE, _U_ZERO), (int(ts[-1]), float(v[-1]))
 
 
@@ -320,8 +322,7 @@ def spike_kernel(
         np.subtract(w, med[:, None], out=w)
         np.abs(w, out=w)
         mad = _median_rows_inplace(w)
-        thr = np.maximum(thr_scale * mad, min_deviation)
-        bad = np.abs(ext[start:stop] - med) > thr
+        bad = spike_outlier(ext[start:stop], med, mad, thr_scale, min_deviation)
         flags[start - h : stop - h] = np.where(bad, _U_SPIKE, _U_ZERO)
     return flags, new_history
 
@@ -368,7 +369,7 @@ def flatline_kernel(
     prev = np.empty(n, dtype=np.float64)
     prev[1:] = v[:-1]
     prev[0] = np.nan if state is None else state.last_value
-    same = np.abs(v - prev) <= tolerance  # NaN (no previous sample) -> a run starts
+    same = flat_continues(v, prev, tolerance)  # NaN (no previous sample) -> a run starts
     pos = np.arange(n, dtype=np.int64)
     start = np.maximum.accumulate(np.where(same, -1, pos))  # -1: the run came from the state
     carried = start < 0
@@ -379,11 +380,7 @@ def flatline_kernel(
     else:
         length = np.where(carried, state.run_length + pos + 1, pos - start + 1)
         start_ts = np.where(carried, state.run_start_ts, ts[start_c])
-    bad = np.zeros(n, dtype=np.bool_)
-    if count is not None:
-        bad |= length >= count
-    if duration_ns is not None:
-        bad |= (ts - start_ts) >= duration_ns
+    bad = flat_reached(length, ts - start_ts, count, duration_ns)
     new_state = FlatState(float(v[-1]), int(start_ts[-1]), int(length[-1]))
     return np.where(bad, _U_FLAT, _U_ZERO), new_state
 
@@ -436,22 +433,17 @@ class CounterParams:
 
     def allowed(self, dt_ns: FloatArray | float, dk: FloatArray | float) -> FloatArray:
         """The largest plausible increase over ``dt_ns`` nanoseconds and ``dk`` samples."""
-        a = np.full(np.shape(dt_ns), -np.inf)
-        if self.max_step is not None:
-            a = np.maximum(a, self.max_step * np.asarray(dk, dtype=np.float64))
-        if self.max_rate_per_s is not None:
-            dt_s = np.maximum(np.asarray(dt_ns, dtype=np.float64), 0.0) * 1e-9
-            a = np.maximum(a, self.max_rate_per_s * dt_s)
-        return a
+        a = counter_allowed(
+            self.max_step, self.max_rate_per_s, np.asarray(dt_ns, dtype=np.float64), dk
+        )
+        return np.broadcast_to(np.asarray(a, dtype=np.float64), np.shape(dt_ns))
 
     def classify(
         self, dv: FloatArray | float, dt_ns: FloatArray | float, dk: FloatArray | float
     ) -> NDArray[np.int8]:
         allowed = self.allowed(dt_ns, dk)
         dv = np.asarray(dv, dtype=np.float64)
-        wrapped = dv + self.modulus
-        normal = (dv >= 0) & (dv <= allowed)
-        roll = ~normal & (dv < 0) & (wrapped >= 0) & (wrapped <= allowed)
+        normal, roll = counter_steps(dv, allowed, self.modulus)
         out = np.full(dv.shape, _ABNORMAL, dtype=np.int8)
         out[normal] = _NORMAL
         out[roll] = _ROLLOVER

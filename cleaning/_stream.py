@@ -13,22 +13,24 @@ Order of evaluation for each chunk of one point:
 Each check is causal, so feeding a stream in chunks gives the same flags as feeding it whole
 (provided ``now_ns`` is the same: the future/stale checks depend on it by design).
 
-Two paths, one result
----------------------
-`PointCleaner.apply` runs the numpy kernels of `cleaning._checks` on a chunk of one point. Their
-cost is a few tens of microseconds per call whatever the chunk's length, which is cheap for a
-long chunk (a backfill) and far too dear for the gateway's usual chunk: one reading for each
-of thousands of points. `Cleaner.clean` therefore sends a point with few readings in the
-chunk (at most ``_FAST_MAX``; fewer with a long spike window, see `_fast_limit`) through the
-*scalar* path, `PointCleaner._step`: the same checks, one sample at a time in plain Python
-(about 0.5 us per reading for a range check, a few us with every check), on the same trailing
-state (last timestamp and value, running maximum timestamp, spike window, flatline run,
-counter reference). Both paths update that state identically, so a point may take either
-path from one chunk to the next, and chunked still equals whole. The scalar path copies
-numpy's arithmetic exactly: float64 operations in the same order, int64 wrap-around of
-timestamp differences, NaN never equal to anything, numpy's conversion of the `Reading`
-fields. ``tests/test_cleaning_stream_speed.py`` checks that both paths give identical
-readings.
+Two paths, one definition
+-------------------------
+Each check is defined once, as a rule in `cleaning._rules`; both paths below feed the same
+rules, and neither decides a flag by itself. `PointCleaner.apply` runs the numpy kernels of
+`cleaning._checks` on a chunk of one point. Their cost is a few tens of microseconds per call
+whatever the chunk's length, which is cheap for a long chunk (a backfill) and far too dear for
+the gateway's usual chunk: one reading for each of thousands of points. `Cleaner.clean`
+therefore sends a point with few readings in the chunk (at most ``_FAST_MAX``; fewer with a
+long spike window, see `_fast_limit`) through the *scalar* path, `PointCleaner._step`: the
+same rules, one sample at a time in plain Python (about 0.5 us per reading for a range check,
+a few us with every check), on the same trailing state (last timestamp and value, running
+maximum timestamp, spike window, flatline run, counter reference). Both paths update that
+state identically, so a point may take either path from one chunk to the next, and chunked
+still equals whole. The scalar path copies numpy's arithmetic exactly: float64 operations in
+the same order, int64 wrap-around of timestamp differences, NaN never equal to anything,
+numpy's conversion of the `Reading` fields. ``tests/test_cleaning_stream_speed.py`` checks
+that both paths give identical readings; ``tests/test_cleaning_rules.py`` that each rule gives
+on an array what it gives on each element, and that both paths use the same rule objects.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
+from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -46,8 +49,6 @@ from numpy.typing import ArrayLike
 from gateway._records import INVALID, Quality, Reading
 
 from ._checks import (
-    MAD_SCALE,
-    SENTINEL_RTOL,
     CounterParams,
     CounterState,
     FlagArray,
@@ -66,6 +67,22 @@ from ._checks import (
     timestamps_kernel,
 )
 from ._config import ChecksConfig
+from ._rules import (
+    MAD_SCALE,
+    counter_allowed,
+    counter_steps,
+    flat_continues,
+    flat_reached,
+    out_of_range,
+    rate_exceeded,
+    same_reading,
+    sentinel_hit,
+    sentinel_table,
+    spike_beyond_floor,
+    spike_outlier,
+    ts_limits,
+    wrap_i64,
+)
 
 __all__ = ["Cleaner", "PointCleaner", "run_checks"]
 
@@ -113,16 +130,6 @@ def _fast_limit(config: ChecksConfig) -> int:
     return max(1, min(_FAST_MAX, 1000 // config.spike.window))
 
 
-def _clamp_i64(x: int) -> int:
-    return _I64_MIN if x < _I64_MIN else _I64_MAX if x > _I64_MAX else x
-
-
-def _wrap_i64(x: int) -> int:
-    """``x`` wrapped into int64 as numpy's int64 arithmetic wraps it (timestamps more than
-    292 years apart)."""
-    return ((x - _I64_MIN) & 0xFFFF_FFFF_FFFF_FFFF) + _I64_MIN
-
-
 # numpy's conversions of a `Reading` field, for anything but a plain in-range int or float
 def _as_i64(x: object) -> int:
     return int(np.fromiter((x,), dtype=np.int64, count=1)[0])
@@ -146,19 +153,12 @@ def _median_sorted(s: list[float]) -> float:
 
 
 def _classify(p: CounterParams, dv: float, dt_ns: float, dk: float) -> int:
-    """`CounterParams.classify` for one step (no NaN can occur: ``dv`` comes from finite
-    values, ``dt_ns`` and ``dk`` from integers)."""
-    allowed = -math.inf
-    if p.max_step is not None:
-        allowed = max(allowed, p.max_step * dk)
-    if p.max_rate_per_s is not None:
-        allowed = max(allowed, p.max_rate_per_s * ((dt_ns if dt_ns > 0.0 else 0.0) * 1e-9))
-    if 0 <= dv <= allowed:
-        return _NORMAL
-    wrapped = dv + p.modulus
-    if dv < 0 and 0 <= wrapped <= allowed:
-        return _ROLLOVER
-    return _ABNORMAL
+    """`CounterParams.classify` for one step, from the same rules (no NaN can occur: ``dv``
+    comes from finite values, ``dt_ns`` and ``dk`` from integers)."""
+    allowed = counter_allowed(p.max_step, p.max_rate_per_s, dt_ns, dk)
+    assert isinstance(allowed, float)
+    normal, rollover = counter_steps(dv, allowed, p.modulus)
+    return _NORMAL if normal else _ROLLOVER if rollover else _ABNORMAL
 
 
 class PointCleaner:
@@ -184,6 +184,7 @@ class PointCleaner:
         "_spike_hist",
         "_spike_min_dev",
         "_spike_scale",
+        "_spike_sorted",
         "_spike_window",
         "_ts_age_ns",
         "_ts_future_ns",
@@ -208,6 +209,7 @@ class PointCleaner:
         self._rate_prev: tuple[int, float] | None = None
         # a list after `_step`, an array after `apply`; each converts what it finds
         self._spike_hist: FloatArray | list[float] = []
+        self._spike_sorted: list[float] = []  # `_spike_hist` sorted, while it is a list
         self._flat: FlatState | None = None
         self._counter: CounterState | None = None
         self._init_scalar(config)
@@ -215,9 +217,7 @@ class PointCleaner:
     def _init_scalar(self, config: ChecksConfig) -> None:
         """The config, flattened for `_step`."""
         # (s, tolerance) as in `check_sentinels`; tolerance None: +-inf, matched exactly
-        self._sentinels = tuple(
-            (float(s), None if math.isinf(s) else SENTINEL_RTOL * abs(float(s))) for s in config.sentinels
-        )
+        self._sentinels = sentinel_table(config.sentinels)
         r = config.range
         self._range_min = None if r is None else r.min
         self._range_max = None if r is None else r.max
@@ -246,6 +246,7 @@ class PointCleaner:
         self._dup_prev = None
         self._rate_prev = None
         self._spike_hist = []
+        self._spike_sorted = []
         self._flat = None
         self._counter = None
 
@@ -365,28 +366,19 @@ class PointCleaner:
         sample. ``t`` must be an int in the int64 range, ``v`` a float, ``q`` an int in the
         uint32 range (`Cleaner.clean` converts the fields of a `Reading` as numpy does)."""
         out = q
-        for s, tol in self._sentinels:
-            if (v == s) if tol is None else (abs(v - s) <= tol):
-                out |= _SENTINEL
-                break
+        if self._sentinels and sentinel_hit(v, self._sentinels):
+            out |= _SENTINEL
         lo, hi = self._range_min, self._range_max
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
+        if (lo is not None or hi is not None) and out_of_range(v, lo, hi):
             out |= _RANGE
         future_ns = self._ts_future_ns
         if future_ns is not None:
-            limit = now_ns + future_ns
-            if not _I64_MIN <= limit <= _I64_MAX:
-                limit = _clamp_i64(limit)
-            future = t > limit
+            future_limit, stale_limit = ts_limits(now_ns, future_ns, self._ts_age_ns)
+            future = t > future_limit
             if future:
                 out |= _TS_FUTURE
-            age_ns = self._ts_age_ns
-            if age_ns is not None:
-                limit = now_ns - age_ns
-                if not _I64_MIN <= limit <= _I64_MAX:
-                    limit = _clamp_i64(limit)
-                if t < limit:
-                    out |= _TS_STALE
+            if stale_limit is not None and t < stale_limit:
+                out |= _TS_STALE
             m = self._max_ts
             if m is not None:
                 if t == m:
@@ -397,7 +389,7 @@ class PointCleaner:
                 self._max_ts = t
         if self._dups:
             p = self._dup_prev
-            if p is not None and p[0] == t and (p[1] == v or (v != v and p[1] != p[1])):
+            if p is not None and same_reading(t, v, p[0], p[1]):
                 # a verbatim repeat is a DUPLICATE, not a conflicting timestamp
                 out = (out & _NOT_TS_DUP_INT) | _DUP
             self._dup_prev = (t, v)
@@ -414,8 +406,8 @@ class PointCleaner:
             if p is not None:
                 dt = t - p[0]
                 if not _I64_MIN <= dt <= _I64_MAX:
-                    dt = _wrap_i64(dt)
-                if dt > 0 and abs(v - p[1]) > max_per_s * (float(dt) * 1e-9):
+                    dt = wrap_i64(dt)
+                if rate_exceeded(float(dt), v - p[1], max_per_s):
                     flags |= _RATE
             self._rate_prev = (t, v)
         if self._spike_window:
@@ -428,26 +420,34 @@ class PointCleaner:
 
     def _step_spike(self, v: float) -> int:
         h = self._spike_hist
-        if not isinstance(h, list):
+        if not isinstance(h, list):  # `apply` left an array
             h = self._spike_hist = h.tolist()
+            self._spike_sorted = sorted(h)
+        srt = self._spike_sorted
         window = self._spike_window
         flag = 0
         if len(h) >= window:
-            med = _median_sorted(sorted(h))
-            dev = abs(v - med)
-            # bad = dev > max(scale * mad, min_deviation); a NaN threshold (inf * 0) flags nothing
-            if dev > self._spike_min_dev:
-                mad = _median_sorted(sorted([abs(x - med) for x in h]))
-                if dev > self._spike_scale * mad:
+            med = _median_sorted(srt)
+            min_dev = self._spike_min_dev
+            if spike_beyond_floor(v, med, min_dev):  # else no MAD makes it a spike
+                # |x - med| of the sorted window: two ascending runs (med - x is exactly
+                # |x - med| for x <= med), which sort in one merge
+                i = bisect_left(srt, med)
+                dev = [med - x for x in reversed(srt[:i])]
+                dev += [x - med for x in srt[i:]]
+                mad = _median_sorted(sorted(dev))
+                if spike_outlier(v, med, mad, self._spike_scale, min_dev):
                     flag = _SPIKE
         h.append(v)
+        insort(srt, v)
         if len(h) > window:
+            del srt[bisect_left(srt, h[0])]  # finite values only: found, an equal one
             del h[0]
         return flag
 
     def _step_flatline(self, t: int, v: float) -> int:
         st = self._flat
-        if st is not None and abs(v - st.last_value) <= self._flat_tol:
+        if st is not None and flat_continues(v, st.last_value, self._flat_tol):
             length, start = st.run_length + 1, st.run_start_ts
         else:
             length, start = 1, t
@@ -455,15 +455,11 @@ class PointCleaner:
             self._flat = FlatState(v, start, length)
         else:
             st.last_value, st.run_start_ts, st.run_length = v, start, length
-        count, duration_ns = self._flat_count, self._flat_duration_ns
-        if count is not None and length >= count:
+        elapsed = t - start
+        if not _I64_MIN <= elapsed <= _I64_MAX:
+            elapsed = wrap_i64(elapsed)
+        if flat_reached(length, elapsed, self._flat_count, self._flat_duration_ns):
             return _FLAT
-        if duration_ns is not None:
-            elapsed = t - start
-            if not _I64_MIN <= elapsed <= _I64_MAX:
-                elapsed = _wrap_i64(elapsed)
-            if elapsed >= duration_ns:
-                return _FLAT
         return 0
 
     def _step_counter(self, t: int, v: float) -> int:
@@ -475,10 +471,11 @@ class PointCleaner:
             self._counter = CounterState(v, t, 0, v, t, 1, False)
             return 0
         k = st.next_k
+        # against the previous sample
         dt = t - st.last_t
         if not _I64_MIN <= dt <= _I64_MAX:
-            dt = _wrap_i64(dt)
-        cls = _classify(params, v - st.last_v, float(dt), 1.0)  # against the previous sample
+            dt = wrap_i64(dt)
+        cls = _classify(params, v - st.last_v, float(dt), 1.0)
         if not st.pending:
             if cls == _ABNORMAL:  # a jump: held as pending, the reference stays
                 flag, accepted = _GLITCH, False
