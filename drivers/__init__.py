@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from drivers._errors import DeviceUnreachable, DriverError, LinkDown
+from drivers._polling import Quarantine
 from gateway._metrics import Metrics
 from gateway._records import Reading
 
@@ -37,9 +38,11 @@ class Source(Protocol):
 
 
 def make_sources(devices: Sequence[object], sink: Sink, metrics: Metrics,
-                 links: ModbusLinks | None = None) -> list[Source]:
+                 links: ModbusLinks | None = None,
+                 quarantine: Quarantine | None = None) -> list[Source]:
     """The sources for ``devices`` (each config's ``driver`` field picks the class).
-    ``links``: the Modbus connections, shared with the control service (one per device)."""
+    ``links``: the Modbus connections, shared with the control service (one per device).
+    ``quarantine``: where message sources keep the messages they refuse (dead letters)."""
     from config._schema import Dlt645Bus, Hj212Device, ModbusRtuBus, ModbusTcpDevice, MqttDevice
     from drivers.dlt645._io import Dlt645BusPoller
     from drivers.hj212._listener import Hj212Listener
@@ -63,7 +66,7 @@ def make_sources(devices: Sequence[object], sink: Sink, metrics: Metrics,
         elif isinstance(d, Dlt645Bus):
             out.append(Dlt645BusPoller(d, sink, metrics))
         elif isinstance(d, MqttDevice):
-            out.append(MqttSource(d, sink, metrics))
+            out.append(MqttSource(d, sink, metrics, quarantine=quarantine))
         elif isinstance(d, Hj212Device):
             listeners.setdefault(d.listen, []).append(d)
         else:  # pragma: no cover - the config schema admits only known drivers
@@ -73,4 +76,5 @@ def make_sources(devices: Sequence[object], sink: Sink, metrics: Metrics,
     return out
 
 
-__all__ = ["DeviceUnreachable", "DriverError", "LinkDown", "Sink", "Source", "make_sources"]
+__all__ = ["DeviceUnreachable", "DriverError", "LinkDown", "Quarantine", "Sink", "Source",
+           "make_sources"]

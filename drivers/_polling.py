@@ -36,6 +36,9 @@ from gateway._metrics import Metrics
 from gateway._records import Quality, Reading
 
 Sink = Callable[[list[Reading]], Awaitable[None]]
+#: Keeps a message a source cannot turn into readings as a dead letter:
+#: ``(source, where, reason, raw bytes)``; returns once it is stored.
+Quarantine = Callable[[str, str, str, bytes], Awaitable[None]]
 
 _DEVICE_FAULT = int(Quality.DEVICE_FAULT)
 

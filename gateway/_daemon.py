@@ -242,6 +242,22 @@ class Pipeline:
             finally:
                 self.busy = False
 
+    async def quarantine(self, source: str, where: str, reason: str, raw: bytes) -> None:
+        """A message a source refused (it cannot become readings): kept as a dead letter with
+        its raw bytes (bounded by the outbox), counted, and ``/health`` degraded naming it."""
+        d = await self.outbox.add_dead_letter(source=source, point_id=where, reason=reason,
+                                              raw=raw, now_ns=self.clock())
+        await self._dead_lettered([d])
+
+    async def _dead_lettered(self, dead: list[DeadLetter]) -> None:
+        self.metrics.inc("dead_letters", len(dead))
+        for d in dead:
+            log.error("quarantined what it cannot store (dead letter %d): source %s, %s: %s",
+                      d.id, d.source, d.point_id, d.reason)
+        unreviewed = (await self.outbox.stats()).dead_letters_unreviewed
+        self.metrics.set_state("dead_letters", "degraded",
+                               dead_letter_detail(unreviewed, dead[-1]))
+
     async def commit(self, readings: list[Reading],
                      acks: list[Callable[[], None]] | None = None) -> None:
         if self.budget is not None:
@@ -272,13 +288,7 @@ class Pipeline:
         dead += late
         self.metrics.inc("readings_accepted", len(committed))
         if dead:
-            self.metrics.inc("dead_letters", len(dead))
-            for d in dead:
-                log.error("quarantined a reading it cannot store (dead letter %d): source %s,"
-                          " point %s: %s", d.id, d.source, d.point_id, d.reason)
-            unreviewed = (await self.outbox.stats()).dead_letters_unreviewed
-            self.metrics.set_state("dead_letters", "degraded",
-                                   dead_letter_detail(unreviewed, dead[-1]))
+            await self._dead_lettered(dead)
         self.on_commit(len(committed))
         for ack in acks or ():  # after the commit: the acknowledgement point (docs/drivers.md)
             try:
@@ -343,7 +353,7 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
                                      cfg.outbox.budget_alarm_fraction, cfg.outbox.prune_anchored,
                                      cfg.archive_path())
     links = ModbusLinks()  # one Modbus connection per device, shared by polls and control
-    pollers = make_sources(cfg.devices, pipeline.submit, metrics, links)
+    pollers = make_sources(cfg.devices, pipeline.submit, metrics, links, pipeline.quarantine)
     aggregator = await _aggregator(cfg, outbox, metrics)
     ctl = None
     if cfg.control is not None:  # signed commands and local rules (control/, docs/control.md)

@@ -227,13 +227,13 @@ async def test_a_poison_mqtt_message_never_stalls_the_broker(
                 await c.publish("plant/stack/co2", json.dumps({"v": 10.0 + i,
                                                                "ts": now_ms + i}), qos=1)
         await until(lambda: m.counters["readings_accepted"] >= 40, 30)
-        poison = m.counters["dead_letters"] + m.counters["mqtt_malformed"]
-        assert poison == 1
+        # refused at parse (its time is outside the record format), and kept as a dead
+        # letter with its raw bytes; acknowledged, so the 40 after it flow
+        assert (m.counters["mqtt_malformed"], m.counters["dead_letters"]) == (1, 1)
         assert m.counters["task_restarts"] == 0
         health = await _get(port, "/health")
-        if m.counters["dead_letters"]:
-            assert health["status"] == "degraded" and "stack.co2" in str(
-                health["components"]["dead_letters"])  # type: ignore[index]
+        assert health["status"] == "degraded" and "mqtt:stack-sensors" in str(
+            health["components"]["dead_letters"])  # type: ignore[index]
         await until(lambda: any("reading(s) committed" in r.getMessage()
                                 for r in caplog.records if r.levelno == logging.INFO), 5)
     finally:
@@ -246,6 +246,14 @@ async def test_a_poison_mqtt_message_never_stalls_the_broker(
     finally:
         await ob.close()
     assert values == [10.0 + i for i in range(40)]  # every good one, once
+    ob = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
+    try:
+        [kept] = await ob.dead_letters()
+    finally:
+        await ob.close()
+    assert (kept.source, kept.point_id) == ("mqtt:stack-sensors", "plant/stack/co2")
+    assert kept.raw == json.dumps({"v": 1.0, "ts": "9999-12-31T23:59:59Z"}).encode()
+    assert "outside" in kept.reason
     await _restarts_stay_degraded_until_reviewed(p, m.counters["dead_letters"])
 
 

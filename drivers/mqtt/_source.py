@@ -32,7 +32,7 @@ from typing import Any
 import aiomqtt
 
 from config._schema import MqttDevice
-from drivers._polling import LogLimiter, PointInfo, Sink, StaleWatch
+from drivers._polling import LogLimiter, PointInfo, Quarantine, Sink, StaleWatch
 from drivers.mqtt._paho import paho_client
 from drivers.mqtt._payload import PayloadError, compile_points, readings_from
 from gateway._aio import raise_if_cancelling
@@ -41,6 +41,10 @@ from gateway._records import Reading
 from gateway._tls import client_context
 
 log = logging.getLogger("mrv.drivers.mqtt")
+
+#: Dead letters kept for refused messages, per source: at once, then per second.
+QUARANTINE_BURST = 60
+QUARANTINE_PER_S = 1.0
 
 
 def sink_takes_ack(sink: Callable[..., Any]) -> bool:
@@ -81,8 +85,16 @@ class _Acks:
 
 class MqttSource:
     def __init__(self, dev: MqttDevice, sink: Sink, metrics: Metrics, *,
-                 now_ns: Callable[[], int] = time.time_ns) -> None:
+                 now_ns: Callable[[], int] = time.time_ns,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 quarantine: Quarantine | None = None) -> None:
         self.dev = dev
+        self.quarantine = quarantine
+        self.monotonic = monotonic
+        # dead letters kept for refused messages: a token bucket, so a flood of junk is counted
+        # but cannot fill the outbox (QUARANTINE_BURST at once, QUARANTINE_PER_S after that)
+        self._keep_tokens = float(QUARANTINE_BURST)
+        self._keep_refill = monotonic()
         self.now_ns = now_ns  # a reading without its own timestamp gets the arrival time
         self.name = dev.name
         self.sink = sink
@@ -198,6 +210,7 @@ class MqttSource:
             self.metrics.inc("mqtt_malformed", len(problems))
             self.noise.warning("malformed", "%s: malformed message skipped: %s", self.name,
                                problems[0])
+            await self._keep(topic, "; ".join(problems)[:1000], bytes(payload))
         if not readings:
             ack()
             return
@@ -206,6 +219,27 @@ class MqttSource:
                 self.watch.seen(r.point_id)
         self.readings += len(readings)
         await self._deliver(readings, ack)
+
+    async def _keep(self, topic: str, reason: str, raw: bytes) -> None:
+        """Quarantine a refused message with its raw bytes (the outbox bounds them), within
+        the budget; beyond it, or when it cannot be stored, the refusal is only counted. The
+        message is acknowledged either way: it would be refused again."""
+        if self.quarantine is None:
+            return
+        now = self.monotonic()
+        self._keep_tokens = min(float(QUARANTINE_BURST),
+                                self._keep_tokens + (now - self._keep_refill) * QUARANTINE_PER_S)
+        self._keep_refill = now
+        if self._keep_tokens < 1.0:
+            self.metrics.inc("mqtt_malformed_not_kept")
+            return
+        self._keep_tokens -= 1.0
+        try:
+            await self.quarantine(self.source, topic, reason, raw)
+        except Exception as e:  # the outbox cannot store it now: counted, logged, not retried
+            self.metrics.inc("mqtt_malformed_not_kept")
+            self.noise.warning("keep", "%s: a refused message could not be kept as a dead"
+                               " letter: %s", self.name, e)
 
     async def _deliver(self, readings: list[Reading], ack: Callable[[], None]) -> None:
         if self.ack_via_sink:
