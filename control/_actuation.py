@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from control._clock import SYSTEM_CLOCK, Clock
 from control._config import ActuatorDevice, ControlConfig, SignalConfig, WritablePoint
 from control._journal import Journal
 from control._modbus import ActuatorError, PlantIO
@@ -155,12 +155,13 @@ class Actuator:
 class Heartbeat:
     """The PLC heartbeat: a counter written to each device that asks for one."""
 
-    def __init__(self, devices: list[ActuatorDevice], plant: PlantIO, metrics: Metrics) -> None:
+    def __init__(self, devices: list[ActuatorDevice], plant: PlantIO, metrics: Metrics,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.plant = plant
         self.metrics = metrics
         self.beats = [d for d in devices if d.heartbeat is not None]
         self.tick = min([0.5, *(d.heartbeat.interval_s for d in self.beats if d.heartbeat)])
-        self.counter = {d.id: int(time.time()) & 0xFFFF for d in self.beats}
+        self.counter = {d.id: (clock.now_ns() // 10**9) & 0xFFFF for d in self.beats}
         self.due = dict.fromkeys(self.counter, 0.0)
 
     async def beat(self, now: float) -> None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from typing import Any
 
+from control._clock import SYSTEM_CLOCK, Clock
 from control._config import ControlConfig
 from control._envelope import MAX_PAYLOAD, Ack, Command, EnvelopeError, parse_command
 from control._fair import FairQueue
@@ -30,33 +30,31 @@ from gateway._records import AuditRecord
 log = logging.getLogger("mrv.control")
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def command_audit(cmd: Command, v: Verdict, received_ms: int) -> dict[str, Any]:
     return {"envelope": cmd.to_json(), "verdict": "accepted" if v.ok else "rejected",
             "reason": v.reason, "detail": v.detail, "received_ms": received_ms}
 
 
 def malformed_audit(cid: str | None, reason: str, detail: str, payload: bytes,
-                    received_ms: int) -> AuditRecord:
+                    received_ms: int, *, ts_ns: int) -> AuditRecord:
     return audit_record("command", cid or "-", {
         "verdict": "rejected", "reason": reason, "detail": detail,
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
-        "payload_bytes": len(payload), "received_ms": received_ms})
+        "payload_bytes": len(payload), "received_ms": received_ms}, ts_ns=ts_ns)
 
 
 def nack(gateway_id: str, cid: str | None, point: str | None, requested: str | None,
-         reason: str | None, detail: str) -> Ack:
+         reason: str | None, detail: str, *, ts_ms: int) -> Ack:
     return Ack(id=cid, gateway=gateway_id, status="rejected", reason=reason,
                detail=f"{detail}; nothing was written", point=point, requested=requested,
-               applied=None, read_back=None, ts_ms=now_ms())
+               applied=None, read_back=None, ts_ms=ts_ms)
 
 
 class Admission:
     def __init__(self, *, gateway_id: str, config: ControlConfig, metrics: Metrics,
-                 safety: SafetyState, journal: Journal, transport: MqttTransport) -> None:
+                 safety: SafetyState, journal: Journal, transport: MqttTransport,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self.gw = gateway_id
         self.cfg = config
         self.metrics = metrics
@@ -67,21 +65,23 @@ class Admission:
         self.commands: FairQueue[tuple[str, bytes]] = FairQueue(config.command_queue)
         self._queued_ids: set[str] = set()
         self._nack_tokens = float(config.reject_acks_per_s)
-        self._nack_refill = time.monotonic()
+        self._nack_refill = clock.monotonic()
 
     def admit(self, data: bytes) -> None:
         """A payload from the command topic, checked before it may take a place in the queue."""
-        received_ms = now_ms()
+        received_ms = self.clock.now_ms()
         if len(data) > MAX_PAYLOAD:  # not even looked at
             self._refuse(None, None, None, "malformed",
                          f"payload of {len(data)} bytes exceeds {MAX_PAYLOAD}",
-                         malformed_audit(None, "malformed", "oversize", data, received_ms))
+                         malformed_audit(None, "malformed", "oversize", data, received_ms,
+                                         ts_ns=self.clock.now_ns()))
             return
         try:
             cmd = parse_command(data)
         except EnvelopeError as e:
             self._refuse(e.command_id, None, None, e.reason, e.detail,
-                         malformed_audit(e.command_id, e.reason, e.detail, data, received_ms))
+                         malformed_audit(e.command_id, e.reason, e.detail, data, received_ms,
+                                         ts_ns=self.clock.now_ns()))
             return
         store = self.journal.opened
         if store is not None:
@@ -89,12 +89,14 @@ class Admission:
             if not auth.ok and not consumes_id(auth):
                 self._refuse(cmd.id, cmd.point, cmd.value, auth.reason, auth.detail,
                              audit_record("command", cmd.id,
-                                          command_audit(cmd, auth, received_ms)))
+                                          command_audit(cmd, auth, received_ms),
+                                          ts_ns=self.clock.now_ns()))
                 return
         if cmd.id in self._queued_ids:
             v = Verdict("replayed", f"command id {cmd.id!r} is already queued")
             self._refuse(cmd.id, cmd.point, cmd.value, v.reason, v.detail,
-                         audit_record("command", cmd.id, command_audit(cmd, v, received_ms)))
+                         audit_record("command", cmd.id, command_audit(cmd, v, received_ms),
+                                      ts_ns=self.clock.now_ns()))
             return
         if not self.commands.put_nowait(cmd.issuer, (cmd.id, data)):
             self.metrics.inc("control_commands_received")
@@ -105,7 +107,7 @@ class Admission:
                 id=cmd.id, gateway=self.gw, status="rejected", reason="overloaded",
                 detail=f"the command queue of issuer {cmd.issuer} is full; not evaluated, "
                        "nothing written", point=cmd.point, requested=cmd.value, applied=None,
-                read_back=None, ts_ms=now_ms()))
+                read_back=None, ts_ms=self.clock.now_ms()))
             return
         self._queued_ids.add(cmd.id)
 
@@ -127,7 +129,8 @@ class Admission:
             if not self.journal.later_nowait(audit):
                 self.metrics.inc("control_audit_suppressed")
         if self._may_nack():
-            self.transport.send_ack(nack(self.gw, cid, point, requested, reason, detail))
+            self.transport.send_ack(nack(self.gw, cid, point, requested, reason, detail,
+                                         ts_ms=self.clock.now_ms()))
         else:
             self.metrics.inc("control_acks_suppressed")
             if reason:
@@ -136,7 +139,7 @@ class Admission:
     def _may_nack(self) -> bool:
         """A token bucket of ``reject_acks_per_s`` (burst: one second's worth)."""
         rate = self.cfg.reject_acks_per_s
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self._nack_tokens = min(max(rate, 1.0),
                                 self._nack_tokens + (now - self._nack_refill) * rate)
         self._nack_refill = now

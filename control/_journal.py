@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from control._clock import SYSTEM_CLOCK, Clock
 from control._state import ReplayStore
 from gateway._metrics import Metrics
 from gateway._records import AuditRecord
@@ -38,8 +38,9 @@ def canonical(obj: object) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def audit_record(category: str, subject: str, payload: dict[str, Any]) -> AuditRecord:
-    return AuditRecord(ts_ns=time.time_ns(), category=category, subject=subject,
+def audit_record(category: str, subject: str, payload: dict[str, Any], *,
+                 ts_ns: int) -> AuditRecord:
+    return AuditRecord(ts_ns=ts_ns, category=category, subject=subject,
                        payload=canonical(payload))
 
 
@@ -48,7 +49,8 @@ Batch = tuple[list[AuditRecord], list[str]]  # records, journal ids to mark reco
 
 class Journal:
     def __init__(self, *, path: Path, synchronous: str, outbox: AuditSink, metrics: Metrics,
-                 audit_rejects_per_min: int) -> None:
+                 audit_rejects_per_min: int, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self.path = path
         self.synchronous = synchronous
         self.outbox = outbox
@@ -82,7 +84,7 @@ class Journal:
         log.warning("control: %d command(s) were journaled but not recorded before the last "
                     "stop; recording them as interrupted", len(lost))
         await self.outbox.append([AuditRecord(
-            ts_ns=time.time_ns(), category="command", subject=cid, payload=canonical({
+            ts_ns=self.clock.now_ns(), category="command", subject=cid, payload=canonical({
                 "envelope": json.loads(envelope), "verdict": "interrupted", "reason": None,
                 "detail": "the gateway stopped after journaling this command and before "
                           "recording its outcome; the write may or may not have happened",
@@ -94,7 +96,8 @@ class Journal:
 
     async def now(self, category: str, subject: str, payload: dict[str, Any]) -> None:
         """Commit one record to the outbox now (local rule actions)."""
-        await self.outbox.append([audit_record(category, subject, payload)])
+        await self.outbox.append([audit_record(category, subject, payload,
+                                                ts_ns=self.clock.now_ns())])
         self.metrics.inc("control_audit_records")
 
     async def later(self, records: list[AuditRecord], journal_ids: list[str]) -> None:
@@ -112,7 +115,7 @@ class Journal:
     def may_audit_reject(self) -> bool:
         """Unauthenticated rejections are audited at most ``audit_rejects_per_min`` a minute
         (a flood of junk must not flood the ledger); beyond that they are counted."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         q = self._reject_audits
         while q and now - q[0] > 60:
             q.popleft()

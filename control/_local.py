@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import Callable, Iterable
 
 from control._actuation import Actuator, num
+from control._clock import SYSTEM_CLOCK, Clock
 from control._config import ControlConfig, WritablePoint
 from control._journal import canonical
 from control._policy import Override
@@ -28,21 +28,19 @@ from gateway._records import Reading, is_valid
 log = logging.getLogger("mrv.control")
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class LocalRules:
     def __init__(self, *, gateway_id: str, config: ControlConfig, metrics: Metrics,
                  actuator: Actuator, safety: SafetyState, alarm: Callable[[bytes], None],
-                 reading_points: Iterable[str] | None = None) -> None:
+                 reading_points: Iterable[str] | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.gw = gateway_id
+        self.clock = clock
         self.metrics = metrics
         self.actuator = actuator
         self.safety = safety
         self.alarm = alarm
         self.points: dict[str, WritablePoint] = {p.id: p for p in config.points}
-        self.leases: dict[str, float] = {}  # point -> time.monotonic() deadline
+        self.leases: dict[str, float] = {}  # point -> its deadline on the monotonic clock
         self.queue: asyncio.Queue[Reading] = asyncio.Queue(10_000)
         known = set(reading_points) if reading_points is not None else None
         rules = config.rules
@@ -116,7 +114,7 @@ class LocalRules:
             self.metrics.inc("control_leak_alarms")
             await self.safety.hold(vent.id, Override(
                 "leak", "decrease", f"combustible gas {r.value:g} > {rule.threshold:g}"),
-                now_ms())
+                self.clock.now_ms())
             self._alarm("leak", "raised", r, rule.threshold)
             log.warning("control: LEAK alarm: %s = %g %s (threshold %g); opening %s to %g",
                         r.point_id, r.value, r.unit, rule.threshold, vent.id, rule.safe_opening)
@@ -148,7 +146,7 @@ class LocalRules:
         self.alarm(canonical({
             "gateway": self.gw, "rule": rule, "state": state, "point": r.point_id,
             "value": num(r.value), "unit": r.unit, "level": level,
-            "ts_ms": now_ms()}).encode())
+            "ts_ms": self.clock.now_ms()}).encode())
 
     async def _trim_sample(self, r: Reading, valid: bool) -> None:
         rule = self.trim_rule
@@ -161,10 +159,10 @@ class LocalRules:
         else:
             await self.safety.hold(damper.id, Override(
                 "combustion", forbid,
-                f"flue O2 {r.value:g} outside [{rule.low:g}, {rule.high:g}]"), now_ms())
+                f"flue O2 {r.value:g} outside [{rule.low:g}, {rule.high:g}]"), self.clock.now_ms())
         if not valid or forbid is None:
             return
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now - self._last_trim < rule.interval_s:
             return
         self._last_trim = now
@@ -186,7 +184,7 @@ class LocalRules:
     def lease(self, point: WritablePoint) -> None:
         """An applied remote write to a leased point: it falls back when the lease runs out."""
         if point.lease_s is not None:
-            self.leases[point.id] = time.monotonic() + point.lease_s
+            self.leases[point.id] = self.clock.monotonic() + point.lease_s
 
     async def expire_leases(self, now: float) -> None:
         for pid, deadline in list(self.leases.items()):
@@ -214,4 +212,4 @@ class LocalRules:
                                                  {"event": "lease-expired",
                                                   "lease_s": p.lease_s})
         if status == "failed":  # try again a little later
-            self.leases[pid] = time.monotonic() + 5.0
+            self.leases[pid] = self.clock.monotonic() + 5.0

@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from control._actuation import Actuator, Heartbeat, num
-from control._admission import Admission, command_audit, malformed_audit, nack, now_ms
+from control._admission import Admission, command_audit, malformed_audit, nack
+from control._clock import SYSTEM_CLOCK, Clock
 from control._config import ControlConfig, LeakRule, WritablePoint
 from control._envelope import Ack, EnvelopeError, best_effort_id, parse_command
 from control._journal import AuditSink, Journal, audit_record, canonical
@@ -80,14 +81,17 @@ class ControlService:
                  outbox: AuditSink, metrics: Metrics, sign: Sign | None = None,
                  reading_points: Iterable[str] | None = None,
                  links: ModbusLinks | None = None,
-                 buses: Mapping[str, ModbusRtuBus] | None = None) -> None:
+                 buses: Mapping[str, ModbusRtuBus] | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.gw = gateway_id
+        self.clock = clock  # every part reads time from it (tests inject their own)
         self.cfg = config
         self.metrics = metrics
         self.points: dict[str, WritablePoint] = {p.id: p for p in config.points}
         self.journal = Journal(path=data_dir / "control.sqlite",
                                synchronous=config.journal_synchronous, outbox=outbox,
-                               metrics=metrics, audit_rejects_per_min=config.audit_rejects_per_min)
+                               metrics=metrics, audit_rejects_per_min=config.audit_rejects_per_min,
+                               clock=clock)
         self.safety = SafetyState(gateway_id=gateway_id, config=config, metrics=metrics,
                                   store=self.journal.store)
         self.transport = MqttTransport(gateway_id=gateway_id, config=config, metrics=metrics,
@@ -95,12 +99,13 @@ class ControlService:
                                        before_connect=self.store)
         self.admission = Admission(gateway_id=gateway_id, config=config, metrics=metrics,
                                    safety=self.safety, journal=self.journal,
-                                   transport=self.transport)
+                                   transport=self.transport, clock=clock)
         self.actuator = Actuator(config=config, metrics=metrics, journal=self.journal,
                                  links=links, buses=buses)
         self.rules = LocalRules(gateway_id=gateway_id, config=config, metrics=metrics,
                                 actuator=self.actuator, safety=self.safety,
-                                alarm=self.transport.alarm, reading_points=reading_points)
+                                alarm=self.transport.alarm, reading_points=reading_points,
+                                clock=clock)
         self.journal.on_open = self._restore
 
     @classmethod
@@ -176,7 +181,8 @@ class ControlService:
     async def _restore(self, store: ReplayStore) -> None:
         """The safety state the last process left in the journal: rate-limit windows and local
         rule holds. Runs before the service subscribes to commands or reads a rule sample."""
-        self.rules.restored(await self.safety.restore(store, now_ms(), self.rules.holds_point))
+        self.rules.restored(await self.safety.restore(store, self.clock.now_ms(),
+                                                      self.rules.holds_point))
 
     async def flush(self) -> None:
         """Wait until every queued audit record is committed to the outbox."""
@@ -234,7 +240,8 @@ class ControlService:
             log.exception("control: command failed")
             ack = Ack(id=best_effort_id(payload), gateway=self.gw, status="failed",
                       reason="internal-error", detail=f"{type(e).__name__}: {e}", point=None,
-                      requested=None, applied=None, read_back=None, ts_ms=now_ms())
+                      requested=None, applied=None, read_back=None,
+                      ts_ms=self.clock.now_ms())
         self.transport.send_ack(ack)
         self.metrics.inc("control_command_us", round((time.perf_counter() - t0) * 1e6))
         return ack
@@ -242,7 +249,7 @@ class ControlService:
     async def handle(self, payload: bytes) -> Ack:
         """Decide and carry out one command; returns its ack (the caller publishes it)."""
         store = await self.store()
-        received_ms = now_ms()
+        received_ms = self.clock.now_ms()
         self.metrics.inc("control_commands_received")
         try:
             cmd = parse_command(payload)
@@ -252,8 +259,10 @@ class ControlService:
             self.metrics.inc("control_commands_malformed")
             if self.journal.may_audit_reject():
                 await self.journal.later([malformed_audit(e.command_id, e.reason, e.detail,
-                                                          payload, received_ms)], [])
-            return nack(self.gw, e.command_id, None, None, e.reason, e.detail)
+                                                          payload, received_ms,
+                                                          ts_ns=self.clock.now_ns())], [])
+            return nack(self.gw, e.command_id, None, None, e.reason, e.detail,
+                        ts_ms=self.clock.now_ms())
         auth = self.safety.authenticate(cmd, store, received_ms)
         journaled = consumes_id(auth)
         if journaled:  # the write-ahead record: durable before the plant is touched
@@ -268,8 +277,10 @@ class ControlService:
                         auth.reason, auth.detail)
             if journaled or self.journal.may_audit_reject():
                 await self.journal.later([audit_record(
-                    "command", cmd.id, command_audit(cmd, auth, received_ms))], jid)
-            return nack(self.gw, cmd.id, cmd.point, cmd.value, auth.reason, auth.detail)
+                    "command", cmd.id, command_audit(cmd, auth, received_ms),
+                    ts_ns=self.clock.now_ns())], jid)
+            return nack(self.gw, cmd.id, cmd.point, cmd.value, auth.reason, auth.detail,
+                        ts_ms=self.clock.now_ms())
         point = self.points.get(cmd.point)
         # (an undeclared point gets a throwaway lock: no per-name state for unknown points)
         async with self.actuator.locks[cmd.point] if point is not None else asyncio.Lock():
@@ -279,20 +290,20 @@ class ControlService:
             if point is not None:
                 snap = await self.actuator.snapshot(point)
                 current, signals, read_errors = snap.current, snap.signals, snap.errors
-            decided_ms = now_ms()
+            decided_ms = self.clock.now_ms()
             verdict = self.safety.authorize(cmd, now_ms=decided_ms, current=current,
                                             signals=signals)
             if read_errors and verdict.reason == "plant-unavailable":
                 verdict = Verdict(verdict.reason, f"{verdict.detail}: {'; '.join(read_errors)}")
             audit = command_audit(cmd, verdict, decided_ms)
             audit.update(current=num(current), signals=signals)
-            command_record = audit_record("command", cmd.id, audit)
+            command_record = audit_record("command", cmd.id, audit, ts_ns=self.clock.now_ns())
             if not verdict.ok:
                 log.warning("control: command %s (%s = %s) refused: %s (%s)", cmd.id, cmd.point,
                             cmd.value, verdict.reason, verdict.detail)
                 await self.journal.later([command_record], jid)
                 return nack(self.gw, cmd.id, cmd.point, cmd.value, verdict.reason,
-                            verdict.detail)
+                            verdict.detail, ts_ms=self.clock.now_ms())
             assert point is not None
             value = cmd.number()
             await self.safety.note_write(cmd.point, decided_ms)
@@ -301,27 +312,28 @@ class ControlService:
                 self.rules.lease(point)
             await self.journal.later([command_record, audit_record("write", point.id, {
                 "origin": "remote", "command": cmd.id, "issuer": cmd.issuer,
-                "point": point.id, "value": value, **out.audit()})], jid)
+                "point": point.id, "value": value, **out.audit()},
+                ts_ns=self.clock.now_ns())], jid)
         log.info("control: command %s: %s = %s %s -> %s", cmd.id, cmd.point, cmd.value, cmd.unit,
                  out.status if out.reason is None else f"{out.status} ({out.reason})")
         return Ack(id=cmd.id, gateway=self.gw, status=out.status, reason=out.reason,
                    detail=out.detail, point=cmd.point, requested=cmd.value,
                    applied=_fmt(value) if out.registers is not None else None,
-                   read_back=_fmt(out.read_back), ts_ms=now_ms())
+                   read_back=_fmt(out.read_back), ts_ms=self.clock.now_ms())
 
     # -- heartbeat, leases, purge ---------------------------------------------------------
 
     async def run_heartbeat(self) -> None:
-        beat = Heartbeat(self.cfg.devices, self.actuator.plant, self.metrics)
-        next_purge = time.monotonic() + 60
+        beat = Heartbeat(self.cfg.devices, self.actuator.plant, self.metrics, self.clock)
+        next_purge = self.clock.monotonic() + 60
         while True:
             raise_if_cancelling()
-            now = time.monotonic()
+            now = self.clock.monotonic()
             await beat.beat(now)
             await self.rules.expire_leases(now)
             if now >= next_purge:
                 next_purge = now + 60
                 store = await self.store()
-                await store.purge(now_ms())
-                await store.purge_writes(now_ms() - self.safety.longest_window_ms())
+                await store.purge(self.clock.now_ms())
+                await store.purge_writes(self.clock.now_ms() - self.safety.longest_window_ms())
             await asyncio.sleep(beat.tick)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from control._clock import Clock
 from control._config import ControlConfig
 from control._envelope import Command, public_key_of, sign_bytes, verify_ack
 from control._service import ControlService
@@ -159,6 +160,46 @@ async def test_rate_limit(tmp_path: Path, mosquitto: Mosquitto) -> None:
         ack = await h.send(make_command("35"))
         assert (ack["status"], ack["reason"]) == ("rejected", "rate-limited"), ack
         assert len(h.plant.writes) == 2
+
+
+class ShiftedClock:
+    """The real clock, moved forward on demand: the service reads its wall time here."""
+
+    def __init__(self) -> None:
+        self.offset_ns = 0
+
+    def now_ns(self) -> int:
+        return time.time_ns() + self.offset_ns
+
+    def command(self, value: str) -> Command:
+        now = self.now_ns() // 1_000_000
+        return make_command(value, issued_at_ms=now - 1000, not_before_ms=now - 1000,
+                            expires_at_ms=now + 60_000, seq=self.now_ns() // 1000)
+
+
+async def test_a_rate_window_lapses_on_the_service_clock(tmp_path: Path,
+                                                         mosquitto: Mosquitto) -> None:
+    """Time is injected: the window passes on the service's clock, not by waiting 30 s."""
+    extra = {"points": [
+        {"id": "vent.opening", "device": "boiler-room-plc", "address": 0, "type": "uint16",
+         "scale": 0.1, "unit": "%", "min": 0, "max": 100, "max_step": 50,
+         "rate_limit": {"max_writes": 2, "window_s": 30}},
+        {"id": "burner.air_damper", "device": "boiler-room-plc", "address": 2,
+         "type": "float32", "word_order": "CDAB", "unit": "%", "min": 20, "max": 80,
+         "max_step": 10, "rate_limit": {"max_writes": 20, "window_s": 60}}]}
+    shifted = ShiftedClock()
+    async with harness(tmp_path, mosquitto.port, extra=extra,
+                       clock=Clock(now_ns=shifted.now_ns)) as h:
+        assert (await h.send(shifted.command("25")))["status"] == "applied"
+        assert (await h.send(shifted.command("30")))["status"] == "applied"
+        shifted.offset_ns += 29 * 10**9  # still inside the window
+        ack = await h.send(shifted.command("35"))
+        assert (ack["status"], ack["reason"]) == ("rejected", "rate-limited"), ack
+        shifted.offset_ns += 2 * 10**9  # the first write is now 31 s old
+        ack = await h.send(shifted.command("35"))
+        assert ack["status"] == "applied", ack
+        assert ack["ts_ms"] >= (time.time_ns() + 30 * 10**9) // 1_000_000  # the service's time
+        assert len(h.plant.writes) == 3
 
 
 async def test_malformed_payloads_are_nacked_counted_and_the_service_goes_on(

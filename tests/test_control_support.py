@@ -15,6 +15,7 @@ from typing import Any
 
 import aiomqtt
 
+from control._clock import SYSTEM_CLOCK, Clock
 from control._config import ControlConfig
 from control._envelope import Command, approve_command, public_key_of, sign_command
 from control._service import ControlService
@@ -162,7 +163,8 @@ class Harness:
 @asynccontextmanager
 async def harness(tmp: Path, broker_port: int, *, model: ActuatorModel | None = None,
                   extra: dict[str, Any] | None = None,
-                  reading_points: list[str] | None = None) -> AsyncIterator[Harness]:
+                  reading_points: list[str] | None = None,
+                  clock: Clock = SYSTEM_CLOCK) -> AsyncIterator[Harness]:
     plant = await ActuatorPlant(model or ActuatorModel()).start()
     cfg = ControlConfig.model_validate(control_dict(plant.port, broker_port, **(extra or {})))
     outbox = await Outbox.open(tmp / "outbox.sqlite", GW)
@@ -171,7 +173,7 @@ async def harness(tmp: Path, broker_port: int, *, model: ActuatorModel | None = 
 
     service = ControlService(gateway_id=GW, config=cfg, data_dir=tmp, outbox=outbox,
                              metrics=metrics, sign=lambda m: sign_bytes(GATEWAY_SEED, m),
-                             reading_points=reading_points)
+                             reading_points=reading_points, clock=clock)
     run = asyncio.create_task(service.run())
     client = aiomqtt.Client("127.0.0.1", broker_port)
     listener: asyncio.Task[None] | None = None
