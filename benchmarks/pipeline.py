@@ -27,8 +27,8 @@ from typing import Any
 
 from cleaning._config import ChecksConfig
 from cleaning._stream import Cleaner
-from gateway import Reading
 from ledger_client import Outbox, Signer
+from mrv_core import Reading
 
 
 def _cpu() -> float:

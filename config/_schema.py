@@ -25,7 +25,7 @@ from cleaning._config import ChecksConfig, CounterCheck, SubstitutionConfig
 from control._config import ControlConfig
 from drivers.dlt645._frame import DATA_ITEMS as DLT645_ITEMS
 from drivers.modbus._decode import DataType, WordOrder, register_count
-from gateway._tls import TlsConfig
+from mrv_core import TlsConfig
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 #: EIP-2294: floor(MAX_UINT64 / 2) - 36
@@ -429,7 +429,7 @@ class MqttDevice(_Model):
     client_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
     username: Annotated[str, Field(max_length=1024)] | None = None
     password: Annotated[str, Field(max_length=1024)] | None = None
-    #: TLS to the broker (port 8883 as a rule): ``{ca_file, cert_file, key_file}`` (gateway/_tls.py)
+    #: TLS to the broker (port 8883 as a rule): ``{ca_file, cert_file, key_file}`` (mrv_core/_tls.py)
     tls: TlsConfig | None = None
     qos: Literal[0, 1] = 1
     clean_session: bool = False

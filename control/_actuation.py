@@ -22,7 +22,7 @@ from control._config import ActuatorDevice, ControlConfig, SignalConfig, Writabl
 from control._journal import Journal
 from control._modbus import ActuatorError, PlantIO
 from drivers.modbus import ModbusLinks
-from gateway._metrics import Metrics
+from mrv_core import Metrics
 
 if TYPE_CHECKING:
     from config._schema import ModbusRtuBus

@@ -55,9 +55,7 @@ from control._safety import SafetyState, point_policy
 from control._state import ReplayStore
 from control._transport import NODELAY, MqttTransport, Sign
 from drivers.modbus import ModbusLinks
-from gateway._aio import raise_if_cancelling
-from gateway._metrics import Metrics
-from gateway._records import AuditRecord, Reading
+from mrv_core import AuditRecord, Metrics, Reading, raise_if_cancelling
 
 if TYPE_CHECKING:
     from config import Config
@@ -158,7 +156,7 @@ class ControlService:
 
     async def run(self) -> None:
         """Every task under the daemon's supervisor (for use without the daemon)."""
-        from gateway._daemon import supervise
+        from mrv_core import supervise
 
         async with asyncio.TaskGroup() as tg:
             for name, factory in self.tasks():

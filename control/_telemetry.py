@@ -13,8 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from gateway._bounded import loads_bounded
-from gateway._records import Reading
+from mrv_core import Reading, loads_bounded
 
 #: A telemetry message is at most ``telemetry.max_per_message`` (10,000) readings of a few
 #: hundred bytes; anything larger or deeper than {"readings": [{...}]} is refused unparsed.

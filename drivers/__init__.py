@@ -21,8 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from drivers._errors import DeviceUnreachable, DriverError, LinkDown
-from gateway._metrics import Metrics
-from gateway._records import Reading
+from mrv_core import Metrics, Reading
 
 if TYPE_CHECKING:
     from drivers.modbus import ModbusLinks

@@ -31,9 +31,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from drivers._errors import DeviceUnreachable
-from gateway._aio import raise_if_cancelling
-from gateway._metrics import Metrics
-from gateway._records import Quality, Reading
+from mrv_core import Metrics, Quality, Reading, raise_if_cancelling
 
 Sink = Callable[[list[Reading]], Awaitable[None]]
 

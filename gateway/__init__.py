@@ -1,6 +1,6 @@
 """MRV edge gateway: the record types, and (through ``gateway._cli``) the daemon and its tools."""
 
-from gateway._records import (
+from mrv_core import (
     INVALID,
     AuditRecord,
     DerivedRecord,

@@ -17,7 +17,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 from cleaning import (
@@ -33,49 +33,17 @@ from config._schema import Part75Substitution
 from drivers import make_sources
 from drivers.modbus import ModbusLinks
 from gateway._aggregator import AggregatedPoint, Aggregator
-from gateway._aio import cancel_and_wait, raise_if_cancelling
 from gateway._health import serve_health
-from gateway._metrics import Metrics
-from gateway._records import INVALID, Reading
 from ledger_client._chain import EvmChain
 from ledger_client._errors import (
-    AnchorConflict,
-    AnchorGap,
-    ChainRevert,
-    GatewayMismatch,
     OutboxError,
 )
 from ledger_client._outbox import DeadLetter, Outbox, dump_record, unstorable
 from ledger_client._signing import Signer, load_account
 from ledger_client._uplink import Batcher, Uplink
+from mrv_core import INVALID, Metrics, Reading, cancel_and_wait, supervise
 
 log = logging.getLogger("mrv.daemon")
-
-#: Errors that stop a task for good: restarting cannot fix them, an operator must.
-FATAL = (AnchorConflict, AnchorGap, ChainRevert, GatewayMismatch)
-
-
-async def supervise(name: str, factory: Callable[[], Awaitable[None]], metrics: Metrics,
-                    *, initial_s: float = 0.5, max_s: float = 30.0) -> None:
-    delay = initial_s
-    while True:
-        started = time.monotonic()
-        try:
-            await factory()
-            log.info("task %s finished", name)
-            return
-        except FATAL as e:
-            metrics.set_state(name, "alarm", str(e))
-            log.critical("task %s stopped: %s", name, e)
-            return
-        except Exception:
-            metrics.inc("task_restarts")
-            log.exception("task %s failed; restarting in %.1f s", name, delay)
-            raise_if_cancelling()
-        if time.monotonic() - started > 60:
-            delay = initial_s
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, max_s)
 
 
 class _Acked(list[Reading]):

@@ -24,7 +24,7 @@ from drivers.hj212._frame import (
     build_frame,
     parse_frame,
 )
-from gateway._aio import cancel_and_wait
+from mrv_core import cancel_and_wait
 
 
 @dataclass

@@ -36,7 +36,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.modbus._decode import encode
-from gateway._aio import cancel_and_wait
+from mrv_core import cancel_and_wait
 
 FC_READ_COILS, FC_READ_DISCRETE, FC_READ_HR, FC_READ_IR = 1, 2, 3, 4
 

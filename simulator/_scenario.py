@@ -20,7 +20,6 @@ from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
-from gateway._records import Reading
 from ledger_client import ChainRevert, EvmChain, Signer
 from ledger_client._admin import (
     Compliance,
@@ -44,6 +43,7 @@ from ledger_client._format import (
     record_leaf,
 )
 from ledger_client._signing import generate_account
+from mrv_core import Reading
 from simulator._anvil import DEV_KEYS
 
 T = 1_000_000  # grams per tonne

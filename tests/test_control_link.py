@@ -17,7 +17,7 @@ from control._config import ActuatorDevice, WritablePoint
 from control._modbus import PlantIO
 from drivers.modbus import ModbusLinks
 from drivers.modbus._io import ModbusRtuBusPoller, ModbusTcpPoller
-from gateway._metrics import Metrics
+from mrv_core._metrics import Metrics
 from simulator import ElectricityMeter, RtuLine
 from simulator._plant import SimServer, sim_blocks
 

@@ -25,7 +25,7 @@ from drivers.mqtt._payload import (
 )
 from drivers.mqtt._source import MqttSource, sink_takes_ack
 from gateway import Quality, Reading
-from gateway._metrics import Metrics
+from mrv_core._metrics import Metrics
 from simulator import Mosquitto, MqttSensorGroup, SimSensor
 
 from .support import Collector

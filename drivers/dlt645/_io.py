@@ -37,8 +37,7 @@ from drivers.dlt645._frame import (
     parse_frame,
     parse_read_reply,
 )
-from gateway._metrics import Metrics
-from gateway._records import Quality, Reading
+from mrv_core import Metrics, Quality, Reading
 
 log = logging.getLogger("mrv.drivers.dlt645")
 

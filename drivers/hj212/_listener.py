@@ -45,8 +45,7 @@ from drivers.hj212._frame import (
     needs_reply,
     parse_frame,
 )
-from gateway._metrics import Metrics
-from gateway._records import Quality, Reading
+from mrv_core import Metrics, Quality, Reading
 
 log = logging.getLogger("mrv.drivers.hj212")
 

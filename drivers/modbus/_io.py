@@ -37,8 +37,7 @@ from drivers.modbus._decode import Decoder, compile_decoder, register_count
 from drivers.modbus._link import ModbusLink, ModbusLinks
 from drivers.modbus._link import own_links as _links
 from drivers.modbus._plan import BIT_TABLES, PointRef, ReadRequest, plan_reads
-from gateway._metrics import Metrics
-from gateway._records import Quality, Reading, new_reading
+from mrv_core import Metrics, Quality, Reading, new_reading
 
 log = logging.getLogger("mrv.drivers.modbus")
 

@@ -35,10 +35,7 @@ from config._schema import MqttDevice
 from drivers._polling import LogLimiter, PointInfo, Sink, StaleWatch
 from drivers.mqtt._paho import paho_client
 from drivers.mqtt._payload import PayloadError, compile_points, readings_from
-from gateway._aio import raise_if_cancelling
-from gateway._metrics import Metrics
-from gateway._records import Reading
-from gateway._tls import client_context
+from mrv_core import Metrics, Reading, client_context, raise_if_cancelling
 
 log = logging.getLogger("mrv.drivers.mqtt")
 
