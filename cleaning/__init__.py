@@ -18,6 +18,7 @@ from cleaning._emissions import (
     purchased_heat,
     to_grams,
 )
+from cleaning._meter_range import meter_range
 from cleaning._stream import Cleaner, PointCleaner, ResumeHistory
 from cleaning._substitute import Substitute, part75_table1, substitute
 
@@ -42,6 +43,7 @@ __all__ = [
     "fuel_combustion",
     "fuel_combustion_default",
     "load_factors",
+    "meter_range",
     "part75_table1",
     "purchased_heat",
     "substitute",

@@ -25,7 +25,7 @@ from drivers.modbus import ModbusLinks
 from mrv_core import Metrics
 
 if TYPE_CHECKING:
-    from config._schema import ModbusRtuBus
+    from drivers.modbus import ModbusRtuBus
 
 log = logging.getLogger("mrv.control")
 

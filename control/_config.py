@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from drivers.modbus._decode import DataType, WordOrder, register_count
+from drivers.modbus import DataType, WordOrder, register_count
 from mrv_core import TlsConfig
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"

@@ -21,12 +21,11 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 
 from control._codec import from_registers, to_registers
 from control._config import ActuatorDevice, SignalConfig, WritablePoint
-from drivers.modbus import ModbusLink, ModbusLinks
+from drivers.modbus import ModbusLink, ModbusLinks, register_count
 from drivers.modbus import own_links as _links
-from drivers.modbus._decode import register_count
 
 if TYPE_CHECKING:
-    from config._schema import ModbusRtuBus
+    from drivers.modbus import ModbusRtuBus
 
 log = logging.getLogger("mrv.control.modbus")
 
@@ -63,7 +62,7 @@ class Endpoint:
             reconnect_delay=0, name=f"control:{self.dev.id}")
 
     def _serial_client(self) -> ModbusBaseClient:
-        from drivers.modbus._io import serial_client
+        from drivers.modbus import serial_client
 
         assert self.bus is not None
         return serial_client(self.bus)

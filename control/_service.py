@@ -58,8 +58,7 @@ from drivers.modbus import ModbusLinks
 from mrv_core import AuditRecord, Metrics, Reading, raise_if_cancelling
 
 if TYPE_CHECKING:
-    from config import Config
-    from config._schema import ModbusRtuBus
+    from drivers.modbus import ModbusRtuBus
 
 log = logging.getLogger("mrv.control")
 
@@ -100,18 +99,6 @@ class ControlService:
                                 actuator=self.actuator, safety=self.safety,
                                 alarm=self.transport.alarm, reading_points=reading_points)
         self.journal.on_open = self._restore
-
-    @classmethod
-    def from_config(cls, cfg: Config, outbox: AuditSink, metrics: Metrics,
-                    sign: Sign | None = None, links: ModbusLinks | None = None
-                    ) -> ControlService:
-        from config._schema import ModbusRtuBus
-
-        assert cfg.control is not None
-        return cls(gateway_id=cfg.gateway.id, config=cfg.control, data_dir=cfg.gateway.data_dir,
-                   outbox=outbox, metrics=metrics, sign=sign,
-                   reading_points=[p.id for d in cfg.devices for p in d.points], links=links,
-                   buses={d.name: d for d in cfg.devices if isinstance(d, ModbusRtuBus)})
 
     # -- the parts' state, by the names the daemon and tests use --------------------------
 

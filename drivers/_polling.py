@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from drivers._errors import DeviceUnreachable
+from drivers._source import Sink
 from mrv_core import Metrics, Quality, Reading, raise_if_cancelling
-
-Sink = Callable[[list[Reading]], Awaitable[None]]
 
 _DEVICE_FAULT = int(Quality.DEVICE_FAULT)
 

@@ -30,8 +30,9 @@ from cleaning import (
 )
 from config import Config, contract_address
 from config._schema import Part75Substitution
-from drivers import make_sources
-from drivers.modbus import ModbusLinks
+from control import ControlService, Sign
+from drivers import Acknowledging, make_sources
+from drivers.modbus import ModbusLinks, ModbusRtuBus
 from gateway._aggregator import AggregatedPoint, Aggregator
 from gateway._health import serve_health
 from ledger_client._chain import EvmChain
@@ -44,6 +45,16 @@ from ledger_client._uplink import Batcher, Uplink
 from mrv_core import INVALID, Metrics, Reading, cancel_and_wait, supervise
 
 log = logging.getLogger("mrv.daemon")
+
+
+def _control_service(cfg: Config, outbox: Outbox, metrics: Metrics, sign: Sign,
+                     links: ModbusLinks) -> ControlService:
+    """The control service of ``cfg.control``, sharing the pollers' Modbus connections."""
+    assert cfg.control is not None
+    return ControlService(gateway_id=cfg.gateway.id, config=cfg.control,
+                          data_dir=cfg.gateway.data_dir, outbox=outbox, metrics=metrics,
+                          sign=sign, reading_points=[p.id for p in cfg.points()], links=links,
+                          buses={d.name: d for d in cfg.devices if isinstance(d, ModbusRtuBus)})
 
 
 class _Acked(list[Reading]):
@@ -311,15 +322,12 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
                                      cfg.outbox.budget_alarm_fraction, cfg.outbox.prune_anchored,
                                      cfg.archive_path())
     links = ModbusLinks()  # one Modbus connection per device, shared by polls and control
-    pollers = make_sources(cfg.devices, pipeline.submit, metrics, links)
+    pollers = make_sources(cfg.devices, Acknowledging(pipeline.submit), metrics, links)
     aggregator = await _aggregator(cfg, outbox, metrics)
     ctl = None
     if cfg.control is not None:  # signed commands and local rules (control/, docs/control.md)
         try:
-            from control._service import ControlService
-
-            ctl = ControlService.from_config(cfg, outbox, metrics, sign=signer.sign,
-                                             links=links)
+            ctl = _control_service(cfg, outbox, metrics, signer.sign, links)
             pipeline.taps.append(ctl.on_readings)
         except Exception as e:  # control never stops acquisition or anchoring
             log.exception("control disabled: it failed to start")

@@ -33,8 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from config._schema import Hj212Device, Hj212Point
-from drivers._polling import LogLimiter, PointInfo, Sink, StaleWatch
+from drivers._polling import LogLimiter, PointInfo, StaleWatch
+from drivers._source import Sink
+from drivers.hj212._config import Hj212Device, Hj212Point
 from drivers.hj212._frame import (
     VERSION_CODES,
     Hj212Error,

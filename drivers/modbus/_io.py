@@ -30,9 +30,10 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 
-from config._schema import ModbusPoint, ModbusRtuBus, ModbusRtuUnit, ModbusTcpDevice
 from drivers._errors import DeviceUnreachable, LinkDown
-from drivers._polling import LogLimiter, PointInfo, PollLoop, Sink
+from drivers._polling import LogLimiter, PointInfo, PollLoop
+from drivers._source import Sink
+from drivers.modbus._config import ModbusPoint, ModbusRtuBus, ModbusRtuUnit, ModbusTcpDevice
 from drivers.modbus._decode import Decoder, compile_decoder, register_count
 from drivers.modbus._link import ModbusLink, ModbusLinks
 from drivers.modbus._link import own_links as _links
