@@ -17,6 +17,8 @@ from control._envelope import (
     approve_command,
     canonical_json,
     parse_command,
+    public_key_of,
+    sign_bytes,
     sign_command,
     verify_ack,
 )
@@ -43,6 +45,8 @@ __all__ = [
     "canonical_json",
     "evaluate",
     "parse_command",
+    "public_key_of",
+    "sign_bytes",
     "sign_command",
     "telemetry_json",
     "verify_ack",

@@ -1,7 +1,7 @@
 """Modbus I/O for control: writes with the point's type and word order, read-back,
 permissive signals, heartbeat (pymodbus 3.16), over Modbus TCP or Modbus RTU.
 
-Every request goes through the device's `ModbusLink` (``drivers/modbus/_link.py``): one client
+Every request goes through the device's `ModbusLink` (``drivers/_link.py``): one client
 and one lock per connection, the same ones the acquisition poller uses when it polls that
 host and port (TCP) or that serial line (RTU, ``bus:``). A write therefore waits for a running
 poll to end and never interleaves with its requests; on a serial line each exchange is followed

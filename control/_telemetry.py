@@ -69,8 +69,7 @@ def verify_telemetry(message: bytes, public_key: bytes) -> list[tuple[int, bool]
     key (the one registered on the ledger): ``(seq, verified)`` per reading. A reading without
     a signature, or one whose fields were changed, is ``False``. Raises ``ValueError`` when
     the message is not a telemetry message."""
-    from ledger_client._format import record_leaf, record_signing_bytes
-    from ledger_client._signing import verify_signature
+    from ledger_client import record_leaf, record_signing_bytes, verify_signature
 
     try:
         doc: Any = loads_bounded(message, max_bytes=MAX_TELEMETRY_BYTES,

@@ -13,7 +13,7 @@ from types import MappingProxyType
 from drivers import dlt645, hj212, modbus, mqtt
 from drivers._config import DeviceConfig, SerialLine
 from drivers._source import AnyDriver, Sink, Source, SourceContext
-from drivers.modbus._link import ModbusLinks
+from drivers.modbus import ModbusLinks
 from mrv_core import Metrics
 
 #: Every driver, in the order its sources are built.

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from drivers._config import DeviceConfig
+from drivers._link import ModbusLinks
 from mrv_core import Metrics, Reading
-
-if TYPE_CHECKING:
-    from drivers.modbus._link import ModbusLinks
 
 #: Where a source hands its readings; the readings count as handed over when it returns.
 Sink = Callable[[list[Reading]], Awaitable[None]]

@@ -28,20 +28,24 @@ from cleaning import (
     ResumeHistory,
     part75_table1,
 )
-from config import Config, contract_address
-from config._schema import Part75Substitution
+from config import Config, Part75Substitution, contract_address
 from control import ControlService, Sign
 from drivers import Acknowledging, make_sources
 from drivers.modbus import ModbusLinks, ModbusRtuBus
 from gateway._aggregator import AggregatedPoint, Aggregator
 from gateway._health import serve_health
-from ledger_client._chain import EvmChain
-from ledger_client._errors import (
+from ledger_client import (
+    Batcher,
+    DeadLetter,
+    EvmChain,
+    Outbox,
     OutboxError,
+    Signer,
+    Uplink,
+    dump_record,
+    load_account,
+    unstorable,
 )
-from ledger_client._outbox import DeadLetter, Outbox, dump_record, unstorable
-from ledger_client._signing import Signer, load_account
-from ledger_client._uplink import Batcher, Uplink
 from mrv_core import INVALID, Metrics, Reading, cancel_and_wait, supervise
 
 log = logging.getLogger("mrv.daemon")

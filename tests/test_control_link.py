@@ -1,5 +1,5 @@
 """Control writes and acquisition polls of one device share one Modbus connection and its
-lock (drivers/modbus/_link.py): a write never lands between the reads of one poll. Checked
+lock (drivers/_link.py): a write never lands between the reads of one poll. Checked
 against a real pymodbus server that records the order in which requests reach the device."""
 
 from __future__ import annotations

@@ -7,6 +7,15 @@ from collections.abc import Sequence
 
 from drivers._source import Driver, Source, SourceContext
 from drivers.hj212._config import Hj212Device, Hj212Point
+from drivers.hj212._frame import (
+    CN_DATA_RESPONSE,
+    CN_REALTIME_DATA,
+    FLAG_ANSWER,
+    VERSION_CODES,
+    Hj212Error,
+    build_frame,
+    parse_frame,
+)
 
 
 def _source(devices: Sequence[Hj212Device], ctx: SourceContext) -> Source:
@@ -22,4 +31,15 @@ def _listen(device: Hj212Device) -> str:
 #: One listener per ``listen`` address; loggers sharing one are told apart by their MN.
 DRIVER = Driver("hj212", Hj212Device, _source, group=_listen)
 
-__all__ = ["DRIVER", "Hj212Device", "Hj212Point"]
+__all__ = [
+    "CN_DATA_RESPONSE",
+    "CN_REALTIME_DATA",
+    "DRIVER",
+    "FLAG_ANSWER",
+    "VERSION_CODES",
+    "Hj212Device",
+    "Hj212Error",
+    "Hj212Point",
+    "build_frame",
+    "parse_frame",
+]

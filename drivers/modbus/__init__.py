@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from drivers._link import ModbusLink, ModbusLinks, own_links
 from drivers._source import Driver, Source, SourceContext
 from drivers.modbus._config import ModbusPoint, ModbusRtuBus, ModbusRtuUnit, ModbusTcpDevice
 from drivers.modbus._decode import DataType, WordOrder, decode, encode, register_count
-from drivers.modbus._link import ModbusLink, ModbusLinks, own_links
+from drivers.modbus._io import ModbusTcpPoller
 
 if TYPE_CHECKING:
     from pymodbus.client import AsyncModbusSerialClient
@@ -51,6 +52,7 @@ __all__ = [
     "ModbusRtuBus",
     "ModbusRtuUnit",
     "ModbusTcpDevice",
+    "ModbusTcpPoller",
     "WordOrder",
     "decode",
     "encode",
