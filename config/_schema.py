@@ -6,6 +6,7 @@ config file's folder, ``outbox.path`` against ``data_dir``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
@@ -15,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 # for old callers. The ``devices`` union is built from the driver registry.
 from cleaning import SubstitutionConfig, meter_range
 from control import ControlConfig
-from drivers import DRIVER_MODELS, DRIVERS, MAX_DEVICES, MAX_POINTS, DeviceConfig
+from drivers import DRIVER_MODELS, DRIVERS, MAX_DEVICES, MAX_POINTS, DeviceConfig, Driver
 from drivers.dlt645 import Dlt645Bus, Dlt645Meter, Dlt645Point
 from drivers.hj212 import Hj212Device, Hj212Point
 from drivers.modbus import ModbusPoint, ModbusRtuBus, ModbusRtuUnit, ModbusTcpDevice
@@ -56,6 +57,7 @@ __all__ = [
     "Part75Substitution",
     "RetrySection",
     "TlsConfig",
+    "device_union",
     "meter_range",
 ]
 
@@ -132,13 +134,18 @@ class ChainSection(_Model):
         return self
 
 
-# One device of the ``devices`` list: the union of the registered drivers' models, told apart
-# by their ``driver`` field (drivers/_registry.py).
+def device_union(drivers: Sequence[Driver[Any]]) -> Any:
+    """The type of one item of ``devices``: the union of the drivers' models, told apart by
+    their ``driver`` field."""
+    return Annotated[Union[tuple(d.model for d in drivers)],  # noqa: UP007
+                     Field(discriminator="driver")]
+
+
+# One device of the ``devices`` list: built from the driver registry (drivers/_registry.py).
 if TYPE_CHECKING:
     Device = DeviceConfig
 else:
-    Device = Annotated[Union[tuple(d.model for d in DRIVERS)],  # noqa: UP007
-                       Field(discriminator="driver")]
+    Device = device_union(DRIVERS)
 
 
 class HealthSection(_Model):

@@ -32,10 +32,13 @@ DRIVER_MODELS: Mapping[str, type[DeviceConfig]] = MappingProxyType(
 
 
 def make_sources(devices: Sequence[DeviceConfig], sink: Sink, metrics: Metrics,
-                 links: ModbusLinks | None = None) -> list[Source]:
-    """The sources for ``devices`` (each config's ``driver`` field picks the factory).
-    ``links``: the Modbus connections, shared with the control service (one per device).
+                 links: ModbusLinks | None = None, *,
+                 drivers: Sequence[AnyDriver] = DRIVERS) -> list[Source]:
+    """The sources for ``devices`` (each config's ``driver`` field picks the factory among
+    ``drivers``). ``links``: the Modbus connections, shared with the control service (one per
+    device). Sources come in the order of their devices, the grouped ones (listeners) last.
     Raises ValueError when two buses use one serial port, TypeError for an unknown model."""
+    by_name = _BY_NAME if drivers is DRIVERS else {d.name: d for d in drivers}
     ports: dict[str, str] = {}
     ctx = SourceContext(sink, metrics, links)
     out: list[Source] = []
@@ -47,7 +50,7 @@ def make_sources(devices: Sequence[DeviceConfig], sink: Sink, metrics: Metrics,
                                  f"{dev.name!r}; expected one bus per port (put the units/meters "
                                  "of one line under one bus)")
             ports[dev.port] = dev.name
-        drv = _BY_NAME.get(dev.driver)
+        drv = by_name.get(dev.driver)
         if drv is None or not isinstance(dev, drv.model):
             raise TypeError(f"no source for device config {type(dev).__name__}")
         if drv.group is None:
