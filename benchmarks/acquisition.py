@@ -94,10 +94,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 async def measure(devices: int, seconds: float, interval: float, registers: int, port: int,
                   sim_pid: int, warmup: float, profile: Path | None) -> dict[str, Any]:
-    from config._schema import ModbusTcpDevice
-    from drivers.modbus._io import ModbusTcpPoller
-    from gateway._metrics import Metrics
-    from gateway._records import Reading
+    from config import ModbusTcpDevice
+    from drivers.modbus import ModbusTcpPoller
+    from mrv_core import Metrics, Reading
 
     counted = [0]
 

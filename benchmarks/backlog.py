@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway import Reading
-from gateway._metrics import Metrics
 from ledger_client import Batcher, EvmChain, Outbox, Signer, Uplink, load_account
+from mrv_core import Metrics, Reading
 from simulator import Anvil, provision
 
 

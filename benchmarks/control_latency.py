@@ -33,14 +33,10 @@ from typing import Any
 
 import aiomqtt
 
-from control._config import ControlConfig
-from control._envelope import Command, public_key_of, sign_bytes, sign_command
-from control._service import ControlService
-from gateway._metrics import Metrics
-from gateway._records import AuditRecord
+from control import Command, ControlConfig, ControlService, public_key_of, sign_bytes, sign_command
 from ledger_client import Outbox
-from simulator import ActuatorModel, ActuatorPlant, Mosquitto, free_port
-from simulator._plant import wait_port
+from mrv_core import AuditRecord, Metrics
+from simulator import ActuatorModel, ActuatorPlant, Mosquitto, free_port, wait_port
 
 GW = "bench-gw"
 ISSUER = b"\x11" * 32

@@ -33,10 +33,21 @@ from typing import Any
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from ledger_client import EvmChain, Signer
-from ledger_client._admin import Mrv, deploy_system, fund, make_uscc
-from ledger_client._chain import call_data, header_tuple, load_artifact
-from ledger_client._format import ZERO32, BatchHeader, build_header, keccak256
+from ledger_client import (
+    ZERO32,
+    BatchHeader,
+    EvmChain,
+    Mrv,
+    Signer,
+    build_header,
+    call_data,
+    deploy_system,
+    fund,
+    header_tuple,
+    keccak256,
+    load_artifact,
+    make_uscc,
+)
 from simulator import DEV_KEYS, Anvil
 
 DEFAULT_SIZES = (1, 10, 100, 1_000, 10_000, 100_000)

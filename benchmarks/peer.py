@@ -391,7 +391,7 @@ def control_block(broker_port: int, plc_port: int, queue: int) -> dict[str, Any]
     """The smallest valid ``control:`` section: the schema wants one issuer, one actuator device
     and one writable point; no command is ever sent and nothing connects to the device (the
     service connects lazily, and no heartbeat is configured). Telemetry is what is measured."""
-    from control._envelope import public_key_of
+    from control import public_key_of
 
     return {
         "broker": {"host": "127.0.0.1", "port": broker_port},

@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cleaning._config import ChecksConfig
-from cleaning._stream import Cleaner
-from gateway import Reading
+from cleaning import ChecksConfig, Cleaner
 from ledger_client import Outbox, Signer
+from mrv_core import Reading
 
 
 def _cpu() -> float:

@@ -1,7 +1,7 @@
 """Cleaning and emissions accounting: pure checks over numpy arrays, the streaming `Cleaner`
 that flags readings (never changes a value), aggregation, substitution, and CO2e."""
 
-from cleaning._aggregate import Aggregate, aggregate, aggregate_hours, aggregate_minutes
+from cleaning._aggregate import HOUR_NS, Aggregate, aggregate, aggregate_hours, aggregate_minutes
 from cleaning._batch_emissions import BatchEmissions, EmissionPoint, PointEmissions
 from cleaning._config import (
     AggregationConfig,
@@ -18,10 +18,12 @@ from cleaning._emissions import (
     purchased_heat,
     to_grams,
 )
+from cleaning._meter_range import meter_range
 from cleaning._stream import Cleaner, PointCleaner, ResumeHistory
 from cleaning._substitute import Substitute, part75_table1, substitute
 
 __all__ = [
+    "HOUR_NS",
     "Aggregate",
     "AggregationConfig",
     "BatchEmissions",
@@ -42,6 +44,7 @@ __all__ = [
     "fuel_combustion",
     "fuel_combustion_default",
     "load_factors",
+    "meter_range",
     "part75_table1",
     "purchased_heat",
     "substitute",

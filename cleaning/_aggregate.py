@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from gateway._records import INVALID
+from mrv_core import INVALID
 
 from ._checks import BoolArray, FlagArray, FloatArray, as_ts, as_values
 from ._config import AggregationConfig

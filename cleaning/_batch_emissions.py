@@ -33,7 +33,7 @@ from cleaning._emissions import (
     purchased_heat,
     to_grams,
 )
-from gateway._records import Reading, Record, is_valid
+from mrv_core import Reading, Record, is_valid
 
 
 class PointEmissions(BaseModel):

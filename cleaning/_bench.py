@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from gateway._records import Reading
+from mrv_core import Reading
 
 from ._config import (
     ChecksConfig,

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 
-from gateway._records import INVALID, Quality
+from mrv_core import INVALID, Quality
 
 from ._rules import (
     MAD_SCALE,

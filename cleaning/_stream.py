@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from gateway._records import INVALID, Quality, Reading
+from mrv_core import INVALID, Quality, Reading
 
 from ._checks import (
     CounterParams,

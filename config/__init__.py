@@ -1,7 +1,7 @@
 """Gateway configuration: YAML validated by pydantic models; errors name the YAML path and line."""
 
 from config._loader import ConfigError, ConfigIssue, contract_address, load_config, parse_config
-from config._schema import Config, ModbusPoint, ModbusTcpDevice
+from config._schema import Config, ModbusPoint, ModbusTcpDevice, Part75Substitution
 
 __all__ = [
     "Config",
@@ -9,6 +9,7 @@ __all__ = [
     "ConfigIssue",
     "ModbusPoint",
     "ModbusTcpDevice",
+    "Part75Substitution",
     "contract_address",
     "load_config",
     "parse_config",

@@ -429,7 +429,7 @@ def contract_address(cfg: Config) -> str:
     assert cfg.chain.address_book is not None
     src = str(cfg.chain.address_book)
     # (imported here: the ledger client pulls in eth_account, which the config alone never needs)
-    from ledger_client._admin import AddressBookError, read_address_book
+    from ledger_client import AddressBookError, read_address_book
 
     try:
         book = read_address_book(cfg.chain.address_book)

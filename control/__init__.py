@@ -1,8 +1,9 @@
 """Control from governance bodies: signed commands, a safety policy, Modbus write with
 read-back, signed acknowledgements, local leak and combustion rules (``docs/control.md``).
 
-Kept light on purpose: ``config`` imports `control._config`, so this package must not import
-the service (which imports ``config``). Use ``control._service.ControlService``.
+`ControlService` runs it (the daemon builds it from ``config.Config``); its parts are MQTT
+transport, admission (authentication and replay), safety policy, actuation with read-back, the
+journal and audit, and the local rules.
 """
 
 from control._config import ControlConfig
@@ -16,10 +17,13 @@ from control._envelope import (
     approve_command,
     canonical_json,
     parse_command,
+    public_key_of,
+    sign_bytes,
     sign_command,
     verify_ack,
 )
 from control._policy import REASON_CODES, REASONS, Verdict, authenticate, authorize, evaluate
+from control._service import ControlService, Sign
 from control._telemetry import telemetry_json, verify_telemetry
 
 __all__ = [
@@ -31,7 +35,9 @@ __all__ = [
     "Approval",
     "Command",
     "ControlConfig",
+    "ControlService",
     "EnvelopeError",
+    "Sign",
     "Verdict",
     "approve_command",
     "authenticate",
@@ -39,6 +45,8 @@ __all__ = [
     "canonical_json",
     "evaluate",
     "parse_command",
+    "public_key_of",
+    "sign_bytes",
     "sign_command",
     "telemetry_json",
     "verify_ack",

@@ -22,10 +22,10 @@ from control._config import ActuatorDevice, ControlConfig, SignalConfig, Writabl
 from control._journal import Journal
 from control._modbus import ActuatorError, PlantIO
 from drivers.modbus import ModbusLinks
-from gateway._metrics import Metrics
+from mrv_core import Metrics
 
 if TYPE_CHECKING:
-    from config._schema import ModbusRtuBus
+    from drivers.modbus import ModbusRtuBus
 
 log = logging.getLogger("mrv.control")
 

@@ -24,8 +24,7 @@ from control._journal import Journal, audit_record
 from control._policy import Verdict, consumes_id
 from control._safety import SafetyState
 from control._transport import MqttTransport
-from gateway._metrics import Metrics
-from gateway._records import AuditRecord
+from mrv_core import AuditRecord, Metrics
 
 log = logging.getLogger("mrv.control")
 

@@ -151,7 +151,7 @@ def _tls_context(args: argparse.Namespace) -> Any:
         return None
     from pydantic import ValidationError
 
-    from gateway._tls import TlsConfig, client_context
+    from mrv_core import TlsConfig, client_context
 
     try:
         tls = TlsConfig.model_validate(
@@ -222,7 +222,7 @@ def _check_message(payload: bytes, gateway: str, key: bytes) -> list[dict[str, A
     checks out with ``key`` and the message is from ``gateway``. Raises ``ValueError`` for a
     message that is not telemetry."""
     from control._telemetry import MAX_TELEMETRY_BYTES, MAX_TELEMETRY_DEPTH, verify_telemetry
-    from gateway._bounded import loads_bounded
+    from mrv_core import loads_bounded
 
     checked = verify_telemetry(payload, key)
     doc = loads_bounded(payload, max_bytes=MAX_TELEMETRY_BYTES, max_depth=MAX_TELEMETRY_DEPTH)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from drivers.modbus._decode import DataType, WordOrder, decode, encode
+from drivers.modbus import DataType, WordOrder, decode, encode
 
 _INT_TYPES = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64"})
 

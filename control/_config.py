@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from drivers.modbus._decode import DataType, WordOrder, register_count
-from gateway._tls import TlsConfig
+from drivers.modbus import DataType, WordOrder, register_count
+from mrv_core import TlsConfig
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 #: Units travel inside signed envelopes: printable ASCII without space, '"' or '\'.
@@ -35,7 +35,7 @@ class BrokerConfig(_Model):
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     username: str | None = None
     password: str | None = None
-    #: TLS to the broker: ``{ca_file, cert_file, key_file}`` (gateway/_tls.py)
+    #: TLS to the broker: ``{ca_file, cert_file, key_file}`` (mrv_core/_tls.py)
     tls: TlsConfig | None = None
     client_id: Annotated[str | None, Field(min_length=1, max_length=128,
                                            description="default: mrv-<gateway id>-control")

@@ -23,7 +23,7 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
-from gateway._bounded import InputLimitError, check_json, loads_bounded
+from mrv_core import InputLimitError, check_json, loads_bounded
 
 VERSION = 1
 COMMAND_DOMAIN = b"mrv-command/v1\n"

@@ -22,8 +22,7 @@ from typing import Any, Protocol
 
 from control._clock import SYSTEM_CLOCK, Clock
 from control._state import ReplayStore
-from gateway._metrics import Metrics
-from gateway._records import AuditRecord
+from mrv_core import AuditRecord, Metrics
 
 log = logging.getLogger("mrv.control")
 

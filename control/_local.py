@@ -21,9 +21,7 @@ from control._journal import canonical
 from control._policy import Override
 from control._rules import LeakDetector, trim_forbid, trim_target
 from control._safety import SafetyState
-from gateway._aio import raise_if_cancelling
-from gateway._metrics import Metrics
-from gateway._records import Reading, is_valid
+from mrv_core import Metrics, Reading, is_valid, raise_if_cancelling
 
 log = logging.getLogger("mrv.control")
 

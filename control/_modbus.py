@@ -1,7 +1,7 @@
 """Modbus I/O for control: writes with the point's type and word order, read-back,
 permissive signals, heartbeat (pymodbus 3.16), over Modbus TCP or Modbus RTU.
 
-Every request goes through the device's `ModbusLink` (``drivers/modbus/_link.py``): one client
+Every request goes through the device's `ModbusLink` (``drivers/_link.py``): one client
 and one lock per connection, the same ones the acquisition poller uses when it polls that
 host and port (TCP) or that serial line (RTU, ``bus:``). A write therefore waits for a running
 poll to end and never interleaves with its requests; on a serial line each exchange is followed
@@ -21,12 +21,11 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 
 from control._codec import from_registers, to_registers
 from control._config import ActuatorDevice, SignalConfig, WritablePoint
-from drivers.modbus import ModbusLink, ModbusLinks
+from drivers.modbus import ModbusLink, ModbusLinks, register_count
 from drivers.modbus import own_links as _links
-from drivers.modbus._decode import register_count
 
 if TYPE_CHECKING:
-    from config._schema import ModbusRtuBus
+    from drivers.modbus import ModbusRtuBus
 
 log = logging.getLogger("mrv.control.modbus")
 
@@ -63,7 +62,7 @@ class Endpoint:
             reconnect_delay=0, name=f"control:{self.dev.id}")
 
     def _serial_client(self) -> ModbusBaseClient:
-        from drivers.modbus._io import serial_client
+        from drivers.modbus import serial_client
 
         assert self.bus is not None
         return serial_client(self.bus)

@@ -29,7 +29,7 @@ from control._policy import (
     authorize,
 )
 from control._state import ReplayStore
-from gateway._metrics import Metrics
+from mrv_core import Metrics
 
 log = logging.getLogger("mrv.control")
 

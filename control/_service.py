@@ -56,13 +56,10 @@ from control._safety import SafetyState, point_policy
 from control._state import ReplayStore
 from control._transport import NODELAY, MqttTransport, Sign
 from drivers.modbus import ModbusLinks
-from gateway._aio import raise_if_cancelling
-from gateway._metrics import Metrics
-from gateway._records import AuditRecord, Reading
+from mrv_core import AuditRecord, Metrics, Reading, raise_if_cancelling
 
 if TYPE_CHECKING:
-    from config import Config
-    from config._schema import ModbusRtuBus
+    from drivers.modbus import ModbusRtuBus
 
 log = logging.getLogger("mrv.control")
 
@@ -108,18 +105,6 @@ class ControlService:
                                 clock=clock)
         self.journal.on_open = self._restore
 
-    @classmethod
-    def from_config(cls, cfg: Config, outbox: AuditSink, metrics: Metrics,
-                    sign: Sign | None = None, links: ModbusLinks | None = None
-                    ) -> ControlService:
-        from config._schema import ModbusRtuBus
-
-        assert cfg.control is not None
-        return cls(gateway_id=cfg.gateway.id, config=cfg.control, data_dir=cfg.gateway.data_dir,
-                   outbox=outbox, metrics=metrics, sign=sign,
-                   reading_points=[p.id for d in cfg.devices for p in d.points], links=links,
-                   buses={d.name: d for d in cfg.devices if isinstance(d, ModbusRtuBus)})
-
     # -- the parts' state, by the names the daemon and tests use --------------------------
 
     @property
@@ -163,7 +148,7 @@ class ControlService:
 
     async def run(self) -> None:
         """Every task under the daemon's supervisor (for use without the daemon)."""
-        from gateway._daemon import supervise
+        from mrv_core import supervise
 
         async with asyncio.TaskGroup() as tg:
             for name, factory in self.tasks():

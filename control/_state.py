@@ -26,7 +26,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from gateway._sqlite import open_wal
+from mrv_core import open_wal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_commands (

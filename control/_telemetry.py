@@ -13,8 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from gateway._bounded import loads_bounded
-from gateway._records import Reading
+from mrv_core import Reading, loads_bounded
 
 #: A telemetry message is at most ``telemetry.max_per_message`` (10,000) readings of a few
 #: hundred bytes; anything larger or deeper than {"readings": [{...}]} is refused unparsed.
@@ -70,8 +69,7 @@ def verify_telemetry(message: bytes, public_key: bytes) -> list[tuple[int, bool]
     key (the one registered on the ledger): ``(seq, verified)`` per reading. A reading without
     a signature, or one whose fields were changed, is ``False``. Raises ``ValueError`` when
     the message is not a telemetry message."""
-    from ledger_client._format import record_leaf, record_signing_bytes
-    from ledger_client._signing import verify_signature
+    from ledger_client import record_leaf, record_signing_bytes, verify_signature
 
     try:
         doc: Any = loads_bounded(message, max_bytes=MAX_TELEMETRY_BYTES,

@@ -21,10 +21,7 @@ import aiomqtt
 from control._config import ControlConfig
 from control._envelope import Ack
 from control._telemetry import telemetry_chunks, telemetry_json
-from gateway._aio import raise_if_cancelling
-from gateway._metrics import Metrics
-from gateway._records import Reading
-from gateway._tls import client_context
+from mrv_core import Metrics, Reading, client_context, raise_if_cancelling
 
 log = logging.getLogger("mrv.control")
 

@@ -31,14 +31,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from drivers._errors import DeviceUnreachable
-from gateway._aio import raise_if_cancelling
-from gateway._metrics import Metrics
-from gateway._records import Quality, Reading
-
-Sink = Callable[[list[Reading]], Awaitable[None]]
-#: Keeps a message a source cannot turn into readings as a dead letter:
-#: ``(source, where, reason, raw bytes)``; returns once it is stored.
-Quarantine = Callable[[str, str, str, bytes], Awaitable[None]]
+from drivers._source import Sink
+from mrv_core import Metrics, Quality, Reading, raise_if_cancelling
 
 _DEVICE_FAULT = int(Quality.DEVICE_FAULT)
 

@@ -1,6 +1,7 @@
-"""MRV edge gateway: the record types, and (through ``gateway._cli``) the daemon and its tools."""
+"""MRV edge gateway: the composition root (the daemon, its CLIs). Nothing imports it; the record
+types are re-exported from `mrv_core` (where they live) for old callers and tests."""
 
-from gateway._records import (
+from mrv_core import (
     INVALID,
     AuditRecord,
     DerivedRecord,

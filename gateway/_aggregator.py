@@ -24,11 +24,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cleaning import Aggregate, AggregationConfig, SubstitutionConfig, aggregate, substitute
-from cleaning._aggregate import HOUR_NS
-from gateway._metrics import Metrics
-from gateway._records import DerivedRecord, Quality
-from ledger_client._outbox import Outbox
+from cleaning import HOUR_NS, Aggregate, AggregationConfig, SubstitutionConfig, aggregate, substitute
+from ledger_client import Outbox
+from mrv_core import DerivedRecord, Metrics, Quality
 
 log = logging.getLogger("mrv.aggregator")
 

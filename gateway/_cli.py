@@ -70,7 +70,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    from ledger_client._signing import Signer, generate_account
+    from ledger_client import Signer, generate_account
 
     d = Path(args.dir)
     ed, evm = d / "ed25519.key", d / "evm.key"
@@ -89,8 +89,7 @@ async def _bundle_for(cfg: Config, seq: int) -> Bundle:
     """The proof bundle of record ``seq``: from the outbox, or, when the disk budget pruned it
     there, from the archive (``outbox.archive_path``)."""
     from config import contract_address
-    from ledger_client import Outbox, bundle_from_outbox
-    from ledger_client._verify import RecordMissing
+    from ledger_client import Outbox, RecordMissing, bundle_from_outbox
 
     chain_id, contract = cfg.chain.chain_id, contract_address(cfg)
     archive = cfg.archive_path()
@@ -135,8 +134,7 @@ async def _cmd_export_proof(args: argparse.Namespace) -> int:
 
 async def _cmd_verify(args: argparse.Namespace) -> int:
     from config import contract_address, load_config
-    from ledger_client import EvmChain, verify_bundle
-    from ledger_client._verify import MAX_BUNDLE_BYTES, BundleError, describe, parse_bundle
+    from ledger_client import MAX_BUNDLE_BYTES, BundleError, EvmChain, describe, parse_bundle, verify_bundle
 
     if args.bundle:
         with Path(args.bundle).open("rb") as f:  # never more than a bundle can be
@@ -229,9 +227,7 @@ async def _cmd_dead_letters(args: argparse.Namespace) -> int:
 
 async def _cmd_audit(args: argparse.Namespace) -> int:
     from config import contract_address, load_config
-    from ledger_client import EvmChain, Outbox
-    from ledger_client._audit import audit_outbox
-    from ledger_client._signing import Signer
+    from ledger_client import EvmChain, Outbox, Signer, audit_outbox
 
     cfg = load_config(args.config)
     path, archive = cfg.outbox_path(), cfg.archive_path()
@@ -312,8 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd != "run":
         _setup_logging("WARNING")
     from config import ConfigError
-    from ledger_client import ChainUnavailable, KeyFileError, LedgerError
-    from ledger_client._verify import BundleError
+    from ledger_client import BundleError, ChainUnavailable, KeyFileError, LedgerError
 
     try:
         if args.cmd == "check-config":

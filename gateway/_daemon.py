@@ -17,7 +17,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 from cleaning import (
@@ -28,54 +28,37 @@ from cleaning import (
     ResumeHistory,
     part75_table1,
 )
-from config import Config, contract_address
-from config._schema import Part75Substitution
-from drivers import make_sources
-from drivers.modbus import ModbusLinks
+from config import Config, Part75Substitution, contract_address
+from control import ControlService, Sign
+from drivers import Acknowledging, make_sources
+from drivers.modbus import ModbusLinks, ModbusRtuBus
 from gateway._aggregator import AggregatedPoint, Aggregator
-from gateway._aio import cancel_and_wait, raise_if_cancelling
 from gateway._health import serve_health
-from gateway._metrics import Metrics
-from gateway._records import INVALID, Reading
-from ledger_client._chain import EvmChain
-from ledger_client._errors import (
-    AnchorConflict,
-    AnchorGap,
-    ChainRevert,
-    GatewayMismatch,
+from ledger_client import (
+    Batcher,
+    DeadLetter,
+    EvmChain,
+    Outbox,
     OutboxError,
+    Signer,
+    Uplink,
+    dump_record,
+    load_account,
+    unstorable,
 )
-from ledger_client._outbox import DeadLetter, Outbox, dump_record, unstorable
-from ledger_client._signing import Signer, load_account
-from ledger_client._uplink import Batcher, Uplink
+from mrv_core import INVALID, Metrics, Reading, cancel_and_wait, supervise
 
 log = logging.getLogger("mrv.daemon")
 
-#: Errors that stop a task for good: restarting cannot fix them, an operator must.
-FATAL = (AnchorConflict, AnchorGap, ChainRevert, GatewayMismatch)
 
-
-async def supervise(name: str, factory: Callable[[], Awaitable[None]], metrics: Metrics,
-                    *, initial_s: float = 0.5, max_s: float = 30.0) -> None:
-    delay = initial_s
-    while True:
-        started = time.monotonic()
-        try:
-            await factory()
-            log.info("task %s finished", name)
-            return
-        except FATAL as e:
-            metrics.set_state(name, "alarm", str(e))
-            log.critical("task %s stopped: %s", name, e)
-            return
-        except Exception:
-            metrics.inc("task_restarts")
-            log.exception("task %s failed; restarting in %.1f s", name, delay)
-            raise_if_cancelling()
-        if time.monotonic() - started > 60:
-            delay = initial_s
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, max_s)
+def _control_service(cfg: Config, outbox: Outbox, metrics: Metrics, sign: Sign,
+                     links: ModbusLinks) -> ControlService:
+    """The control service of ``cfg.control``, sharing the pollers' Modbus connections."""
+    assert cfg.control is not None
+    return ControlService(gateway_id=cfg.gateway.id, config=cfg.control,
+                          data_dir=cfg.gateway.data_dir, outbox=outbox, metrics=metrics,
+                          sign=sign, reading_points=[p.id for p in cfg.points()], links=links,
+                          buses={d.name: d for d in cfg.devices if isinstance(d, ModbusRtuBus)})
 
 
 class _Acked(list[Reading]):
@@ -353,15 +336,13 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
                                      cfg.outbox.budget_alarm_fraction, cfg.outbox.prune_anchored,
                                      cfg.archive_path())
     links = ModbusLinks()  # one Modbus connection per device, shared by polls and control
-    pollers = make_sources(cfg.devices, pipeline.submit, metrics, links, pipeline.quarantine)
+    pollers = make_sources(cfg.devices, Acknowledging(pipeline.submit), metrics, links,
+                           quarantine=pipeline.quarantine)
     aggregator = await _aggregator(cfg, outbox, metrics)
     ctl = None
     if cfg.control is not None:  # signed commands and local rules (control/, docs/control.md)
         try:
-            from control._service import ControlService
-
-            ctl = ControlService.from_config(cfg, outbox, metrics, sign=signer.sign,
-                                             links=links)
+            ctl = _control_service(cfg, outbox, metrics, signer.sign, links)
             pipeline.taps.append(ctl.on_readings)
         except Exception as e:  # control never stops acquisition or anchoring
             log.exception("control disabled: it failed to start")

@@ -14,7 +14,7 @@ import json
 import logging
 from typing import Protocol
 
-from gateway._metrics import Metrics
+from mrv_core import Metrics
 
 log = logging.getLogger("mrv.health")
 #: Longest request line read (bytes); a longer one is answered 400 and counted.

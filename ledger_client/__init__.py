@@ -2,7 +2,21 @@
 
 # First: py_ecc is imported with its recursion-limit side effect undone (see _deps).
 from ledger_client import _deps  # noqa: F401
-from ledger_client._chain import EvmChain
+from ledger_client._admin import (
+    AddressBookError,
+    Compliance,
+    Event,
+    FindingKind,
+    FindingStatus,
+    Mrv,
+    deploy_system,
+    fund,
+    make_uscc,
+    read_address_book,
+    write_address_book,
+)
+from ledger_client._audit import audit_outbox
+from ledger_client._chain import EvmChain, call_data, header_tuple, load_artifact
 from ledger_client._errors import (
     AnchorConflict,
     AnchorGap,
@@ -15,42 +29,85 @@ from ledger_client._errors import (
     OutboxError,
 )
 from ledger_client._format import (
+    ZERO32,
     BatchHeader,
+    build_header,
     gateway_key,
+    keccak256,
     merkle_proof,
     merkle_root,
     reading_leaf,
     record_leaf,
+    record_signing_bytes,
 )
-from ledger_client._outbox import Outbox
-from ledger_client._signing import Signer, load_account
+from ledger_client._outbox import DeadLetter, Outbox, dump_record, unstorable
+from ledger_client._signing import Signer, generate_account, load_account, verify_signature
 from ledger_client._uplink import Batcher, Uplink
-from ledger_client._verify import Bundle, Report, bundle_from_outbox, verify_bundle
+from ledger_client._verify import (
+    MAX_BUNDLE_BYTES,
+    Bundle,
+    BundleError,
+    RecordMissing,
+    Report,
+    bundle_from_outbox,
+    describe,
+    parse_bundle,
+    verify_bundle,
+)
 
 __all__ = [
+    "MAX_BUNDLE_BYTES",
+    "ZERO32",
+    "AddressBookError",
     "AnchorConflict",
     "AnchorGap",
     "BatchHeader",
     "Batcher",
     "Bundle",
+    "BundleError",
     "ChainRejected",
     "ChainRevert",
     "ChainUnavailable",
+    "Compliance",
+    "DeadLetter",
+    "Event",
     "EvmChain",
+    "FindingKind",
+    "FindingStatus",
     "GatewayMismatch",
     "KeyFileError",
     "LedgerError",
+    "Mrv",
     "Outbox",
     "OutboxError",
+    "RecordMissing",
     "Report",
     "Signer",
     "Uplink",
+    "audit_outbox",
+    "build_header",
     "bundle_from_outbox",
+    "call_data",
+    "deploy_system",
+    "describe",
+    "dump_record",
+    "fund",
     "gateway_key",
+    "generate_account",
+    "header_tuple",
+    "keccak256",
     "load_account",
+    "load_artifact",
+    "make_uscc",
     "merkle_proof",
     "merkle_root",
+    "parse_bundle",
+    "read_address_book",
     "reading_leaf",
     "record_leaf",
+    "record_signing_bytes",
+    "unstorable",
     "verify_bundle",
+    "verify_signature",
+    "write_address_book",
 ]

@@ -18,10 +18,10 @@ from typing import Any
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from gateway._bounded import json_depth
 from ledger_client._chain import EvmChain, Receipt, _type_str, load_artifact
 from ledger_client._errors import ChainRevert
 from ledger_client._format import gateway_key, keccak256
+from mrv_core import json_depth
 
 REGISTRY = "MrvRegistry"
 LEDGER = "EmissionsLedger"

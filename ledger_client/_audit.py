@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway._records import Record
 from ledger_client._chain import EvmChain
 from ledger_client._errors import ChainRevert
 from ledger_client._format import merkle_root, record_leaf, record_signing_bytes
@@ -42,6 +41,7 @@ from ledger_client._outbox import (
     _row_to_record,
 )
 from ledger_client._signing import verify_signature
+from mrv_core import Record
 
 #: Failures listed per check; beyond this they are counted only.
 MAX_LISTED = 50

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mrv_core import FatalError
+
 
 class LedgerError(Exception):
     """Base of every ledger-client error."""
@@ -23,7 +25,7 @@ class ChainRejected(LedgerError):
     """The node answered with a JSON-RPC error (nonce too low, underpriced, no funds...)."""
 
 
-class ChainRevert(LedgerError):
+class ChainRevert(LedgerError, FatalError):
     """A call or transaction reverted; ``name`` and ``args`` decode the contract's custom error."""
 
     def __init__(self, name: str, args: tuple[object, ...], data: str = "") -> None:
@@ -34,7 +36,7 @@ class ChainRevert(LedgerError):
         super().__init__(f"reverted: {name}({shown})")
 
 
-class AnchorConflict(LedgerError):
+class AnchorConflict(LedgerError, FatalError):
     """The chain holds a different batch at a seq this outbox has built. Never overwritten:
     an operator must investigate (a second gateway with the same key, or a restored backup)."""
 
@@ -48,9 +50,9 @@ class AnchorConflict(LedgerError):
         )
 
 
-class AnchorGap(LedgerError):
+class AnchorGap(LedgerError, FatalError):
     """The chain lacks batches the outbox counts as anchored (e.g. the chain was reset)."""
 
 
-class GatewayMismatch(LedgerError):
+class GatewayMismatch(LedgerError, FatalError):
     """The chain's registration of this gateway does not match its keys (or it is revoked)."""

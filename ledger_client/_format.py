@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - the dependency is declared; this is a 
     _keccak_256 = None
 from Crypto.Hash import keccak as _keccak
 
-from gateway._records import DerivedRecord, Reading, Record
+from mrv_core import DerivedRecord, Reading, Record
 
 KIND_READING = 1
 KIND_DERIVED = 2

@@ -34,9 +34,6 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 import numpy as np
 
-from gateway._failpoints import failpoint
-from gateway._records import AuditRecord, DerivedRecord, Reading, Record, committed_reading
-from gateway._sqlite import open_wal
 from ledger_client._errors import OutboxError
 from ledger_client._format import (
     KIND_AUDIT,
@@ -50,6 +47,7 @@ from ledger_client._format import (
     encode_record,
     leaf_of_body,
 )
+from mrv_core import AuditRecord, DerivedRecord, Reading, Record, committed_reading, failpoint, open_wal
 
 #: 1: records, batches, meta. 2: + dead_letters (an outbox of version 1 is upgraded on open).
 SCHEMA_VERSION = 2

@@ -22,10 +22,6 @@ from typing import Protocol
 
 from eth_account.signers.local import LocalAccount
 
-from gateway._aio import raise_if_cancelling
-from gateway._failpoints import failpoint
-from gateway._metrics import Metrics
-from gateway._records import Record
 from ledger_client._chain import EvmChain, call_data, header_tuple
 from ledger_client._errors import (
     AnchorConflict,
@@ -36,6 +32,7 @@ from ledger_client._errors import (
     GatewayMismatch,
 )
 from ledger_client._outbox import BUILT, SUBMITTED, Outbox, StoredBatch
+from mrv_core import Metrics, Record, failpoint, raise_if_cancelling
 
 log = logging.getLogger("mrv.uplink")
 

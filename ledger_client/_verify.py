@@ -29,8 +29,6 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway._bounded import json_depth
-from gateway._records import AuditRecord, DerivedRecord, Reading, Record
 from ledger_client._chain import EvmChain
 from ledger_client._errors import ChainRevert, LedgerError
 from ledger_client._format import (
@@ -43,6 +41,7 @@ from ledger_client._format import (
 )
 from ledger_client._outbox import Outbox
 from ledger_client._signing import verify_signature
+from mrv_core import AuditRecord, DerivedRecord, Reading, Record, json_depth
 
 FORMAT = "mrv-proof/v1"
 #: Largest proof bundle file read (bytes): a real one is a few kB (a proof of a batch of 2^64

@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 echo "== ruff";  .venv/bin/ruff check .
 echo "== mypy";  .venv/bin/mypy
+echo "== layers"; .venv/bin/lint-imports
 echo "== contracts"; node contracts/build.mjs --check
 echo "== pytest"; .venv/bin/python -m pytest "$@"

@@ -2,7 +2,7 @@
 and the tests."""
 
 # First, so no later import (eth_account here) leaves the recursion limit raised (see _deps).
-from ledger_client import _deps  # noqa: F401
+import ledger_client  # noqa: F401  (first: py_ecc with its recursion-limit side effect undone)
 from simulator._actuators import ActuatorModel, ActuatorPlant
 from simulator._anvil import CHAIN_ID, DEV_KEYS, Anvil
 from simulator._dlt645 import Dlt645Line, Dlt645SimMeter
@@ -18,6 +18,7 @@ from simulator._plant import (
     PatternDevice,
     default_plant,
     free_port,
+    wait_port,
 )
 from simulator._provision import Provisioned, plant_devices, provision
 from simulator._rtu import RtuLine
@@ -49,4 +50,5 @@ __all__ = [
     "free_port",
     "plant_devices",
     "provision",
+    "wait_port",
 ]

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pymodbus.constants import ExcCodes
 from pymodbus.simulator import SimDevice
 
-from drivers.modbus._decode import decode, encode
+from drivers.modbus import decode, encode
 from simulator._plant import SimServer, sim_blocks
 
 FC_READ_HR, FC_READ_IR = 3, 4

@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from drivers.dlt645._frame import (
+from drivers.dlt645 import (
     BROADCAST_ADDRESS,
     CTRL_READ_ADDRESS,
     CTRL_READ_DATA,

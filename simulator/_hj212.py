@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 
-from drivers.hj212._frame import (
+from drivers.hj212 import (
     CN_DATA_RESPONSE,
     CN_REALTIME_DATA,
     FLAG_ANSWER,
@@ -24,7 +24,7 @@ from drivers.hj212._frame import (
     build_frame,
     parse_frame,
 )
-from gateway._aio import cancel_and_wait
+from mrv_core import cancel_and_wait
 
 
 @dataclass

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
-from gateway._aio import cancel_and_wait
+from mrv_core import cancel_and_wait
 
 
 @dataclass

@@ -35,8 +35,8 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.modbus._decode import encode
-from gateway._aio import cancel_and_wait
+from drivers.modbus import encode
+from mrv_core import cancel_and_wait
 
 FC_READ_COILS, FC_READ_DISCRETE, FC_READ_HR, FC_READ_IR = 1, 2, 3, 4
 
@@ -294,7 +294,7 @@ _PATTERN_VALUES: tuple[tuple[str, int | float], ...] = (
 def _build_pattern() -> tuple[list[int], list[int], list[bool], list[bool], list[PatternPoint]]:
     from typing import cast
 
-    from drivers.modbus._decode import DataType, WordOrder
+    from drivers.modbus import DataType, WordOrder
 
     holding: list[int] = []
     points: list[PatternPoint] = []

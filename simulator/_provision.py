@@ -14,9 +14,17 @@ from typing import Any
 import yaml
 from eth_account.signers.local import LocalAccount
 
-from ledger_client import EvmChain, Signer, load_account
-from ledger_client._admin import Mrv, deploy_system, fund, make_uscc, write_address_book
-from ledger_client._signing import generate_account
+from ledger_client import (
+    EvmChain,
+    Mrv,
+    Signer,
+    deploy_system,
+    fund,
+    generate_account,
+    load_account,
+    make_uscc,
+    write_address_book,
+)
 from simulator._anvil import CHAIN_ID, DEV_KEYS
 
 

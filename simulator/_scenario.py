@@ -20,30 +20,30 @@ from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
-from gateway._records import Reading
-from ledger_client import ChainRevert, EvmChain, Signer
-from ledger_client._admin import (
+from ledger_client import (
+    ZERO32,
+    BatchHeader,
+    ChainRevert,
     Compliance,
     Event,
+    EvmChain,
     FindingKind,
     FindingStatus,
     Mrv,
+    Signer,
+    build_header,
     deploy_system,
     fund,
-    make_uscc,
-    write_address_book,
-)
-from ledger_client._chain import header_tuple
-from ledger_client._format import (
-    ZERO32,
-    BatchHeader,
-    build_header,
     gateway_key,
+    generate_account,
+    header_tuple,
     keccak256,
+    make_uscc,
     merkle_proof,
     record_leaf,
+    write_address_book,
 )
-from ledger_client._signing import generate_account
+from mrv_core import Reading
 from simulator._anvil import DEV_KEYS
 
 T = 1_000_000  # grams per tonne

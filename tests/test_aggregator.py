@@ -13,8 +13,8 @@ from config import load_config, parse_config
 from gateway import DerivedRecord, Quality, Reading
 from gateway._aggregator import AggregatedPoint, Aggregator
 from gateway._daemon import run_daemon
-from gateway._metrics import Metrics
 from ledger_client import Outbox
+from mrv_core._metrics import Metrics
 from simulator import Anvil, ModbusPlant, plant_devices, provision
 from tests.support import until
 

@@ -1,5 +1,5 @@
 """A cancellation lost inside a library's ``asyncio.wait_for`` must not keep a task (and so the
-daemon's shutdown) running (gateway/_aio.py)."""
+daemon's shutdown) running (mrv_core/_aio.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from gateway._aio import cancel_and_wait, raise_if_cancelling
 from gateway._daemon import supervise
-from gateway._metrics import Metrics
+from mrv_core._aio import cancel_and_wait, raise_if_cancelling
+from mrv_core._metrics import Metrics
 
 
 async def _lose_a_cancellation() -> None:

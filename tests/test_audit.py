@@ -15,11 +15,11 @@ import pytest
 
 from config import load_config
 from gateway._daemon import run_daemon
-from gateway._metrics import Metrics
-from gateway._records import Reading
 from ledger_client import Outbox
 from ledger_client._outbox import CONFIRMED
 from ledger_client._signing import Signer
+from mrv_core._metrics import Metrics
+from mrv_core._records import Reading
 from simulator import Provisioned
 
 

@@ -13,8 +13,8 @@ from cleaning._batch_emissions import activity
 from config import load_config
 from gateway import Quality, Reading
 from gateway._daemon import run_daemon
-from gateway._metrics import Metrics
 from ledger_client import Outbox
+from mrv_core._metrics import Metrics
 from simulator import Provisioned
 
 GAS = PointEmissions(scope=1, method="fuel", fuel="natural_gas", register_max=1000.0,

@@ -18,7 +18,7 @@ from cleaning._aggregate import (
     capture_rate,
 )
 from cleaning._config import AggregationConfig
-from gateway._records import Quality
+from mrv_core._records import Quality
 
 S = 1_000_000_000
 H0 = 1_700_002_800 * S  # an hour boundary (1_700_002_800 = 472_223 * 3600)

@@ -28,7 +28,7 @@ from cleaning._config import (
     TimestampCheck,
 )
 from cleaning._stream import PointCleaner, run_checks
-from gateway._records import INVALID, Quality
+from mrv_core._records import INVALID, Quality
 
 Q = Quality
 S = 1_000_000_000

@@ -38,7 +38,7 @@ from cleaning._config import (
     TimestampCheck,
 )
 from cleaning._stream import Cleaner, PointCleaner, run_checks
-from gateway._records import INVALID, Quality, Reading
+from mrv_core._records import INVALID, Quality, Reading
 
 T0 = 1_700_000_000 * 1_000_000_000
 S = 1_000_000_000

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway._records import INVALID, Quality, is_valid
+from mrv_core._records import INVALID, Quality, is_valid
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

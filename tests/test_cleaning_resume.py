@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from cleaning import Cleaner, ResumeHistory
 from cleaning._config import ChecksConfig, FlatlineCheck, SpikeCheck, TimestampCheck
 from cleaning._stream import PointCleaner, resume_eligible
-from gateway._records import Quality
+from mrv_core._records import Quality
 from tests.test_cleaning_properties import (
     FAST,
     NOW,

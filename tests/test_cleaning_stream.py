@@ -6,7 +6,7 @@ import math
 
 from cleaning._config import ChecksConfig, FlatlineCheck, RangeCheck, TimestampCheck
 from cleaning._stream import Cleaner
-from gateway._records import Quality, Reading
+from mrv_core._records import Quality, Reading
 
 Q = Quality
 S = 1_000_000_000

@@ -29,7 +29,7 @@ from cleaning._config import (
     TimestampCheck,
 )
 from cleaning._stream import Cleaner, PointCleaner
-from gateway._records import Quality, Reading
+from mrv_core._records import Quality, Reading
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S

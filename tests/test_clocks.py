@@ -24,9 +24,9 @@ from drivers.dlt645._io import Dlt645BusPoller
 from drivers.modbus._io import ModbusTcpPoller
 from drivers.mqtt._source import MqttSource, _Acks
 from gateway import Quality, Reading
-from gateway._metrics import Metrics
 from ledger_client import Outbox
 from ledger_client._signing import Signer
+from mrv_core._metrics import Metrics
 from simulator import Dlt645Line, Dlt645SimMeter, ModbusPlant, plant_devices
 
 from .support import Collector, until

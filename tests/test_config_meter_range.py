@@ -17,7 +17,7 @@ from cleaning._batch_emissions import emission
 from cleaning._emissions import to_grams
 from cleaning._stream import PointCleaner
 from config import ConfigError, parse_config
-from gateway._records import Quality, Reading
+from mrv_core._records import Quality, Reading
 from tests.test_config import GOOD
 
 HEAD = GOOD[:GOOD.index("devices:")]

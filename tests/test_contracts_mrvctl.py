@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway._mrvctl import main, parse_amount, parse_time_ns, parse_wei
-from gateway._records import Reading
 from ledger_client import EvmChain, Signer, load_account
 from ledger_client._admin import make_uscc, uscc_check_char, validate_uscc
 from ledger_client._chain import header_tuple
 from ledger_client._format import ZERO32, build_header, merkle_proof, record_leaf
+from ledger_client._mrvctl import main, parse_amount, parse_time_ns, parse_wei
 from ledger_client._verify import Bundle
+from mrv_core._records import Reading
 from simulator import DEV_KEYS, Anvil
 
 from .test_contracts_support import T, ns

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway._records import Reading
 from ledger_client._admin import ROLES, FindingKind, FindingStatus
 from ledger_client._format import gateway_key, keccak256, merkle_proof, record_leaf
+from mrv_core._records import Reading
 from simulator import Anvil
 
 from .test_contracts_support import P2024, P_OPEN, Sys, T, fresh_system, names, new_account, reverts

@@ -138,9 +138,9 @@ async def _watch(mosquitto: Mosquitto, publish: list[bytes], *args: str) -> tupl
 async def test_watch_checks_every_live_reading(mosquitto: Mosquitto) -> None:
     from control import telemetry_json
     from gateway import Reading
-    from gateway._records import committed_reading
     from ledger_client._format import record_leaf, record_signing_bytes
     from ledger_client._signing import Signer
+    from mrv_core._records import committed_reading
 
     signer = Signer(GATEWAY_SEED)
     gw_pub = pk(GATEWAY_SEED)

@@ -14,9 +14,9 @@ import aiomqtt
 
 from config import contract_address, load_config
 from gateway._daemon import run_daemon
-from gateway._metrics import Metrics
-from gateway._records import AuditRecord
 from ledger_client import EvmChain, Outbox, bundle_from_outbox, verify_bundle
+from mrv_core._metrics import Metrics
+from mrv_core._records import AuditRecord
 from simulator import (
     ActuatorModel,
     ActuatorPlant,

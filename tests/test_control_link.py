@@ -1,5 +1,5 @@
 """Control writes and acquisition polls of one device share one Modbus connection and its
-lock (drivers/modbus/_link.py): a write never lands between the reads of one poll. Checked
+lock (drivers/_link.py): a write never lands between the reads of one poll. Checked
 against a real pymodbus server that records the order in which requests reach the device."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from control._config import ActuatorDevice, WritablePoint
 from control._modbus import PlantIO
 from drivers.modbus import ModbusLinks
 from drivers.modbus._io import ModbusRtuBusPoller, ModbusTcpPoller
-from gateway._metrics import Metrics
+from mrv_core._metrics import Metrics
 from simulator import ElectricityMeter, RtuLine
 from simulator._plant import SimServer, sim_blocks
 

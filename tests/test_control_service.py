@@ -15,9 +15,9 @@ from control._clock import Clock
 from control._config import ControlConfig
 from control._envelope import Command, public_key_of, sign_bytes, verify_ack
 from control._service import ControlService
-from gateway._metrics import Metrics
-from gateway._records import AuditRecord, Quality, Reading
 from ledger_client import Outbox
+from mrv_core._metrics import Metrics
+from mrv_core._records import AuditRecord, Quality, Reading
 from simulator import ActuatorModel, Mosquitto, free_port
 from simulator._actuators import HR_VENT
 from tests.test_control_support import (

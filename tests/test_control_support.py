@@ -19,8 +19,8 @@ from control._clock import SYSTEM_CLOCK, Clock
 from control._config import ControlConfig
 from control._envelope import Command, approve_command, public_key_of, sign_command
 from control._service import ControlService
-from gateway._metrics import Metrics
 from ledger_client import Outbox
+from mrv_core._metrics import Metrics
 from simulator import ActuatorModel, ActuatorPlant
 
 GW = "plant-a-gw1"

@@ -21,12 +21,12 @@ from cleaning import Cleaner
 from config import load_config
 from gateway._daemon import Pipeline, run_daemon, supervise
 from gateway._health import health_body, prometheus_text
-from gateway._metrics import Metrics
-from gateway._records import Reading
 from ledger_client import Outbox
 from ledger_client._format import record_leaf
 from ledger_client._outbox import DEAD_LETTER_RAW_MAX, SCHEMA_VERSION
 from ledger_client._signing import Signer
+from mrv_core._metrics import Metrics
+from mrv_core._records import Reading
 from simulator import Anvil, Mosquitto, Provisioned, free_port, provision
 from tests.support import until
 

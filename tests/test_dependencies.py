@@ -18,7 +18,7 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["gateway", "drivers", "cleaning", "ledger_client", "control", "config", "simulator",
+PACKAGES = ["mrv_core", "gateway", "drivers", "cleaning", "ledger_client", "control", "config", "simulator",
             "contracts"]
 FIRST_PARTY = {*PACKAGES, "benchmarks", "tests"}
 

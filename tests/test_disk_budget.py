@@ -10,9 +10,9 @@ import pytest
 
 from gateway import Reading
 from gateway._daemon import DiskBudget
-from gateway._metrics import Metrics
 from ledger_client import Outbox, Signer
 from ledger_client._errors import OutboxError
+from mrv_core._metrics import Metrics
 from simulator import Anvil, ModbusPlant
 from tests.conftest import GatewayProcess
 

@@ -7,7 +7,7 @@ import pytest
 
 from config import ConfigError, parse_config
 from drivers import make_sources
-from gateway._metrics import Metrics
+from mrv_core._metrics import Metrics
 
 HEAD = """\
 gateway: {id: gw1, signing_key: k}

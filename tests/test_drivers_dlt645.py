@@ -14,7 +14,7 @@ from config._schema import Dlt645Bus
 from drivers.dlt645._frame import DI_FREQUENCY
 from drivers.dlt645._io import Dlt645BusPoller
 from gateway import Quality
-from gateway._metrics import Metrics
+from mrv_core._metrics import Metrics
 from simulator import Dlt645Line, Dlt645SimMeter
 
 from .support import Collector, until

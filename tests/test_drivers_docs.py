@@ -10,7 +10,7 @@ import yaml
 
 from config import parse_config
 from drivers import make_sources
-from gateway._metrics import Metrics
+from mrv_core._metrics import Metrics
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "drivers.md"
 BLOCKS = re.findall(r"```yaml\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)

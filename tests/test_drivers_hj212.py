@@ -14,7 +14,7 @@ from config._schema import Hj212Device
 from drivers.hj212._frame import parse_frame
 from drivers.hj212._listener import FLAG_QUALITY, Hj212Listener
 from gateway import Quality
-from gateway._metrics import Metrics
+from mrv_core._metrics import Metrics
 from simulator import Factor, Hj212Logger
 
 from .support import Collector, until

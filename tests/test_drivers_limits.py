@@ -46,7 +46,7 @@ def test_no_import_of_ours_leaves_the_recursion_limit_raised() -> None:
     code = (
         "import sys\n"
         "default = sys.getrecursionlimit()\n"
-        "import gateway._cli, gateway._daemon, gateway._mrvctl, ledger_client, control, "
+        "import gateway._cli, gateway._daemon, ledger_client._mrvctl, ledger_client, control, "
         "control._service, control._cli, drivers, config, cleaning, simulator\n"
         "import py_ecc, eth_account, web3\n"  # what the ledger client pulls in
         "print(default, sys.getrecursionlimit())\n"
@@ -315,7 +315,7 @@ async def test_hj212_listener_counts_bad_input_and_the_connection_goes_on() -> N
     from config._schema import Hj212Device
     from drivers.hj212._frame import build_frame, parse_frame
     from drivers.hj212._listener import Hj212Listener
-    from gateway._metrics import Metrics
+    from mrv_core._metrics import Metrics
 
     from .support import Collector
 
@@ -380,7 +380,7 @@ async def test_modbus_reply_that_does_not_answer_the_request_is_refused(kind: st
     from config._schema import ModbusTcpDevice
     from drivers.modbus._io import ModbusTcpPoller
     from gateway import Quality
-    from gateway._metrics import Metrics
+    from mrv_core._metrics import Metrics
 
     closed = asyncio.Event()
 
@@ -433,7 +433,7 @@ async def test_hj212_listener_bounds_its_open_connections() -> None:
     from config._schema import Hj212Device
     from drivers.hj212._frame import build_frame, parse_frame
     from drivers.hj212._listener import MAX_CONNECTIONS, Hj212Listener
-    from gateway._metrics import Metrics
+    from mrv_core._metrics import Metrics
 
     from .support import Collector
 

@@ -13,7 +13,7 @@ import pytest
 from config._schema import ModbusRtuBus, ModbusTcpDevice
 from drivers.modbus._io import ModbusRtuBusPoller, ModbusTcpPoller
 from gateway import Quality, Reading
-from gateway._metrics import Metrics
+from mrv_core._metrics import Metrics
 from simulator import PATTERN_POINTS, ElectricityMeter, ModbusPlant, PatternDevice, RtuLine
 
 from .support import Collector, until

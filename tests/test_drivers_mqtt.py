@@ -14,6 +14,7 @@ import aiomqtt
 import pytest
 
 from config._schema import MqttDevice, MqttPoint
+from drivers import Acknowledging, ack_sink_of
 from drivers.mqtt._payload import (
     PayloadError,
     compile_points,
@@ -23,9 +24,9 @@ from drivers.mqtt._payload import (
     to_ts_ns,
     topic_matches,
 )
-from drivers.mqtt._source import MqttSource, sink_takes_ack
+from drivers.mqtt._source import MqttSource
 from gateway import Quality, Reading
-from gateway._metrics import Metrics
+from mrv_core._metrics import Metrics
 from simulator import Mosquitto, MqttSensorGroup, SimSensor
 
 from .support import Collector
@@ -125,12 +126,14 @@ def test_malformed_payloads_are_explained(payload: bytes, fragment: str) -> None
     assert any(fragment in p for p in problems), problems
 
 
-def test_the_sink_protocol_is_detected() -> None:
+def test_an_acknowledging_sink_is_typed_not_detected() -> None:
     async def plain(rs: list[Reading]) -> None: ...
 
     async def acking(rs: list[Reading], on_commit: Callable[[], None] | None = None) -> None: ...
 
-    assert not sink_takes_ack(plain) and sink_takes_ack(acking)
+    # a sink is acknowledging because it is wrapped as one, not because of its signature
+    assert ack_sink_of(plain) is None and ack_sink_of(acking) is None
+    assert ack_sink_of(Acknowledging(acking)) is acking
 
 
 # -- against Mosquitto -----------------------------------------------------------------------
@@ -237,7 +240,7 @@ async def _publish(port: int, values: list[int]) -> None:
 async def test_messages_are_acknowledged_only_after_commit(mosquitto: Mosquitto) -> None:
     dev = mqtt_device(mosquitto.port)
     first = HoldingSink()
-    src = MqttSource(dev, first, Metrics())
+    src = MqttSource(dev, Acknowledging(first), Metrics())
     task = asyncio.create_task(src.run())
     await until(lambda: src.connects == 1 and src.acks is not None)
     await asyncio.sleep(0.2)  # subscribed
@@ -253,7 +256,7 @@ async def test_messages_are_acknowledged_only_after_commit(mosquitto: Mosquitto)
     await asyncio.sleep(0.3)
 
     second = HoldingSink()
-    src2 = MqttSource(dev, second, Metrics())  # same client id: the broker kept the session
+    src2 = MqttSource(dev, Acknowledging(second), Metrics())  # same client id: the broker kept the session
     task2 = asyncio.create_task(src2.run())
     try:
         await until(lambda: len(second.readings) >= 3)
@@ -268,7 +271,7 @@ async def test_messages_are_acknowledged_only_after_commit(mosquitto: Mosquitto)
     await asyncio.sleep(0.3)  # as above
 
     third = HoldingSink()
-    src3 = MqttSource(dev, third, Metrics())
+    src3 = MqttSource(dev, Acknowledging(third), Metrics())
     task3 = asyncio.create_task(src3.run())
     try:
         await until(lambda: src3.connects == 1)
@@ -301,7 +304,7 @@ async def test_the_daemon_pipeline_acknowledges_only_after_the_outbox_commit() -
 
     outbox = SlowOutbox()
     pipe = Pipeline(outbox, NoCleaning(), Metrics(), 10, lambda n: None)  # type: ignore[arg-type]
-    assert sink_takes_ack(pipe.submit)  # so make_sources' MQTT source acks through it
+    assert ack_sink_of(Acknowledging(pipe.submit)) is not None  # as the daemon hands it over
     acked: list[int] = []
     r = Reading(point_id="p", ts_ns=1, value=1.0, unit="1", source="t")
     writer = asyncio.create_task(pipe.run())

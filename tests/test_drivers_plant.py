@@ -28,9 +28,9 @@ from drivers.hj212._listener import Hj212Listener
 from drivers.modbus._io import ModbusRtuBusPoller, ModbusTcpPoller
 from drivers.mqtt._source import MqttSource
 from gateway import Quality, Reading
-from gateway._aio import cancel_and_wait
 from gateway._daemon import supervise
-from gateway._metrics import Metrics
+from mrv_core._aio import cancel_and_wait
+from mrv_core._metrics import Metrics
 from simulator import (
     Dlt645Line,
     Dlt645SimMeter,

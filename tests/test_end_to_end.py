@@ -8,8 +8,8 @@ from pathlib import Path
 
 from config import contract_address, load_config
 from gateway._daemon import run_daemon
-from gateway._metrics import Metrics
 from ledger_client import EvmChain, Outbox, bundle_from_outbox, verify_bundle
+from mrv_core._metrics import Metrics
 from simulator import ModbusPlant, Provisioned
 
 

@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import AuditRecord, DerivedRecord, Reading, Record
-from gateway._records import committed_reading, new_reading
 from ledger_client._chain import EvmChain
 from ledger_client._format import (
     BATCH_TAG,
@@ -33,6 +32,7 @@ from ledger_client._format import (
 )
 from ledger_client._signing import Signer, load_account, verify_signature
 from ledger_client._verify import record_from_json, record_to_json
+from mrv_core._records import committed_reading, new_reading
 from simulator import DEV_KEYS, Anvil
 
 VECTORS = json.loads((Path(__file__).parent.parent / "docs/vectors/formats.json").read_text())

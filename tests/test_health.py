@@ -7,8 +7,8 @@ import asyncio
 from pathlib import Path
 
 from gateway._health import REQUEST_LINE_MAX, serve_health
-from gateway._metrics import Metrics
 from ledger_client import Outbox
+from mrv_core._metrics import Metrics
 from simulator import free_port
 
 

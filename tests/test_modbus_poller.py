@@ -11,7 +11,7 @@ import pytest
 from config import ModbusTcpDevice
 from gateway import Quality, Reading
 from gateway._daemon import supervise
-from gateway._metrics import Metrics
+from mrv_core._metrics import Metrics
 from simulator import ModbusPlant, plant_devices
 
 

@@ -8,7 +8,7 @@ import asyncio
 import aiomqtt
 
 from drivers.mqtt._source import QUARANTINE_BURST, QUARANTINE_PER_S, MqttSource
-from gateway._metrics import Metrics
+from mrv_core._metrics import Metrics
 from simulator import Mosquitto
 from tests.support import Collector, until
 from tests.test_drivers_mqtt import mqtt_device

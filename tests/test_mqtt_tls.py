@@ -19,9 +19,9 @@ from config import ConfigError, parse_config
 from control._config import ControlConfig
 from control._service import ControlService
 from drivers.mqtt._source import MqttSource
-from gateway._metrics import Metrics
-from gateway._tls import TlsConfig, client_context
 from ledger_client import Outbox
+from mrv_core._metrics import Metrics
+from mrv_core._tls import TlsConfig, client_context
 from simulator import ActuatorModel, ActuatorPlant, Mosquitto, SimPki
 
 from .support import Collector, until

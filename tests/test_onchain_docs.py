@@ -155,7 +155,7 @@ def _mrvctl_lines() -> list[str]:
 def test_every_mrvctl_command_in_ledger_md_parses() -> None:
     import shlex
 
-    from gateway._mrvctl import build_parser
+    from ledger_client._mrvctl import build_parser
 
     lines = _mrvctl_lines()
     assert len(lines) >= 15 and any(" fund " in ln for ln in lines)

@@ -11,11 +11,11 @@ import pytest
 
 from config import load_config
 from gateway._daemon import run_daemon
-from gateway._metrics import Metrics
 from ledger_client import EvmChain, Outbox, Signer, load_account
 from ledger_client._admin import deploy_ledger, register_gateway, write_address_book
 from ledger_client._chain import header_tuple
 from ledger_client._format import ZERO32, build_header, keccak256
+from mrv_core._metrics import Metrics
 from simulator import Anvil, ModbusPlant, plant_devices, provision
 
 from .test_crash import assert_consistent

@@ -18,7 +18,6 @@ from config import load_config
 from control import verify_telemetry
 from gateway import AuditRecord, DerivedRecord, Reading
 from gateway._daemon import run_daemon
-from gateway._metrics import Metrics
 from ledger_client import Bundle, Outbox
 from ledger_client._format import (
     RECORD_SIG_TAG,
@@ -27,6 +26,7 @@ from ledger_client._format import (
     record_signing_bytes,
 )
 from ledger_client._signing import Signer, verify_signature
+from mrv_core._metrics import Metrics
 from simulator import Anvil, ModbusPlant, Mosquitto, Provisioned, free_port, plant_devices, provision
 from tests.support import proof_bundle, until, verify_checks
 from tests.test_control_support import control_dict

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from control import telemetry_json, verify_telemetry
 from control._service import _canonical
 from gateway import Reading
-from gateway._records import committed_reading
 from ledger_client._format import record_leaf, record_signing_bytes
 from ledger_client._signing import Signer
+from mrv_core._records import committed_reading
 
 _readings = st.lists(st.builds(
     lambda p, ts, v, u, q, seq: committed_reading(

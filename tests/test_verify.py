@@ -12,9 +12,9 @@ import pytest
 
 from config import load_config
 from gateway._daemon import run_daemon
-from gateway._metrics import Metrics
 from ledger_client import Bundle
 from ledger_client._verify import BundleError
+from mrv_core._metrics import Metrics
 from simulator import Provisioned
 from tests.support import proof_bundle, verify_checks
 

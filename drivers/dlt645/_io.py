@@ -21,10 +21,11 @@ import math
 import time
 from collections.abc import Callable
 
-from config._schema import Dlt645Bus, Dlt645Meter
 from drivers._errors import DeviceUnreachable, LinkDown
-from drivers._polling import LogLimiter, PointInfo, PollLoop, Sink
+from drivers._polling import LogLimiter, PointInfo, PollLoop
 from drivers._serial import SerialLine
+from drivers._source import Sink
+from drivers.dlt645._config import Dlt645Bus, Dlt645Meter
 from drivers.dlt645._frame import (
     PREAMBLE,
     Dlt645Error,
@@ -37,8 +38,7 @@ from drivers.dlt645._frame import (
     parse_frame,
     parse_read_reply,
 )
-from gateway._metrics import Metrics
-from gateway._records import Quality, Reading
+from mrv_core import Metrics, Quality, Reading
 
 log = logging.getLogger("mrv.drivers.dlt645")
 

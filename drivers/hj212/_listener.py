@@ -33,8 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from config._schema import Hj212Device, Hj212Point
-from drivers._polling import LogLimiter, PointInfo, Sink, StaleWatch
+from drivers._polling import LogLimiter, PointInfo, StaleWatch
+from drivers._source import Sink
+from drivers.hj212._config import Hj212Device, Hj212Point
 from drivers.hj212._frame import (
     VERSION_CODES,
     Hj212Error,
@@ -45,8 +46,7 @@ from drivers.hj212._frame import (
     needs_reply,
     parse_frame,
 )
-from gateway._metrics import Metrics
-from gateway._records import Quality, Reading
+from mrv_core import Metrics, Quality, Reading
 
 log = logging.getLogger("mrv.drivers.hj212")
 

@@ -6,7 +6,7 @@ NaN readings flagged DEVICE_FAULT ("D") for the points of that request, a "not i
 sentinel NaN flagged SENTINEL. Schedule, circuit breaker and health: `drivers._polling`.
 
 * TCP: one `ModbusTcpPoller` (one connection, one task) per device.
-* The connection and its lock are a `ModbusLink` (``_link.py``) that the control service
+* The connection and its lock are a `ModbusLink` (``drivers/_link.py``) that the control service
   shares when it writes to the same device or line: a poll holds the lock for all its
   requests, so a control write never lands between them.
 * RTU: one `ModbusRtuBusPoller` per serial port. Its units poll on their own schedules but share
@@ -30,15 +30,15 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 
-from config._schema import ModbusPoint, ModbusRtuBus, ModbusRtuUnit, ModbusTcpDevice
 from drivers._errors import DeviceUnreachable, LinkDown
-from drivers._polling import LogLimiter, PointInfo, PollLoop, Sink
+from drivers._link import ModbusLink, ModbusLinks
+from drivers._link import own_links as _links
+from drivers._polling import LogLimiter, PointInfo, PollLoop
+from drivers._source import Sink
+from drivers.modbus._config import ModbusPoint, ModbusRtuBus, ModbusRtuUnit, ModbusTcpDevice
 from drivers.modbus._decode import Decoder, compile_decoder, register_count
-from drivers.modbus._link import ModbusLink, ModbusLinks
-from drivers.modbus._link import own_links as _links
 from drivers.modbus._plan import BIT_TABLES, PointRef, ReadRequest, plan_reads
-from gateway._metrics import Metrics
-from gateway._records import Quality, Reading, new_reading
+from mrv_core import Metrics, Quality, Reading, new_reading
 
 log = logging.getLogger("mrv.drivers.modbus")
 

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from config._schema import MqttPoint
 from drivers._limits import TS_NS_MAX, TS_NS_MIN, TS_RANGE_TEXT, ts_in_range
-from gateway._bounded import json_depth
-from gateway._records import Reading
+from drivers.mqtt._config import MqttPoint
+from mrv_core import Reading, json_depth
 
 __all__ = ["MAX_JSON_DEPTH", "TS_NS_MAX", "TS_NS_MIN", "Mapping", "PayloadError", "compile_points",
            "json_depth", "lookup", "parse_json", "readings_from", "split_path", "to_ts_ns",

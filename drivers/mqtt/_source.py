@@ -6,8 +6,9 @@
 * Reconnects with capped exponential backoff (a loop around ``async with client`` on
   `aiomqtt.MqttError`); the device state is ``ok`` while connected, ``failing`` while not.
 * Acknowledgement point: paho's ``manual_ack`` is switched on, so a QoS 1 message is
-  acknowledged (PUBACK) only after its readings are committed: when the sink takes an
-  ``on_commit`` callback, from that callback; otherwise when the sink returns. PUBACKs go out in
+  acknowledged (PUBACK) only after its readings are committed: when the sink is an
+  acknowledging one (`drivers.Acknowledging`), from its ``on_commit`` callback; otherwise when
+  the sink returns. PUBACKs go out in
   the order the messages came in. A message whose connection is gone before its readings are
   committed is not acknowledged; the broker sends it again on the next session (at least once:
   the duplicate carries the same payload and, with a timestamp field, the same time).
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import time
 from collections import deque
@@ -31,28 +31,18 @@ from typing import Any
 
 import aiomqtt
 
-from config._schema import MqttDevice
-from drivers._polling import LogLimiter, PointInfo, Quarantine, Sink, StaleWatch
+from drivers._polling import LogLimiter, PointInfo, StaleWatch
+from drivers._source import AckSink, Quarantine, Sink, ack_sink_of
+from drivers.mqtt._config import MqttDevice
 from drivers.mqtt._paho import paho_client
 from drivers.mqtt._payload import PayloadError, compile_points, readings_from
-from gateway._aio import raise_if_cancelling
-from gateway._metrics import Metrics
-from gateway._records import Reading
-from gateway._tls import client_context
+from mrv_core import Metrics, Reading, client_context, raise_if_cancelling
 
 log = logging.getLogger("mrv.drivers.mqtt")
 
 #: Dead letters kept for refused messages, per source: at once, then per second.
 QUARANTINE_BURST = 60
 QUARANTINE_PER_S = 1.0
-
-
-def sink_takes_ack(sink: Callable[..., Any]) -> bool:
-    """True when ``sink`` accepts an ``on_commit`` keyword (the daemon's pipeline does)."""
-    try:
-        return "on_commit" in inspect.signature(sink).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
-        return False
 
 
 class _Acks:
@@ -103,7 +93,8 @@ class MqttSource:
         self.component = f"device:{dev.name}"
         self.mappings = compile_points(dev.points)
         self.filters = list(dict.fromkeys(p.topic for p in dev.points))
-        self.ack_via_sink = sink_takes_ack(sink)
+        #: an acknowledging sink (`Acknowledging`): PUBACK once the readings are committed
+        self.ack_sink: AckSink | None = ack_sink_of(sink)
         self.noise = LogLimiter(log)
         self.watch = (StaleWatch([PointInfo(p.id, p.unit) for p in dev.points], dev.stale_after_s,
                                  self.source, sink, metrics, now_ns=now_ns)
@@ -242,9 +233,8 @@ class MqttSource:
                                " letter: %s", self.name, e)
 
     async def _deliver(self, readings: list[Reading], ack: Callable[[], None]) -> None:
-        if self.ack_via_sink:
-            sink: Any = self.sink
-            await sink(readings, on_commit=ack)
+        if self.ack_sink is not None:
+            await self.ack_sink(readings, on_commit=ack)
         else:
             await self.sink(readings)
             ack()

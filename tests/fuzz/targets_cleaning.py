@@ -24,7 +24,7 @@ from cleaning._config import (
 )
 from cleaning._rules import wrap_i64
 from cleaning._stream import Cleaner
-from gateway._records import Quality, Reading
+from mrv_core._records import Quality, Reading
 from tests.fuzz import Target
 
 S = 1_000_000_000

@@ -25,7 +25,7 @@ from control._policy import (
     authorize,
 )
 from control._telemetry import telemetry_json, verify_telemetry
-from gateway._records import Reading
+from mrv_core._records import Reading
 from tests.fuzz import Target
 
 _VECTORS = json.loads((Path(__file__).resolve().parents[2] / "docs" / "vectors" /

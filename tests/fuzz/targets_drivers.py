@@ -52,7 +52,7 @@ from drivers.modbus._decode import (
     register_count,
 )
 from drivers.mqtt._payload import PayloadError, compile_points, readings_from
-from gateway._metrics import Metrics
+from mrv_core._metrics import Metrics
 from tests.fuzz import Target
 
 # --------------------------------------------------------------------------- MQTT

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 
-from gateway._records import AuditRecord, DerivedRecord, Reading, Record
 from ledger_client._format import (
     ZERO32,
     build_header,
@@ -22,6 +21,7 @@ from ledger_client._format import (
 )
 from ledger_client._signing import Signer, verify_signature
 from ledger_client._verify import Bundle, BundleError, parse_bundle, shown_values_check
+from mrv_core._records import AuditRecord, DerivedRecord, Reading, Record
 from tests.fuzz import Target
 
 _SIGNER = Signer(b"\x07" * 32)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 
-from gateway._mrvctl import parse_address, parse_amount, parse_hash, parse_time_ns, parse_wei
 from ledger_client._admin import AddressBookError, parse_address_book, validate_uscc
+from ledger_client._mrvctl import parse_address, parse_amount, parse_hash, parse_time_ns, parse_wei
 
 from . import Target
 

@@ -1,0 +1,81 @@
+"""The bottom layer (mrv_core): the supervisor stops a task on a `FatalError` and restarts it on
+any other error; the ledger's anchoring alarms are fatal; the base config model is strict."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from pydantic import ValidationError
+
+import mrv_core
+from ledger_client import (
+    AnchorConflict,
+    AnchorGap,
+    ChainRejected,
+    ChainRevert,
+    ChainUnavailable,
+    GatewayMismatch,
+    KeyFileError,
+    LedgerError,
+    OutboxError,
+)
+from mrv_core import FatalError, Metrics, StrictModel, supervise
+
+
+class Stop(FatalError):
+    pass
+
+
+async def test_supervise_restarts_after_an_error_and_stops_on_a_fatal_one() -> None:
+    calls = 0
+
+    async def task() -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise ConnectionError(f"flaky {calls}")
+        raise Stop("needs an operator")
+
+    m = Metrics()
+    await supervise("probe", task, m, initial_s=0.001, max_s=0.001)
+    assert calls == 3
+    assert m.counters["task_restarts"] == 2
+    state = m.components["probe"]
+    assert (state.state, state.detail) == ("alarm", "needs an operator")
+
+
+async def test_supervise_returns_when_the_task_finishes() -> None:
+    m = Metrics()
+    await supervise("done", _nothing, m)
+    assert m.counters["task_restarts"] == 0 and "done" not in m.components
+
+
+async def _nothing() -> None:
+    return None
+
+
+def test_the_anchoring_alarms_are_fatal_and_the_rest_are_not() -> None:
+    fatal = {AnchorConflict, AnchorGap, ChainRevert, GatewayMismatch}
+    for cls in (*fatal, ChainRejected, ChainUnavailable, KeyFileError, OutboxError):
+        assert issubclass(cls, LedgerError)
+        assert issubclass(cls, FatalError) == (cls in fatal), cls
+
+
+class _Probe(StrictModel):
+    x: float = 1.0
+
+
+@pytest.mark.parametrize("data", [{"x": math.nan}, {"x": math.inf}, {"y": 1}])
+def test_the_base_config_model_refuses_non_finite_numbers_and_unknown_keys(
+        data: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        _Probe.model_validate(data)
+    p = _Probe.model_validate({"x": 2.5})
+    with pytest.raises(ValidationError):
+        p.x = 3.0  # type: ignore[misc]  # frozen
+
+
+def test_the_bottom_layer_exports_what_it_declares() -> None:
+    for name in mrv_core.__all__:
+        assert getattr(mrv_core, name) is not None, name
