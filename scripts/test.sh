@@ -7,4 +7,4 @@ scripts/bootstrap.sh
 echo "== ruff";  .venv/bin/ruff check .
 echo "== mypy";  .venv/bin/mypy
 echo "== contracts"; node contracts/build.mjs --check
-echo "== pytest"; .venv/bin/python -m pytest "$@"
+echo "== pytest"; .venv/bin/python -m pytest -n "${MRV_TEST_WORKERS:-auto}" --dist loadfile "$@"
