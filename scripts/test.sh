@@ -8,4 +8,4 @@ echo "== ruff";  .venv/bin/ruff check .
 echo "== mypy";  .venv/bin/mypy
 echo "== layers"; .venv/bin/lint-imports
 echo "== contracts"; node contracts/build.mjs --check
-echo "== pytest"; .venv/bin/python -m pytest "$@"
+echo "== pytest"; .venv/bin/python -m pytest -n "${MRV_TEST_WORKERS:-auto}" --dist loadfile "$@"

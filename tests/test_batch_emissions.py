@@ -71,11 +71,25 @@ def test_config_errors(block: dict[str, object], fragment: str) -> None:
         PointEmissions.model_validate(block)
 
 
-async def test_batch_headers_carry_co2e_of_the_plant(gateway: Provisioned) -> None:
+async def test_batch_headers_carry_co2e_of_the_plant(gateway: Provisioned,
+                                                     request: pytest.FixtureRequest) -> None:
     cfg = load_config(gateway.config)
+    gas = request.getfixturevalue("plant").models[2]  # the gas meter the gateway polls
     stop, metrics = asyncio.Event(), Metrics()
     task = asyncio.create_task(run_daemon(cfg, stop=stop, metrics=metrics))
-    while metrics.counters["batches_anchored"] < 4 and not task.done():
+    # Scope 1 is there only once the gas register (0.1 Nm3 steps: one every ~3 s at 120 Nm3/h)
+    # has moved between two polls: wait for the volume to grow 0.1 Nm3 past its first poll,
+    # then for two more anchored batches to take that reading in (and at least 4 in all).
+    c, v0 = metrics.counters, gas.volume_nm3
+    first: float | None = None
+    anchored_after: int | None = None
+    while not task.done():
+        if first is None and gas.volume_nm3 != v0:
+            first = gas.volume_nm3  # polled once
+        if anchored_after is None and first is not None and gas.volume_nm3 - first >= 0.1:
+            anchored_after = c["batches_anchored"]
+        if anchored_after is not None and c["batches_anchored"] >= max(4, anchored_after + 2):
+            break
         await asyncio.sleep(0.05)
     stop.set()
     await task

@@ -274,17 +274,24 @@ async def test_heartbeat_keeps_the_plc_remote_and_silence_trips_its_watchdog(
     model = ActuatorModel(watchdog_s=1.5)
     async with harness(tmp_path, mosquitto.port, model=model) as h:
         assert (await h.send(make_command("60")))["status"] == "applied"
-        await asyncio.sleep(3.5)  # > watchdog: the heartbeat (every 0.2 s) keeps it remote
+        # Time passing beyond the watchdog IS the scenario; the wait ends on a condition: the
+        # PLC has seen enough heartbeats (every 0.2 s) to span more than the watchdog's 1.5 s.
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await h.wait_for(lambda: model.heartbeats >= 5 and loop.time() - t0 > 2.0)
         model.step()
         assert model.remote and model.vent == 60.0 and model.fallbacks == 0
-        assert model.heartbeats >= 5
         h.service.plant.close()
         run_tasks = [t for t in asyncio.all_tasks() if t.get_name() == "control:heartbeat"]
         for t in run_tasks:
             t.cancel()  # the gateway goes silent
-        await asyncio.sleep(3.0)
-        model.step()
-        assert not model.remote and model.fallbacks == 1
+
+        def fell_back() -> bool:
+            model.step()
+            return not model.remote
+
+        await h.wait_for(fell_back)  # the watchdog (1.5 s without a heartbeat change) trips
+        assert model.fallbacks == 1
         assert model.vent == model.local_vent  # the PLC is back on its own setpoint
         # in local mode the PLC ignores remote setpoints: the read-back shows it
         ack = await h.send(make_command("50"))
@@ -302,6 +309,7 @@ async def test_setpoint_lease_expires_to_the_fallback(tmp_path: Path,
          "max_step": 10, "rate_limit": {"max_writes": 20, "window_s": 60}}]}
     async with harness(tmp_path, mosquitto.port, extra=extra) as h:
         assert (await h.send(make_command("60")))["status"] == "applied"
+        # Time passing is the scenario here: renew at 2 s of a 3 s lease, then look at 3.8 s.
         await asyncio.sleep(2.0)
         assert (await h.send(make_command("61")))["status"] == "applied"  # renews
         await asyncio.sleep(1.8)  # past the first lease's end, 1.2 s before the renewed one
@@ -322,6 +330,21 @@ def _reading(point: str, value: float, seq: int, quality: int = 0, unit: str = "
                    source="modbus_tcp:plc", quality=quality, seq=seq, gateway_id=GW)
 
 
+def _count_samples(h: Any, rule: str) -> list[int]:
+    """Count the readings the rules task has finished with (``rule``: "leak" or "trim"): a
+    test waits for the count instead of sleeping before it checks that nothing happened."""
+    rules = h.service.rules
+    real = getattr(rules, f"_{rule}_sample")
+    done = [0]
+
+    async def counted(r: Reading, valid: bool) -> None:
+        await real(r, valid)
+        done[0] += 1
+
+    setattr(rules, f"_{rule}_sample", counted)
+    return done
+
+
 LEAK_RULES = {"rules": {"leak": {"gas_point": "room.gas_lel", "threshold": 20, "samples": 3,
                                  "clear_below": 10, "clear_samples": 2,
                                  "vent_point": "vent.opening", "safe_opening": 100}}}
@@ -332,11 +355,12 @@ async def test_leak_rule_opens_the_vent_and_refuses_closing_until_clear(
     async with harness(tmp_path, mosquitto.port, extra=LEAK_RULES,
                        reading_points=["room.gas_lel"]) as h:
         assert (await h.send(make_command("60")))["status"] == "applied"
+        samples = _count_samples(h, "leak")
         seq = 0
         for v in (25.0, 30.0, math.nan, 5.0, 25.0, 26.0):  # NaN and a dip: not yet
             seq += 1
             h.service.on_readings([_reading("room.gas_lel", v, seq)])
-        await asyncio.sleep(0.3)
+        await h.wait_for(lambda: samples[0] == 6)  # all six handled by the rule
         assert h.alarms == [] and h.model.vent == 60.0
         seq += 1
         h.service.on_readings([_reading("room.gas_lel", 27.0, seq)])
@@ -367,18 +391,19 @@ async def test_combustion_trim_follows_o2_and_wins_over_remote(tmp_path: Path,
     async with harness(tmp_path, mosquitto.port, extra=extra,
                        reading_points=["boiler.flue_o2"]) as h:
         assert h.model.damper == 45.0
+        samples = _count_samples(h, "trim")
         h.service.on_readings([_reading("boiler.flue_o2", 1.5, 1, unit="%")])
         await h.wait_for(lambda: h.model.damper == 47.0)
         # O2 low: a remote command to reduce air is refused while it lasts
         ack = await h.send(make_command("44", point="burner.air_damper",
                                         approvers=(("auditor", AUDITOR),)))
         assert (ack["status"], ack["reason"]) == ("rejected", "local-rule-active"), ack
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.25)  # the scenario: past the rule's 0.2 s trim interval
         h.service.on_readings([_reading("boiler.flue_o2", 6.0, 2, unit="%")])
         await h.wait_for(lambda: h.model.damper == 45.0)
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.25)  # as above: a trim would be allowed again
         h.service.on_readings([_reading("boiler.flue_o2", 3.5, 3, unit="%")])  # in band
-        await asyncio.sleep(0.3)
+        await h.wait_for(lambda: samples[0] == 3)  # handled: no trim
         assert h.model.damper == 45.0
         ack = await h.send(make_command("44", point="burner.air_damper",
                                         approvers=(("auditor", AUDITOR),)))
@@ -386,7 +411,7 @@ async def test_combustion_trim_follows_o2_and_wins_over_remote(tmp_path: Path,
         # invalid readings do nothing
         h.service.on_readings([_reading("boiler.flue_o2", 0.5, 4, unit="%",
                                         quality=int(Quality.COMM_FAULT))])
-        await asyncio.sleep(0.3)
+        await h.wait_for(lambda: samples[0] == 4)
         assert h.model.damper == 44.0
         trims = _audits(await h.audit(), "local-rule", "combustion")
         assert [(a["previous"], a["value"]) for a in trims] == [(45.0, 47.0), (47.0, 45.0)]

@@ -55,7 +55,7 @@ async def assert_consistent(p: Provisioned) -> int:
 async def _finish(gp: type[GatewayProcess], p: Provisioned, tmp: Path, run_s: float = 2.0) -> None:
     """Restart cleanly, run a little, stop with SIGTERM (which anchors what is left)."""
     g = gp(p.config, tmp / "gateway.log").start()
-    await asyncio.sleep(run_s)
+    await asyncio.sleep(run_s)  # the scenario: a running gateway, then a clean stop
     assert g.terminate() == 0
     # the `run` command's daemon, alone in its process, freezes its startup objects
     log = (tmp / "gateway.log").read_text()
@@ -91,7 +91,7 @@ async def test_kill9_at_random_moments(gateway: Provisioned, tmp_path: Path,
     rnd = random.Random(os.environ.get("MRV_TEST_SEED", "7"))
     for _ in range(4):
         g = gateway_process(gateway.config, tmp_path / "gateway.log").start()
-        await asyncio.sleep(rnd.uniform(1.0, 3.0))
+        await asyncio.sleep(rnd.uniform(1.0, 3.0))  # the random moment is the scenario
         g.kill9()
     await _finish(gateway_process, gateway, tmp_path)
     await assert_consistent(gateway)

@@ -89,7 +89,7 @@ async def test_silent_meter_is_a_gap_and_does_not_stall_the_other(line: Dlt645Li
     p = Dlt645BusPoller(bus(line.path), sink, m)
     task = asyncio.create_task(p.run())
     try:
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(2.5)  # the scenario: rates over a 2.5 s window (see the asserts)
         aux, main = p.loop_of("aux-meter"), p.loop_of("main-meter")
         assert aux.polls >= 0.8 * 2.5 / 0.25 and aux.missed <= 1
         assert all(r.quality == 0 for r in sink.of("aux.energy"))

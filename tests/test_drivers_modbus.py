@@ -19,11 +19,15 @@ from simulator import PATTERN_POINTS, ElectricityMeter, ModbusPlant, PatternDevi
 from .support import Collector, until
 
 
-async def run_for(coro_fn: Callable[[], Any], seconds: float) -> None:
+async def run_until(coro_fn: Callable[[], Any], cond: Callable[[], Any],
+                    timeout: float = 10.0) -> None:
+    """Run ``coro_fn()`` until ``cond()`` holds (failing after ``timeout``), then stop it."""
     task = asyncio.create_task(coro_fn())
-    await asyncio.sleep(seconds)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    try:
+        await until(lambda: bool(cond()), timeout)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def pattern_points() -> list[dict[str, Any]]:
@@ -70,7 +74,7 @@ async def test_every_type_order_and_table_over_tcp(pattern_plant: ModbusPlant) -
     # 88 holding registers in one read, the input pair, the coils, the discrete inputs
     assert [(r.table, r.address, r.count) for r in p.plan] == [
         ("holding", 0, 88), ("input", 0, 3), ("coil", 0, 15), ("discrete", 0, 15)]
-    await run_for(p.run, 0.25)
+    await run_until(p.run, lambda: p.polls >= 2)
     assert p.polls >= 2
     check_pattern(sink.readings[:len(PATTERN_POINTS)])
 
@@ -85,7 +89,7 @@ async def test_scale_offset_and_gap_coalescing(pattern_plant: ModbusPlant) -> No
     p = ModbusTcpPoller(dev, sink, m)
     assert [(r.address, r.count) for r in p.plan] == [(4, 6)]  # gap of 3 bridged
     assert len(ModbusTcpPoller(tcp_device(pattern_plant.port, points=pts), sink, m).plan) == 2
-    await run_for(p.run, 0.15)
+    await run_until(p.run, lambda: sink.of("a") and sink.of("b"))
     assert sink.of("a")[0].value == pytest.approx(54321 * 0.01 - 1)
     assert sink.of("b")[0].value == -123_456_789
 
@@ -101,7 +105,7 @@ async def test_breaker_opens_emits_gaps_at_poll_rate_probes_at_backoff_and_close
     p = ModbusTcpPoller(dev, sink, m)
     task = asyncio.create_task(p.run())
     try:
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(2.0)  # the scenario: rates over a 2 s window (see the asserts)
         loop = p.loop
         assert loop.breaker_open and loop.breaker_opened == 1
         # probes at 0.4 then 0.8 s after the breaker opened: a handful of attempts, not 40
@@ -145,7 +149,7 @@ async def test_exception_responses_mark_the_device_failing_without_the_breaker(
     pattern_plant.models[1].faults.exception = 2
     sink, m = Collector(), Metrics()
     p = ModbusTcpPoller(tcp_device(pattern_plant.port, breaker_failures=1), sink, m)
-    await run_for(p.run, 0.35)
+    await run_until(p.run, lambda: p.polls >= 3)  # one failure would open it
     assert sink.readings and all(r.quality == Quality.DEVICE_FAULT for r in sink.readings)
     assert not p.loop.breaker_open and p.loop.attempts == p.polls
     assert m.component("device:pattern").state == "failing"
@@ -180,7 +184,7 @@ async def test_every_type_order_and_table_over_rtu() -> None:
         bus = rtu_bus(line.path, [{"name": "pattern", "unit_id": 7, "interval_s": 0.1,
                                    "timeout_s": 0.3, "points": pattern_points()}])
         p = ModbusRtuBusPoller(bus, sink, m)
-        await run_for(p.run, 0.3)
+        await run_until(p.run, lambda: p.loop_of("pattern").polls >= 2)
         assert p.loop_of("pattern").polls >= 2
         check_pattern(sink.readings[:len(PATTERN_POINTS)])
         assert all(r.source == "modbus_rtu:rs485-1/pattern" for r in sink.readings)
@@ -196,7 +200,7 @@ async def test_rtu_silent_unit_does_not_stall_the_line() -> None:
         p = ModbusRtuBusPoller(bus, sink, m)
         task = asyncio.create_task(p.run())
         try:
-            await asyncio.sleep(3.0)
+            await asyncio.sleep(3.0)  # the scenario: rates over a 3 s window
             for name in ("u1", "u3"):
                 loop = p.loop_of(name)
                 assert loop.polls >= 0.8 * 3.0 / 0.2 and loop.missed <= 1, (name, loop.polls)
@@ -244,7 +248,7 @@ async def test_rtu_port_that_does_not_exist_is_a_flagged_gap(tmp_path: Any) -> N
     sink, m = Collector(), Metrics()
     bus = rtu_bus(str(tmp_path / "ttyUSB9"), [meter_unit("u1", 1, interval_s=0.1)])
     p = ModbusRtuBusPoller(bus, sink, m)
-    await run_for(p.run, 0.5)
+    await run_until(p.run, lambda: sink.readings and m.component("device:u1").detail)
     assert sink.readings and all(r.quality == Quality.COMM_FAULT for r in sink.readings)
     assert "serial port" in m.component("device:u1").detail or "breaker" in m.component(
         "device:u1").detail

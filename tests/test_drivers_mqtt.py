@@ -242,8 +242,11 @@ async def test_messages_are_acknowledged_only_after_commit(mosquitto: Mosquitto)
     first = HoldingSink()
     src = MqttSource(dev, Acknowledging(first), Metrics())
     task = asyncio.create_task(src.run())
-    await until(lambda: src.connects == 1 and src.acks is not None)
-    await asyncio.sleep(0.2)  # subscribed
+    m = src.metrics
+    # subscribed: the source marks its device "ok" once the broker's SUBACK is in
+    await until(lambda: src.connects == 1 and src.acks is not None
+                and m.components.get(src.component) is not None
+                and m.components[src.component].state == "ok")
     await _publish(mosquitto.port, [1, 2, 3, 4])
     await until(lambda: len(first.readings) == 4)
     first.pending[0]()  # only the first reading is committed; 2-4 are not
@@ -253,18 +256,21 @@ async def test_messages_are_acknowledged_only_after_commit(mosquitto: Mosquitto)
     await asyncio.gather(task, return_exceptions=True)
     # Reconnecting within a millisecond can make Mosquitto take the session over before it has
     # read the old connection's last PUBACKs; a real restart takes longer than this pause.
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # the scenario: the gateway is down for a moment (see above)
 
     second = HoldingSink()
     src2 = MqttSource(dev, Acknowledging(second), Metrics())  # same client id: the broker kept the session
     task2 = asyncio.create_task(src2.run())
     try:
         await until(lambda: len(second.readings) >= 3)
-        await asyncio.sleep(0.3)
-        assert sorted(r.value for r in second.readings) == [2.0, 3.0, 4.0]  # redelivered
+        # A marker published now reaches the subscriber after every redelivery (the broker
+        # delivers in order): once it is in, nothing else is still on its way.
+        await _publish(mosquitto.port, [9])
+        await until(lambda: 9.0 in [r.value for r in second.readings])
+        assert sorted(r.value for r in second.readings) == [2.0, 3.0, 4.0, 9.0]  # redelivered
         for cb in second.pending:
             cb()
-        assert src2.acks is not None and src2.acks.sent == 3
+        assert src2.acks is not None and src2.acks.sent == 4
     finally:
         task2.cancel()
         await asyncio.gather(task2, return_exceptions=True)
@@ -277,8 +283,9 @@ async def test_messages_are_acknowledged_only_after_commit(mosquitto: Mosquitto)
         await until(lambda: src3.connects == 1)
         await _publish(mosquitto.port, [5])
         await until(lambda: len(third.readings) >= 1)
-        await asyncio.sleep(0.3)
-        assert [r.value for r in third.readings] == [5.0]  # 2-4 were acknowledged: not again
+        await _publish(mosquitto.port, [6])  # a marker, as above
+        await until(lambda: 6.0 in [r.value for r in third.readings])
+        assert [r.value for r in third.readings] == [5.0, 6.0]  # 2-4 were acked: not again
     finally:
         task3.cancel()
         await asyncio.gather(task3, return_exceptions=True)
@@ -290,10 +297,12 @@ async def test_the_daemon_pipeline_acknowledges_only_after_the_outbox_commit() -
     class SlowOutbox:
         def __init__(self) -> None:
             self.release = asyncio.Event()
+            self.entered = asyncio.Event()
             self.rows: list[Reading] = []
 
         async def append_quarantining(self, rs: list[Reading], *, now_ns: int
                                       ) -> tuple[list[Reading], None, list[object]]:
+            self.entered.set()
             await self.release.wait()
             self.rows += rs
             return rs, None, []
@@ -312,7 +321,7 @@ async def test_the_daemon_pipeline_acknowledges_only_after_the_outbox_commit() -
         await pipe.submit([r], on_commit=lambda: acked.append(1))
         await pipe.submit([r])
         await pipe.submit([r], on_commit=lambda: acked.append(3))
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(outbox.entered.wait(), 2)  # the writer is in the commit
         assert acked == [] and outbox.rows == []  # handed over, not committed: no ack yet
         outbox.release.set()
         await until(lambda: acked == [1, 3], 2)

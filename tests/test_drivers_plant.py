@@ -157,6 +157,7 @@ async def test_plant_with_every_driver_and_every_fault(mosquitto: Mosquitto) -> 
     loop = asyncio.get_running_loop()
     try:
         t_start = loop.time()
+        # the sleeps below ARE the scenario: a plant running, faults lasting, recovery time
         await asyncio.sleep(WARMUP_S)
 
         # ---- the fault window

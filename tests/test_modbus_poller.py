@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Callable
 
 import pytest
 
@@ -30,6 +31,12 @@ class Collector:
 
     def flags(self) -> list[int]:
         return [r.quality for r in self.readings]
+
+
+async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    from .support import until as _until
+
+    await _until(cond, timeout)
 
 
 async def _run(poller: object, seconds: float) -> None:
@@ -67,14 +74,14 @@ async def test_device_down_flags_gaps_and_recovers(plant: ModbusPlant,
     p = ModbusTcpPoller(_device(plant.port, backoff_initial_s=0.2, backoff_max_s=0.4), sink, m)
     caplog.set_level(logging.INFO, logger="mrv.drivers.modbus")
     task = asyncio.create_task(p.run())
-    await asyncio.sleep(0.35)
+    await until(lambda: p.polls >= 2 and m.component("device:feeder-meter").state == "ok")
     await plant.stop()  # the meter's server goes away
-    await asyncio.sleep(0.8)
-    assert m.component("device:feeder-meter").state == "failing"
+    await until(lambda: m.component("device:feeder-meter").state == "failing")
     gaps = [r for r in sink.readings if r.quality & Quality.COMM_FAULT]
     assert gaps and all(math.isnan(r.value) for r in gaps)
     await plant.start()  # same port
-    await asyncio.sleep(0.8)
+    await until(lambda: m.component("device:feeder-meter").state == "ok"
+                and sink.readings[-1].quality == 0)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert m.component("device:feeder-meter").state == "ok"

@@ -91,6 +91,8 @@ async def test_refused_connections_are_reported_and_retried(
     task = await _run_source(src)
     try:
         await until(lambda: m.counters["mqtt_disconnects"] >= 1 or src.connects > 0, 30)
+        # a moment for a crash after the refusal to show (a second refusal would take another
+        # connect timeout, ~10 s, so the test does not wait for one)
         await asyncio.sleep(0.3)
         assert not task.done()  # still trying, not crashed
     finally:
