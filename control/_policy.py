@@ -189,8 +189,9 @@ def representable(value: str, p: PointPolicy) -> str | None:
     in exact decimal arithmetic, and the write path's ``round((value - offset) / scale)``
     gives that same k (so a 17-digit value beyond a float's precision is refused too). Float
     registers (``float_type``): the value written, read back as a number, must round to
-    ``value`` at ``value``'s own number of decimals (``"46.0000001"`` is refused on a
-    float32, whose nearest value is 46). Nothing is ever rounded silently."""
+    ``value`` at ``value``'s own number of decimals, strictly closer to it than half a unit of
+    its last decimal (``"46.0000001"`` is refused on a float32, whose nearest value is 46; so is
+    ``"2000000.3"``, read back as 2000000.25, a tie). Nothing is ever rounded silently."""
     d = Decimal(value)
     if p.resolution is not None:
         with localcontext() as ctx:
@@ -212,7 +213,8 @@ def representable(value: str, p: PointPolicy) -> str | None:
         return f"{value} does not fit a {p.float_type} register"
     exponent = d.as_tuple().exponent
     places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
-    if not math.isfinite(written) or abs(Decimal(written) - d) > Decimal(5).scaleb(-places - 1):
+    # (a read-back exactly half a unit of the last decimal away rounds either way: refused)
+    if not math.isfinite(written) or abs(Decimal(written) - d) >= Decimal(5).scaleb(-places - 1):
         return (f"{value} is not representable in a {p.float_type} register: it would be "
                 f"written as {written!r}")
     return None
