@@ -250,14 +250,16 @@ class PointCleaner:
         self._flat = None
         self._counter = None
 
-    def history_needed(self) -> tuple[int, int | None, bool] | None:
+    def history_needed(self) -> tuple[int, float | None, bool] | None:
         """How much of this point's latest committed readings `resume` needs to restore the
-        trailing state exactly: ``(count, duration_ns, newest_ts)``, i.e. back to the reading
+        trailing state exactly: ``(count, run_tolerance, newest_ts)``, i.e. back to the reading
         that makes ``count`` readings eligible for the value checks (`resume_eligible`); for a
-        flatline check by duration, back to an eligible one ``duration_ns`` older than the
-        newest; with ``newest_ts`` (a timestamp check), back to a reading that set the newest
-        timestamp seen (`sets_newest_ts`); at least one reading in any case. None when the
-        checks keep no state."""
+        flatline check by duration (``run_tolerance``: its tolerance), back to the start of the
+        current flat run (an eligible reading that the next eligible one does not continue):
+        the run's first sample, in arrival order, is what its duration is measured from,
+        whatever the timestamps; with ``newest_ts`` (a timestamp check), back to a reading that
+        set the newest timestamp seen (`sets_newest_ts`); at least one reading in any case.
+        None when the checks keep no state."""
         c = self._config
         newest_ts = c.timestamps is not None
         if not (self._value_checks or newest_ts or c.duplicates):
@@ -271,7 +273,7 @@ class PointCleaner:
             count = max(count, c.flatline.count)
         if c.counter is not None:
             count = max(count, 16)  # a glitch pending from before the history is not seen
-        return count, self._flat_duration_ns, newest_ts
+        return count, None if self._flat_duration_ns is None else self._flat_tol, newest_ts
 
     def resume(self, ts_ns: ArrayLike, values: ArrayLike, quality: ArrayLike) -> None:
         """Restore the trailing state from this point's committed readings, as the outbox
@@ -515,17 +517,17 @@ def sets_newest_ts(quality: int) -> bool:
 class ResumeHistory:
     """Collects, newest first, the committed readings each point's `PointCleaner.resume`
     needs (`Cleaner.history_needed`): for each point, at least one reading, readings back to
-    the one that makes ``count`` eligible readings, with a duration, back to an eligible
-    reading at least ``duration_ns`` older than the newest eligible one, and with
+    the one that makes ``count`` eligible readings, with a flatline by duration, back to an
+    eligible reading that the next eligible one does not continue (the run's start), and with
     ``newest_ts``, back to a reading that set the newest timestamp (`sets_newest_ts`). Pure:
     the caller reads the outbox."""
 
     __slots__ = ("_needs", "_open", "_rows")
 
-    def __init__(self, needs: Mapping[str, tuple[int, int | None, bool]]) -> None:
+    def __init__(self, needs: Mapping[str, tuple[int, float | None, bool]]) -> None:
         self._needs = dict(needs)
-        # point -> [ts list, values, quality, eligible count, newest eligible ts, value checks
-        # done, timestamp check done]
+        # point -> [ts list, values, quality, eligible count, the last (newer) eligible value,
+        # value checks done, timestamp check done]
         self._rows: dict[str, list[Any]] = {}
         self._open = set(self._needs)
 
@@ -544,14 +546,15 @@ class ResumeHistory:
         st[0].append(ts_ns)
         st[1].append(value)
         st[2].append(quality)
-        eligible = resume_eligible(value, quality)
-        if eligible:
+        count, run_tol, newest_ts = self._needs[point_id]
+        run_broken = False
+        if resume_eligible(value, quality):
             st[3] += 1
-            if st[4] is None:
-                st[4] = ts_ns
-        count, duration, newest_ts = self._needs[point_id]
-        if not st[5] and st[3] >= count and (
-                duration is None or (eligible and ts_ns <= st[4] - duration)):
+            newer = st[4]
+            run_broken = (run_tol is not None and newer is not None
+                          and not flat_continues(value, newer, run_tol))
+            st[4] = value
+        if not st[5] and st[3] >= count and (run_tol is None or run_broken):
             st[5] = True  # the value checks have what they need
         if not st[6] and (not newest_ts or sets_newest_ts(quality)):
             st[6] = True  # the timestamp check has what it needs
@@ -587,7 +590,7 @@ class Cleaner:
     def point(self, point_id: str) -> PointCleaner | None:
         return self._points.get(point_id)
 
-    def history_needed(self) -> dict[str, tuple[int, int | None, bool]]:
+    def history_needed(self) -> dict[str, tuple[int, float | None, bool]]:
         """`PointCleaner.history_needed` of every point whose checks keep state."""
         out = {pid: pc.history_needed() for pid, pc in self._points.items()}
         return {pid: need for pid, need in out.items() if need is not None}

@@ -80,6 +80,13 @@ def test_counter_resumed_from_every_committed_reading(
 @example(stream=([T0 + S] * 18 + [T0] * 6, [1.0] * 24, [0] * 24),
          cfg=ChecksConfig(timestamps=TimestampCheck(max_future_s=30.0), duplicates=False),
          now=T0, cut=19)
+# Found in a parallel run: a flatline by duration (1 s), equal values at T0, T0, T0 - 1 s, T0...,
+# a restart after 4. The history stopped at the reading 1 s older than the newest and took it
+# for the run's start; the run started at the first T0 (arrival order), so the resumed cleaner
+# flagged FLATLINE where the one that never stopped does not.
+@example(stream=([T0, T0, T0 - S] + [T0] * 13, [0.0] * 16, [0] * 16),
+         cfg=ChecksConfig(flatline=FlatlineCheck(duration_s=1.0), duplicates=False),
+         now=T0, cut=4)
 @FAST
 @given(analog_streams(), configs(), NOW, st.integers(0, 100))
 def test_resumed_from_the_history_it_asks_for(
@@ -111,7 +118,7 @@ def test_history_needed_and_collection() -> None:
                                              "duplicates": False})
     c = Cleaner({"s": spike, "f": flat, "t": ts_only, "r": stateless})
     needs = c.history_needed()
-    assert needs == {"s": (4, None, False), "f": (1, 10 * S, False), "t": (0, None, True)}
+    assert needs == {"s": (4, None, False), "f": (1, 0.0, False), "t": (0, None, True)}
     rh = ResumeHistory(needs)
     bad = int(Quality.COMM_FAULT)
     # newest first: spike needs 4 eligible readings (the invalid one does not count)
@@ -121,11 +128,11 @@ def test_history_needed_and_collection() -> None:
     rh.add("s", T0 - 5 * S, 5.0, int(Quality.SPIKE))  # flagged by a value check: eligible
     rh.add("s", T0 - 6 * S, 6.0, 0)  # not taken: "s" is complete
     rh.add("t", T0, math.nan, bad)  # one reading of any kind
-    for i in range(12):
+    for i in range(12):  # a flat run by duration: back to its start, whatever the times
         rh.add("f", T0 - i * S, 1.0, 0)
-        assert rh.done is (i == 10)  # an eligible reading 10 s older than the newest
-        if rh.done:
-            break
+        assert not rh.done
+    rh.add("f", T0 - 12 * S, 2.0, 0)  # does not continue the run: the run starts after it
+    assert rh.done
     rh.add("r", T0, 1.0, 0)  # stateless: ignored
     h = rh.history()
     assert sorted(h) == ["f", "s", "t"]
@@ -133,7 +140,7 @@ def test_history_needed_and_collection() -> None:
     assert h["s"][2] == [int(Quality.SPIKE), 0, bad, 0, bad, 0]
     assert h["s"][1][:4] == [5.0, 4.0, 3.0, 2.0] and math.isnan(h["s"][1][4])
     assert h["s"][1][5] == 1.0
-    assert len(h["f"][0]) == 11 and h["t"] == ([T0], h["t"][1], [bad])
+    assert len(h["f"][0]) == 13 and h["f"][1][0] == 2.0 and h["t"] == ([T0], h["t"][1], [bad])
     assert c.resume(h) == 3
     assert resume_eligible(1.0, int(Quality.FLATLINE)) and not resume_eligible(math.inf, 0)
     assert not resume_eligible(1.0, int(Quality.RANGE))
