@@ -146,14 +146,19 @@ async def test_refused_commands_are_nacked_with_reason_and_write_nothing(
         assert h.metrics.counters["control_rejected_bad_signature"] == 2
 
 
-async def test_rate_limit(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    extra = {"points": [
+def _vent_rate_limited(*, max_writes: int, window_s: int) -> dict[str, Any]:
+    """The two points, the vent's writes limited to ``max_writes`` per ``window_s``."""
+    return {"points": [
         {"id": "vent.opening", "device": "boiler-room-plc", "address": 0, "type": "uint16",
          "scale": 0.1, "unit": "%", "min": 0, "max": 100, "max_step": 50,
-         "rate_limit": {"max_writes": 2, "window_s": 30}},
+         "rate_limit": {"max_writes": max_writes, "window_s": window_s}},
         {"id": "burner.air_damper", "device": "boiler-room-plc", "address": 2,
          "type": "float32", "word_order": "CDAB", "unit": "%", "min": 20, "max": 80,
          "max_step": 10, "rate_limit": {"max_writes": 20, "window_s": 60}}]}
+
+
+async def test_rate_limit(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    extra = _vent_rate_limited(max_writes=2, window_s=30)
     async with harness(tmp_path, mosquitto.port, extra=extra) as h:
         assert (await h.send(make_command("25")))["status"] == "applied"
         assert (await h.send(make_command("30")))["status"] == "applied"
@@ -180,13 +185,7 @@ class ShiftedClock:
 async def test_a_rate_window_lapses_on_the_service_clock(tmp_path: Path,
                                                          mosquitto: Mosquitto) -> None:
     """Time is injected: the window passes on the service's clock, not by waiting 30 s."""
-    extra = {"points": [
-        {"id": "vent.opening", "device": "boiler-room-plc", "address": 0, "type": "uint16",
-         "scale": 0.1, "unit": "%", "min": 0, "max": 100, "max_step": 50,
-         "rate_limit": {"max_writes": 2, "window_s": 30}},
-        {"id": "burner.air_damper", "device": "boiler-room-plc", "address": 2,
-         "type": "float32", "word_order": "CDAB", "unit": "%", "min": 20, "max": 80,
-         "max_step": 10, "rate_limit": {"max_writes": 20, "window_s": 60}}]}
+    extra = _vent_rate_limited(max_writes=2, window_s=30)
     shifted = ShiftedClock()
     async with harness(tmp_path, mosquitto.port, extra=extra,
                        clock=Clock(now_ns=shifted.now_ns)) as h:
@@ -573,13 +572,7 @@ async def test_a_leak_hold_survives_a_restart(tmp_path: Path, mosquitto: Mosquit
 async def test_the_rate_limit_window_survives_a_restart(tmp_path: Path,
                                                         mosquitto: Mosquitto) -> None:
     """Item 5: after a restart, a write beyond the limit within the window was applied."""
-    extra = {"points": [
-        {"id": "vent.opening", "device": "boiler-room-plc", "address": 0, "type": "uint16",
-         "scale": 0.1, "unit": "%", "min": 0, "max": 100, "max_step": 50,
-         "rate_limit": {"max_writes": 3, "window_s": 600}},
-        {"id": "burner.air_damper", "device": "boiler-room-plc", "address": 2,
-         "type": "float32", "word_order": "CDAB", "unit": "%", "min": 20, "max": 80,
-         "max_step": 10, "rate_limit": {"max_writes": 20, "window_s": 60}}]}
+    extra = _vent_rate_limited(max_writes=3, window_s=600)
     model = ActuatorModel()
     async with harness(tmp_path, mosquitto.port, model=model, extra=extra) as h:
         for value in ("25", "30"):
