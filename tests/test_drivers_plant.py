@@ -205,12 +205,14 @@ async def test_plant_with_every_driver_and_every_fault(mosquitto: Mosquitto) -> 
     for n in healthy:
         lp = tcp[n].loop
         assert lp.polls >= 0.8 * expected, (n, lp.polls, expected)
-        assert lp.attempts == lp.polls and lp.failures == 0
+        # every ask was answered; the one ask cancelled in flight at shutdown is no poll
+        assert lp.polls <= lp.attempts <= lp.polls + 1 and lp.failures == 0, (n, lp.attempts)
         for p in tcp[n].points:
             assert all(r.quality == 0 for r in sink.by_point[p.id]), n
     for n in ("rtu1", "rtu3"):
         lp = rtu_src.loop_of(n)
-        assert lp.polls >= 0.8 * expected and lp.attempts == lp.polls, (n, lp.polls)
+        assert lp.polls >= 0.8 * expected, (n, lp.polls)
+        assert lp.polls <= lp.attempts <= lp.polls + 1, (n, lp.attempts)
         assert all(r.quality == 0 for r in sink.by_point[f"{n}.energy"])
     # flaky connections: reconnected, at most a few gaps, and the rate held
     for u in range(1, 11):
