@@ -6,10 +6,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from config._schema import DRIVER_MODELS, Config
 
@@ -86,11 +86,11 @@ class _Tree:
         return line
 
 
-def _allowed_keys(loc: Sequence[int | str]) -> list[str]:
+def _allowed_keys(loc: Sequence[int | str], root: Any = None) -> list[str]:
     """Field names of the model that owns ``loc``'s parent, for 'unknown key' messages."""
     from pydantic import BaseModel
 
-    model: Any = Config
+    model: Any = Config if root is None else root
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
@@ -123,11 +123,11 @@ def _unwrap_model(ann: Any) -> Any:
     return None
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: dict[str, Any], root: Any = None) -> str:
     kind = err["type"]
     loc = err["loc"]
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc)
+        allowed = _allowed_keys(loc, root)
         hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
         return f"unknown key{hint}"
     if kind == "missing":
@@ -342,6 +342,19 @@ _MERGE_KEY = _MergeKey()
 
 def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None = None) -> Config:
     """Validate YAML ``text``; relative paths are resolved against ``base_dir``."""
+    cfg = parse_yaml_model(text, Config, source=source, base_dir=base_dir)
+    if base_dir is not None:
+        cfg = _resolve_paths(cfg, base_dir)
+    return cfg
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_yaml_model(text: str, model: type[M], *, source: str = "<config>",
+                     base_dir: Path | None = None) -> M:
+    """YAML ``text`` validated as ``model``, with the limits and the messages (YAML path and
+    line) of the gateway's config: for any other YAML file of the project (the portal's)."""
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(source, [ConfigIssue("", None, _too_long("characters"))])
     builder = _EventBuilder(text)
@@ -363,20 +376,19 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         raise ConfigError(source, [ConfigIssue("", 1, "expected a mapping at the top level")])
     try:
         # with a base folder (a config file), TLS files are resolved against it and read
-        cfg = Config.model_validate(data, context={"base_dir": base_dir})
+        cfg = model.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as e:
         tree = _Tree(yaml.compose(text, Loader=_Loader))  # only now: to put errors on lines
         issues = []
         errors = e.errors()
         for err in errors[:MAX_ISSUES]:
             loc = _clean_loc(err["loc"])
-            issues.append(ConfigIssue(_fmt_path(loc), tree.line_of(loc), _message(dict(err))))
+            issues.append(ConfigIssue(_fmt_path(loc), tree.line_of(loc),
+                                      _message(dict(err), model)))
         if len(errors) > MAX_ISSUES:
             issues.append(ConfigIssue("", None, f"... and {len(errors) - MAX_ISSUES:,} more "
                                                 "problem(s) not shown"))
         raise ConfigError(source, issues) from None
-    if base_dir is not None:
-        cfg = _resolve_paths(cfg, base_dir)
     return cfg
 
 
@@ -401,13 +413,30 @@ def _too_long(what: str) -> str:
 
 
 def load_config(path: Path | str) -> Config:
+    raw, p = _read_bounded(path)
+    return parse_config_bytes(raw, source=str(p), base_dir=p.resolve().parent)
+
+
+def load_yaml_model(path: Path | str, model: type[M]) -> M:
+    """A YAML file validated as ``model`` (size checked before parsing, then as a config)."""
+    raw, p = _read_bounded(path)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(str(p), [ConfigIssue("", None, _too_long("bytes"))])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(p), [ConfigIssue("", None, f"not UTF-8 text: {e.reason}")]) from None
+    return parse_yaml_model(text, model, source=str(p), base_dir=p.resolve().parent)
+
+
+def _read_bounded(path: Path | str) -> tuple[bytes, Path]:
     p = Path(path)
     try:
         with p.open("rb") as f:
             raw = f.read(MAX_CONFIG_BYTES + 1)  # never more: the size is checked before parsing
     except OSError as e:
         raise ConfigError(str(p), [ConfigIssue("", None, f"cannot read: {e.strerror}")]) from None
-    return parse_config_bytes(raw, source=str(p), base_dir=p.resolve().parent)
+    return raw, p
 
 
 def parse_config_bytes(raw: bytes, *, source: str = "<config>",

@@ -20,6 +20,7 @@ from simulator._plant import (
     free_port,
     wait_port,
 )
+from simulator._postgres import Postgres
 from simulator._provision import Provisioned, plant_devices, provision
 from simulator._rtu import RtuLine
 from simulator._tls import SimPki
@@ -42,6 +43,7 @@ __all__ = [
     "Mosquitto",
     "MqttSensorGroup",
     "PatternDevice",
+    "Postgres",
     "Provisioned",
     "RtuLine",
     "SimPki",

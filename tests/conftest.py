@@ -17,6 +17,7 @@ from simulator import (
     Anvil,
     ModbusPlant,
     Mosquitto,
+    Postgres,
     Provisioned,
     default_plant,
     plant_devices,
@@ -34,6 +35,25 @@ def anvil() -> Iterator[Anvil]:
     """One chain for the session; each test deploys its own ledger on it."""
     with Anvil() as a:
         yield a
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One PostgreSQL server (the system's) per test worker; each test gets its own database."""
+    with Postgres() as pg:
+        yield pg
+
+
+_db_counter = iter(range(1, 1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database for the portal: SQLite in the test's folder, then PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'portal.db'}"
+    pg: Postgres = request.getfixturevalue("postgres")
+    return pg.create_database(f"t{os.getpid()}_{next(_db_counter)}")
 
 
 @pytest.fixture

@@ -1,0 +1,118 @@
+"""``portal.yaml``: the portal's configuration, validated as strictly as the gateway's
+(``config.load_yaml_model``: size and depth limits before parsing, errors with YAML path and
+line). Relative paths are resolved against the file's folder."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+
+from config import load_yaml_model
+from mrv_core import StrictModel
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+MiB = 1024 * 1024
+
+
+class DatabaseSection(StrictModel):
+    #: SQLAlchemy URL: ``sqlite:///portal.db`` (a path relative to portal.yaml's folder) or
+    #: ``postgresql+psycopg://user@host:5432/dbname``
+    url: str = "sqlite:///portal.db"
+    pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    #: seconds a connection attempt may take before the request gets 503
+    connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+
+class ChainSection(StrictModel):
+    rpc_url: str = "http://127.0.0.1:8545"
+    #: the address book ``mrvctl deploy`` writes (contracts and chain id)
+    address_book: Path
+    #: blocks a log must be buried under before it is indexed (0: index the head)
+    confirmations: Annotated[int, Field(ge=0, le=10_000)] = 2
+    #: the widest block range of one eth_getLogs call
+    step_blocks: Annotated[int, Field(ge=1, le=100_000)] = 2_000
+    #: the first block to index (the deployment's block; 0 when unknown)
+    start_block: Annotated[int, Field(ge=0)] = 0
+    #: seconds between two indexer steps when it has caught up
+    poll_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+
+class TlsSection(StrictModel):
+    cert: Path
+    key: Path
+
+
+class ApiSection(StrictModel):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8600
+    #: HTTPS: the certificate chain and key (PEM); plain HTTP when absent
+    tls: TlsSection | None = None
+    #: the largest request body read (ingest batches are the largest requests)
+    max_body_bytes: Annotated[int, Field(ge=1024, le=256 * MiB)] = 32 * MiB
+    #: rows a page may hold (``limit``)
+    max_page: Annotated[int, Field(ge=1, le=100_000)] = 1_000
+
+
+class AuthSection(StrictModel):
+    #: the HMAC key of the portal's tokens: a file holding at least 32 random bytes, created
+    #: (mode 0600) by ``mrv-portal run`` when absent
+    secret_file: Path = Path("portal-secret")
+    token_ttl_s: Annotated[int, Field(ge=30, le=86_400)] = 900
+    #: how long a sign-in challenge may wait for its signature
+    challenge_ttl_s: Annotated[int, Field(ge=10, le=3_600)] = 300
+    #: the ``domain`` and ``uri`` of the sign-in message (EIP-4361)
+    domain: str = "localhost"
+    uri: str = "https://localhost/"
+
+
+class OutputFigure(StrictModel):
+    """An enterprise's output in a period (MWh, t clinker, ...), for emissions intensity where
+    the chain holds none (``Allocated.output`` of a benchmark allocation is used first)."""
+
+    enterprise: str
+    period: Annotated[int, Field(ge=1, le=2**32 - 1)]
+    output: Annotated[float, Field(gt=0)]
+    unit: str = ""
+
+    @field_validator("enterprise")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if not _ADDRESS.match(v):
+            raise ValueError("expected a 0x-prefixed 20-byte hex address")
+        return v.lower()
+
+
+class PortalConfig(StrictModel):
+    database: DatabaseSection = DatabaseSection()
+    chain: ChainSection
+    api: ApiSection = ApiSection()
+    auth: AuthSection = AuthSection()
+    outputs: Annotated[list[OutputFigure], Field(max_length=100_000)] = []
+
+
+def _resolve(cfg: PortalConfig, base: Path) -> PortalConfig:
+    def rel(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    db = cfg.database
+    if db.url.startswith("sqlite:///") and not db.url.startswith("sqlite:////"):
+        path = db.url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            db = db.model_copy(update={"url": f"sqlite:///{rel(Path(path))}"})
+    chain = cfg.chain.model_copy(update={"address_book": rel(cfg.chain.address_book)})
+    api = cfg.api
+    if api.tls is not None:
+        api = api.model_copy(update={"tls": TlsSection(cert=rel(api.tls.cert),
+                                                        key=rel(api.tls.key))})
+    auth = cfg.auth.model_copy(update={"secret_file": rel(cfg.auth.secret_file)})
+    return cfg.model_copy(update={"database": db, "chain": chain, "api": api, "auth": auth})
+
+
+def load_portal_config(path: Path | str) -> PortalConfig:
+    """Read and validate ``portal.yaml`` (raises ``config.ConfigError`` naming path and line)."""
+    p = Path(path)
+    return _resolve(load_yaml_model(p, PortalConfig), p.resolve().parent)

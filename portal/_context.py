@@ -1,0 +1,33 @@
+"""What every part of the portal is given: its config, the database engine, the clock, the
+metrics registry. Built once by ``_app.create_app`` (or a test) and passed down; nothing reads
+a global."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from fastapi import Request
+
+from mrv_core import Metrics
+from portal._config import PortalConfig
+
+
+@dataclass
+class PortalContext:
+    config: PortalConfig
+    engine: sa.Engine
+    #: the clock: integer ns since the Unix epoch (tests give their own)
+    now_ns: Callable[[], int] = time.time_ns
+    metrics: Metrics = field(default_factory=Metrics)
+    #: the address book's contents (contracts by name, chain id), read at start
+    contracts: dict[str, str] = field(default_factory=dict)
+    chain_id: int = 0
+
+
+def context_of(request: Request) -> PortalContext:
+    """The portal context of a request (a FastAPI dependency)."""
+    ctx: PortalContext = request.app.state.ctx
+    return ctx

@@ -1,0 +1,11 @@
+"""The API's routers, one module per area; ``create_app`` includes each of them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+
+def routers() -> list[APIRouter]:
+    from portal import _routes_health
+
+    return [_routes_health.router]

@@ -1,0 +1,65 @@
+"""Running the portal: the context from ``portal.yaml``, the migrations, the token secret, the
+background workers, and uvicorn (HTTPS when ``api.tls`` is set)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from ledger_client import AddressBookError, read_address_book
+from portal._config import PortalConfig
+from portal._context import PortalContext
+from portal._db import migrate, open_engine
+from portal._errors import PortalConfigError
+
+log = logging.getLogger("mrv.portal")
+
+
+def ensure_secret(path: Path) -> bytes:
+    """The token HMAC key: read from ``path``, or created there (32 random bytes, mode 0600)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        data = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        log.info("created the token secret %s", path)
+    if len(data) < 32:
+        raise PortalConfigError(f"{path}: a token secret needs at least 32 bytes, has {len(data)}")
+    return data
+
+
+def build_context(cfg: PortalConfig, *, run_migrations: bool = True) -> PortalContext:
+    """The context for ``cfg``: the address book read, the engine open, the schema migrated."""
+    try:
+        book = read_address_book(cfg.chain.address_book)
+    except (OSError, AddressBookError) as e:
+        raise PortalConfigError(f"chain.address_book: {e}") from None
+    engine = open_engine(cfg.database.url, pool_size=cfg.database.pool_size,
+                         connect_timeout_s=cfg.database.connect_timeout_s)
+    if run_migrations:
+        migrate(engine)
+    contracts = {str(k): str(v).lower() for k, v in book.get("contracts", {}).items()}
+    return PortalContext(config=cfg, engine=engine, contracts=contracts,
+                         chain_id=int(book.get("chain_id", 0)))
+
+
+def workers() -> list[object]:
+    """The background workers ``mrv-portal run`` starts (indexer, ingest verifier)."""
+    return []
+
+
+def serve(cfg: PortalConfig) -> None:
+    import uvicorn
+
+    from portal._app import create_app
+
+    ctx = build_context(cfg)
+    app = create_app(ctx, workers=workers())  # type: ignore[arg-type]
+    tls = cfg.api.tls
+    uvicorn.run(app, host=cfg.api.host, port=cfg.api.port, log_level="info",
+                ssl_certfile=str(tls.cert) if tls else None,
+                ssl_keyfile=str(tls.key) if tls else None)

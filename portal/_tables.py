@@ -1,0 +1,5 @@
+"""Every table of the portal, registered on ``_meta.metadata`` by importing the modules that
+declare them. Each area owns its tables: the indexer's chain tables, the ingest tables, the
+API's own (sign-in nonces, the access log)."""
+
+from __future__ import annotations
