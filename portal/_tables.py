@@ -3,3 +3,7 @@ declare them. Each area owns its tables: the indexer's chain tables, the ingest 
 API's own (sign-in nonces, the access log)."""
 
 from __future__ import annotations
+
+from portal import _chain_tables, _ingest_tables
+
+__all__ = ["_chain_tables", "_ingest_tables"]
