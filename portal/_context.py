@@ -25,6 +25,8 @@ class PortalContext:
     #: the address book's contents (contracts by name, chain id), read at start
     contracts: dict[str, str] = field(default_factory=dict)
     chain_id: int = 0
+    #: the HMAC key of sign-in tokens (``_runtime.ensure_secret``; tests give their own)
+    token_secret: bytes = b""
 
 
 def context_of(request: Request) -> PortalContext:

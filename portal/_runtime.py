@@ -44,7 +44,8 @@ def build_context(cfg: PortalConfig, *, run_migrations: bool = True) -> PortalCo
         migrate(engine)
     contracts = {str(k): str(v).lower() for k, v in book.get("contracts", {}).items()}
     return PortalContext(config=cfg, engine=engine, contracts=contracts,
-                         chain_id=int(book.get("chain_id", 0)))
+                         chain_id=int(book.get("chain_id", 0)),
+                         token_secret=ensure_secret(cfg.auth.secret_file))
 
 
 def workers() -> list[object]:
