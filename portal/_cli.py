@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="serve the API and run the indexer (uvicorn)")
     p_run.add_argument("config", type=Path)
     p_run.add_argument("--log-level", default="INFO")
+    p_run.add_argument("--api-only", action="store_true",
+                       help="serve the API only (another process runs the indexer)")
     p_mig = sub.add_parser("migrate", help="bring the database schema up to date")
     p_mig.add_argument("config", type=Path)
     p_api = sub.add_parser("openapi", help="print the API's OpenAPI schema (JSON)")
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from portal._runtime import serve
 
-        serve(cfg)
+        serve(cfg, args.config, background=not args.api_only)
         return 0
     except ConfigError as e:
         print(str(e), file=sys.stderr)

@@ -53,6 +53,9 @@ class ApiSection(StrictModel):
     tls: TlsSection | None = None
     #: the largest request body read (ingest batches are the largest requests)
     max_body_bytes: Annotated[int, Field(ge=1024, le=256 * MiB)] = 32 * MiB
+    #: API worker processes (uvicorn); the indexer and the ingest verifier run once, in the
+    #: main process, whatever this number
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
     #: rows a page may hold (``limit``)
     max_page: Annotated[int, Field(ge=1, le=100_000)] = 1_000
 

@@ -53,14 +53,48 @@ def workers() -> list[object]:
     return []
 
 
-def serve(cfg: PortalConfig) -> None:
+CONFIG_ENV = "MRV_PORTAL_CONFIG"
+
+
+def api_only_app() -> object:
+    """The app of one API worker process when ``api.workers`` > 1 (uvicorn's factory): the
+    config from ``$MRV_PORTAL_CONFIG``, no background workers (the main process runs them)."""
+    from portal._app import create_app
+    from portal._config import load_portal_config
+
+    cfg = load_portal_config(os.environ[CONFIG_ENV])
+    return create_app(build_context(cfg, run_migrations=False))
+
+
+def serve(cfg: PortalConfig, config_path: Path | None = None, *,
+          background: bool = True) -> None:
+    """Serve the API (uvicorn) and, with ``background``, run the indexer and the ingest
+    verifier. One process by default; with ``api.workers`` > 1, that many API processes and
+    the background workers in this one."""
+    import threading
+
     import uvicorn
 
     from portal._app import create_app
 
     ctx = build_context(cfg)
-    app = create_app(ctx, workers=workers())  # type: ignore[arg-type]
     tls = cfg.api.tls
-    uvicorn.run(app, host=cfg.api.host, port=cfg.api.port, log_level="info",
-                ssl_certfile=str(tls.cert) if tls else None,
-                ssl_keyfile=str(tls.key) if tls else None)
+    ssl = {"ssl_certfile": str(tls.cert) if tls else None,
+           "ssl_keyfile": str(tls.key) if tls else None}
+    if cfg.api.workers == 1 or config_path is None:
+        app = create_app(ctx, workers=workers() if background else [])  # type: ignore[arg-type]
+        uvicorn.run(app, host=cfg.api.host, port=cfg.api.port, log_level="info", **ssl)
+        return
+    stop = threading.Event()
+    threads = [threading.Thread(target=w, args=(ctx, stop), daemon=True)  # type: ignore[arg-type]
+               for w in (workers() if background else [])]
+    for t in threads:
+        t.start()
+    os.environ[CONFIG_ENV] = str(config_path.resolve())
+    try:
+        uvicorn.run("portal._runtime:api_only_app", factory=True, workers=cfg.api.workers,
+                    host=cfg.api.host, port=cfg.api.port, log_level="info", **ssl)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
