@@ -79,11 +79,12 @@ def serve(cfg: PortalConfig, config_path: Path | None = None, *,
 
     ctx = build_context(cfg)
     tls = cfg.api.tls
-    ssl = {"ssl_certfile": str(tls.cert) if tls else None,
-           "ssl_keyfile": str(tls.key) if tls else None}
+    certfile = str(tls.cert) if tls else None
+    keyfile = str(tls.key) if tls else None
     if cfg.api.workers == 1 or config_path is None:
         app = create_app(ctx, workers=workers() if background else [])  # type: ignore[arg-type]
-        uvicorn.run(app, host=cfg.api.host, port=cfg.api.port, log_level="info", **ssl)
+        uvicorn.run(app, host=cfg.api.host, port=cfg.api.port, log_level="info",
+                    ssl_certfile=certfile, ssl_keyfile=keyfile)
         return
     stop = threading.Event()
     threads = [threading.Thread(target=w, args=(ctx, stop), daemon=True)  # type: ignore[arg-type]
@@ -93,7 +94,8 @@ def serve(cfg: PortalConfig, config_path: Path | None = None, *,
     os.environ[CONFIG_ENV] = str(config_path.resolve())
     try:
         uvicorn.run("portal._runtime:api_only_app", factory=True, workers=cfg.api.workers,
-                    host=cfg.api.host, port=cfg.api.port, log_level="info", **ssl)
+                    host=cfg.api.host, port=cfg.api.port, log_level="info",
+                    ssl_certfile=certfile, ssl_keyfile=keyfile)
     finally:
         stop.set()
         for t in threads:
