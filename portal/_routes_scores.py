@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Annotated, Literal
 
@@ -29,7 +30,14 @@ from portal._scoring import (
     rankings,
     verification_status,
 )
-from portal._scoring_queries import QualityCache, Scope, gather, output_table, period_by_id
+from portal._scoring_queries import (
+    OutputTable,
+    QualityCache,
+    Scope,
+    gather,
+    output_table,
+    period_by_id,
+)
 from portal._viewer import Viewer, current_viewer, finance_access_until
 
 log = logging.getLogger("mrv.portal.scores")
@@ -41,17 +49,27 @@ PeriodId = Annotated[int, Query(ge=1, le=2**32 - 1, description="the compliance 
 ComplianceLabel = Literal["open", "unverified", "compliant", "non_compliant"]
 VerificationLabel = Literal["corrected", "verified", "unverified"]
 
-_cache_lock = threading.Lock()
+_state_lock = threading.Lock()
 
 
-def quality_cache(request: Request) -> QualityCache:
-    """The app's cache of per-period data quality (created on first use)."""
-    with _cache_lock:
-        cache: QualityCache | None = getattr(request.app.state, "scoring_quality", None)
-        if cache is None:
-            cache = QualityCache()
-            request.app.state.scoring_quality = cache
-        return cache
+@dataclass
+class ScoringState:
+    """What the scoring routes keep per app: portal.yaml's output figures by (enterprise,
+    period), and the data-quality cache."""
+
+    outputs: OutputTable
+    quality: QualityCache
+
+
+def scoring_state(request: Request) -> ScoringState:
+    """The app's scoring state (created on first use; a FastAPI dependency)."""
+    with _state_lock:
+        st: ScoringState | None = getattr(request.app.state, "scoring", None)
+        if st is None:
+            ctx: PortalContext = request.app.state.ctx
+            st = ScoringState(output_table(ctx.config.outputs), QualityCache())
+            request.app.state.scoring = st
+        return st
 
 
 def _f(x: Fraction | None) -> float | None:
@@ -142,7 +160,7 @@ class RankingsOut(BaseModel):
 def get_rankings(
     ctx: Annotated[PortalContext, Depends(context_of)],
     viewer: Annotated[Viewer, Depends(current_viewer)],
-    cache: Annotated[QualityCache, Depends(quality_cache)],
+    st: Annotated[ScoringState, Depends(scoring_state)],
     period: PeriodId,
     by: Annotated[Literal["industry", "region"], Query()] = "industry",
     group: Annotated[str | None, Query(min_length=1, max_length=64,
@@ -154,7 +172,7 @@ def get_rankings(
             raise ApiProblem(404, "Not Found", f"no period {period} on the ledger")
         scope = (Scope(industry_code=group) if by == "industry" and group is not None
                  else Scope(region=group) if group is not None else Scope())
-        eps = gather(conn, p, output_table(ctx.config.outputs), scope, quality=cache)
+        eps = gather(conn, p, st.outputs, scope, quality=st.quality)
     ranked = rankings(eps, by, group)
     ctx.metrics.inc("portal_rankings_served")
     return RankingsOut(
@@ -307,7 +325,7 @@ def _may_see(ctx: PortalContext, viewer: Viewer, enterprise: str) -> None:
 def get_green_index(
     ctx: Annotated[PortalContext, Depends(context_of)],
     viewer: Annotated[Viewer, Depends(current_viewer)],
-    cache: Annotated[QualityCache, Depends(quality_cache)],
+    st: Annotated[ScoringState, Depends(scoring_state)],
     address: Annotated[str, Path(pattern=ADDRESS_PATTERN, description="the enterprise")],
     period: PeriodId,
 ) -> GreenIndexOut:
@@ -317,8 +335,8 @@ def get_green_index(
         p = period_by_id(conn, period)
         if p is None:
             raise ApiProblem(404, "Not Found", f"no period {period} on the ledger")
-        eps = gather(conn, p, output_table(ctx.config.outputs), Scope(enterprise=enterprise),
-                     quality=cache, with_history=True)
+        eps = gather(conn, p, st.outputs, Scope(enterprise=enterprise), quality=st.quality,
+                     with_history=True)
     if not eps:
         raise ApiProblem(404, "Not Found", f"{enterprise} is not a certified enterprise")
     ep = eps[0]

@@ -105,36 +105,54 @@ class _Entry:
 
 class QualityCache:
     """Data quality per period, valid while :func:`data_version` is unchanged (thread-safe;
-    one per app). At most ``max_periods`` periods are kept (the least recently computed go)."""
+    one per app). One computation per period at a time: concurrent requests for a period
+    whose entry is stale wait for it rather than each scanning the records. At most
+    ``max_periods`` periods are kept (the least recently computed go)."""
 
     def __init__(self, max_periods: int = 64) -> None:
         self._lock = threading.Lock()
         self._by_period: dict[int, _Entry] = {}
+        self._computing: dict[int, threading.Lock] = {}
         self.max_periods = max_periods
         self.hits = 0
         self.misses = 0
 
-    def get(self, conn: sa.Connection, period: PeriodInfo,
-            who: Sequence[str]) -> dict[str, ReadingQuality]:
-        version = data_version(conn)
+    def _lookup(self, period_id: int, version: tuple[int, int, int],
+                who: Sequence[str]) -> dict[str, ReadingQuality] | None:
         with self._lock:
-            e = self._by_period.get(period.period_id)
+            e = self._by_period.get(period_id)
             if e is not None and e.version == version and e.covered.issuperset(who):
                 self.hits += 1
                 return e.quality
-        self.misses += 1
-        quality = reading_quality(conn, period, who)
+            return None
+
+    def get(self, conn: sa.Connection, period: PeriodInfo,
+            who: Sequence[str]) -> dict[str, ReadingQuality]:
+        pid = period.period_id
+        version = data_version(conn)
+        found = self._lookup(pid, version, who)
+        if found is not None:
+            return found
         with self._lock:
-            e = self._by_period.get(period.period_id)
-            if e is not None and e.version == version:  # widen what this version covers
-                quality = {**e.quality, **quality}
-                covered = e.covered | frozenset(who)
-            else:
-                covered = frozenset(who)
-            self._by_period.pop(period.period_id, None)
-            self._by_period[period.period_id] = _Entry(version, quality, covered)
-            while len(self._by_period) > self.max_periods:
-                self._by_period.pop(next(iter(self._by_period)))
+            flight = self._computing.setdefault(pid, threading.Lock())
+        with flight:
+            found = self._lookup(pid, version, who)  # computed while this one waited
+            if found is not None:
+                return found
+            with self._lock:
+                self.misses += 1
+            quality = reading_quality(conn, period, who)
+            with self._lock:
+                e = self._by_period.get(pid)
+                if e is not None and e.version == version:  # widen what this version covers
+                    quality = {**e.quality, **quality}
+                    covered = e.covered | frozenset(who)
+                else:
+                    covered = frozenset(who)
+                self._by_period.pop(pid, None)
+                self._by_period[pid] = _Entry(version, quality, covered)
+                while len(self._by_period) > self.max_periods:
+                    self._by_period.pop(next(iter(self._by_period)))
         return quality
 
 

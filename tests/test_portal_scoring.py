@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import math
 import struct
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from fractions import Fraction
@@ -52,6 +53,7 @@ from portal._scoring import (
     rank_group,
     rankings,
 )
+from portal._scoring_queries import QualityCache
 from portal._viewer import issue_token
 
 NS = 1_000_000_000
@@ -429,6 +431,8 @@ def test_data_quality_is_recomputed_when_a_batch_is_verified(db_url: str) -> Non
 
         assert g_entry()["readings"] == 2
         assert g_entry()["rank"] == 1  # a second request: served from the cache
+        cache = client.app.state.scoring.quality  # type: ignore[attr-defined]
+        assert (cache.misses, cache.hits) == (1, 1)
         # a verified batch brings G two readings without a value: capture 2/4 = 0.5, so A and
         # C (0.9) now come before it on the tie-break
         with ctx.engine.begin() as conn:
@@ -441,6 +445,35 @@ def test_data_quality_is_recomputed_when_a_batch_is_verified(db_url: str) -> Non
         e = g_entry()
         assert (e["readings"], e["capture_rate"], e["flagged_share"], e["rank"]) == (
             4, 0.5, 0.5, 3)
+        assert cache.misses == 2
+        # A's green index: its quality is in the cached period already
+        r = client.get(f"/v1/enterprises/{A}/green-index", params={"period": 3},
+                       headers=auth(ctx, GOV))
+        assert r.json()["components"]["data_quality"]["inputs"]["readings"] == 10
+        assert cache.misses == 2
+
+
+def test_concurrent_requests_on_a_cold_cache_scan_the_records_once(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    migrate(engine)
+    with engine.begin() as conn:
+        seed(conn)
+    cache = QualityCache()
+    p3 = PeriodInfo(*P3, closed=True)
+    results: list[dict[str, ReadingQuality]] = []
+
+    def one() -> None:
+        with engine.connect() as conn:
+            results.append(cache.get(conn, p3, [A, B, C]))
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engine.dispose()
+    assert cache.misses == 1 and cache.hits == 7
+    assert all(r[A] == ReadingQuality(10, 9, 2) for r in results)
 
 
 def test_the_openapi_schema_names_every_input() -> None:
