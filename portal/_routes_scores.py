@@ -169,6 +169,7 @@ def get_rankings(
     with ctx.engine.connect() as conn:
         p = period_by_id(conn, period)
         if p is None:
+            ctx.metrics.inc("portal_scores_not_found")
             raise ApiProblem(404, "Not Found", f"no period {period} on the ledger")
         scope = (Scope(industry_code=group) if by == "industry" and group is not None
                  else Scope(region=group) if group is not None else Scope())
@@ -334,10 +335,12 @@ def get_green_index(
     with ctx.engine.connect() as conn:
         p = period_by_id(conn, period)
         if p is None:
+            ctx.metrics.inc("portal_scores_not_found")
             raise ApiProblem(404, "Not Found", f"no period {period} on the ledger")
         eps = gather(conn, p, st.outputs, Scope(enterprise=enterprise), quality=st.quality,
                      with_history=True)
     if not eps:
+        ctx.metrics.inc("portal_scores_not_found")
         raise ApiProblem(404, "Not Found", f"{enterprise} is not a certified enterprise")
     ep = eps[0]
     gi = green_index(ep)

@@ -25,7 +25,6 @@ from portal._chain_tables import (
     emissions,
     enterprises,
     findings,
-    idx_checkpoint,
     periods,
     reports,
 )
@@ -86,19 +85,19 @@ def reading_quality(conn: sa.Connection, period: PeriodInfo,
     return out
 
 
-def data_version(conn: sa.Connection) -> tuple[int, int, int]:
-    """Changes whenever the verified records do: (verified batches, their last ``verified_ns``,
-    the indexer's checkpoint block)."""
+def data_version(conn: sa.Connection) -> tuple[int, int]:
+    """Changes whenever the stored readings do: the ingest verifier stores a batch's records in
+    the transaction that marks it verified, so (verified batches, their last ``verified_ns``)
+    moves with every change (one pass over ``ix_ingest_batches_state``)."""
     n, last = conn.execute(
         sa.select(sa.func.count(), sa.func.max(ingest_batches.c.verified_ns))
         .where(ingest_batches.c.state == "verified")).one()
-    block = conn.execute(sa.select(sa.func.max(idx_checkpoint.c.block_number))).scalar()
-    return int(n), int(last or 0), int(block or 0)
+    return int(n), int(last or 0)
 
 
 @dataclass
 class _Entry:
-    version: tuple[int, int, int]
+    version: tuple[int, int]
     quality: dict[str, ReadingQuality]
     covered: frozenset[str]
 
@@ -117,7 +116,7 @@ class QualityCache:
         self.hits = 0
         self.misses = 0
 
-    def _lookup(self, period_id: int, version: tuple[int, int, int],
+    def _lookup(self, period_id: int, version: tuple[int, int],
                 who: Sequence[str]) -> dict[str, ReadingQuality] | None:
         with self._lock:
             e = self._by_period.get(period_id)

@@ -420,6 +420,7 @@ def test_green_index_access_follows_the_ledger(db_url: str) -> None:
         assert client.get("/v1/rankings", params={"period": 3}).status_code == 401
         assert client.get("/v1/rankings", params={"period": 7},
                           headers=auth(ctx, GOV)).status_code == 404
+        assert ctx.metrics.counters["portal_scores_not_found"] == 3
 
 
 def test_data_quality_is_recomputed_when_a_batch_is_verified(db_url: str) -> None:
