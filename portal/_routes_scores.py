@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 from typing import Annotated, Literal
 
@@ -285,8 +286,6 @@ class GreenIndexOut(BaseModel):
 
 
 def _inputs(c: Component) -> dict[str, object]:
-    from decimal import Decimal
-
     return {k: float(v) if isinstance(v, Decimal) else v for k, v in c.inputs.items()}
 
 
