@@ -1,0 +1,170 @@
+"""The portal under load: API latency with a large database, ingest throughput, indexer speed.
+
+    .venv/bin/python -m benchmarks.portal [--readings 10000000] [--rate 200] [--seconds 30]
+                                          [--workers 2] [--out FILE]
+
+- **api**: PostgreSQL (a throw-away server of the system's packages) filled with N readings,
+  the chain tables of 300 enterprises; ``mrv-portal run --api-only`` with ``--workers`` uvicorn
+  processes; an open-loop load generator on loopback sends ``--rate`` requests per second for
+  ``--seconds`` to the carbon-account and ranking endpoints, each latency counted from the
+  request's scheduled time. The first request of each ranking (cold cache) is reported apart.
+- **ingest**: real signed batches (ledger_client's formats) verified and stored by the ingest
+  path into the same database; readings per second of wall time and per CPU-second (this
+  process and the PostgreSQL server's processes).
+- **indexer**: a fresh anvil with N anchored batches; events indexed per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from benchmarks._load import run_load
+from benchmarks._portal_data import INDUSTRIES, REGIONS, address_of, fill
+from simulator import Postgres, free_port, wait_port
+
+BIN = Path(sys.executable).parent
+GOV = "0x" + "ab" * 20
+
+
+def _proc_cpu_s(pids: list[int]) -> float:
+    """utime + stime of the processes (Linux /proc), in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def _pg_pids(pg: Postgres) -> list[int]:
+    assert pg.proc is not None
+    root = pg.proc.pid
+    out = [root]
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == root:
+                out.append(int(d.name))
+    return out
+
+
+def _write_config(work: Path, url: str, port: int, workers: int) -> Path:
+    book = work / "address-book.json"
+    book.write_text(json.dumps({"chain_id": 31337, "rpc_url": "http://127.0.0.1:1",
+                                "contracts": {"EmissionsLedger": "0x" + "11" * 20,
+                                              "MrvRegistry": "0x" + "22" * 20}}))
+    cfg = work / "portal.yaml"
+    cfg.write_text(json.dumps({
+        "database": {"url": url, "pool_size": 20},
+        "chain": {"address_book": str(book)},
+        "api": {"host": "127.0.0.1", "port": port, "workers": workers},
+        "auth": {"secret_file": str(work / "secret")},
+    }))
+    (work / "secret").write_bytes(os.urandom(32))
+    os.chmod(work / "secret", 0o600)
+    return cfg
+
+
+def _token(cfg_path: Path) -> str:
+    from portal import PortalContext, load_portal_config
+    from portal._viewer import issue_token
+
+    cfg = load_portal_config(cfg_path)
+    ctx = PortalContext(config=cfg, engine=sa.create_engine("sqlite://"),
+                        token_secret=cfg.auth.secret_file.read_bytes())
+    tok, _ = issue_token(ctx, GOV)
+    return tok
+
+
+async def api_load(pg: Postgres, work: Path, *, rate: float, seconds: float,
+                   workers: int, account_paths: list[str]) -> dict[str, Any]:
+    url = pg.url()
+    port = free_port()
+    cfg = _write_config(work, url, port, workers)
+    token = _token(cfg)
+    log = open(work / "portal.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(  # noqa: ASYNC220  (started once, before the measurement)
+        [str(BIN / "mrv-portal"), "run", str(cfg), "--api-only"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        await wait_port("127.0.0.1", port, 60.0)
+        base = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {token}"}
+        rankings = ([f"/v1/rankings?period=2&by=industry&group={g}" for g in INDUSTRIES]
+                    + [f"/v1/rankings?period=2&by=region&group={r}" for r in REGIONS[:4]])
+        # cold: the first request of each path (the ranking computes its period's inputs)
+        cold = await run_load(base, rankings + account_paths[:5],
+                              rate=5, seconds=(len(rankings) + 5) / 5, headers=headers,
+                              timeout_s=120)
+        paths = [p for pair in zip(account_paths, rankings * 30, strict=False) for p in pair]
+        hot = await run_load(base, paths, rate=rate, seconds=seconds, headers=headers)
+        cpu = _proc_cpu_s([proc.pid])
+        return {"rate": rate, "seconds": seconds, "workers": workers,
+                "cold": cold.summary(), "load": hot.summary(), "portal_cpu_s": round(cpu, 2)}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.portal", description=__doc__)
+    ap.add_argument("--readings", type=int, default=10_000_000)
+    ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    from portal import migrate, open_engine
+
+    result: dict[str, Any] = {"scenario": "portal"}
+    with tempfile.TemporaryDirectory(prefix="mrv-bench-portal-") as tmp, Postgres() as pg:
+        work = Path(tmp)
+        engine = open_engine(pg.url())
+        migrate(engine)
+        ds = fill(engine, readings=args.readings)
+        with engine.begin() as c:
+            c.execute(sa.text("INSERT INTO roles (role, account) VALUES ('government', :a)"),
+                      {"a": GOV})
+            db_bytes = c.execute(sa.text("SELECT pg_database_size(current_database())")).scalar()
+        result["dataset"] = {"readings": ds.readings, "enterprises": ds.enterprises,
+                             "gateways": ds.gateways, "fill_s": round(ds.fill_s, 1),
+                             "database_mb": round(int(db_bytes or 0) / 2**20)}
+        print(f"data set: {ds.readings:,} readings, {ds.enterprises} enterprises "
+              f"({ds.fill_s:.0f} s, {result['dataset']['database_mb']:,} MB)", flush=True)
+        account_paths = [f"/v1/enterprises/{address_of(e)}/green-index?period=2"
+                         for e in range(1, 301, 7)]
+        result["api"] = asyncio.run(api_load(pg, work, rate=args.rate, seconds=args.seconds,
+                                             workers=args.workers,
+                                             account_paths=account_paths))
+        engine.dispose()
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
