@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 
 def routers() -> list[APIRouter]:
-    from portal import _routes_health
+    from portal import _routes_auth, _routes_data, _routes_health, _routes_records
 
-    return [_routes_health.router]
+    return [_routes_health.router, _routes_auth.router, _routes_data.router,
+            _routes_records.router]

@@ -1,0 +1,69 @@
+"""``/v1/auth``: sign in by signing a challenge (EIP-4361), then a bearer token."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from portal import _auth
+from portal._api_common import ADDRESS_RE
+from portal._context import PortalContext, context_of
+from portal._viewer import Viewer, current_viewer
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+
+class ChallengeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: Annotated[str, Field(pattern=ADDRESS_RE, description="the account signing in")]
+
+
+class ChallengeOut(BaseModel):
+    address: str
+    #: the EIP-4361 message to sign, byte for byte (personal_sign / EIP-191)
+    message: str
+    nonce: str
+    issued_at: str
+    expires_at: str
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message: Annotated[str, Field(max_length=_auth.MAX_MESSAGE_CHARS)]
+    signature: Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{130}$",
+                                    description="65-byte EIP-191 signature, 0x hex")]
+
+
+class TokenOut(BaseModel):
+    token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    #: Unix seconds
+    expires_at: int
+    address: str
+    roles: list[str]
+
+
+class Me(BaseModel):
+    address: str
+    roles: list[str]
+
+
+@router.post("/challenge", response_model=ChallengeOut, status_code=201)
+def challenge(body: ChallengeIn,
+              ctx: Annotated[PortalContext, Depends(context_of)]) -> ChallengeOut:
+    s, text = _auth.challenge(ctx, body.address)
+    return ChallengeOut(address=s.address, message=text, nonce=s.nonce, issued_at=s.issued_at,
+                        expires_at=s.expires_at)
+
+
+@router.post("/token", response_model=TokenOut)
+def token(body: TokenIn, ctx: Annotated[PortalContext, Depends(context_of)]) -> TokenOut:
+    tok, exp, address, roles = _auth.redeem(ctx, body.message, body.signature)
+    return TokenOut(token=tok, expires_at=exp, address=address, roles=sorted(roles))
+
+
+@router.get("/me", response_model=Me)
+def me(viewer: Annotated[Viewer, Depends(current_viewer)]) -> Me:
+    return Me(address=viewer.address, roles=sorted(viewer.roles))
