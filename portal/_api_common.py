@@ -21,6 +21,7 @@ T = TypeVar("T")
 ADDRESS_RE = r"^0x[0-9a-fA-F]{40}$"
 GATEWAY_ID_RE = r"^[\x21-\x7e]{1,128}$"
 MAX_OFFSET = 10_000_000
+DEFAULT_PAGE = 100
 I64 = 2**63 - 1
 
 AddressQ = Annotated[str | None, Query(pattern=ADDRESS_RE, description="an account (0x + 40 hex)")]
@@ -52,11 +53,14 @@ class Paging:
 
 
 def paging(ctx: Annotated[PortalContext, Depends(context_of)],
-           limit: Annotated[int, Query(ge=1, le=100_000,
-                                       description="rows a page holds (at most api.max_page)")]
-           = 100,
+           limit: Annotated[int | None, Query(
+               ge=1, le=100_000,
+               description="rows a page holds (at most api.max_page; default 100 or less)")]
+           = None,
            offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> Paging:
     most = ctx.config.api.max_page
+    if limit is None:
+        limit = min(DEFAULT_PAGE, most)
     if limit > most:
         raise ApiProblem(422, "Unprocessable Content",
                          f"limit {limit} is more than a page may hold ({most})")

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from mrv_core import INVALID
 from portal._access import Resource
 from portal._api_common import (
+    DEFAULT_PAGE,
     GATEWAY_ID_RE,
     I64,
     Access,
@@ -137,12 +138,14 @@ def _filters(acc: Access, enterprise: str | None, gateway_id: str | None,
 
 @router.get("/records", response_model=RecordPage)
 def list_records(acc: Annotated[Access, Depends(access)],
-                 limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+                 limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
                  cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
                  enterprise: AddressQ = None, gateway_id: GatewayQ = None,
                  point_id: Annotated[str | None, Query(max_length=256)] = None,
                  from_ns: TimeQ = None, to_ns: TimeQ = None) -> RecordPage:
     """Verified records in (gateway_id, seq) order; ``cursor`` continues a listing."""
+    if limit is None:
+        limit = min(DEFAULT_PAGE, acc.ctx.config.api.max_page)
     if limit > acc.ctx.config.api.max_page:
         raise ApiProblem(422, "Unprocessable Content",
                          f"limit {limit} is more than a page may hold "
