@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from portal import _auth
@@ -12,7 +15,33 @@ from portal._api_common import ADDRESS_RE
 from portal._context import PortalContext, context_of
 from portal._viewer import Viewer, current_viewer
 
-router = APIRouter(prefix="/v1/auth", tags=["auth"])
+#: the largest sign-in request body (a real token request is under 1 kB)
+MAX_AUTH_BODY = 8 * 1024
+
+
+class SmallBodyRoute(APIRoute):
+    """A route whose body must declare its length, at most ``MAX_AUTH_BODY`` bytes: refused
+    with 413 before it is read (the app-wide limit is sized for ingest batches)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def limited(request: Request) -> Response:
+            if request.method == "POST":
+                n = request.headers.get("content-length", "")
+                if not n.isdigit() or int(n) > MAX_AUTH_BODY:
+                    request.app.state.ctx.metrics.inc("portal_auth_refused_total")
+                    return JSONResponse(
+                        {"type": "about:blank", "title": "Payload Too Large", "status": 413,
+                         "detail": f"a sign-in request is at most {MAX_AUTH_BODY:,} bytes, "
+                                   "with a Content-Length"},
+                        status_code=413, media_type="application/problem+json")
+            return await handler(request)
+
+        return limited
+
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"], route_class=SmallBodyRoute)
 
 
 class ChallengeIn(BaseModel):

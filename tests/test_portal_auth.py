@@ -206,6 +206,12 @@ def test_malformed_requests_are_422(env: Env) -> None:
     r = env.client.post("/v1/auth/token", content=b"{not json", headers={
         "content-type": "application/json"})
     assert r.status_code == 422
+    # larger than a sign-in can be, or of no declared length: 413 before it is read
+    r = env.client.post("/v1/auth/token", json={"message": "m" * 9000, "signature": "0x"})
+    assert r.status_code == 413 and r.headers["content-type"] == PROBLEM
+    r = env.client.post("/v1/auth/challenge", content=iter([b'{"address": "0x', b'00"}']),
+                        headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "Content-Length" in r.json()["detail"]
 
 
 def test_no_role_no_token(env: Env) -> None:
