@@ -27,6 +27,9 @@ I64 = 2**63 - 1
 AddressQ = Annotated[str | None, Query(pattern=ADDRESS_RE, description="an account (0x + 40 hex)")]
 GatewayQ = Annotated[str | None, Query(pattern=GATEWAY_ID_RE, max_length=128)]
 PeriodQ = Annotated[int | None, Query(ge=0, le=2**32 - 1)]
+#: free text in a query: no control characters (PostgreSQL text holds no NUL)
+CodeQ = Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{1,64}$")]
+TextQ = Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{1,256}$")]
 TimeQ = Annotated[int | None, Query(ge=-I64, le=I64, description="ns since the Unix epoch")]
 
 

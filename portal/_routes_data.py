@@ -28,6 +28,7 @@ from portal._api_common import (
     I64,
     Access,
     AddressQ,
+    CodeQ,
     GatewayQ,
     Page,
     Paging,
@@ -105,8 +106,8 @@ def _enterprise(r: sa.Row[tuple[object, ...]]) -> Enterprise:
 @router.get("/enterprises", response_model=Page[Enterprise], tags=["enterprises"])
 def list_enterprises(acc: Annotated[Access, Depends(access)],
                      pg: Annotated[Paging, Depends(paging)],
-                     industry_code: Annotated[str | None, Query(max_length=64)] = None,
-                     region: Annotated[str | None, Query(max_length=64)] = None,
+                     industry_code: CodeQ = None,
+                     region: CodeQ = None,
                      status: Literal["active", "suspended"] | None = None) -> Page[Enterprise]:
     """The register of certified enterprises (public to anyone signed in)."""
     acc.require(Resource(Kind.PUBLIC))
@@ -320,8 +321,8 @@ def emissions_over_time(
         from_ns: Annotated[int, Query(ge=0, le=I64)] = 0,
         to_ns: Annotated[int, Query(ge=0, le=I64)] = I64,
         enterprise: AddressQ = None,
-        industry_code: Annotated[str | None, Query(max_length=64)] = None,
-        region: Annotated[str | None, Query(max_length=64)] = None) -> EmissionsOut:
+        industry_code: CodeQ = None,
+        region: CodeQ = None) -> EmissionsOut:
     """Anchored emissions (batches' CO2e by their first reading's UTC day) and the readings'
     data quality, per enterprise, industry or region, by day or month, over ``[from_ns,
     to_ns)``. Times before 1970 are not bucketed."""

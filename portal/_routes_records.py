@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,7 @@ from portal._api_common import (
     Access,
     AddressQ,
     GatewayQ,
+    TextQ,
     TimeQ,
     access,
     lower,
@@ -107,7 +109,7 @@ def _decode_cursor(cursor: str) -> tuple[str, int]:
     try:
         gw, seq = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         if not isinstance(gw, str) or not isinstance(seq, int) or isinstance(seq, bool) \
-                or not 0 <= seq <= I64 or len(gw) > 128:
+                or not 0 <= seq <= I64 or not re.fullmatch(GATEWAY_ID_RE, gw):
             raise ValueError("not a cursor")
     except (ValueError, TypeError, UnicodeDecodeError):
         raise ApiProblem(422, "Unprocessable Content",
@@ -141,7 +143,7 @@ def list_records(acc: Annotated[Access, Depends(access)],
                  limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
                  cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
                  enterprise: AddressQ = None, gateway_id: GatewayQ = None,
-                 point_id: Annotated[str | None, Query(max_length=256)] = None,
+                 point_id: TextQ = None,
                  from_ns: TimeQ = None, to_ns: TimeQ = None) -> RecordPage:
     """Verified records in (gateway_id, seq) order; ``cursor`` continues a listing."""
     if limit is None:
