@@ -65,6 +65,16 @@ def test_the_sign_in_message_byte_for_byte() -> None:
     assert parse_siwe(VECTOR_MESSAGE) == s
 
 
+def test_the_docs_carry_the_vector() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "portal-api.md").read_text()
+    assert f"```\n{VECTOR_MESSAGE}\n```" in doc
+    assert f"({len(VECTOR_MESSAGE.encode())} bytes;" in doc
+    assert VECTOR_SIGNATURE in doc and VECTOR_KEY in doc
+    assert keccak256(VECTOR_MESSAGE.encode()).hex() in doc
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.text(max_size=600))
 def test_parse_refuses_anything_but_the_form(text: str) -> None:
