@@ -501,6 +501,63 @@ def one_batch(gateway_id: Annotated[str, Path(pattern=GATEWAY_ID_RE)],
     return _batch(row)
 
 
+class SubmissionOut(BaseModel):
+    gateway_id: str
+    seq: int
+    gateway_key: str
+    #: the gateway's enterprise (null: a gateway the index does not know)
+    enterprise: str | None
+    header_hash: str
+    state: Literal["unanchored", "verified", "quarantined"]
+    reason: str | None
+    received_ns: int
+    verified_ns: int | None
+    record_count: int
+    #: the chain's anchor of this batch, when the index has it
+    anchored: Anchoring | None
+
+
+@router.get("/submissions", response_model=Page[SubmissionOut], tags=["batches"])
+def list_submissions(acc: Annotated[Access, Depends(access)],
+                     pg: Annotated[Paging, Depends(paging)], enterprise: AddressQ = None,
+                     gateway_id: GatewayQ = None,
+                     state: Literal["unanchored", "verified", "quarantined"] | None = None,
+                     from_ns: TimeQ = None, to_ns: TimeQ = None) -> Page[SubmissionOut]:
+    """The batches gateways delivered, as the ingest holds them (also those still waiting for
+    their anchor), by ``received_ns``."""
+    ent = lower(enterprise)
+    q = (sa.select(ingest_batches, gateways.c.enterprise, batches.c.block_number,
+                   batches.c.tx_hash, batches.c.period)
+         .select_from(ingest_batches
+                      .outerjoin(gateways, gateways.c.gateway_key == ingest_batches.c.gateway_key)
+                      .outerjoin(batches, sa.and_(
+                          batches.c.gateway_id == ingest_batches.c.gateway_id,
+                          batches.c.seq == ingest_batches.c.seq)))
+         .order_by(ingest_batches.c.received_ns, ingest_batches.c.gateway_id,
+                   ingest_batches.c.seq))
+    scope = acc.scope(gateways.c.enterprise, ent)
+    if scope is not None:
+        q = q.where(scope)
+    if ent is not None:
+        q = q.where(gateways.c.enterprise == ent)
+    if gateway_id is not None:
+        q = q.where(ingest_batches.c.gateway_id == gateway_id)
+    if state is not None:
+        q = q.where(ingest_batches.c.state == state)
+    if from_ns is not None:
+        q = q.where(ingest_batches.c.received_ns >= from_ns)
+    if to_ns is not None:
+        q = q.where(ingest_batches.c.received_ns < to_ns)
+    with acc.ctx.engine.connect() as c:
+        rows = c.execute(pg.apply(q)).all()
+    return pg.page([SubmissionOut(
+        gateway_id=r.gateway_id, seq=r.seq, gateway_key=r.gateway_key, enterprise=r.enterprise,
+        header_hash=r.header_hash, state=r.state, reason=r.reason, received_ns=r.received_ns,
+        verified_ns=r.verified_ns, record_count=r.record_count,
+        anchored=None if r.block_number is None else Anchoring(
+            block_number=r.block_number, tx_hash=r.tx_hash, period=r.period)) for r in rows])
+
+
 class QuarantineOut(BaseModel):
     id: int
     gateway_id: str

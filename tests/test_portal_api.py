@@ -16,13 +16,13 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from ledger_client import keccak256, merkle_proof, parse_bundle, record_leaf
+from ledger_client import gateway_key, keccak256, merkle_proof, parse_bundle, record_leaf
 from portal import create_app
 from portal._access import MIN_GROUP, Decision, Kind, Resource, decide
 from portal._accounting import bucket_start_ns, compliance
 from portal._api_tables import access_log
 from portal._chain_tables import data_access, roles
-from portal._ingest_tables import records
+from portal._ingest_tables import ingest_batches, records
 from portal._proofs import BatchProofs
 from portal._viewer import Viewer
 from tests.portal_data import Clock, Dataset, T, addr, bearer, load, make_context, ns
@@ -373,6 +373,26 @@ def test_batches_with_anchoring_and_ingest_state(env: Env) -> None:
     assert len(pg["items"]) == 2 and pg["next_offset"] is None
 
 
+def test_submissions_as_the_ingest_holds_them(env: Env) -> None:
+    ds = env.ds
+    # a submission waiting for its anchor: no chain row yet
+    with env.ctx.engine.begin() as c:
+        c.execute(sa.insert(ingest_batches).values(
+            gateway_id="plant-b-gw1", seq=3, gateway_key="0x" + gateway_key("plant-b-gw1").hex(),
+            header_hash="0x" + "ab" * 32, state="unanchored", reason=None,
+            received_ns=ns(2025, 2, 1), verified_ns=None, record_count=4, payload="{}"))
+    rows = env.get("/v1/submissions", ds.government).json()["items"]
+    assert len(rows) == 10  # 9 delivered and anchored + the waiting one
+    assert rows[-1]["state"] == "unanchored" and rows[-1]["anchored"] is None
+    assert rows[-1]["enterprise"] == addr(ds.b)
+    own = env.get("/v1/submissions", ds.b, state="unanchored").json()["items"]
+    assert [(x["gateway_id"], x["seq"]) for x in own] == [("plant-b-gw1", 3)]
+    assert env.get("/v1/submissions", ds.a, state="unanchored").json()["items"] == []
+    q = env.get("/v1/submissions", ds.auditor, state="quarantined").json()["items"]
+    assert [(x["gateway_id"], x["anchored"]["period"]) for x in q] == [("plant-d-gw1", 1)]
+    assert env.get("/v1/submissions", ds.a, enterprise=addr(ds.b)).status_code == 403
+
+
 def test_quarantine_is_for_government_and_auditors(env: Env) -> None:
     ds = env.ds
     rows = env.get("/v1/quarantine", ds.government).json()["items"]
@@ -532,7 +552,7 @@ def test_the_openapi_schema_names_every_route_with_models(env: Env) -> None:
             "/v1/enterprises/{address}/accounts/{period}", "/v1/emissions", "/v1/batches",
             "/v1/quarantine", "/v1/reports", "/v1/findings", "/v1/offers", "/v1/trades",
             "/v1/prices", "/v1/records", "/v1/records/{gateway_id}/{seq}/proof",
-            "/v1/export/records", "/v1/access-log"} <= paths
+            "/v1/export/records", "/v1/access-log", "/v1/submissions"} <= paths
     ok = schema["paths"]["/v1/enterprises/{address}/accounts/{period}"]["get"]["responses"]["200"]
     assert ok["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/CarbonAccount"}
