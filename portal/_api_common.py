@@ -3,10 +3,11 @@ query parameters' limits, and the page envelopes of the OpenAPI schema."""
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from portal._access import Decision, Resource, decide, visible
@@ -31,6 +32,33 @@ PeriodQ = Annotated[int | None, Query(ge=0, le=2**32 - 1)]
 CodeQ = Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{1,64}$")]
 TextQ = Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{1,256}$")]
 TimeQ = Annotated[int | None, Query(ge=-I64, le=I64, description="ns since the Unix epoch")]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"model": Problem, "description": description,
+            "content": {"application/problem+json": {}}}
+
+
+#: the errors every data route may answer, for the OpenAPI schema
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: _problem("no valid bearer token"),
+    403: _problem("refused, with the reason"),
+    422: _problem("parameters not as the schema says"),
+    503: _problem("the database does not answer"),
+}
+
+#: declares the bearer token in the OpenAPI schema (``current_viewer`` checks it)
+BEARER = HTTPBearer(auto_error=False, scheme_name="bearer",
+                    description="a token from POST /v1/auth/token")
 
 
 class Page(BaseModel, Generic[T]):
@@ -138,6 +166,7 @@ class Access:
 
 
 def access(request: Request, ctx: Annotated[PortalContext, Depends(context_of)],
+           _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
            viewer: Annotated[Viewer, Depends(current_viewer)]) -> Access:
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return Access(ctx, viewer, path)

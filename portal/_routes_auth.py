@@ -8,10 +8,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field
 
 from portal import _auth
-from portal._api_common import ADDRESS_RE
+from portal._api_common import ADDRESS_RE, BEARER, PROBLEMS, Problem
 from portal._context import PortalContext, context_of
 from portal._viewer import Viewer, current_viewer
 
@@ -41,7 +42,11 @@ class SmallBodyRoute(APIRoute):
         return limited
 
 
-router = APIRouter(prefix="/v1/auth", tags=["auth"], route_class=SmallBodyRoute)
+router = APIRouter(prefix="/v1/auth", tags=["auth"], route_class=SmallBodyRoute,
+                   responses={k: v for k, v in PROBLEMS.items() if k != 503})
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    413: {"model": Problem, "description": "a body over 8 KiB or without a Content-Length"},
+    429: {"model": Problem, "description": "too many unanswered challenges"}}
 
 
 class ChallengeIn(BaseModel):
@@ -79,7 +84,7 @@ class Me(BaseModel):
     roles: list[str]
 
 
-@router.post("/challenge", response_model=ChallengeOut, status_code=201)
+@router.post("/challenge", response_model=ChallengeOut, status_code=201, responses=_REFUSALS)
 def challenge(body: ChallengeIn,
               ctx: Annotated[PortalContext, Depends(context_of)]) -> ChallengeOut:
     s, text = _auth.challenge(ctx, body.address)
@@ -87,12 +92,13 @@ def challenge(body: ChallengeIn,
                         expires_at=s.expires_at)
 
 
-@router.post("/token", response_model=TokenOut)
+@router.post("/token", response_model=TokenOut, responses=_REFUSALS)
 def token(body: TokenIn, ctx: Annotated[PortalContext, Depends(context_of)]) -> TokenOut:
     tok, exp, address, roles = _auth.redeem(ctx, body.message, body.signature)
     return TokenOut(token=tok, expires_at=exp, address=address, roles=sorted(roles))
 
 
 @router.get("/me", response_model=Me)
-def me(viewer: Annotated[Viewer, Depends(current_viewer)]) -> Me:
+def me(viewer: Annotated[Viewer, Depends(current_viewer)],
+       _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> Me:
     return Me(address=viewer.address, roles=sorted(viewer.roles))

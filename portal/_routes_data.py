@@ -26,6 +26,7 @@ from portal._api_common import (
     ADDRESS_RE,
     GATEWAY_ID_RE,
     I64,
+    PROBLEMS,
     Access,
     AddressQ,
     CodeQ,
@@ -55,7 +56,7 @@ from portal._chain_tables import (
 from portal._errors import ApiProblem
 from portal._ingest_tables import ingest_batches, quarantine, records
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=PROBLEMS)
 
 AddressP = Annotated[str, Path(pattern=ADDRESS_RE, description="the enterprise's account")]
 STATUS = {0: "none", 1: "active", 2: "suspended"}

@@ -24,6 +24,7 @@ from portal._api_common import (
     DEFAULT_PAGE,
     GATEWAY_ID_RE,
     I64,
+    PROBLEMS,
     Access,
     AddressQ,
     GatewayQ,
@@ -47,7 +48,7 @@ from portal._proofs import (
     unhex,
 )
 
-router = APIRouter(prefix="/v1", tags=["records"])
+router = APIRouter(prefix="/v1", tags=["records"], responses=PROBLEMS)
 
 #: batches read per query while exporting (each batch's leaves are held while it is written)
 EXPORT_BATCHES_PER_QUERY = 50

@@ -556,6 +556,11 @@ def test_the_openapi_schema_names_every_route_with_models(env: Env) -> None:
     ok = schema["paths"]["/v1/enterprises/{address}/accounts/{period}"]["get"]["responses"]["200"]
     assert ok["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/CarbonAccount"}
+    refused = schema["paths"]["/v1/batches"]["get"]["responses"]["403"]
+    assert refused["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Problem"}
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert schema["paths"]["/v1/records"]["get"]["security"] == [{"bearer": []}]
 
 
 def test_text_that_a_database_cannot_hold_is_422(env: Env) -> None:
