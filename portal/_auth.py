@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from eth_utils.address import to_checksum_address
 
+from ledger_client import keccak256
 from portal._api_tables import auth_nonces
 from portal._context import PortalContext
 from portal._errors import ApiProblem
@@ -57,6 +57,14 @@ class SignIn:
     nonce: str
     issued_at: str  # RFC 3339, UTC, seconds
     expires_at: str
+
+
+def to_checksum_address(address: str) -> str:
+    """EIP-55: a hex digit of the address is upper case when the same nibble of the
+    keccak-256 of the lowercase hex is 8 or more."""
+    hexa = address.lower().removeprefix("0x")
+    h = keccak256(hexa.encode()).hex()
+    return "0x" + "".join(c.upper() if int(h[i], 16) >= 8 else c for i, c in enumerate(hexa))
 
 
 def rfc3339(at_s: int) -> str:

@@ -20,7 +20,14 @@ from hypothesis import strategies as st
 from ledger_client import keccak256
 from portal import create_app
 from portal._api_tables import auth_nonces
-from portal._auth import MAX_PENDING_PER_ADDRESS, STATEMENT, SignIn, parse_siwe, siwe_message
+from portal._auth import (
+    MAX_PENDING_PER_ADDRESS,
+    STATEMENT,
+    SignIn,
+    parse_siwe,
+    siwe_message,
+    to_checksum_address,
+)
 from portal._chain_tables import roles
 from tests.portal_data import Clock, Dataset, account, addr, load, make_context
 
@@ -73,6 +80,14 @@ def test_the_docs_carry_the_vector() -> None:
     assert f"({len(VECTOR_MESSAGE.encode())} bytes;" in doc
     assert VECTOR_SIGNATURE in doc and VECTOR_KEY in doc
     assert keccak256(VECTOR_MESSAGE.encode()).hex() in doc
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(min_size=20, max_size=20))
+def test_checksum_addresses_as_eth_account_writes_them(raw: bytes) -> None:
+    from eth_utils.address import to_checksum_address as reference
+
+    assert to_checksum_address("0x" + raw.hex()) == reference("0x" + raw.hex())
 
 
 @settings(max_examples=60, deadline=None)
