@@ -3,10 +3,12 @@ query parameters' limits, and the page envelopes of the OpenAPI schema."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Generic, TypeVar
 
 import sqlalchemy as sa
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
@@ -14,7 +16,7 @@ from portal._access import Decision, Resource, decide, visible
 from portal._api_tables import access_log
 from portal._chain_tables import data_access, enterprises
 from portal._context import PortalContext, context_of
-from portal._errors import ApiProblem
+from portal._errors import ApiProblem, DatabaseUnavailable
 from portal._viewer import Viewer, current_viewer
 
 T = TypeVar("T")
@@ -32,6 +34,23 @@ PeriodQ = Annotated[int | None, Query(ge=0, le=2**32 - 1)]
 CodeQ = Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{1,64}$")]
 TextQ = Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{1,256}$")]
 TimeQ = Annotated[int | None, Query(ge=-I64, le=I64, description="ns since the Unix epoch")]
+
+
+class DbRoute(APIRoute):
+    """A route whose database errors of connection (the server down, unreachable, restarting)
+    answer 503 problem details (``DatabaseUnavailable``) instead of 500."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (sa.exc.OperationalError, sa.exc.InterfaceError) as e:
+                request.app.state.ctx.metrics.inc("portal_api_database_errors_total")
+                raise DatabaseUnavailable(str(e.orig or e).strip().splitlines()[0][:300]) from None
+
+        return guarded
 
 
 class Problem(BaseModel):

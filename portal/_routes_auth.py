@@ -7,12 +7,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field
 
 from portal import _auth
-from portal._api_common import ADDRESS_RE, BEARER, PROBLEMS, Problem
+from portal._api_common import ADDRESS_RE, BEARER, PROBLEMS, DbRoute, Problem
 from portal._context import PortalContext, context_of
 from portal._viewer import Viewer, current_viewer
 
@@ -20,7 +19,7 @@ from portal._viewer import Viewer, current_viewer
 MAX_AUTH_BODY = 8 * 1024
 
 
-class SmallBodyRoute(APIRoute):
+class SmallBodyRoute(DbRoute):
     """A route whose body must declare its length, at most ``MAX_AUTH_BODY`` bytes: refused
     with 413 before it is read (the app-wide limit is sized for ingest batches)."""
 

@@ -30,6 +30,7 @@ from portal._api_common import (
     Access,
     AddressQ,
     CodeQ,
+    DbRoute,
     GatewayQ,
     Page,
     Paging,
@@ -56,7 +57,7 @@ from portal._chain_tables import (
 from portal._errors import ApiProblem
 from portal._ingest_tables import ingest_batches, quarantine, records
 
-router = APIRouter(prefix="/v1", responses=PROBLEMS)
+router = APIRouter(prefix="/v1", responses=PROBLEMS, route_class=DbRoute)
 
 AddressP = Annotated[str, Path(pattern=ADDRESS_RE, description="the enterprise's account")]
 STATUS = {0: "none", 1: "active", 2: "suspended"}

@@ -27,6 +27,7 @@ from portal._api_common import (
     PROBLEMS,
     Access,
     AddressQ,
+    DbRoute,
     GatewayQ,
     TextQ,
     TimeQ,
@@ -48,7 +49,7 @@ from portal._proofs import (
     unhex,
 )
 
-router = APIRouter(prefix="/v1", tags=["records"], responses=PROBLEMS)
+router = APIRouter(prefix="/v1", tags=["records"], responses=PROBLEMS, route_class=DbRoute)
 
 #: batches read per query while exporting (each batch's leaves are held while it is written)
 EXPORT_BATCHES_PER_QUERY = 50

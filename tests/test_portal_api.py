@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from eth_account import Account
 from fastapi.testclient import TestClient
 
 from ledger_client import gateway_key, keccak256, merkle_proof, parse_bundle, record_leaf
@@ -543,6 +544,30 @@ def test_no_token_is_401_and_no_role_is_403(env: Env) -> None:
     with env.ctx.engine.begin() as c:
         c.execute(sa.delete(roles).where(roles.c.account == addr(env.ds.auditor)))
     assert env.get("/v1/quarantine", env.ds.auditor).status_code == 403
+
+
+def test_a_database_that_does_not_answer_is_503(tmp_path: Any) -> None:
+    """A PostgreSQL server nobody listens for: every route answers 503 problem details."""
+    from pathlib import Path
+
+    from portal import PortalContext, open_engine
+    from portal._config import ChainSection, PortalConfig
+    from simulator import free_port
+
+    engine = open_engine(f"postgresql+psycopg://mrv@127.0.0.1:{free_port()}/none",
+                         connect_timeout_s=1)
+    ctx = PortalContext(config=PortalConfig(chain=ChainSection(address_book=Path("x.json"))),
+                        engine=engine, now_ns=Clock(), token_secret=b"k" * 32, chain_id=1)
+    with TestClient(create_app(ctx)) as client:
+        h = bearer(ctx, Account.from_key(b"\x01" * 32))
+        for path in ("/v1/enterprises", "/v1/auth/me", "/v1/records"):
+            r = client.get(path, headers=h)
+            assert r.status_code == 503 and r.headers["content-type"] == PROBLEM, r.text
+            assert "the database does not answer" in r.json()["detail"]
+        r = client.post("/v1/auth/challenge", json={"address": "0x" + "ab" * 20})
+        assert r.status_code == 503
+    assert ctx.metrics.counters["portal_api_database_errors_total"] == 4
+    engine.dispose()
 
 
 def test_the_openapi_schema_names_every_route_with_models(env: Env) -> None:
