@@ -135,7 +135,10 @@ def one_enterprise(address: AddressP,
         if row is None:
             raise _not_found(f"no enterprise {address} on the ledger")
         gws: list[Gateway] | None = None
-        if acc.decide(Resource.of(address)).allowed:
+        d = acc.decide(Resource.of(address))
+        if not d.allowed and acc.viewer.is_finance:
+            acc.log(address, 200, f"the register entry only ({d.reason})")
+        if d.allowed:
             acc.require(Resource.of(address))  # logs finance's access
             gws = [Gateway(gateway_id=g.gateway_id, gateway_key=g.gateway_key, active=g.active,
                            registered_at=int(g.registered_at), sender=g.sender,

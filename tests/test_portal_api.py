@@ -166,6 +166,10 @@ def test_enterprise_detail_shows_gateways_only_to_who_may_see_its_data(env: Env)
     other = env.get(f"/v1/enterprises/{addr(ds.a)}", ds.b).json()
     assert other["name"] == "Pearl River Power" and other["gateways"] is None
     assert env.get(f"/v1/enterprises/{addr(ds.a)}", ds.finance).json()["gateways"] is not None
+    assert env.get(f"/v1/enterprises/{addr(ds.d)}", ds.finance).json()["gateways"] is None
+    assert [(x["enterprise"], x["status"]) for x in _log(env)] == [
+        (addr(ds.a), 200), (addr(ds.d), 200)]
+    assert "register entry only" in _log(env)[1]["reason"]
     r = env.get(f"/v1/enterprises/0x{'99' * 20}", ds.government)
     assert r.status_code == 404 and r.headers["content-type"] == PROBLEM
 
