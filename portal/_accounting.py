@@ -32,11 +32,6 @@ def obligation(*, verified_g: int, penalty_g: int, penalty_deducted_g: int) -> i
     return verified_g + penalty_g - penalty_deducted_g
 
 
-def day_of(ts_ns: int) -> int:
-    """The UTC day (days since 1970-01-01) holding ``ts_ns`` (floor, also before 1970)."""
-    return ts_ns // DAY_NS
-
-
 def bucket_start_ns(day: int, bucket: Literal["day", "month"]) -> int:
     """The start (ns) of the day or month bucket holding UTC day ``day``."""
     if bucket == "day":

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from portal._access import Decision, Resource, decide, visible
 from portal._api_tables import access_log
-from portal._chain_tables import data_access, enterprises
+from portal._chain_tables import data_access
 from portal._context import PortalContext, context_of
 from portal._errors import ApiProblem, DatabaseUnavailable
 from portal._viewer import Viewer, current_viewer
@@ -189,11 +189,6 @@ def access(request: Request, ctx: Annotated[PortalContext, Depends(context_of)],
            viewer: Annotated[Viewer, Depends(current_viewer)]) -> Access:
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return Access(ctx, viewer, path)
-
-
-def enterprise_exists(c: sa.Connection, account: str) -> bool:
-    return c.execute(sa.select(enterprises.c.account)
-                     .where(enterprises.c.account == account)).first() is not None
 
 
 def lower(v: str | None) -> str | None:
