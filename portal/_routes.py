@@ -6,6 +6,13 @@ from fastapi import APIRouter
 
 
 def routers() -> list[APIRouter]:
-    from portal import _routes_health, _routes_scores
+    from portal import (
+        _routes_auth,
+        _routes_data,
+        _routes_health,
+        _routes_records,
+        _routes_scores,
+    )
 
-    return [_routes_health.router, _routes_scores.router]
+    return [_routes_health.router, _routes_auth.router, _routes_data.router,
+            _routes_records.router, _routes_scores.router]
