@@ -82,8 +82,7 @@ def _write_config(work: Path, url: str, port: int, workers: int) -> Path:
 
 
 def _token(cfg_path: Path) -> str:
-    from portal import PortalContext, load_portal_config
-    from portal._viewer import issue_token
+    from portal import PortalContext, issue_token, load_portal_config
 
     cfg = load_portal_config(cfg_path)
     ctx = PortalContext(config=cfg, engine=sa.create_engine("sqlite://"),

@@ -10,12 +10,14 @@ from portal._config import PortalConfig, load_portal_config
 from portal._context import PortalContext
 from portal._db import migrate, open_engine
 from portal._runtime import build_context
+from portal._viewer import issue_token
 
 __all__ = [
     "PortalConfig",
     "PortalContext",
     "build_context",
     "create_app",
+    "issue_token",
     "load_portal_config",
     "migrate",
     "open_engine",

@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from portal._access import Resource
+from portal._api_common import Access, access
 from portal._context import PortalContext, context_of
 from portal._errors import ApiProblem
 from portal._scoring import (
@@ -39,7 +41,7 @@ from portal._scoring_queries import (
     output_table,
     period_by_id,
 )
-from portal._viewer import Viewer, current_viewer, finance_access_until
+from portal._viewer import Viewer, current_viewer
 
 log = logging.getLogger("mrv.portal.scores")
 
@@ -294,43 +296,19 @@ def _component_out(c: Component) -> dict[str, object]:
             "rule": c.rule, "inputs": _inputs(c)}
 
 
-def _may_see(ctx: PortalContext, viewer: Viewer, enterprise: str) -> None:
-    """403 with the reason unless the viewer may see ``enterprise``'s own data."""
-    if viewer.sees_all:
-        return
-    if viewer.is_enterprise and viewer.address == enterprise:
-        return
-    if viewer.is_finance:
-        with ctx.engine.connect() as conn:
-            until = finance_access_until(conn, enterprise, viewer.address)
-        now_s = ctx.now_ns() // 1_000_000_000
-        if until > now_s:
-            ctx.metrics.inc("portal_finance_reads")
-            log.info("finance %s read the green index of %s (grant until %d)",
-                     viewer.address, enterprise, until)
-            return
-        ctx.metrics.inc("portal_denied")
-        why = ("has not granted you data access" if until == 0 else
-               f"granted you data access until {until} (Unix seconds), which has passed")
-        raise ApiProblem(403, "Forbidden", f"{enterprise} {why}: a financial institution sees "
-                         "an enterprise's data only while the enterprise's grantDataAccess "
-                         "on the ledger holds")
-    ctx.metrics.inc("portal_denied")
-    raise ApiProblem(403, "Forbidden", "an enterprise sees only its own green index; others' "
-                     "data only as published aggregates (GET /v1/rankings)")
-
-
 @router.get("/v1/enterprises/{address}/green-index", response_model=GreenIndexOut,
             summary="The green index of an enterprise in a period, with every input")
 def get_green_index(
     ctx: Annotated[PortalContext, Depends(context_of)],
-    viewer: Annotated[Viewer, Depends(current_viewer)],
+    acc: Annotated[Access, Depends(access)],
     st: Annotated[ScoringState, Depends(scoring_state)],
     address: Annotated[str, Path(pattern=ADDRESS_PATTERN, description="the enterprise")],
     period: PeriodId,
 ) -> GreenIndexOut:
     enterprise = address.lower()
-    _may_see(ctx, viewer, enterprise)
+    # government and auditors: any; an enterprise: its own; finance: while the enterprise's
+    # on-chain grant holds (logged); every refusal a 403 with the reason (and logged)
+    acc.require(Resource.of(enterprise))
     with ctx.engine.connect() as conn:
         p = period_by_id(conn, period)
         if p is None:

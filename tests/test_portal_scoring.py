@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 
 from mrv_core import Quality
 from portal import PortalContext, create_app, migrate, open_engine
+from portal._api_tables import access_log
 from portal._chain_tables import (
     accounts,
     benchmarks,
@@ -386,24 +387,29 @@ def test_green_index_access_follows_the_ledger(db_url: str) -> None:
         assert get(A, f"/v1/enterprises/{A.upper().replace('0X', '0x')}/green-index"
                    ).status_code == 200
         r = get(A, f"/v1/enterprises/{B}/green-index")
-        assert r.status_code == 403 and "only its own" in r.json()["detail"]
+        assert r.status_code == 403 and "only as published aggregates" in r.json()["detail"]
         assert r.headers["content-type"] == "application/problem+json"
         r = get(FIN_EXPIRED)  # until_at == now: over
-        assert r.status_code == 403 and "has passed" in r.json()["detail"]
+        assert r.status_code == 403 and "expired at" in r.json()["detail"]
         assert get(FIN_EXPIRED, f"/v1/enterprises/{B}/green-index").status_code == 200
-        r = get(FIN_NONE)
-        assert r.status_code == 403 and "has not granted you" in r.json()["detail"]
+        r = get(FIN_NONE)  # its row says until_at 0: revoked
+        assert r.status_code == 403 and "has revoked" in r.json()["detail"]
         r = get(FIN_OK, f"/v1/enterprises/{B}/green-index")
-        assert r.status_code == 403 and "has not granted you" in r.json()["detail"]
+        assert r.status_code == 403 and "has not granted" in r.json()["detail"]
         assert get(NOBODY).status_code == 403
         assert get(None).status_code == 401
         # revocation on the ledger (the indexer sets until_at to 0) holds at the next request
         with ctx.engine.begin() as conn:
             conn.execute(data_access.update().where(data_access.c.finance == FIN_OK)
                          .values(until_at=0))
-        assert get(FIN_OK).status_code == 403
-        # counted: A on B, the expired, the revoked, FIN_OK on B, FIN_OK after the revocation
-        assert ctx.metrics.counters["portal_denied"] == 5
+        r = get(FIN_OK)
+        assert r.status_code == 403 and "has revoked" in r.json()["detail"]
+        # counted and logged: A on B, the expired, the revoked, FIN_OK on B, FIN_OK after the
+        # revocation; finance's reads logged too (FIN_OK on A, FIN_EXPIRED on B)
+        assert ctx.metrics.counters["portal_api_denied_total"] == 5
+        with ctx.engine.connect() as conn:
+            logged = conn.execute(sa.select(access_log.c.viewer, access_log.c.status)).all()
+        assert sorted(st for _, st in logged) == [200, 200, 403, 403, 403, 403, 403]
 
         assert get(GOV, period=9).status_code == 404
         assert get(GOV, f"/v1/enterprises/{H}/green-index").status_code == 404
