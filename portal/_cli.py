@@ -1,6 +1,8 @@
-"""``mrv-portal``: run the portal, migrate its database, write its OpenAPI schema.
+"""``mrv-portal``: run the portal, migrate its database, run the chain indexer alone, write its
+OpenAPI schema.
 
-Exit codes: 0 ok, 2 a bad config or a refused start."""
+Exit codes: 0 ok, 1 the indexer stopped at a reorg deeper than its confirmations, 2 a bad config
+or a refused start, 3 the chain could not be reached (``index --once``)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--log-level", default="INFO")
     p_mig = sub.add_parser("migrate", help="bring the database schema up to date")
     p_mig.add_argument("config", type=Path)
+    p_idx = sub.add_parser("index", help="run the chain indexer alone (no API)")
+    p_idx.add_argument("config", type=Path)
+    p_idx.add_argument("--once", action="store_true", help="index until caught up, then exit")
     p_api = sub.add_parser("openapi", help="print the API's OpenAPI schema (JSON)")
     p_api.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -40,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
             migrate(open_engine(cfg.database.url))
             print(f"migrated {cfg.database.url.split('@')[-1]}")
             return 0
+        if args.cmd == "index":
+            from portal._indexer import run_index
+
+            return run_index(args.config, once=args.once)
         from portal._runtime import serve
 
         serve(cfg)

@@ -37,7 +37,7 @@ from eth_abi.abi import decode as abi_decode
 
 from portal import _chain_tables as ct
 from portal._context import PortalContext
-from portal._errors import ChainUnavailable, PortalError
+from portal._errors import ChainUnavailable, PortalConfigError, PortalError
 from portal._event_tables import CONTRACT_NAMES, EVENTS, EventSpec, abi_type, idx_anomalies
 
 log = logging.getLogger("mrv.portal.indexer")
@@ -818,8 +818,8 @@ class Indexer:
         self.rpc = rpc or Rpc(cfg.rpc_url, cfg.timeout_s)
         self.contracts = {a.lower(): n for n, a in ctx.contracts.items() if n in CONTRACT_NAMES}
         if not self.contracts:
-            raise PortalError("the address book names none of the contracts the indexer follows"
-                              f" ({', '.join(CONTRACT_NAMES)})")
+            raise PortalConfigError("the address book names none of the contracts the indexer"
+                                    f" follows ({', '.join(CONTRACT_NAMES)})")
         self.topics = {n: events_of(n) for n in set(self.contracts.values())}
 
     def close(self) -> None:
@@ -959,7 +959,12 @@ def indexer_worker(ctx: PortalContext, stop: threading.Event) -> None:
     ``indexer_chain_failures`` / ``indexer_db_failures``. A reorg deeper than the confirmations
     stops the worker (state ``alarm``)."""
     m = ctx.metrics
-    ix = Indexer(ctx)
+    try:
+        ix = Indexer(ctx)
+    except PortalConfigError as e:
+        m.set_state(COMPONENT, "alarm", str(e))
+        log.error("indexer not started: %s", e)
+        return
     delay = 0.0
     failing = False
     try:

@@ -382,7 +382,7 @@ def _config(path: Path, db_url: str, book: Path, rpc_url: str, **chain: Any) -> 
 
 def _child(config: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "portal._indexer", str(config), *extra],
+    return subprocess.Popen([sys.executable, "-m", "portal._cli", "index", str(config), *extra],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -506,7 +506,7 @@ def test_a_node_behind_the_checkpoint_is_a_wait_and_a_changed_block_a_reorg(
         with ctx.engine.begin() as c:  # block 5 with another hash: the chain was reorganised
             c.execute(sa.text(f"UPDATE idx_checkpoint SET block_number = 5,"
                               f" block_hash = '0x{'ab' * 32}'"))
-        with pytest.raises(ReorgDetected, match="block 5 .* a reorg deeper than"):
+        with pytest.raises(ReorgDetected, match=r"block 5 .* a reorg deeper than"):
             ix.step()
         stop = threading.Event()
         indexer_worker(ctx, stop)  # returns at once: a reorg stops the worker
