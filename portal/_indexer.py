@@ -831,16 +831,27 @@ class Indexer:
         return _hex_int(self.rpc.call("eth_blockNumber", []), "eth_blockNumber")
 
     def blocks(self, numbers: Sequence[int]) -> dict[int, BlockInfo]:
+        """The headers of ``numbers`` (JSON-RPC batches; one too large is split in halves)."""
         out: dict[int, BlockInfo] = {}
         for i in range(0, len(numbers), BLOCKS_PER_BATCH):
-            chunk = numbers[i:i + BLOCKS_PER_BATCH]
-            answers = self.rpc.batch("eth_getBlockByNumber", [[hex(n), False] for n in chunk])
-            for n, a in zip(chunk, answers, strict=True):
-                b = parse_block(a, n)
-                if b is None:
-                    raise ChainBehind(f"the node has no block {n} (behind, or resyncing)")
-                out[n] = b
+            self._blocks(numbers[i:i + BLOCKS_PER_BATCH], out)
         return out
+
+    def _blocks(self, chunk: Sequence[int], out: dict[int, BlockInfo]) -> None:
+        try:
+            answers = self.rpc.batch("eth_getBlockByNumber", [[hex(n), False] for n in chunk])
+        except _ResponseTooLarge:
+            if len(chunk) == 1:
+                raise
+            half = len(chunk) // 2
+            self._blocks(chunk[:half], out)
+            self._blocks(chunk[half:], out)
+            return
+        for n, a in zip(chunk, answers, strict=True):
+            b = parse_block(a, n)
+            if b is None:
+                raise ChainBehind(f"the node has no block {n} (behind, or resyncing)")
+            out[n] = b
 
     def logs(self, start: int, end: int) -> list[RawLog]:
         """Every log of the followed contracts in [start, end], in chain order; a range the
@@ -976,6 +987,13 @@ def indexer_worker(ctx: PortalContext, stop: threading.Event) -> None:
                 m.inc("indexer_reorgs")
                 log.error("indexer stopped: %s", e)
                 return
+            except sa.exc.IntegrityError as e:
+                # another indexer wrote the same range first (one per database is the rule)
+                m.inc("indexer_conflicts")
+                log.warning("indexer: a range was written by another writer; again in %s s:"
+                            " %s", ctx.config.chain.poll_s, str(e).splitlines()[0][:200])
+                stop.wait(ctx.config.chain.poll_s)
+                continue
             except (ChainUnavailable, sa.exc.OperationalError, sa.exc.InterfaceError) as e:
                 what = "chain" if isinstance(e, ChainUnavailable) else "db"
                 m.inc(f"indexer_{what}_failures")

@@ -11,14 +11,16 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import sqlalchemy as sa
@@ -28,12 +30,14 @@ from ledger_client import FindingKind, Mrv, keccak256, read_address_book, write_
 from portal import PortalContext, build_context
 from portal._config import ChainSection, DatabaseSection, PortalConfig
 from portal._db import all_tables
+from portal._errors import ChainUnavailable
 from portal._event_tables import EVENTS, idx_anomalies
 from portal._indexer import (
     ChainBehind,
     Indexer,
     RawLog,
     ReorgDetected,
+    Rpc,
     apply_log,
     events_of,
     indexer_worker,
@@ -638,3 +642,88 @@ def test_an_amount_beyond_int64_is_an_anomaly_never_rounded(engine: sa.Engine) -
         (11, "ev_allocated", "amount_g", str(2**64)),
         (12, "*", "*", "0x01")]
     assert "signed 64-bit" in an[0]["reason"] and "not updated" in an[0]["reason"]
+
+
+# -- what the node sends is checked before it is used -------------------------------------------
+
+
+async def test_a_narrow_answer_limit_splits_the_ranges_and_gives_the_same_tables(
+        anvil: Anvil, played: Played, tmp_path: Path) -> None:
+    class Counting(Rpc):
+        get_logs = 0
+
+        def call(self, method: str, params: list[Any]) -> Any:
+            Counting.get_logs += method == "eth_getLogs"
+            return super().call(method, params)
+
+    dumps, calls = [], []
+    for name, limit in (("wide", None), ("narrow", 6_000)):
+        Counting.get_logs = 0
+        ctx = _ctx(f"sqlite:///{tmp_path / name}.db", played.book, anvil.url, confirmations=0,
+                   step_blocks=100_000, start_block=played.start_block)
+        rpc_ = Counting(anvil.url, 5.0, **({"max_response_bytes": limit} if limit else {}))
+        ix = Indexer(ctx, rpc_)
+        try:
+            ix.catch_up()
+        finally:
+            ix.close()
+        d = dump(ctx.engine)
+        d.pop("idx_checkpoint")
+        dumps.append(d)
+        calls.append(Counting.get_logs)
+        ctx.engine.dispose()
+    assert dumps[0] == dumps[1]
+    assert calls[0] == 1 and calls[1] > 10  # split in halves down to what fits
+    assert len(dumps[0]["ev_batch_anchored"]) == 6
+
+
+class _Liar(BaseHTTPRequestHandler):
+    answers: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = self.answers.pop(0) if self.answers else b"{}"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("answers, says", [
+    ([b"not json"], "not JSON"),
+    ([b'{"jsonrpc":"2.0","id":1}'], "no result"),
+    ([b'{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"boom"}}'], "boom"),
+    ([b'{"jsonrpc":"2.0","id":1,"result":"12"}'], "hex quantity"),
+    ([b'{"jsonrpc":"2.0","id":1,"result":"0x10"}', b'{"jsonrpc":"2.0","id":2,"result":{}}'],
+     "not a list"),
+    ([b'{"jsonrpc":"2.0","id":1,"result":"0x10"}',
+      b'{"jsonrpc":"2.0","id":2,"result":[{"removed":true}]}'], "removed log"),
+    ([b'{"jsonrpc":"2.0","id":1,"result":"0x10"}',
+      b'{"jsonrpc":"2.0","id":2,"result":[{"address":"0x11","topics":[]}]}'], "expected 20 bytes"),
+    ([b'{"jsonrpc":"2.0","id":1,"result":"0x10"}', b'{"jsonrpc":"2.0","id":2,"result":[]}',
+      b'[{"jsonrpc":"2.0","id":3,"result":{"number":"0x9","hash":"0x00","timestamp":"0x1"}}]'],
+     "asked for block 16, got 9"),
+    ([b"x" * 70_000], "larger than"),
+])
+def test_a_node_answering_nonsense_is_unavailable_and_nothing_is_stored(
+        tmp_path: Path, answers: list[bytes], says: str) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Liar)
+    _Liar.answers = list(answers)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        ctx = _ctx(f"sqlite:///{tmp_path / 'p.db'}", _dummy_book(tmp_path), url,
+                   confirmations=0)
+        ix = Indexer(ctx, Rpc(url, 5.0, max_response_bytes=65_536))
+        with pytest.raises(ChainUnavailable, match=re.escape(says)):
+            ix.step()
+        ix.close()
+        assert dump(ctx.engine)["idx_checkpoint"] == []
+        ctx.engine.dispose()
+    finally:
+        server.shutdown()
+        server.server_close()
