@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     p_idx = sub.add_parser("index", help="run the chain indexer alone (no API)")
     p_idx.add_argument("config", type=Path)
     p_idx.add_argument("--once", action="store_true", help="index until caught up, then exit")
+    p_idx.add_argument("--reset", action="store_true",
+                       help="empty the index first and rebuild it from chain.start_block"
+                            " (after a reorg deeper than chain.confirmations)")
     p_api = sub.add_parser("openapi", help="print the API's OpenAPI schema (JSON)")
     p_api.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "index":
             from portal._indexer import run_index
 
-            return run_index(args.config, once=args.once)
+            return run_index(args.config, once=args.once, reset=args.reset)
         from portal._runtime import serve
 
         serve(cfg)

@@ -1019,13 +1019,32 @@ def indexer_worker(ctx: PortalContext, stop: threading.Event) -> None:
 # -- ``mrv-portal index`` / ``python -m portal._indexer`` -----------------------------------
 
 
-def run_index(config: Path, *, once: bool) -> int:
+def owned_tables() -> list[sa.Table]:
+    """Every table the indexer writes: the checkpoint, the model tables, ``ev_*``, anomalies."""
+    model = [t for t in vars(ct).values() if isinstance(t, sa.Table)]
+    return [*model, *(s.table for s in EVENTS.values()), idx_anomalies]
+
+
+def reset_index(engine: sa.Engine) -> None:
+    """Empty every table the indexer writes (one transaction): the next step starts again at
+    ``chain.start_block``. What to do after a reorg deeper than the confirmations."""
+    with engine.begin() as conn:
+        for t in owned_tables():
+            conn.execute(sa.delete(t))
+
+
+def run_index(config: Path, *, once: bool, reset: bool = False) -> int:
     """Index from ``config``'s chain into its database: until caught up (``once``) or until
-    SIGINT/SIGTERM. Exit codes: 0 ok, 1 a reorg deeper than the confirmations, 3 the chain
-    could not be reached (``once`` only)."""
+    SIGINT/SIGTERM; ``reset`` first empties the index (a rebuild from ``chain.start_block``).
+    Exit codes: 0 ok, 1 a reorg deeper than the confirmations, 3 the chain could not be
+    reached (``once`` only)."""
     from portal._runtime import build_context
 
     ctx = build_context(_load(config))
+    if reset:
+        reset_index(ctx.engine)
+        log.warning("the index was emptied; it is rebuilt from block %d",
+                    ctx.config.chain.start_block)
     if once:
         ix = Indexer(ctx)
         try:
@@ -1057,9 +1076,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m portal._indexer")
     ap.add_argument("config", type=Path)
     ap.add_argument("--once", action="store_true", help="index until caught up, then exit")
+    ap.add_argument("--reset", action="store_true",
+                    help="empty the index first (rebuild from chain.start_block)")
     args = ap.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_index(args.config, once=args.once)
+    return run_index(args.config, once=args.once, reset=args.reset)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from eth_abi.abi import encode as abi_encode
 
 from ledger_client import FindingKind, Mrv, keccak256, read_address_book, write_address_book
 from portal import PortalContext, build_context
+from portal._cli import main as cli_main
 from portal._config import ChainSection, DatabaseSection, PortalConfig
 from portal._db import all_tables
 from portal._errors import ChainUnavailable
@@ -517,6 +518,15 @@ def test_a_node_behind_the_checkpoint_is_a_wait_and_a_changed_block_a_reorg(
         assert ctx.metrics.component("indexer").state == "alarm"
         assert ctx.metrics.counters["indexer_reorgs"] == 1
         ix.close()
+        # the command line: exit 1 at the reorg; --reset empties the index and rebuilds it
+        cfg = _config(tmp_path / "portal.yaml", db, _dummy_book(tmp_path), node.url,
+                      confirmations=0)
+        assert cli_main(["index", str(cfg), "--once"]) == 1
+        assert cli_main(["index", str(cfg), "--once", "--reset"]) == 0
+        with ctx.engine.connect() as c:
+            cp = read_checkpoint(c)
+        block5 = rpc(node.url, "eth_getBlockByNumber", ["0x5", False])
+        assert cp is not None and (cp.block_number, cp.block_hash) == (5, block5["hash"])  # type: ignore[index]
         ctx.engine.dispose()
     finally:
         node.stop()
