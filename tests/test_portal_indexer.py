@@ -739,3 +739,28 @@ def test_a_node_answering_nonsense_is_unavailable_and_nothing_is_stored(
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- the worker in the app ------------------------------------------------------------------------
+
+
+async def test_the_app_runs_the_indexer_worker(anvil: Anvil, played: Played,
+                                               tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from portal import create_app
+    from portal._runtime import workers
+
+    ctx = _ctx(f"sqlite:///{tmp_path / 'p.db'}", played.book, anvil.url, confirmations=0,
+               step_blocks=50, start_block=played.start_block, poll_s=0.05)
+
+    def caught_up() -> bool:
+        with ctx.engine.connect() as c:
+            cp = read_checkpoint(c)
+        return cp is not None and cp.block_number >= played.end_block
+
+    with TestClient(create_app(ctx, workers=workers())):  # type: ignore[arg-type]
+        await until(lambda: caught_up() and ctx.metrics.component("indexer").state == "ok", 30)
+    assert ctx.metrics.component("indexer").state == "stopped"  # the lifespan stopped it
+    assert len(db_tables(ctx.engine, ["trades"])["trades"]) == 3
+    ctx.engine.dispose()
