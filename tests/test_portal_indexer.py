@@ -478,10 +478,14 @@ async def test_a_node_down_then_back(db_url: str, tmp_path: Path,
         with ctx.engine.connect() as c:
             assert read_checkpoint(c) is None
         node.start()  # back, with its chain (the state file)
+
+        def said(prefix: str) -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.getMessage().startswith(prefix)]
+
         await until(lambda: ctx.metrics.component("indexer").state == "ok"
-                    and ctx.metrics.component("indexer").detail == f"block {end}", 30)
-        waiting = [r for r in caplog.records if r.getMessage().startswith("indexer waiting")]
-        recovered = [r for r in caplog.records if r.getMessage().startswith("indexer recovered")]
+                    and ctx.metrics.component("indexer").detail == f"block {end}"
+                    and bool(said("indexer recovered")), 30)
+        waiting, recovered = said("indexer waiting"), said("indexer recovered")
         assert len(waiting) == 1 and len(recovered) == 1  # once each, not per retry
         rows = db_tables(ctx.engine, ["data_access", "enterprises"])
         assert rows["data_access"] == {(s.a.address.lower(), s.finance.address.lower()):
