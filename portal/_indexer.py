@@ -35,6 +35,7 @@ import httpx
 import sqlalchemy as sa
 from eth_abi.abi import decode as abi_decode
 
+from mrv_core import json_depth
 from portal import _chain_tables as ct
 from portal._context import PortalContext
 from portal._errors import ChainUnavailable, PortalConfigError, PortalError
@@ -120,10 +121,7 @@ class Rpc:
                     chunks.append(chunk)
         except httpx.HTTPError as e:
             raise ChainUnavailable(f"{self.url}: {type(e).__name__}: {e}") from None
-        try:
-            return json.loads(b"".join(chunks))
-        except ValueError:
-            raise ChainUnavailable(f"{self.url}: the answer is not JSON") from None
+        return parse_answer(b"".join(chunks), self.url)
 
     def _request(self, method: str, params: list[Any]) -> dict[str, Any]:
         self._id += 1
@@ -178,6 +176,22 @@ class RpcError(ChainUnavailable):
 
 
 # -- parsing what the node sends (untrusted: shapes and sizes checked first) -----------------
+
+#: JSON nesting an answer may have (a log is 3 levels deep in an eth_getLogs answer)
+MAX_ANSWER_DEPTH = 16
+
+
+def parse_answer(raw: bytes, source: str = "the node") -> Any:
+    """A JSON-RPC answer's JSON, at most `MAX_ANSWER_DEPTH` levels deep (checked before
+    parsing, so deep nesting never reaches the recursive parser); `ChainUnavailable` if not."""
+    if json_depth(raw, MAX_ANSWER_DEPTH) > MAX_ANSWER_DEPTH:
+        raise ChainUnavailable(f"{source}: the answer is nested deeper than"
+                               f" {MAX_ANSWER_DEPTH} levels")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ChainUnavailable(f"{source}: the answer is not JSON") from None
+
 
 
 def _hex_int(v: Any, what: str) -> int:
