@@ -723,6 +723,8 @@ class _Liar(BaseHTTPRequestHandler):
       b'[{"jsonrpc":"2.0","id":3,"result":{"number":"0x9","hash":"0x00","timestamp":"0x1"}}]'],
      "asked for block 16, got 9"),
     ([b"x" * 70_000], "larger than"),
+    ([b"[" * 100_000 + b"]" * 100_000], "larger than"),
+    ([b'{"jsonrpc":"2.0","id":1,"result":' + b"[" * 20 + b"]" * 20 + b"}"], "nested deeper"),
 ])
 def test_a_node_answering_nonsense_is_unavailable_and_nothing_is_stored(
         tmp_path: Path, answers: list[bytes], says: str) -> None:
