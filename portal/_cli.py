@@ -9,10 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from config import ConfigError
+
+if TYPE_CHECKING:
+    from portal._config import PortalConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"migrated {cfg.database.url.split('@')[-1]}")
             return 0
         if args.cmd == "index":
-            from portal._indexer import run_index
-
-            return run_index(args.config, once=args.once, reset=args.reset)
+            return _index(cfg, once=args.once, reset=args.reset)
         from portal._runtime import serve
 
         serve(cfg)
@@ -62,6 +66,40 @@ def main(argv: list[str] | None = None) -> int:
     except PortalConfigError as e:
         print(f"mrv-portal: {e}", file=sys.stderr)
         return 2
+
+
+def _index(cfg: PortalConfig, *, once: bool, reset: bool) -> int:
+    """Run the indexer alone: until caught up (``once``) or until SIGINT/SIGTERM; ``reset``
+    first empties the index (a rebuild from ``chain.start_block``). Exit codes: 0 ok, 1 a
+    reorg deeper than the confirmations, 3 the chain could not be reached (``once`` only)."""
+    from portal._errors import ChainUnavailable
+    from portal._indexer import COMPONENT, Indexer, ReorgDetected, indexer_worker, reset_index
+    from portal._runtime import build_context
+
+    ctx = build_context(cfg)
+    if reset:
+        reset_index(ctx.engine)
+        logging.getLogger("mrv.portal.indexer").warning(
+            "the index was emptied; it is rebuilt from block %d", cfg.chain.start_block)
+    if once:
+        ix = Indexer(ctx)
+        try:
+            n = ix.catch_up()
+        except ReorgDetected as e:
+            print(f"mrv-portal index: {e}", file=sys.stderr)
+            return 1
+        except ChainUnavailable as e:
+            print(f"mrv-portal index: {e}", file=sys.stderr)
+            return 3
+        finally:
+            ix.close()
+        print(f"indexed {n} blocks")
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    indexer_worker(ctx, stop)
+    return 1 if ctx.metrics.component(COMPONENT).state == "alarm" else 0
 
 
 def _openapi(out: Path | None) -> int:

@@ -20,15 +20,11 @@ Decoding and the model updates are pure functions of the logs (``decode_log`` an
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import signal
-import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -1030,7 +1026,7 @@ def indexer_worker(ctx: PortalContext, stop: threading.Event) -> None:
             m.set_state(COMPONENT, "stopped")
 
 
-# -- ``mrv-portal index`` / ``python -m portal._indexer`` -----------------------------------
+# -- rebuilding ------------------------------------------------------------------------------------
 
 
 def owned_tables() -> list[sa.Table]:
@@ -1045,58 +1041,3 @@ def reset_index(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         for t in owned_tables():
             conn.execute(sa.delete(t))
-
-
-def run_index(config: Path, *, once: bool, reset: bool = False) -> int:
-    """Index from ``config``'s chain into its database: until caught up (``once``) or until
-    SIGINT/SIGTERM; ``reset`` first empties the index (a rebuild from ``chain.start_block``).
-    Exit codes: 0 ok, 1 a reorg deeper than the confirmations, 3 the chain could not be
-    reached (``once`` only)."""
-    from portal._runtime import build_context
-
-    ctx = build_context(_load(config))
-    if reset:
-        reset_index(ctx.engine)
-        log.warning("the index was emptied; it is rebuilt from block %d",
-                    ctx.config.chain.start_block)
-    if once:
-        ix = Indexer(ctx)
-        try:
-            n = ix.catch_up()
-        except ReorgDetected as e:
-            print(f"mrv-portal index: {e}", file=sys.stderr)
-            return 1
-        except ChainUnavailable as e:
-            print(f"mrv-portal index: {e}", file=sys.stderr)
-            return 3
-        finally:
-            ix.close()
-        print(f"indexed {n} blocks")
-        return 0
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    indexer_worker(ctx, stop)
-    return 1 if ctx.metrics.component(COMPONENT).state == "alarm" else 0
-
-
-def _load(config: Path) -> Any:
-    from portal._config import load_portal_config
-
-    return load_portal_config(config)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m portal._indexer")
-    ap.add_argument("config", type=Path)
-    ap.add_argument("--once", action="store_true", help="index until caught up, then exit")
-    ap.add_argument("--reset", action="store_true",
-                    help="empty the index first (rebuild from chain.start_block)")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_index(args.config, once=args.once, reset=args.reset)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
