@@ -399,6 +399,32 @@ class Mrv:
             gateway_key(gateway_id)))
         return ev
 
+    # -- enterprises: consent for financial institutions -----------------------------------------
+
+    async def grant_data_access(self, enterprise: LocalAccount, finance: str,
+                                until_s: int) -> Event:
+        """The enterprise lets ``finance`` (a FINANCE_ROLE holder) read its data until
+        ``until_s`` (block seconds, in the future); granting again replaces the end."""
+        _, ev = await self.send(enterprise, self.registry.functions.grantDataAccess(
+            self.chain.w3.to_checksum_address(finance), until_s))
+        return self._one(ev, "DataAccessGranted")
+
+    async def revoke_data_access(self, enterprise: LocalAccount, finance: str) -> Event:
+        _, ev = await self.send(enterprise, self.registry.functions.revokeDataAccess(
+            self.chain.w3.to_checksum_address(finance)))
+        return self._one(ev, "DataAccessRevoked")
+
+    async def data_access_until(self, enterprise: str, finance: str) -> int:
+        """The end (block seconds) of the enterprise's grant to ``finance``; 0 when none."""
+        return int(await self.call(self.registry.functions.dataAccessUntil(
+            self.chain.w3.to_checksum_address(enterprise),
+            self.chain.w3.to_checksum_address(finance))))
+
+    async def has_data_access(self, enterprise: str, finance: str) -> bool:
+        return bool(await self.call(self.registry.functions.hasDataAccess(
+            self.chain.w3.to_checksum_address(enterprise),
+            self.chain.w3.to_checksum_address(finance))))
+
     # -- allowances ------------------------------------------------------------------------------
 
     async def set_benchmark(self, gov: LocalAccount, period: int, industry: str,

@@ -270,6 +270,36 @@ async def c_revoke_gateway(a: argparse.Namespace, m: Mrv, o: Out) -> None:
     o.events("revoke-gateway", await m.revoke_gateway(_key(a), a.gateway_id))
 
 
+def parse_until_s(text: str) -> int:
+    """Block seconds from Unix seconds or an ISO date / date-time (UTC unless it says)."""
+    t = _short(text, "until").strip()
+    if re.fullmatch(r"[0-9]{1,20}", t):
+        s = int(t)
+    else:
+        try:
+            when = dt.datetime.fromisoformat(t)
+        except ValueError:
+            raise ValueError(f"until {text!r}: expected ISO 8601 (2027-01-01) or Unix seconds"
+                             ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        s = int(when.timestamp())
+    if not 0 < s < 2**64:
+        raise ValueError(f"until {text!r}: outside the uint64 seconds the registry holds")
+    return s
+
+
+async def c_grant_access(a: argparse.Namespace, m: Mrv, o: Out) -> None:
+    until = parse_until_s(a.until)
+    ev = await m.grant_data_access(_key(a), parse_address(a.finance, "finance"), until)
+    o.events("grant-access", [ev], until=until)
+
+
+async def c_revoke_access(a: argparse.Namespace, m: Mrv, o: Out) -> None:
+    ev = await m.revoke_data_access(_key(a), parse_address(a.finance, "finance"))
+    o.events("revoke-access", [ev])
+
+
 async def c_gateway(a: argparse.Namespace, m: Mrv, o: Out) -> None:
     g = await m.chain.gateway(a.gateway_id)
     o.result({"gateway_id": g.gateway_id, "sender": g.sender, "signing_key": g.signing_key,
@@ -445,7 +475,8 @@ COMMANDS: dict[str, Handler] = {
     "define-period": c_define_period, "close-period": c_close_period, "periods": c_periods,
     "certify": c_certify, "suspend": c_suspend, "reinstate": c_reinstate,
     "reserve-gateway": c_reserve_gateway, "register-gateway": c_register_gateway,
-    "revoke-gateway": c_revoke_gateway,
+    "revoke-gateway": c_revoke_gateway, "grant-access": c_grant_access,
+    "revoke-access": c_revoke_access,
     "gateway": c_gateway, "benchmark": c_benchmark, "allocate": c_allocate,
     "transfer": c_transfer, "surrender": c_surrender, "settle": c_settle, "offer": c_offer,
     "accept": c_accept, "cancel": c_cancel, "settle-trade": c_settle_trade, "market": c_market,
@@ -564,6 +595,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signing-key", required=True, help="the gateway's Ed25519 public key, hex")
     p = cmd("revoke-gateway", "government or the owning enterprise: revoke a gateway")
     p.add_argument("gateway_id")
+    p = cmd("grant-access", "enterprise: let a financial institution read its data until a time")
+    p.add_argument("finance", help="the institution's account (holds the finance role)")
+    p.add_argument("until", help="end of the access: ISO 8601 (2027-01-01) or Unix seconds")
+    p = cmd("revoke-access", "enterprise: withdraw a financial institution's data access")
+    p.add_argument("finance")
     p = cmd("gateway", "show a gateway's registration and anchoring state")
     p.add_argument("gateway_id")
     p = cmd("benchmark", "government: set an industry's allocation benchmark for a period")

@@ -43,6 +43,16 @@ gateways = sa.Table(
     sa.Index("ix_gateways_enterprise", "enterprise"),
 )
 
+#: gateway ids government reserved (``GatewayIdReserved``), registered or not: the key's
+#: holder is ``MrvRegistry.gatewayReservedFor(key)``. A reservation moves until the id is
+#: registered.
+gateway_reservations = sa.Table(
+    "gateway_reservations", metadata,
+    hash32("gateway_key", primary_key=True),
+    sa.Column("gateway_id", sa.Text, nullable=False),
+    address("reserved_for", nullable=False),
+)
+
 periods = sa.Table(
     "periods", metadata,
     sa.Column("period_id", BIG, primary_key=True, autoincrement=False),

@@ -1,16 +1,24 @@
-"""``mrv-portal``: run the portal, migrate its database, write its OpenAPI schema.
+"""``mrv-portal``: run the portal, migrate its database, run the chain indexer alone, write its
+OpenAPI schema.
 
-Exit codes: 0 ok, 2 a bad config or a refused start."""
+Exit codes: 0 ok, 1 the indexer stopped at a reorg deeper than its confirmations, 2 a bad config
+or a refused start, 3 the chain could not be reached (``index --once``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from config import ConfigError
+
+if TYPE_CHECKING:
+    from portal._config import PortalConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
                        help="serve the API only (another process runs the indexer)")
     p_mig = sub.add_parser("migrate", help="bring the database schema up to date")
     p_mig.add_argument("config", type=Path)
+    p_idx = sub.add_parser("index", help="run the chain indexer alone (no API)")
+    p_idx.add_argument("config", type=Path)
+    p_idx.add_argument("--once", action="store_true", help="index until caught up, then exit")
+    p_idx.add_argument("--reset", action="store_true",
+                       help="empty the index first and rebuild it from chain.start_block"
+                            " (after a reorg deeper than chain.confirmations)")
     p_api = sub.add_parser("openapi", help="print the API's OpenAPI schema (JSON)")
     p_api.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -42,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             migrate(open_engine(cfg.database.url))
             print(f"migrated {cfg.database.url.split('@')[-1]}")
             return 0
+        if args.cmd == "index":
+            return _index(cfg, once=args.once, reset=args.reset)
         from portal._runtime import serve
 
         serve(cfg, args.config, background=not args.api_only)
@@ -52,6 +68,40 @@ def main(argv: list[str] | None = None) -> int:
     except PortalConfigError as e:
         print(f"mrv-portal: {e}", file=sys.stderr)
         return 2
+
+
+def _index(cfg: PortalConfig, *, once: bool, reset: bool) -> int:
+    """Run the indexer alone: until caught up (``once``) or until SIGINT/SIGTERM; ``reset``
+    first empties the index (a rebuild from ``chain.start_block``). Exit codes: 0 ok, 1 a
+    reorg deeper than the confirmations, 3 the chain could not be reached (``once`` only)."""
+    from portal._errors import ChainUnavailable
+    from portal._indexer import COMPONENT, Indexer, ReorgDetected, indexer_worker, reset_index
+    from portal._runtime import build_context
+
+    ctx = build_context(cfg)
+    if reset:
+        reset_index(ctx.engine)
+        logging.getLogger("mrv.portal.indexer").warning(
+            "the index was emptied; it is rebuilt from block %d", cfg.chain.start_block)
+    if once:
+        ix = Indexer(ctx)
+        try:
+            n = ix.catch_up()
+        except ReorgDetected as e:
+            print(f"mrv-portal index: {e}", file=sys.stderr)
+            return 1
+        except ChainUnavailable as e:
+            print(f"mrv-portal index: {e}", file=sys.stderr)
+            return 3
+        finally:
+            ix.close()
+        print(f"indexed {n} blocks")
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    indexer_worker(ctx, stop)
+    return 1 if ctx.metrics.component(COMPONENT).state == "alarm" else 0
 
 
 def _openapi(out: Path | None) -> int:

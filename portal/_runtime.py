@@ -50,7 +50,9 @@ def build_context(cfg: PortalConfig, *, run_migrations: bool = True) -> PortalCo
 
 def workers() -> list[object]:
     """The background workers ``mrv-portal run`` starts (indexer, ingest verifier)."""
-    return []
+    from portal._indexer import indexer_worker
+
+    return [indexer_worker]
 
 
 CONFIG_ENV = "MRV_PORTAL_CONFIG"

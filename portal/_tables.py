@@ -4,6 +4,6 @@ API's own (sign-in nonces, the access log)."""
 
 from __future__ import annotations
 
-from portal import _api_tables, _chain_tables, _ingest_tables
+from portal import _api_tables, _chain_tables, _event_tables, _ingest_tables
 
-__all__ = ["_api_tables", "_chain_tables", "_ingest_tables"]
+__all__ = ["_api_tables", "_chain_tables", "_event_tables", "_ingest_tables"]

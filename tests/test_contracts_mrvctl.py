@@ -18,7 +18,7 @@ from ledger_client import EvmChain, Signer, load_account
 from ledger_client._admin import make_uscc, uscc_check_char, validate_uscc
 from ledger_client._chain import header_tuple
 from ledger_client._format import ZERO32, build_header, merkle_proof, record_leaf
-from ledger_client._mrvctl import main, parse_amount, parse_time_ns, parse_wei
+from ledger_client._mrvctl import main, parse_amount, parse_time_ns, parse_until_s, parse_wei
 from ledger_client._verify import Bundle
 from mrv_core._records import Reading
 from simulator import DEV_KEYS, Anvil
@@ -145,6 +145,16 @@ def test_mrvctl_drives_a_compliance_period(anvil: Anvil, tmp_path: Path,
     assert c.ok("accept", str(oid), key="b")["trade_id"] == 2  # the rest
     c.reverted("OfferNotOpen", "cancel", str(oid), key="a")
     c.ok("settle-trade", "1", "bank transfer 0001", key="finance")
+    # the enterprise's consent for the bank: granted until a date, then withdrawn
+    ev = c.ok("grant-access", addr["finance"], "2100-01-01", key="a")
+    assert ev["events"][0]["event"] == "DataAccessGranted" and ev["until"] == 4_102_444_800
+    c.reverted("NotFinance", "grant-access", addr["auditor"], "2100-01-01", key="a")
+    c.reverted("AccessUntilInPast", "grant-access", addr["finance"], "2000-01-01", key="a")
+    c.reverted("NotActiveEnterprise", "grant-access", addr["finance"], "2100-01-01",
+               key="finance")
+    ev = c.ok("revoke-access", addr["finance"], key="a")
+    assert ev["events"][0]["event"] == "DataAccessRevoked"
+    c.reverted("NoDataAccess", "revoke-access", addr["finance"], key="a")
     mk = c.ok("market")
     assert [t["amount_g"] for t in mk["trades"]] == [40 * T, 60 * T]
     assert mk["offers"][0]["status"] == "filled" and mk["trades"][0]["settled"] is True
@@ -287,6 +297,12 @@ def test_parsers() -> None:
     with pytest.raises(ValueError, match="not allowed"):
         validate_uscc("91350100M000100I43")
     assert validate_uscc(make_uscc(b"x")) == make_uscc(b"x")
+    assert parse_until_s("2100-01-01") == 4_102_444_800
+    assert parse_until_s("2100-01-01T08:00:00+08:00") == 4_102_444_800
+    assert parse_until_s("123") == 123
+    for bad in ("0", "-5", "soon", str(2**64), "9" * 5000):
+        with pytest.raises(ValueError):
+            parse_until_s(bad)
 
 
 def test_parsers_refuse_out_of_range_values_before_sending() -> None:

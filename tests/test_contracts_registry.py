@@ -3,6 +3,7 @@ role violation, checked through events and getters."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -288,3 +289,78 @@ async def test_only_government_keeps_the_calendar(s: Sys, who: str) -> None:
     need = (caller.address, ROLES["government"])
     await reverts(s.mrv.define_period(caller, P_OPEN[1], P_OPEN[1] + 1), UNAUTHORIZED, *need)
     await reverts(s.mrv.close_period(caller, 1), UNAUTHORIZED, *need)
+
+
+# -- data access (an enterprise's consent for a financial institution) ------------------------
+
+
+async def _block_time(s: Sys) -> int:
+    return int((await s.mrv.chain.w3.eth.get_block("latest"))["timestamp"])
+
+
+async def test_enterprise_grants_and_revokes_data_access(s: Sys) -> None:
+    f = s.reg.functions
+    fin, a = s.finance.address, s.a.address
+    assert await s.mrv.data_access_until(a, fin) == 0
+    assert not await s.mrv.has_data_access(a, fin)
+    until = await _block_time(s) + 3600
+    ev = await s.mrv.grant_data_access(s.a, fin, until)
+    assert (ev.name, ev["enterprise"], ev["finance"], ev["until"]) == (
+        "DataAccessGranted", a, fin, until)
+    assert await s.mrv.data_access_until(a, fin) == until
+    assert await s.mrv.has_data_access(a, fin)
+    assert not await s.mrv.has_data_access(s.b.address, fin)  # per enterprise
+    # granting again replaces the end, shorter or longer
+    ev = await s.mrv.grant_data_access(s.a, fin, until + 60)
+    assert await s.call(f.dataAccessUntil(a, fin)) == until + 60
+    ev = await s.mrv.revoke_data_access(s.a, fin)
+    assert (ev.name, ev["enterprise"], ev["finance"]) == ("DataAccessRevoked", a, fin)
+    assert await s.mrv.data_access_until(a, fin) == 0
+    assert not await s.mrv.has_data_access(a, fin)
+    await reverts(s.mrv.revoke_data_access(s.a, fin), "NoDataAccess", a, fin)
+
+
+async def test_data_access_rules(s: Sys) -> None:
+    fin = s.finance.address
+    later = await _block_time(s) + 3600
+    # only an account holding the finance role may be granted access
+    for who in (s.auditor, s.gov, s.b, s.stranger):
+        await reverts(s.mrv.grant_data_access(s.a, who.address, later), "NotFinance",
+                      who.address)
+    # the end must be in the future
+    now = await _block_time(s)
+    err = await reverts(s.mrv.grant_data_access(s.a, fin, now - 1), "AccessUntilInPast")
+    assert err.args_[0] == now - 1
+    await reverts(s.mrv.grant_data_access(s.a, fin, 0), "AccessUntilInPast")
+    # only an active enterprise grants or revokes, for itself
+    for who in (s.finance, s.gov, s.auditor, s.regulator, s.stranger, s.gw_a.account):
+        await reverts(s.mrv.grant_data_access(who, fin, later), "NotActiveEnterprise",
+                      who.address)
+        await reverts(s.mrv.revoke_data_access(who, fin), "NotActiveEnterprise", who.address)
+    await s.mrv.grant_data_access(s.a, fin, later)
+    await s.mrv.suspend(s.gov, s.a.address, "audit")
+    await reverts(s.mrv.grant_data_access(s.a, fin, later + 1), "NotActiveEnterprise",
+                  s.a.address)
+    await reverts(s.mrv.revoke_data_access(s.a, fin), "NotActiveEnterprise", s.a.address)
+    await s.mrv.reinstate(s.gov, s.a.address)
+    # a grant outlives the institution's role; revoking it still works
+    await s.mrv.revoke_role(s.regulator, "finance", fin)
+    assert await s.mrv.has_data_access(s.a.address, fin)
+    await s.mrv.revoke_data_access(s.a, fin)
+    assert not await s.mrv.has_data_access(s.a.address, fin)
+
+
+async def test_data_access_ends_at_until(s: Sys) -> None:
+    fin, a = s.finance.address, s.a.address
+    until = await _block_time(s) + 2
+    await s.mrv.grant_data_access(s.a, fin, until)
+    assert await s.mrv.has_data_access(a, fin)
+    # wait (on the chain's clock) until a block at or after `until` is mined
+    for _ in range(100):  # the chain's clock follows the wall clock: ~2 s
+        if await _block_time(s) >= until:
+            break
+        await s.mrv.chain.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        await asyncio.sleep(0.1)
+    assert await _block_time(s) >= until
+    assert not await s.mrv.has_data_access(a, fin)
+    assert await s.mrv.data_access_until(a, fin) == until  # the end stays readable

@@ -14,6 +14,8 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 /// codes); only that enterprise registers it (Ed25519 key, sending address), so no enterprise can
 /// take another's gateway id. Government (or the owning enterprise) revokes gateways. Government defines compliance periods ([startNs, endNs) in
 /// UTC nanoseconds, in order, never overlapping) and closes them once they have ended.
+/// An active enterprise consents, on-chain, that a FINANCE_ROLE holder reads its data off-chain
+/// until a time (`grantDataAccess`), and withdraws that consent at once (`revokeDataAccess`).
 contract MrvRegistry is AccessControl {
     bytes32 public constant GOVERNMENT_ROLE = keccak256("GOVERNMENT_ROLE");
     bytes32 public constant AUDITOR_ROLE = keccak256("AUDITOR_ROLE");
@@ -70,6 +72,8 @@ contract MrvRegistry is AccessControl {
     bytes32[] private _gatewayKeys;
     mapping(address => bytes32[]) private _gatewaysOf;
     Period[] private _periods;
+    /// @dev enterprise => financial institution => end of its data access (block seconds).
+    mapping(address => mapping(address => uint64)) private _dataAccess;
 
     error ZeroAddress();
     error AccountIsEnterprise(address account);
@@ -91,6 +95,9 @@ contract MrvRegistry is AccessControl {
     error UnknownPeriod(uint32 period);
     error PeriodIsClosed(uint32 period);
     error PeriodNotEnded(uint32 period, int64 endNs, int64 nowNs);
+    error NotFinance(address account);
+    error AccessUntilInPast(uint64 until, uint64 nowAt);
+    error NoDataAccess(address enterprise, address finance);
 
     event EnterpriseCertified(address indexed account, EnterpriseInfo info, address indexed by);
     event EnterpriseSuspended(address indexed account, string reason, address indexed by);
@@ -104,6 +111,8 @@ contract MrvRegistry is AccessControl {
     event GatewayRevoked(bytes32 indexed gatewayKey, address indexed enterprise, address indexed by);
     event PeriodDefined(uint32 indexed period, int64 startNs, int64 endNs, address indexed by);
     event PeriodClosed(uint32 indexed period, int64 closedAtNs, address indexed by);
+    event DataAccessGranted(address indexed enterprise, address indexed finance, uint64 until);
+    event DataAccessRevoked(address indexed enterprise, address indexed finance);
 
     constructor(address regulator) {
         if (regulator == address(0)) revert ZeroAddress();
@@ -268,6 +277,28 @@ contract MrvRegistry is AccessControl {
         return _periods[id - 1];
     }
 
+    // -- data access: an enterprise consents to a financial institution reading its data ----
+
+    /// @notice An active enterprise (the caller) lets a FINANCE_ROLE holder read its data
+    /// off-chain until `until` (block seconds, in the future). Granting again replaces the end
+    /// (longer or shorter). The portal honours it; the chain only records the consent.
+    function grantDataAccess(address finance, uint64 until) external {
+        if (_enterprises[msg.sender].status != Status.Active) revert NotActiveEnterprise(msg.sender);
+        if (!hasRole(FINANCE_ROLE, finance)) revert NotFinance(finance);
+        if (until <= block.timestamp) revert AccessUntilInPast(until, uint64(block.timestamp));
+        _dataAccess[msg.sender][finance] = until;
+        emit DataAccessGranted(msg.sender, finance, until);
+    }
+
+    /// @notice An active enterprise (the caller) withdraws a grant (expired or not) at once.
+    /// The institution need not hold FINANCE_ROLE any more.
+    function revokeDataAccess(address finance) external {
+        if (_enterprises[msg.sender].status != Status.Active) revert NotActiveEnterprise(msg.sender);
+        if (_dataAccess[msg.sender][finance] == 0) revert NoDataAccess(msg.sender, finance);
+        _dataAccess[msg.sender][finance] = 0;
+        emit DataAccessRevoked(msg.sender, finance);
+    }
+
     // -- views -----------------------------------------------------------------------------
 
     function enterprise(address account) external view returns (Enterprise memory) {
@@ -358,6 +389,16 @@ contract MrvRegistry is AccessControl {
     /// @notice True for a defined period that is not closed.
     function isPeriodOpen(uint32 id) external view returns (bool) {
         return id != 0 && id <= _periods.length && !_periods[id - 1].closed;
+    }
+
+    /// @notice The end (block seconds) of the enterprise's grant to `finance`; 0 when none.
+    function dataAccessUntil(address enterpriseAccount, address finance) external view returns (uint64) {
+        return _dataAccess[enterpriseAccount][finance];
+    }
+
+    /// @notice True while the enterprise's grant to `finance` has not ended.
+    function hasDataAccess(address enterpriseAccount, address finance) external view returns (bool) {
+        return _dataAccess[enterpriseAccount][finance] > block.timestamp;
     }
 
     function isPeriodClosed(uint32 id) external view returns (bool) {

@@ -122,7 +122,8 @@ contract Verification is RegistryClient {
         bytes32 evidenceHash,
         bytes32 gatewayKey,
         uint64 batchSeq,
-        bytes32 recordLeaf
+        bytes32 recordLeaf,
+        string evidenceUri
     );
     event FindingConfirmed(
         uint256 indexed findingId,
@@ -209,7 +210,8 @@ contract Verification is RegistryClient {
             f.evidenceHash,
             f.gatewayKey,
             f.batchSeq,
-            f.recordLeaf
+            f.recordLeaf,
+            f.evidenceUri
         );
     }
 
