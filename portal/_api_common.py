@@ -3,7 +3,7 @@ query parameters' limits, and the page envelopes of the OpenAPI schema."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Hashable
 from typing import Annotated, Any, Generic, TypeVar
 
 import sqlalchemy as sa
@@ -120,17 +120,31 @@ def paging(ctx: Annotated[PortalContext, Depends(context_of)],
 class Access:
     """The viewer of one request, the grants it holds, the clock, and the access log."""
 
-    def __init__(self, ctx: PortalContext, viewer: Viewer, path: str) -> None:
+    def __init__(self, ctx: PortalContext, viewer: Viewer, path: str,
+                 version: tuple[int, str] | None = None) -> None:
         self.ctx = ctx
         self.viewer = viewer
         self.path = path[:2000]
         self.now_s = ctx.now_ns() // 1_000_000_000
+        #: the chain tables' version this request reads at (``_cache.py``); None: not cached
+        self.version = version
         self.grants: dict[str, int] = {}
         if viewer.is_finance:
-            with ctx.engine.connect() as c:
-                self.grants = {e: int(u) for e, u in c.execute(
-                    sa.select(data_access.c.enterprise, data_access.c.until_at)
-                    .where(data_access.c.finance == viewer.address))}
+            def load() -> dict[str, int]:
+                with ctx.engine.connect() as c:
+                    return {e: int(u) for e, u in c.execute(
+                        sa.select(data_access.c.enterprise, data_access.c.until_at)
+                        .where(data_access.c.finance == viewer.address))}
+
+            self.grants = (load() if version is None else
+                           ctx.cache("grants").get(viewer.address, version, load))
+
+    def cached(self, name: str, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()`` kept per chain version under ``name``/``key`` (``_cache.py``)."""
+        if self.version is None:
+            return compute()
+        result: T = self.ctx.cache(name).get(key, self.version, compute)
+        return result
 
     def decide(self, resource: Resource) -> Decision:
         return decide(self.viewer, resource, self.grants, self.now_s)
@@ -188,7 +202,7 @@ def access(request: Request, ctx: Annotated[PortalContext, Depends(context_of)],
            _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
            viewer: Annotated[Viewer, Depends(current_viewer)]) -> Access:
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return Access(ctx, viewer, path)
+    return Access(ctx, viewer, path, getattr(request.state, "chain_version", None))
 
 
 def lower(v: str | None) -> str | None:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import Request
 
 from mrv_core import Metrics
+from portal._cache import VersionedCache
 from portal._config import PortalConfig
 
 
@@ -27,6 +29,14 @@ class PortalContext:
     chain_id: int = 0
     #: the HMAC key of sign-in tokens (``_runtime.ensure_secret``; tests give their own)
     token_secret: bytes = b""
+    #: answers kept per chain version (``_cache.py``), by name
+    caches: dict[str, VersionedCache[Any, Any]] = field(default_factory=dict)
+
+    def cache(self, name: str) -> VersionedCache[Any, Any]:
+        found = self.caches.get(name)
+        if found is None:
+            found = self.caches.setdefault(name, VersionedCache())
+        return found
 
 
 def context_of(request: Request) -> PortalContext:

@@ -261,9 +261,13 @@ def enterprise_accounts(address: AddressP,
     """The enterprise's carbon account in every period it has one."""
     ent = address.lower()
     acc.require(Resource.of(ent))
-    with acc.ctx.engine.connect() as c:
-        _known_enterprise(c, ent)
-        return _accounts_of(c, ent, None)
+
+    def compute() -> list[CarbonAccount]:
+        with acc.ctx.engine.connect() as c:
+            _known_enterprise(c, ent)
+            return _accounts_of(c, ent, None)
+
+    return acc.cached("accounts", (ent, None), compute)
 
 
 @router.get("/enterprises/{address}/accounts/{period}", response_model=CarbonAccount,
@@ -274,12 +278,17 @@ def enterprise_account(address: AddressP,
     """The enterprise's carbon account in one period."""
     ent = address.lower()
     acc.require(Resource.of(ent))
-    with acc.ctx.engine.connect() as c:
-        _known_enterprise(c, ent)
-        if period != 0 and c.execute(sa.select(periods.c.period_id)
-                                     .where(periods.c.period_id == period)).first() is None:
-            raise _not_found(f"no period {period} on the ledger")
-        return _accounts_of(c, ent, period)[0]
+
+    def compute() -> list[CarbonAccount]:
+        with acc.ctx.engine.connect() as c:
+            _known_enterprise(c, ent)
+            if period != 0 and c.execute(sa.select(periods.c.period_id)
+                                         .where(periods.c.period_id == period)).first() is None:
+                raise _not_found(f"no period {period} on the ledger")
+            return _accounts_of(c, ent, period)
+
+    # chain tables only: kept while the indexer's checkpoint stays where it is (_cache.py)
+    return acc.cached("accounts", (ent, period), compute)[0]
 
 
 # -- emissions over time ----------------------------------------------------------------------

@@ -37,6 +37,7 @@ from portal._scoring_queries import (
     OutputTable,
     QualityCache,
     Scope,
+    data_version,
     gather,
     output_table,
     period_by_id,
@@ -161,6 +162,7 @@ class RankingsOut(BaseModel):
 @router.get("/v1/rankings", response_model=RankingsOut,
             summary="Rankings per industry or region in a period (published aggregates)")
 def get_rankings(
+    request: Request,
     ctx: Annotated[PortalContext, Depends(context_of)],
     viewer: Annotated[Viewer, Depends(current_viewer)],
     st: Annotated[ScoringState, Depends(scoring_state)],
@@ -169,23 +171,31 @@ def get_rankings(
     group: Annotated[str | None, Query(min_length=1, max_length=64,
                                        description="one industry code or region")] = None,
 ) -> RankingsOut:
+    # kept while neither the chain tables (the checkpoint) nor the stored readings (the
+    # verified batches) change: rankings are the same for every viewer (_cache.py)
+    def compute() -> RankingsOut:
+        with ctx.engine.connect() as conn:
+            p = period_by_id(conn, period)
+            if p is None:
+                ctx.metrics.inc("portal_scores_not_found")
+                raise ApiProblem(404, "Not Found", f"no period {period} on the ledger")
+            scope = (Scope(industry_code=group) if by == "industry" and group is not None
+                     else Scope(region=group) if group is not None else Scope())
+            eps = gather(conn, p, st.outputs, scope, quality=st.quality)
+        ranked = rankings(eps, by, group)
+        return RankingsOut(
+            method=RANKING_METHOD, period=PeriodOut.of(p), by=by,
+            ranked_on="intensity" if by == "industry" else "benchmark_ratio",
+            groups=[RankingGroupOut(group=g, enterprises=len(es),
+                                    ranked=sum(1 for e in es if e.rank is not None),
+                                    entries=[RankingEntryOut.of(e) for e in es])
+                    for g, es in ranked.items()])
+
     with ctx.engine.connect() as conn:
-        p = period_by_id(conn, period)
-        if p is None:
-            ctx.metrics.inc("portal_scores_not_found")
-            raise ApiProblem(404, "Not Found", f"no period {period} on the ledger")
-        scope = (Scope(industry_code=group) if by == "industry" and group is not None
-                 else Scope(region=group) if group is not None else Scope())
-        eps = gather(conn, p, st.outputs, scope, quality=st.quality)
-    ranked = rankings(eps, by, group)
+        version = (getattr(request.state, "chain_version", None), data_version(conn))
+    out: RankingsOut = ctx.cache("rankings").get((period, by, group), version, compute)
     ctx.metrics.inc("portal_rankings_served")
-    return RankingsOut(
-        method=RANKING_METHOD, period=PeriodOut.of(p), by=by,
-        ranked_on="intensity" if by == "industry" else "benchmark_ratio",
-        groups=[RankingGroupOut(group=g, enterprises=len(es),
-                                ranked=sum(1 for e in es if e.rank is not None),
-                                entries=[RankingEntryOut.of(e) for e in es])
-                for g, es in ranked.items()])
+    return out
 
 
 # -- the green index ---------------------------------------------------------------------------

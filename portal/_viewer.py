@@ -14,6 +14,7 @@ import jwt
 import sqlalchemy as sa
 from fastapi import Depends, Request
 
+from portal._cache import chain_version
 from portal._chain_tables import data_access, enterprises, roles
 from portal._context import PortalContext, context_of
 from portal._errors import ApiProblem
@@ -101,7 +102,10 @@ def current_viewer(request: Request,
                          "(POST /v1/auth/challenge, then /v1/auth/token)")
     address = decode_token(ctx, token.strip())
     with ctx.engine.connect() as conn:
-        found = roles_of(conn, address)
+        # the roles as of the chain tables' version (one lookup when unchanged, _cache.py)
+        version = chain_version(conn)
+        request.state.chain_version = version
+        found = ctx.cache("roles").get(address, version, lambda: roles_of(conn, address))
     if not found:
         raise ApiProblem(403, "Forbidden", f"{address} holds no role on the ledger that the "
                          "portal serves (government, auditor, finance, or an active "

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -372,3 +373,20 @@ def bearer(ctx: Any, who: LocalAccount) -> dict[str, str]:
 
     token, _ = issue_token(ctx, addr(who))
     return {"Authorization": f"Bearer {token}"}
+
+
+def as_indexed(conn: sa.Connection) -> None:
+    """What the indexer does in the transaction of every change to the chain tables: move its
+    checkpoint. The API keeps answers per checkpoint (portal/_cache.py), so a test that edits
+    chain tables by hand, as the indexer would, moves it too."""
+    from portal._chain_tables import idx_checkpoint
+
+    cur = conn.execute(sa.select(idx_checkpoint.c.block_number)
+                       .where(idx_checkpoint.c.name == "chain")).scalar()
+    row = {"block_number": (cur or 0) + 1, "block_hash": "0x" + os.urandom(32).hex(),
+           "updated_ns": 0}
+    if cur is None:
+        conn.execute(sa.insert(idx_checkpoint).values(name="chain", **row))
+    else:
+        conn.execute(sa.update(idx_checkpoint).where(idx_checkpoint.c.name == "chain")
+                     .values(**row))

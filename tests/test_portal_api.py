@@ -26,7 +26,7 @@ from portal._chain_tables import data_access, roles
 from portal._ingest_tables import ingest_batches, records
 from portal._proofs import BatchProofs
 from portal._viewer import Viewer
-from tests.portal_data import Clock, Dataset, T, addr, bearer, load, make_context, ns
+from tests.portal_data import Clock, Dataset, T, addr, as_indexed, bearer, load, make_context, ns
 
 PROBLEM = "application/problem+json"
 
@@ -246,6 +246,7 @@ def test_finance_sees_an_enterprise_only_while_granted_and_every_access_is_logge
     with env.ctx.engine.begin() as c:
         c.execute(sa.update(data_access).where(data_access.c.enterprise == addr(ds.a))
                   .values(until_at=0))
+        as_indexed(c)
     r = env.get(path, fin)
     assert r.status_code == 403 and "revoked" in r.json()["detail"]
     assert [x["status"] for x in _log(env)][-3:] == [403, 200, 403]
@@ -547,6 +548,7 @@ def test_no_token_is_401_and_no_role_is_403(env: Env) -> None:
     assert env.get("/v1/quarantine", env.ds.auditor).status_code == 200
     with env.ctx.engine.begin() as c:
         c.execute(sa.delete(roles).where(roles.c.account == addr(env.ds.auditor)))
+        as_indexed(c)
     assert env.get("/v1/quarantine", env.ds.auditor).status_code == 403
 
 

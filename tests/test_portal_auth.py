@@ -29,7 +29,7 @@ from portal._auth import (
     to_checksum_address,
 )
 from portal._chain_tables import roles
-from tests.portal_data import Clock, Dataset, account, addr, load, make_context
+from tests.portal_data import Clock, Dataset, account, addr, as_indexed, load, make_context
 
 PROBLEM = "application/problem+json"
 
@@ -256,6 +256,7 @@ def test_a_role_revoked_after_sign_in_takes_effect_at_once(env: Env) -> None:
     assert env.client.get("/v1/quarantine", headers=h).status_code == 200
     with env.ctx.engine.begin() as c:
         c.execute(sa.delete(roles).where(roles.c.account == addr(ds.auditor)))
+        as_indexed(c)
     assert env.client.get("/v1/quarantine", headers=h).status_code == 403
 
 
