@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,8 @@ def _proc_cpu_s(pids: list[int]) -> float:
     return total / tick
 
 
-def _pg_pids(pg: Postgres) -> list[int]:
-    assert pg.proc is not None
-    root = pg.proc.pid
-    out = [root]
+def _children(root: int) -> list[int]:
+    out = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
@@ -62,6 +61,11 @@ def _pg_pids(pg: Postgres) -> list[int]:
             if ppid == root:
                 out.append(int(d.name))
     return out
+
+
+def _pg_pids(pg: Postgres) -> list[int]:
+    assert pg.proc is not None
+    return [pg.proc.pid, *_children(pg.proc.pid)]
 
 
 def _write_config(work: Path, url: str, port: int, workers: int) -> Path:
@@ -112,10 +116,19 @@ async def api_load(pg: Postgres, work: Path, *, rate: float, seconds: float,
                               rate=5, seconds=(len(rankings) + 5) / 5, headers=headers,
                               timeout_s=120)
         paths = [p for pair in zip(account_paths, rankings * 30, strict=False) for p in pair]
+        # warm-up at the full rate (connection pools fill, caches fill), not measured
+        warm = await run_load(base, paths, rate=rate, seconds=min(5.0, seconds), headers=headers)
+        portal_pids = [proc.pid, *_children(proc.pid)]
+        pg_pids = _pg_pids(pg)
+        cpu0 = (_proc_cpu_s(portal_pids), _proc_cpu_s(pg_pids), time.process_time())
         hot = await run_load(base, paths, rate=rate, seconds=seconds, headers=headers)
-        cpu = _proc_cpu_s([proc.pid])
+        cpu1 = (_proc_cpu_s(portal_pids), _proc_cpu_s(pg_pids + _children(pg.proc.pid)),
+                time.process_time())
         return {"rate": rate, "seconds": seconds, "workers": workers,
-                "cold": cold.summary(), "load": hot.summary(), "portal_cpu_s": round(cpu, 2)}
+                "cold": cold.summary(), "warm_up": warm.summary(), "load": hot.summary(),
+                "cpu_s": {"portal": round(cpu1[0] - cpu0[0], 2),
+                          "postgres": round(cpu1[1] - cpu0[1], 2),
+                          "load_generator": round(cpu1[2] - cpu0[2], 2)}}
     finally:
         proc.terminate()
         try:
@@ -152,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                              "database_mb": round(int(db_bytes or 0) / 2**20)}
         print(f"data set: {ds.readings:,} readings, {ds.enterprises} enterprises "
               f"({ds.fill_s:.0f} s, {result['dataset']['database_mb']:,} MB)", flush=True)
-        account_paths = [f"/v1/enterprises/{address_of(e)}/green-index?period=2"
-                         for e in range(1, 301, 7)]
+        account_paths = [f"/v1/enterprises/{address_of(e)}/accounts/2" for e in range(1, 301)]
         result["api"] = asyncio.run(api_load(pg, work, rate=args.rate, seconds=args.seconds,
                                              workers=args.workers,
                                              account_paths=account_paths))

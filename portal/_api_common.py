@@ -102,7 +102,7 @@ class Paging:
                        next_offset=self.offset + self.limit if more else None)
 
 
-def paging(ctx: Annotated[PortalContext, Depends(context_of)],
+async def paging(ctx: Annotated[PortalContext, Depends(context_of)],
            limit: Annotated[int | None, Query(
                ge=1, le=100_000,
                description="rows a page holds (at most api.max_page; default 100 or less)")]

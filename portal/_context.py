@@ -39,7 +39,8 @@ class PortalContext:
         return found
 
 
-def context_of(request: Request) -> PortalContext:
-    """The portal context of a request (a FastAPI dependency)."""
+async def context_of(request: Request) -> PortalContext:
+    """The portal context of a request (a FastAPI dependency; ``async``: FastAPI runs a sync
+    dependency in its thread pool, a hop that costs more than this attribute lookup)."""
     ctx: PortalContext = request.app.state.ctx
     return ctx

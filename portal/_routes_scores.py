@@ -65,7 +65,7 @@ class ScoringState:
     quality: QualityCache
 
 
-def scoring_state(request: Request) -> ScoringState:
+async def scoring_state(request: Request) -> ScoringState:
     """The app's scoring state (created on first use; a FastAPI dependency)."""
     with _state_lock:
         st: ScoringState | None = getattr(request.app.state, "scoring", None)

@@ -73,22 +73,31 @@ def finance_access_until(conn: sa.Connection, enterprise: str, finance: str) -> 
 
 
 def decode_token(ctx: PortalContext, token: str) -> str:
-    """The account a valid token names; 401 otherwise."""
+    """The account a valid token names; 401 otherwise. A token checked once is remembered
+    (its account and expiry; the expiry is still compared with the clock on every use)."""
     if len(token) > 4096:
         raise ApiProblem(401, "Unauthorized", "the token is too long")
+    sub, exp = ctx.cache("tokens").get(token, 0, lambda: _verified_claims(ctx, token))
+    if exp <= ctx.now_ns() // 1_000_000_000:
+        # the expiry is checked against the portal's (injected) clock, not the system's
+        raise ApiProblem(401, "Unauthorized", "the token has expired: sign in again")
+    return str(sub)
+
+
+def _verified_claims(ctx: PortalContext, token: str) -> tuple[str, int]:
+    """(account, expiry) of a token whose signature, issuer and claims check; 401 otherwise."""
     try:
         claims = jwt.decode(token, ctx.token_secret, algorithms=["HS256"], issuer=ISSUER,
                             options={"require": ["exp", "sub", "iss"], "verify_exp": False})
     except jwt.PyJWTError as e:
         raise ApiProblem(401, "Unauthorized", f"invalid token: {e}") from None
     exp = claims.get("exp")
-    if not isinstance(exp, int) or exp <= ctx.now_ns() // 1_000_000_000:
-        # the expiry is checked against the portal's (injected) clock, not the system's
-        raise ApiProblem(401, "Unauthorized", "the token has expired: sign in again")
+    if not isinstance(exp, int):
+        raise ApiProblem(401, "Unauthorized", "the token has no expiry")
     sub = claims.get("sub")
     if not isinstance(sub, str) or len(sub) != 42 or not sub.startswith("0x"):
         raise ApiProblem(401, "Unauthorized", "the token names no account")
-    return sub
+    return sub, exp
 
 
 def current_viewer(request: Request,
@@ -101,7 +110,8 @@ def current_viewer(request: Request,
         raise ApiProblem(401, "Unauthorized", "sign in first: Authorization: Bearer <token> "
                          "(POST /v1/auth/challenge, then /v1/auth/token)")
     address = decode_token(ctx, token.strip())
-    with ctx.engine.connect() as conn:
+    # autocommit: two reads need no transaction, and no BEGIN/ROLLBACK round trips either
+    with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         # the roles as of the chain tables' version (one lookup when unchanged, _cache.py)
         version = chain_version(conn)
         request.state.chain_version = version
