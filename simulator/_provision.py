@@ -7,6 +7,7 @@ What an integrator does once per plant, scripted for the demo and the tests.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ async def provision(work: Path, rpc_url: str, *, devices: list[dict[str, Any]],
     """What a deployment does once per plant, each step signed by its own role's key:
     the regulator (dev key ``admin_index``) deploys the contracts (or uses the ledger at
     ``contract``) and grants the government role; government defines the current year as a
-    compliance period (when none is defined), certifies the plant's enterprise and reserves
+    compliance period (when no period holds today), certifies the plant's enterprise and reserves
     the gateway id for it; the enterprise registers the gateway. Keys are written under ``work/keys``."""
     work.mkdir(parents=True, exist_ok=True)
     keys = work / "keys"
@@ -130,8 +131,9 @@ async def provision(work: Path, rpc_url: str, *, devices: list[dict[str, Any]],
             await fund(chain, regulator, acct.address, 10**19)
         if not await mrv.has_role("government", government.address):
             await mrv.grant(regulator, "government", government.address)
-        if int(await mrv.call(mrv.registry.functions.periodCount())) == 0:
-            await mrv.define_period(government, *current_year_ns())
+        start_ns, end_ns = current_year_ns()
+        if int(await mrv.call(mrv.registry.functions.periodAt(time.time_ns()))) == 0:
+            await mrv.define_period(government, start_ns, end_ns)  # no period holds today
         status = await mrv.call(mrv.registry.functions.enterpriseStatus(enterprise.address))
         if int(status) == 0:
             await mrv.certify(government, enterprise.address,
