@@ -139,12 +139,78 @@ async def api_load(pg: Postgres, work: Path, *, rate: float, seconds: float,
         log.close()
 
 
+async def indexer_bench(pg: Postgres, work: Path, batches: int) -> dict[str, Any]:
+    """A fresh deployment whose one gateway anchors ``batches`` one-record batches (two events
+    each), then the indexer from block 0 to the head, on PostgreSQL and on SQLite."""
+    from ledger_client import (
+        ZERO32,
+        EvmChain,
+        Mrv,
+        Signer,
+        build_header,
+        header_tuple,
+        load_account,
+        read_address_book,
+        record_leaf,
+    )
+    from mrv_core import Reading
+    from portal import Indexer, build_context
+    from portal._config import AuthSection, ChainSection, DatabaseSection, PortalConfig
+    from simulator import Anvil, provision
+
+    out: dict[str, Any] = {"batches": batches}
+    with Anvil() as anvil:
+        gw = "bench-idx"
+        prov = await provision(work / "idx-gw", anvil.url, devices=[], gateway_id=gw)
+        keys = work / "idx-gw" / "keys"
+        signer, acct = Signer.load(keys / "ed25519.key"), load_account(keys / "evm.key")
+        chain = EvmChain(anvil.url, contract_address=prov.contract)
+        book = read_address_book(prov.address_book)
+        mrv = Mrv(chain, book["contracts"])
+        prev, t0 = ZERO32, time.time_ns() - batches * 10**9
+        w0 = time.perf_counter()
+        for i in range(1, batches + 1):
+            r = Reading(point_id="p", ts_ns=t0 + i * 10**9, value=float(i), unit="kWh",
+                        source="bench", seq=i, gateway_id=gw)
+            h = build_header(gateway_id=gw, seq=i, prev_hash=prev,
+                             records=[(i, r.ts_ns, record_leaf(r))], co2e_g=(1000, 0, 0))
+            await mrv.send(acct, mrv.ledger.functions.anchorBatch(header_tuple(h),
+                                                                  signer.sign(h.hash())))
+            prev = h.hash()
+        out["anchor_s"] = round(time.perf_counter() - w0, 1)
+        await chain.close()
+        for name, url in (("postgresql", pg.create_database("bench_idx")),
+                          ("sqlite", f"sqlite:///{work / 'idx.db'}")):
+            cfg = PortalConfig(
+                database=DatabaseSection(url=url),
+                chain=ChainSection(rpc_url=anvil.url, address_book=prov.address_book,
+                                   confirmations=0, step_blocks=2_000),
+                auth=AuthSection(secret_file=work / f"idx-secret-{name}"))
+            ctx = build_context(cfg)
+            ix = Indexer(ctx)
+            w0, c0 = time.perf_counter(), time.process_time()
+            blocks = 0
+            while (n := ix.step()) > 0:
+                blocks += n
+            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+            with ctx.engine.connect() as c:
+                names = [t for t in sa.inspect(c).get_table_names() if t.startswith("ev_")]
+                events = sum(int(c.execute(sa.text(f'SELECT count(*) FROM "{t}"')).scalar() or 0)
+                             for t in names)
+            ctx.engine.dispose()
+            out[name] = {"blocks": blocks, "events": events, "wall_s": round(wall, 2),
+                         "indexer_cpu_s": round(cpu, 2),
+                         "events_per_s": round(events / wall) if wall else None}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.portal", description=__doc__)
     ap.add_argument("--readings", type=int, default=10_000_000)
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batches", type=int, default=1000, help="anchored batches to index")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -169,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         result["api"] = asyncio.run(api_load(pg, work, rate=args.rate, seconds=args.seconds,
                                              workers=args.workers,
                                              account_paths=account_paths))
+        print(f"api: p99 {result['api']['load']['p99_ms']} ms at {args.rate:g} requests/s",
+              flush=True)
+        result["indexer"] = asyncio.run(indexer_bench(pg, work, args.batches))
+        print(f"indexer: {result['indexer']['postgresql']['events_per_s']} events/s "
+              "(PostgreSQL)", flush=True)
         engine.dispose()
     text = json.dumps(result, indent=2)
     print(text)

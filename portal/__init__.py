@@ -9,10 +9,12 @@ from portal._app import create_app
 from portal._config import PortalConfig, load_portal_config
 from portal._context import PortalContext
 from portal._db import migrate, open_engine
+from portal._indexer import Indexer
 from portal._runtime import build_context
 from portal._viewer import issue_token
 
 __all__ = [
+    "Indexer",
     "PortalConfig",
     "PortalContext",
     "build_context",
