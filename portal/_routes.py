@@ -6,6 +6,6 @@ from fastapi import APIRouter
 
 
 def routers() -> list[APIRouter]:
-    from portal import _routes_health
+    from portal import _routes_health, _routes_ingest
 
-    return [_routes_health.router]
+    return [_routes_health.router, _routes_ingest.router]

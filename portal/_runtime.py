@@ -49,7 +49,9 @@ def build_context(cfg: PortalConfig, *, run_migrations: bool = True) -> PortalCo
 
 def workers() -> list[object]:
     """The background workers ``mrv-portal run`` starts (indexer, ingest verifier)."""
-    return []
+    from portal._ingest_store import ingest_verifier
+
+    return [ingest_verifier]
 
 
 def serve(cfg: PortalConfig) -> None:
