@@ -1,0 +1,262 @@
+"""Delivery of batches from the gateway's outbox to the portal: the real portal app served by
+uvicorn over HTTPS (certificates from `simulator.SimPki`) on a loopback socket; the outbox and
+the delivery task directly, a process killed between the POST and the marking, and a real
+provisioned gateway on anvil delivering as it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from config import load_config
+from gateway._daemon import run_daemon
+from gateway._health import prometheus_text
+from ledger_client import Delivery, Outbox, Signer
+from mrv_core import Metrics, TlsConfig, client_context, new_reading
+from portal import PortalContext
+from portal._ingest_tables import ingest_batches, quarantine, records
+from simulator import Anvil, ModbusPlant, SimPki, plant_devices, provision
+from tests.ingest_support import (
+    ServedPortal,
+    anchor,
+    fill_from_chain,
+    portal_context,
+    register,
+    signer,
+)
+from tests.support import until
+
+GW = "plant-d-gw1"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def _outbox(tmp_path: Path, key: Signer, batches: int, per: int = 20) -> Outbox:
+    ob = await Outbox.open(tmp_path / "outbox.sqlite", GW, sign_records=key.sign)
+    await _more(ob, key, batches, per)
+    return ob
+
+
+async def _more(ob: Outbox, key: Signer, batches: int, per: int = 20) -> None:
+    for _ in range(batches):
+        t = 1_767_225_600_000_000_000 + (await ob.pending_count() + 1) * 10**9
+        await ob.append([new_reading(f"p{i % 3}", t + i, float(i), "kW", "modbus_tcp:m")
+                         for i in range(per)])
+        assert await ob.make_batch(per, key.sign) is not None
+
+
+def _delivery(ob: Outbox, url: str, pki: SimPki, metrics: Metrics) -> Delivery:
+    return Delivery(ob, url, metrics=metrics,
+                    verify=client_context(TlsConfig(ca_file=pki.ca_file)), timeout_s=10,
+                    retry_initial_s=0.05, retry_max_s=0.2, idle_poll_s=0.1)
+
+
+def _stored(ctx: PortalContext) -> dict[int, str]:
+    with ctx.engine.connect() as c:
+        return {int(r.seq): r.state for r in c.execute(
+            sa.select(ingest_batches.c.seq, ingest_batches.c.state))}
+
+
+def _count(ctx: PortalContext, table: sa.Table) -> int:
+    with ctx.engine.connect() as c:
+        return int(c.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+async def test_portal_down_then_up_nothing_lost_nothing_twice(tmp_path: Path) -> None:
+    pki = SimPki.create(tmp_path / "pki")
+    key = signer(3)
+    ob = await _outbox(tmp_path, key, 4)
+    with portal_context(f"sqlite:///{tmp_path / 'portal.db'}") as ctx:
+        register(ctx.engine, GW, key)
+        for seq in (1, 2):  # the portal's index has seen the anchors of batches 1 and 2
+            b = await ob.batch(seq)
+            assert b is not None
+            anchor(ctx.engine, b.header, b.signature)
+        portal = ServedPortal(ctx, pki)  # bound, not listening: down
+        metrics = Metrics()
+        delivery = _delivery(ob, portal.url, pki, metrics)
+        task = asyncio.create_task(delivery.run())
+        try:
+            await until(lambda: metrics.counters["delivery_failures"] >= 3)
+            assert metrics.components["delivery"].state == "failing"
+            assert metrics.gauges["delivery_backlog"] == 4
+            assert (await ob.delivery_stats()).delivered == 0
+            await _more(ob, key, 1)  # batches go on being built meanwhile
+            await asyncio.to_thread(portal.start)
+            await until(lambda: metrics.gauges.get("delivery_backlog") == 0, timeout=30)
+            await _more(ob, key, 2)  # and are delivered as they come
+            delivery.wake.set()
+            await until(lambda: metrics.counters["batches_delivered"] == 7
+                        and metrics.gauges.get("delivery_backlog") == 0, timeout=30)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            portal.stop()
+        st = await ob.delivery_stats()
+        assert (st.backlog, st.delivered, st.refused, st.last_delivered_batch) == (0, 7, 0, 7)
+        assert _stored(ctx) == {1: "verified", 2: "verified", **{s: "unanchored"
+                                                                for s in range(3, 8)}}
+        m = ctx.metrics.counters
+        assert m["ingest_submissions"] == 7 and m["ingest_replays"] == 0  # nothing twice
+        assert _count(ctx, records) == 40  # the records of the two anchored batches
+        assert metrics.components["delivery"].state == "ok"
+        assert "mrv_delivery_backlog 0" in prometheus_text(metrics)
+        assert "mrv_batches_delivered_total 7" in prometheus_text(metrics)
+    await ob.close()
+
+
+_CHILD = """
+import asyncio, sys
+from pathlib import Path
+from ledger_client import Delivery, Outbox
+from mrv_core import Metrics, TlsConfig, client_context
+
+async def main() -> None:
+    ob = await Outbox.open(Path(sys.argv[1]), sys.argv[2])
+    d = Delivery(ob, sys.argv[3], metrics=Metrics(),
+                 verify=client_context(TlsConfig(ca_file=Path(sys.argv[4]))))
+    await d.run()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_crash_between_post_and_marking_resends_and_the_portal_answers_once(
+        tmp_path: Path) -> None:
+    pki = SimPki.create(tmp_path / "pki")
+    key = signer(4)
+    ob = await _outbox(tmp_path, key, 3)
+    await ob.close()
+    with portal_context(f"sqlite:///{tmp_path / 'portal.db'}") as ctx:
+        register(ctx.engine, GW, key)
+        portal = ServedPortal(ctx, pki)
+        await asyncio.to_thread(portal.start)
+        try:
+            # a delivery process killed (SIGKILL) right after its first POST was answered
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _CHILD, str(tmp_path / "outbox.sqlite"), GW, portal.url,
+                str(pki.ca_file), env={**os.environ, "MRV_FAILPOINTS": "delivery.after_post=1",
+                                       "PYTHONPATH": str(ROOT)})
+            assert await asyncio.wait_for(proc.wait(), 60) == -9
+            assert _stored(ctx) == {1: "unanchored"}  # the portal has it ...
+            ob = await Outbox.open(tmp_path / "outbox.sqlite", GW)
+            assert await ob.delivery(1) is None  # ... the outbox never marked it
+            metrics = Metrics()
+            delivery = _delivery(ob, portal.url, pki, metrics)
+            async with delivery.client() as client:
+                while await delivery.step(client):
+                    pass
+        finally:
+            portal.stop()
+        assert await ob.delivery(1) == ("delivered", None)
+        assert (await ob.delivery_stats()).delivered == 3
+        m = ctx.metrics.counters
+        assert (m["ingest_submissions"], m["ingest_replays"]) == (4, 1)  # batch 1 re-sent
+        assert _stored(ctx) == {1: "unanchored", 2: "unanchored", 3: "unanchored"}
+        assert metrics.counters["batches_delivered"] == 3
+    await ob.close()
+
+
+async def test_refusals_are_recorded_and_never_retried_and_404_is_retried(
+        tmp_path: Path) -> None:
+    pki = SimPki.create(tmp_path / "pki")
+    key = signer(5)
+    ob = await _outbox(tmp_path, key, 3)
+    with portal_context(f"sqlite:///{tmp_path / 'portal.db'}") as ctx:
+        portal = ServedPortal(ctx, pki)
+        await asyncio.to_thread(portal.start)
+        metrics = Metrics()
+        delivery = _delivery(ob, portal.url, pki, metrics)
+        task = asyncio.create_task(delivery.run())
+        try:
+            # the portal's index has not seen the gateway yet: 404, tried again
+            await until(lambda: ctx.metrics.counters["ingest_unknown_gateway"] >= 2)
+            assert (await ob.delivery_stats()).backlog == 3
+            b2 = await ob.batch(2)
+            assert b2 is not None
+            anchor(ctx.engine, b2.header, b2.signature, header_hash=b"\x09" * 32)  # 409
+            register(ctx.engine, GW, key)
+            await until(lambda: metrics.gauges.get("delivery_backlog") == 0, timeout=30)
+            register(ctx.engine, GW, signer(6))  # the ledger now holds another key: 422
+            await _more(ob, key, 2)
+            delivery.wake.set()
+            await until(lambda: metrics.counters["batches_refused"] == 3, timeout=30)
+            await until(lambda: metrics.gauges.get("delivery_backlog") == 0)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        try:
+            async with delivery.client() as client:  # nothing left to send, nothing re-sent
+                assert await delivery.step(client) is False
+        finally:
+            portal.stop()
+        st = await ob.delivery_stats()
+        assert (st.delivered, st.refused, st.backlog) == (2, 3, 0)
+        status, detail = await ob.delivery(2) or ("", "")
+        assert status == "refused" and detail is not None and detail.startswith("409")
+        status, detail = await ob.delivery(4) or ("", "")
+        assert status == "refused" and detail is not None and "does not verify" in detail
+        m = ctx.metrics.counters
+        assert m["ingest_submissions"] - m["ingest_unknown_gateway"] == 5  # each once
+        with ctx.engine.connect() as c:
+            reasons = sorted(c.execute(sa.select(quarantine.c.seq, quarantine.c.reason)).all())
+        assert reasons == [(2, "anchor-mismatch"), (4, "bad-signature"), (5, "bad-signature")]
+        assert metrics.counters["batches_refused"] == 3
+    await ob.close()
+
+
+async def test_a_provisioned_gateway_delivers_to_the_portal_as_it_runs(
+        tmp_path: Path, anvil: Anvil, plant: ModbusPlant) -> None:
+    pki = SimPki.create(tmp_path / "pki")
+    with portal_context(f"sqlite:///{tmp_path / 'portal.db'}") as ctx:
+        portal = ServedPortal(ctx, pki)
+        prov = await provision(
+            tmp_path / "gw", anvil.url, devices=plant_devices(plant.port, interval_s=0.2),
+            gateway_id=GW, batch_interval_s=0.5, max_records=50,
+            extra={"portal": {"url": portal.url, "tls": {"ca_file": str(pki.ca_file)},
+                              "retry": {"initial_s": 0.1, "max_s": 0.5}},
+                   "gateway": {"sign_records": True}})
+        await asyncio.to_thread(portal.start)
+        cfg = load_config(prov.config)
+        assert cfg.portal is not None and cfg.portal.tls is not None
+        metrics = Metrics()
+        stop = asyncio.Event()
+        daemon = asyncio.create_task(run_daemon(cfg, stop=stop, metrics=metrics))
+
+        async def verified() -> int:
+            await fill_from_chain(ctx.engine, prov)  # what the portal's indexer would see
+            return sum(1 for s in _stored(ctx).values() if s == "verified")
+
+        try:
+            for _ in range(600):
+                if await verified() >= 3:
+                    break
+                await asyncio.sleep(0.1)
+            assert await verified() >= 3
+        finally:
+            stop.set()
+            await asyncio.wait_for(daemon, 60)
+            portal.stop()
+        assert metrics.counters["batches_delivered"] >= 3
+        assert metrics.counters["batches_refused"] == 0
+        assert ctx.metrics.counters["ingest_replays"] == 0
+        with ctx.engine.connect() as c:
+            rows = c.execute(sa.select(records.c.seq, records.c.record_signature,
+                                       records.c.enterprise)).all()
+        assert rows and all(r.record_signature for r in rows)
+        seqs = sorted(r.seq for r in rows)
+        assert seqs == list(range(1, len(seqs) + 1))  # verified batches 1..n, whole
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "mrv-gateway"), "status", str(prov.config),
+            stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0
+        out = json.loads(stdout)
+        d = out["delivery"]
+        assert d["portal"] == portal.url and d["refused"] == 0
+        assert d["delivered"] == metrics.counters["batches_delivered"]
+        assert d["backlog"] + d["delivered"] == sum(out["batches"].values())
