@@ -260,3 +260,112 @@ async def test_a_provisioned_gateway_delivers_to_the_portal_as_it_runs(
         assert d["portal"] == portal.url and d["refused"] == 0
         assert d["delivered"] == metrics.counters["batches_delivered"]
         assert d["backlog"] + d["delivered"] == sum(out["batches"].values())
+
+
+# -- the outbox's deliveries table, the config, batches that cannot be sent ---------------------
+
+
+async def test_a_version_2_outbox_is_upgraded_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    from ledger_client._outbox import SCHEMA_VERSION
+
+    key = signer(7)
+    ob = await _outbox(tmp_path, key, 2)
+    await ob.close()
+    db = sqlite3.connect(tmp_path / "outbox.sqlite")  # as version 2 left it
+    db.execute("DROP TABLE deliveries")
+    db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    ob = await Outbox.open(tmp_path / "outbox.sqlite", GW)
+    try:
+        st = await ob.delivery_stats()
+        assert (st.backlog, st.delivered) == (2, 0)  # every batch waits for its delivery
+        assert await ob.undelivered() == [1, 2]
+        assert await ob.mark_delivered(1, "delivered") is True
+        assert await ob.mark_delivered(1, "refused", "again") is False  # once only
+        assert await ob.delivery(1) == ("delivered", None)
+        assert await ob.undelivered() == [2]
+    finally:
+        await ob.close()
+    db = sqlite3.connect(tmp_path / "outbox.sqlite")
+    assert SCHEMA_VERSION == 3
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    db.close()
+
+
+async def test_pruning_keeps_what_the_portal_has_not_answered(tmp_path: Path) -> None:
+    key = signer(8)
+    ob = await _outbox(tmp_path, key, 3, per=10)
+    try:
+        for seq in (1, 2, 3):
+            await ob.mark_confirmed(seq, seq)
+        await ob.mark_delivered(1, "delivered")
+        await ob.mark_delivered(3, "delivered")  # 2 not yet: 3 is kept behind it
+        assert await ob.prune_anchored(10, delivered_only=True) == 10
+        assert await ob.record(10) is None and await ob.record(11) is not None
+        assert await ob.prune_anchored(10, delivered_only=True) == 0
+        await ob.mark_delivered(2, "refused", "422")
+        assert await ob.prune_anchored(10, delivered_only=True) == 20
+    finally:
+        await ob.close()
+
+
+async def test_a_batch_that_cannot_be_sent_is_recorded_not_retried(tmp_path: Path) -> None:
+    pki = SimPki.create(tmp_path / "pki")
+    key = signer(9)
+    ob = await _outbox(tmp_path, key, 2, per=30)
+    try:
+        await ob.mark_confirmed(1, 1)
+        await ob.prune_anchored(1)  # batch 1's records pruned before it was delivered
+        metrics = Metrics()
+        # nothing listens there: a POST would fail; neither batch is ever POSTed
+        d = _delivery(ob, "https://127.0.0.1:9", pki, metrics)
+        d.max_body_bytes = 2048  # batch 2's submission is larger
+        async with d.client() as client:
+            assert await d.step(client) and await d.step(client)
+            assert await d.step(client) is False
+        s1, why1 = await ob.delivery(1) or ("", "")
+        s2, why2 = await ob.delivery(2) or ("", "")
+        assert s1 == "unavailable" and why1 is not None and "pruned" in why1
+        assert s2 == "unavailable" and why2 is not None and "max_body_bytes" in why2
+        assert metrics.counters["batches_undeliverable"] == 2
+        assert metrics.counters["delivery_failures"] == 0
+    finally:
+        await ob.close()
+
+
+def test_the_portal_section_of_the_gateway_config(tmp_path: Path) -> None:
+    import yaml
+
+    from config import ConfigError, parse_config
+
+    pki = SimPki.create(tmp_path / "pki")
+    examples = ROOT / "config/examples"
+    base = yaml.safe_load((examples / "plant-a.yaml").read_text())
+    base.pop("portal", None)
+
+    def parse(**sections: object) -> object:
+        return parse_config(yaml.safe_dump({**base, **sections}), base_dir=examples)
+
+    assert parse().portal is None  # no section: no delivery, as before
+    cfg = parse(portal={"url": "https://portal.example:8600", "tls": {"ca_file": str(pki.ca_file)},
+                        "timeout_s": 5})
+    assert cfg.portal is not None and cfg.portal.tls is not None  # type: ignore[attr-defined]
+    assert cfg.portal.tls.ca_file == pki.ca_file  # type: ignore[attr-defined]
+    assert cfg.portal.max_body_bytes == 32 << 20  # type: ignore[attr-defined]
+    assert parse(portal={"url": "http://127.0.0.1:8600"}).portal is not None  # type: ignore[attr-defined]
+    for sections, words in [
+        ({"portal": {"url": "http://portal.example"}}, "loopback"),
+        ({"portal": {"url": "ftp://x"}}, "portal.url"),
+        ({"portal": {"url": "https://x", "tls": {"ca_file": "/nonexistent.pem"}}}, "cannot read"),
+        ({"portal": {"url": "https://x", "retry": {"initial_s": 5, "max_s": 1}}}, "max_s"),
+        ({"portal": {"url": "https://x"}, "batching": {"max_records": 20_001}}, "20,000"),
+    ]:
+        try:
+            parse(**sections)
+        except ConfigError as e:
+            assert words in str(e), (sections, str(e))
+        else:
+            raise AssertionError(f"accepted: {sections}")
