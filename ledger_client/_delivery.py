@@ -44,7 +44,7 @@ INGEST_PATH = "/v1/ingest/batches"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 #: Most records in one submission (the portal refuses more): a gateway that delivers to a
 #: portal cuts batches of at most this many records (``batching.max_records``, checked by the
-#: config). 20,000 readings are about 6 MB of JSON (9 MB with record signatures).
+#: config). 20,000 readings are about 4 MB of JSON (7 MB with record signatures).
 MAX_SUBMISSION_RECORDS = 20_000
 #: Answers that mean "the portal has it and will never take it": recorded, never retried.
 REFUSED_STATUSES = (409, 422)
