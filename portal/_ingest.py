@@ -108,12 +108,22 @@ def _text_ok(r: Record) -> str | None:
     for name, v in fields:
         if len(v) > MAX_TEXT:
             return f"{name} of {len(v):,} characters (at most {MAX_TEXT:,})"
+        if "\x00" in v:
+            return f"{name} holds a NUL character (no database text can)"
+    if isinstance(r, AuditRecord) and "\x00" in r.payload:
+        return "payload holds a NUL character (no database text can)"
     return None
 
 
 def parse_submission(data: bytes, *, max_bytes: int) -> Submission:
     """A submission from a request body; `Refused` (``malformed``, 413 ``too-large``) when it
     is not one. Limits are checked before what they guard is parsed."""
+    if len(data) <= max_bytes:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise Refused("malformed",
+                          f"not JSON: not UTF-8 ({e.reason} at byte {e.start})") from None
     try:
         d = loads_bounded(data, max_bytes=max_bytes, max_depth=MAX_DEPTH, what="submission",
                           parse_constant=_reject_constant)

@@ -143,6 +143,9 @@ _DELETE = object()
     (["records", 0, "value_bits"], "0x1", "malformed", "value_bits"),
     (["records", 0, "unit"], "u" * 1025, "malformed", "unit of 1,025"),
     (["records", 5, "payload"], "p" * 65_537, "malformed", "payload"),
+    (["records", 0, "unit"], "k\x00W", "malformed", "NUL"),
+    (["records", 5, "payload"], "\x00", "malformed", "NUL"),
+    (["records", 0, "point_id"], "\ud800", "malformed", "Unicode"),
     (["records", 0, "record_signature"], "0x00", "malformed", "record_signature"),
     (["records", 0], [1, 2], "malformed", "records[0]"),
     (["records", 0, "gateway_id"], "other-gw", "gateway-mismatch", "records[0]"),
@@ -178,6 +181,7 @@ def test_records_that_are_not_the_headers_are_refused() -> None:
     (b"", 422, "not JSON"),
     (b"{", 422, "not JSON"),
     (b"\xff\xfe", 422, "not JSON"),
+    ('{"format": "mrv-batch/v1"}'.encode("utf-16"), 422, "UTF-8"),
     (b"[1]", 422, "JSON object"),
     (b'{"format": NaN}', 422, "not JSON"),
     (b"[" * 5 + b"]" * 5, 422, "deeper"),
@@ -354,9 +358,17 @@ def test_bad_inputs_over_http_are_problems_never_500(db_url: str) -> None:
             r = client.post("/v1/ingest/batches", content=body)
             assert r.status_code == status, (body[:40], r.text)
             assert r.headers["content-type"] == "application/problem+json"
+        # correctly signed and anchored, but with text no database can hold: refused, not 500
+        nul = build(GW, 9, [dataclasses.replace(r, unit="k\x00W") if i == 0 else r
+                            for i, r in enumerate(make_records(GW, 200, 3, mixed=False))],
+                    signer(1))
+        anchor(ctx.engine, nul.header, nul.signature)
+        status, body = _post(client, nul.body())
+        assert status == 422 and "NUL" in body["detail"]
         # a malformed batch of a known gateway is quarantined (seq 0: its seq unreadable)
         status, body = _post(client, json.dumps(_mutate(["records", 0, "kind"], 7)).encode())
-        assert status == 422 and _quarantined(ctx) == [(0, "malformed"), (1, "malformed")]
+        assert status == 422
+        assert _quarantined(ctx) == [(0, "malformed"), (9, "malformed"), (1, "malformed")]
         assert _count(ctx, ingest_batches) == 0 and _count(ctx, records) == 0
 
 

@@ -5,7 +5,6 @@ in the portal's index nothing is ever stored as verified."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -90,8 +89,8 @@ bodies = st.one_of(
 )
 
 
-def test_the_ingest_endpoint_never_fails_and_stores_nothing_unverified(tmp_path: Path) -> None:
-    with portal_context(f"sqlite:///{tmp_path / 'p.db'}", max_body_bytes=LIMIT) as ctx, \
+def test_the_ingest_endpoint_never_fails_and_stores_nothing_unverified(db_url: str) -> None:
+    with portal_context(db_url, max_body_bytes=LIMIT) as ctx, \
             TestClient(create_app(ctx), raise_server_exceptions=False) as client:
         register(ctx.engine, GW, signer(1))
         seen: set[int] = set()
