@@ -21,10 +21,14 @@ from drivers.dlt645 import Dlt645Bus, Dlt645Meter, Dlt645Point
 from drivers.hj212 import Hj212Device, Hj212Point
 from drivers.modbus import ModbusPoint, ModbusRtuBus, ModbusRtuUnit, ModbusTcpDevice
 from drivers.mqtt import MqttDevice, MqttPoint
-from ledger_client import DEFAULT_MAX_BODY_BYTES, MAX_SUBMISSION_RECORDS
 from mrv_core import StrictModel, TlsConfig
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+#: ``ledger_client.MAX_SUBMISSION_RECORDS`` and ``DEFAULT_MAX_BODY_BYTES`` (the same values,
+#: tested): the config does not import ledger_client, whose dependencies (py_ecc) raise the
+#: recursion limit the config loader's depth checks are tested at.
+MAX_SUBMISSION_RECORDS = 20_000
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 #: EIP-2294: floor(MAX_UINT64 / 2) - 36
 MAX_CHAIN_ID = (2**64 - 1) // 2 - 36
 

@@ -349,6 +349,11 @@ def test_the_portal_section_of_the_gateway_config(tmp_path: Path) -> None:
     def parse(**sections: object) -> object:
         return parse_config(yaml.safe_dump({**base, **sections}), base_dir=examples)
 
+    import config._schema
+    import ledger_client
+
+    assert config._schema.MAX_SUBMISSION_RECORDS == ledger_client.MAX_SUBMISSION_RECORDS
+    assert config._schema.DEFAULT_MAX_BODY_BYTES == ledger_client.DEFAULT_MAX_BODY_BYTES
     assert parse().portal is None  # no section: no delivery, as before
     cfg = parse(portal={"url": "https://portal.example:8600", "tls": {"ca_file": str(pki.ca_file)},
                         "timeout_s": 5})
