@@ -386,3 +386,34 @@ def test_a_database_that_is_down_is_503(tmp_path: Path) -> None:
     finally:
         engine.dispose()
         s.close()
+
+
+def test_concurrent_deliveries_of_one_slot_store_it_once(db_url: str) -> None:
+    """The same batch sent by several requests at once (a gateway's retry racing its first
+    try): one stores it, the others are replays; two signed headers at once: one wins, the
+    other is equivocation."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from portal._errors import ApiProblem
+    from portal._ingest_store import ingest
+
+    def send(ctx: PortalContext, body: bytes) -> int:
+        try:
+            return ingest(ctx, body).status
+        except ApiProblem as e:
+            return e.status
+
+    with portal_context(db_url) as ctx:
+        register(ctx.engine, GW, signer(1))
+        b = batch(n=50)
+        anchor(ctx.engine, b.header, b.signature)
+        with ThreadPoolExecutor(6) as pool:
+            got = sorted(pool.map(lambda _: send(ctx, b.body()), range(6)))
+        assert got == [200] * 5 + [201]
+        assert _count(ctx, records) == 50 and _states(ctx) == {1: ("verified", None)}
+        one = build(GW, 2, make_records(GW, 51, 5), signer(1), prev=b.header.hash())
+        two = build(GW, 2, make_records(GW, 51, 5, t0=3), signer(1), prev=b.header.hash())
+        with ThreadPoolExecutor(2) as pool:
+            got = sorted(pool.map(lambda x: send(ctx, x.body()), [one, two]))
+        assert got == [201, 409]
+        assert _quarantined(ctx) == [(2, "equivocation")]
