@@ -202,11 +202,32 @@ def _ingest(ctx: PortalContext, body: bytes) -> Answer:
                         "records": count, "replay": False})
 
 
+_RECORD_COLUMNS = [col.name for col in records.columns]
+
+
 def _store_records(c: sa.Connection, sub: Submission, leaves: list[bytes],
                    enterprise: str) -> None:
+    """The verified records, in the caller's transaction: PostgreSQL's COPY (several times
+    faster than INSERTs), or INSERTs of `INSERT_CHUNK` rows."""
     rows = record_rows(sub, leaves, enterprise)
+    if c.dialect.name == "postgresql":
+        _copy_records(c, rows)
+        return
     for i in range(0, len(rows), INSERT_CHUNK):
         c.execute(records.insert(), rows[i:i + INSERT_CHUNK])
+
+
+def _copy_records(c: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    import psycopg
+
+    sql = f"COPY records ({', '.join(_RECORD_COLUMNS)}) FROM STDIN"
+    raw: Any = c.connection.driver_connection  # the same connection, the same transaction
+    try:
+        with raw.cursor() as cur, cur.copy(sql) as copy:
+            for r in rows:
+                copy.write_row([r[k] for k in _RECORD_COLUMNS])
+    except psycopg.Error as e:  # as SQLAlchemy would raise it (IntegrityError, ...)
+        raise sa.exc.DBAPIError.instance(sql, None, e, psycopg.Error) from e
 
 
 def verify_pending(ctx: PortalContext, limit: int = 100) -> int:

@@ -116,3 +116,23 @@ def test_the_ingest_endpoint_never_fails_and_stores_nothing_unverified(db_url: s
         # and the untouched submission is still taken (nothing above broke the slot)
         r = client.post("/v1/ingest/batches", content=_VALID.body())
         assert r.status_code in (200, 201) and r.json()["state"] == "unanchored"
+
+
+@settings(max_examples=3000, deadline=None, derandomize=True, database=None)
+@given(data=st.lists(st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b"a", b":", b","]),
+                     max_size=60).map(b"".join),
+       stop_at=st.none() | st.integers(0, 6))
+def test_the_fast_depth_scan_counts_as_the_reference_scanner(data: bytes,
+                                                             stop_at: int | None) -> None:
+    """``mrv_core.json_depth`` (the limit every submission passes before it is parsed) cuts
+    strings out in C; it gives the depth the one-step-per-byte scanner gave, escapes,
+    unterminated strings and stray closing brackets included."""
+    from mrv_core import json_depth
+    from mrv_core._bounded import _json_depth_scan
+
+    want = _json_depth_scan(data, stop_at)
+    got = json_depth(data, stop_at)
+    if stop_at is not None and want > stop_at:
+        assert got > stop_at  # both stop counting once the limit is passed
+    else:
+        assert got == want
