@@ -152,10 +152,11 @@ class Delivery:
         """Deliver the oldest batch the portal has not answered; False when there is none.
         Raises on an answer or a failure that means "try again later"."""
         seqs = await self.outbox.undelivered(1)
+        backlog = await self.update_backlog()  # before the POST: right while it fails too
         if not seqs:
             return False
         await self.deliver(client, seqs[0])
-        await self.update_backlog()
+        self.metrics.set_gauge("delivery_backlog", max(0, backlog - 1))
         return True
 
     async def deliver(self, client: httpx.AsyncClient, seq: int) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +22,8 @@ from ledger_client import Delivery, Outbox, Signer
 from mrv_core import Metrics, TlsConfig, client_context, new_reading
 from portal import PortalContext
 from portal._ingest_tables import ingest_batches, quarantine, records
-from simulator import Anvil, ModbusPlant, SimPki, plant_devices, provision
+from simulator import Anvil, ModbusPlant, Postgres, SimPki, plant_devices, provision
+from simulator._postgres import pg_bindir
 from tests.ingest_support import (
     ServedPortal,
     anchor,
@@ -374,3 +377,62 @@ def test_the_portal_section_of_the_gateway_config(tmp_path: Path) -> None:
             assert words in str(e), (sections, str(e))
         else:
             raise AssertionError(f"accepted: {sections}")
+
+
+def _postgres_down(pg: Postgres) -> None:
+    """Stop the server (a fast shutdown), keeping its data directory."""
+    assert pg.proc is not None
+    pg.proc.send_signal(signal.SIGINT)
+    pg.proc.wait(30)
+
+
+def _postgres_up(pg: Postgres) -> None:
+    """Start the server again on the same data directory and port."""
+    assert pg.dir is not None
+    pg.proc = subprocess.Popen(
+        pg._as_user([str(pg_bindir() / "postgres"), "-D", str(pg.dir / "data"), "-p",
+                     str(pg.port), "-h", "127.0.0.1", "-k", str(pg.dir / "sock"),
+                     "-c", "fsync=off"]),
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=pg.dir)
+
+
+async def test_the_portals_database_down_then_up_nothing_lost(tmp_path: Path) -> None:
+    """The portal's PostgreSQL stops: submissions get 503 and the gateway retries; the
+    verifier worker waits; when the database is back everything is stored once and the
+    batches that wait for their anchor are verified when it is indexed."""
+    pki = SimPki.create(tmp_path / "pki")
+    key = signer(10)
+    ob = await _outbox(tmp_path, key, 2)
+    with Postgres() as pg, portal_context(pg.create_database("ingest_down")) as ctx:
+        register(ctx.engine, GW, key)
+        portal = ServedPortal(ctx, pki)
+        await asyncio.to_thread(portal.start)
+        metrics = Metrics()
+        delivery = _delivery(ob, portal.url, pki, metrics)
+        task = asyncio.create_task(delivery.run())
+        try:
+            await until(lambda: metrics.gauges.get("delivery_backlog") == 0, timeout=30)
+            await asyncio.to_thread(_postgres_down, pg)
+            await _more(ob, key, 3)
+            delivery.wake.set()
+            await until(lambda: ctx.metrics.counters["ingest_db_unavailable"] >= 2, timeout=30)
+            assert metrics.components["delivery"].state == "failing"
+            assert (await ob.delivery_stats()).backlog == 3
+            await until(lambda: metrics.gauges.get("delivery_backlog") == 3)
+            await asyncio.to_thread(_postgres_up, pg)
+            await until(lambda: metrics.gauges.get("delivery_backlog") == 0, timeout=60)
+            for seq in range(1, 6):  # the indexer sees the anchors: the worker verifies
+                b = await ob.batch(seq)
+                assert b is not None
+                await asyncio.to_thread(anchor, ctx.engine, b.header, b.signature)
+            await until(lambda: set(_stored(ctx).values()) == {"verified"}, timeout=30)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            portal.stop()
+        assert sorted(_stored(ctx)) == [1, 2, 3, 4, 5]
+        assert _count(ctx, records) == 100
+        assert (await ob.delivery_stats()).delivered == 5
+        assert ctx.metrics.counters["ingest_verified_later"] == 5
+    await ob.close()
