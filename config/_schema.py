@@ -24,6 +24,11 @@ from drivers.mqtt import MqttDevice, MqttPoint
 from mrv_core import StrictModel, TlsConfig
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+#: ``ledger_client.MAX_SUBMISSION_RECORDS`` and ``DEFAULT_MAX_BODY_BYTES`` (the same values,
+#: tested): the config does not import ledger_client, whose dependencies (py_ecc) raise the
+#: recursion limit the config loader's depth checks are tested at.
+MAX_SUBMISSION_RECORDS = 20_000
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 #: EIP-2294: floor(MAX_UINT64 / 2) - 36
 MAX_CHAIN_ID = (2**64 - 1) // 2 - 36
 
@@ -55,6 +60,7 @@ __all__ = [
     "MqttPoint",
     "OutboxSection",
     "Part75Substitution",
+    "PortalSection",
     "RetrySection",
     "TlsConfig",
     "device_union",
@@ -134,6 +140,34 @@ class ChainSection(_Model):
         return self
 
 
+class PortalSection(_Model):
+    """Delivery of every built batch to the portal (docs/portal.md, "Ingest"); absent: no
+    delivery, the gateway works as before."""
+
+    #: the portal's base URL; HTTPS, or plain HTTP to a loopback address only (a demo)
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2048)]
+    #: the portal's certificate is verified against ``ca_file`` (else the system's trust
+    #: store); ``cert_file``/``key_file``: a client certificate for a portal that asks for one
+    tls: TlsConfig | None = None
+    #: seconds one submission may take (connect, send, answer)
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    #: backoff while the portal cannot take a batch
+    retry: RetrySection = RetrySection(initial_s=0.5, max_s=60.0)
+    #: the portal's request-size limit (its ``api.max_body_bytes``): a batch whose submission
+    #: is larger is not sent but recorded as undeliverable (alarm)
+    max_body_bytes: Annotated[int, Field(ge=1024, le=2**31)] = DEFAULT_MAX_BODY_BYTES
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, v: str) -> str:
+        if v.startswith("http://"):
+            host = v.removeprefix("http://").split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                raise ValueError("the portal is reached over https:// (plain http:// only to a "
+                                 "loopback address)")
+        return v
+
+
 def device_union(drivers: Sequence[Driver[Any]]) -> Any:
     """The type of one item of ``devices``: the union of the drivers' models, told apart by
     their ``driver`` field."""
@@ -190,6 +224,15 @@ class Config(_Model):
     health: HealthSection = HealthSection()
     control: ControlConfig | None = None
     aggregation: AggregationSection = AggregationSection()
+    portal: PortalSection | None = None
+
+    @model_validator(mode="after")
+    def _submission_fits(self) -> Config:
+        if self.portal is not None and self.batching.max_records > MAX_SUBMISSION_RECORDS:
+            raise ValueError(f"batching.max_records: at most {MAX_SUBMISSION_RECORDS:,} when "
+                             "batches are delivered to a portal (portal:), the most records "
+                             "one submission may hold")
+        return self
 
     @model_validator(mode="after")
     def _aggregated_points_exist(self) -> Config:

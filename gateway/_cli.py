@@ -177,12 +177,18 @@ async def _cmd_status(args: argparse.Namespace) -> int:
     outbox = await Outbox.open(cfg.outbox_path(), cfg.gateway.id)
     try:
         st = await outbox.stats()
+        ds = await outbox.delivery_stats() if cfg.portal is not None else None
     finally:
         await outbox.close()
     out: dict[str, object] = {
         "gateway": cfg.gateway.id, "records": st.records, "pending": st.pending,
         "batches": st.batches_by_state, "last_confirmed_batch": st.last_confirmed_batch,
         "dead_letters": st.dead_letters, "dead_letters_unreviewed": st.dead_letters_unreviewed}
+    if ds is not None:  # batches delivered to the portal (portal:)
+        out["delivery"] = {"portal": cfg.portal.url if cfg.portal else "",
+                           "backlog": ds.backlog, "delivered": ds.delivered,
+                           "refused": ds.refused, "undeliverable": ds.unavailable,
+                           "last_delivered_batch": ds.last_delivered_batch}
     archive = cfg.archive_path()
     if archive is not None:  # pruned records copied there (outbox.archive_path)
         if archive.exists():

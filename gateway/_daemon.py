@@ -37,6 +37,7 @@ from gateway._health import serve_health
 from ledger_client import (
     Batcher,
     DeadLetter,
+    Delivery,
     EvmChain,
     Outbox,
     OutboxError,
@@ -46,7 +47,7 @@ from ledger_client import (
     load_account,
     unstorable,
 )
-from mrv_core import INVALID, Metrics, Reading, cancel_and_wait, supervise
+from mrv_core import INVALID, Metrics, Reading, cancel_and_wait, client_context, supervise
 
 log = logging.getLogger("mrv.daemon")
 
@@ -74,7 +75,10 @@ class DiskBudget:
     there is room. An unanchored record is never deleted."""
 
     def __init__(self, outbox: Outbox, metrics: Metrics, budget_bytes: int,
-                 alarm_fraction: float, prune: bool, archive: Path | None = None) -> None:
+                 alarm_fraction: float, prune: bool, archive: Path | None = None,
+                 delivered_only: bool = False) -> None:
+        #: a portal is configured: prune only batches it has answered (never one not sent yet)
+        self.delivered_only = delivered_only
         self.outbox = outbox
         self.metrics = metrics
         self.budget = budget_bytes
@@ -103,7 +107,8 @@ class DiskBudget:
         while await self.check() >= self.budget:
             if self.prune:
                 try:
-                    n = await self.outbox.prune_anchored(10, self.archive)
+                    n = await self.outbox.prune_anchored(10, self.archive,
+                                                         delivered_only=self.delivered_only)
                 except OutboxError as e:  # the archive cannot be written: keep everything
                     n = 0
                     self.metrics.inc("archive_failures")
@@ -300,10 +305,12 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
                      request_timeout_s=cfg.chain.request_timeout_s,
                      gas_margin=cfg.chain.gas_margin, gas_price_wei=cfg.chain.gas_price_wei)
     wake_uplink = asyncio.Event()
+    delivery = _delivery(cfg, outbox, metrics)
     co2e = await _batch_emissions(cfg, outbox)
     batcher = Batcher(outbox, signer.sign, interval_s=cfg.batching.interval_s,
                       max_records=cfg.batching.max_records, metrics=metrics,
-                      wake_uplink=wake_uplink, co2e=co2e)
+                      wake_uplink=wake_uplink, co2e=co2e,
+                      wake_delivery=delivery.wake if delivery is not None else None)
     uplink = Uplink(outbox, chain, account, metrics=metrics,
                     confirmations=cfg.chain.confirmations,
                     receipt_timeout_s=cfg.chain.receipt_timeout_s,
@@ -334,7 +341,7 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
     if cfg.outbox.disk_budget_mb is not None:
         pipeline.budget = DiskBudget(outbox, metrics, int(cfg.outbox.disk_budget_mb * 1e6),
                                      cfg.outbox.budget_alarm_fraction, cfg.outbox.prune_anchored,
-                                     cfg.archive_path())
+                                     cfg.archive_path(), delivered_only=cfg.portal is not None)
     links = ModbusLinks()  # one Modbus connection per device, shared by polls and control
     pollers = make_sources(cfg.devices, Acknowledging(pipeline.submit), metrics, links,
                            quarantine=pipeline.quarantine)
@@ -370,6 +377,9 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
             workers = [uplink_task, tg.create_task(
                 supervise("acceptance-log", lambda: log_acceptance(metrics, acceptance_log_s),
                           metrics), name="acceptance-log")]
+            if delivery is not None:  # batches to the portal: its own task, never waited for
+                workers.append(tg.create_task(supervise("delivery", delivery.run, metrics),
+                                              name="delivery"))
             if cfg.health.listen:
                 workers.append(tg.create_task(
                     supervise("health", lambda: serve_health(cfg.health.listen or "", metrics,
@@ -398,6 +408,17 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
         await chain.close()
         await outbox.close()
         log.info("gateway %s stopped", cfg.gateway.id)
+
+
+def _delivery(cfg: Config, outbox: Outbox, metrics: Metrics) -> Delivery | None:
+    """The delivery of batches to ``cfg.portal`` (None: no portal configured)."""
+    p = cfg.portal
+    if p is None:
+        return None
+    return Delivery(outbox, p.url, metrics=metrics,
+                    verify=client_context(p.tls) if p.tls is not None else True,
+                    timeout_s=p.timeout_s, retry_initial_s=p.retry.initial_s,
+                    retry_max_s=p.retry.max_s, max_body_bytes=p.max_body_bytes)
 
 
 def _pause(source: object) -> bool:

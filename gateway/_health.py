@@ -30,6 +30,9 @@ def prometheus_text(metrics: Metrics) -> str:
     for name, value in sorted(metrics.counters.items()):
         lines.append(f"# TYPE mrv_{name} counter")
         lines.append(f"mrv_{name}_total {value}")
+    for name, level in sorted(metrics.gauges.items()):
+        lines.append(f"# TYPE mrv_{name} gauge")
+        lines.append(f"mrv_{name} {level:g}")
     for comp, st in sorted(metrics.components.items()):
         up = 1 if st.state == "ok" else 0
         lines.append(f'mrv_component_up{{component="{comp}"}} {up}')

@@ -17,6 +17,14 @@ from ledger_client._admin import (
 )
 from ledger_client._audit import audit_outbox
 from ledger_client._chain import EvmChain, call_data, header_tuple, load_artifact
+from ledger_client._delivery import (
+    DEFAULT_MAX_BODY_BYTES,
+    INGEST_PATH,
+    MAX_SUBMISSION_RECORDS,
+    Delivery,
+    submission_bytes,
+    submission_json,
+)
 from ledger_client._errors import (
     AnchorConflict,
     AnchorGap,
@@ -39,8 +47,10 @@ from ledger_client._format import (
     reading_leaf,
     record_leaf,
     record_signing_bytes,
+    value_bits,
+    verify_proof,
 )
-from ledger_client._outbox import DeadLetter, Outbox, dump_record, unstorable
+from ledger_client._outbox import DeadLetter, DeliveryStats, Outbox, dump_record, unstorable
 from ledger_client._signing import Signer, generate_account, load_account, verify_signature
 from ledger_client._uplink import Batcher, Uplink
 from ledger_client._verify import (
@@ -49,14 +59,21 @@ from ledger_client._verify import (
     BundleError,
     RecordMissing,
     Report,
+    batch_from_json,
+    batch_to_json,
     bundle_from_outbox,
     describe,
     parse_bundle,
+    record_from_json_checked,
+    record_to_json,
     verify_bundle,
 )
 
 __all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "INGEST_PATH",
     "MAX_BUNDLE_BYTES",
+    "MAX_SUBMISSION_RECORDS",
     "ZERO32",
     "AddressBookError",
     "AnchorConflict",
@@ -70,6 +87,8 @@ __all__ = [
     "ChainUnavailable",
     "Compliance",
     "DeadLetter",
+    "Delivery",
+    "DeliveryStats",
     "Event",
     "EvmChain",
     "FindingKind",
@@ -85,6 +104,8 @@ __all__ = [
     "Signer",
     "Uplink",
     "audit_outbox",
+    "batch_from_json",
+    "batch_to_json",
     "build_header",
     "bundle_from_outbox",
     "call_data",
@@ -104,10 +125,16 @@ __all__ = [
     "parse_bundle",
     "read_address_book",
     "reading_leaf",
+    "record_from_json_checked",
     "record_leaf",
     "record_signing_bytes",
+    "record_to_json",
+    "submission_bytes",
+    "submission_json",
     "unstorable",
+    "value_bits",
     "verify_bundle",
+    "verify_proof",
     "verify_signature",
     "write_address_book",
 ]

@@ -49,8 +49,9 @@ from ledger_client._format import (
 )
 from mrv_core import AuditRecord, DerivedRecord, Reading, Record, committed_reading, failpoint, open_wal
 
-#: 1: records, batches, meta. 2: + dead_letters (an outbox of version 1 is upgraded on open).
-SCHEMA_VERSION = 2
+#: 1: records, batches, meta. 2: + dead_letters. 3: + deliveries (an outbox of version 1 or 2
+#: is upgraded in place on open).
+SCHEMA_VERSION = 3
 #: Most bytes of a dead letter's ``raw`` column; a longer dump is cut (``raw_len`` keeps its size).
 DEAD_LETTER_RAW_MAX = 4096
 #: Errors that building or inserting one record raises when a field cannot be stored (the
@@ -123,6 +124,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     raw_len      INTEGER NOT NULL,    -- the dump's full length
     reviewed_ns  INTEGER              -- set by `mrv-gateway dead-letters --reviewed`, else NULL
 );
+CREATE TABLE IF NOT EXISTS deliveries (
+    batch_seq    INTEGER PRIMARY KEY, -- the batch delivered to the portal (once)
+    delivered_ns INTEGER NOT NULL,    -- gateway clock when the portal's answer was recorded
+    status       TEXT NOT NULL,       -- delivered | refused | unavailable
+    detail       TEXT                 -- the portal's answer (refused), or why it was not sent
+);
 """
 
 
@@ -151,6 +158,22 @@ class OutboxStats:
     last_confirmed_batch: int
     dead_letters: int = 0
     dead_letters_unreviewed: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryStats:
+    """Delivery of batches to the portal (``deliveries`` table): batches not yet answered
+    (``backlog``), delivered, refused by the portal, and not sendable (``unavailable``)."""
+
+    backlog: int
+    delivered: int
+    refused: int
+    unavailable: int
+    last_delivered_batch: int
+
+
+#: Statuses of the ``deliveries`` table.
+DELIVERED, REFUSED, UNAVAILABLE = "delivered", "refused", "unavailable"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -377,12 +400,12 @@ class Outbox:
                 f"not {self.gateway_id!r}: refusing to mix their records"
             )
         version = rows.get("schema_version")
-        if version == "1":  # the schema script made the dead_letters table: record the upgrade
+        if version in ("1", "2"):  # the schema script made the new tables: record the upgrade
             await self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
                                    (str(SCHEMA_VERSION),))
         elif version != str(SCHEMA_VERSION):
-            raise OutboxError(f"outbox schema {version}, expected {SCHEMA_VERSION} (or 1, "
-                              "which is upgraded)")
+            raise OutboxError(f"outbox schema {version}, expected {SCHEMA_VERSION} (or 1 or 2, "
+                              "which are upgraded)")
 
     async def _add_signature_column(self) -> None:
         """Outboxes created before record signatures existed get the (nullable) column."""
@@ -663,6 +686,54 @@ class Outbox:
             "UPDATE batches SET state = ?, block_number = ?, confirmed_ns = ? WHERE seq = ?",
             (CONFIRMED, block_number, self.now_ns(), seq))
 
+    # -- delivery to the portal -------------------------------------------------------------
+
+    async def undelivered(self, limit: int = 100, after: int = 0) -> list[int]:
+        """Seqs of built batches (any state) the portal has not answered yet, oldest first."""
+        rows = await self._fetch(
+            "SELECT b.seq FROM batches b LEFT JOIN deliveries d ON d.batch_seq = b.seq"
+            " WHERE d.batch_seq IS NULL AND b.seq > ? ORDER BY b.seq LIMIT ?", (after, limit))
+        return [int(r[0]) for r in rows]
+
+    async def records_signed(self, first_seq: int, last_seq: int
+                             ) -> list[tuple[Record, bytes | None]]:
+        """Records ``first_seq..last_seq`` with their record signatures (None: unsigned)."""
+        rows = await self._fetch(
+            f"SELECT {_RECORD_COLS}, sig FROM records WHERE seq BETWEEN ? AND ? ORDER BY seq",
+            (first_seq, last_seq))
+        return [(_row_to_record(self.gateway_id, r), None if r[9] is None else bytes(r[9]))
+                for r in rows]
+
+    async def mark_delivered(self, batch_seq: int, status: str, detail: str | None = None) -> bool:
+        """Record the portal's final answer for batch ``batch_seq`` (once: a second call changes
+        nothing and returns False)."""
+        if status not in (DELIVERED, REFUSED, UNAVAILABLE):
+            raise ValueError(f"unknown delivery status {status!r}")
+        async with self._lock:
+            cur = await self._db.execute(
+                "INSERT OR IGNORE INTO deliveries(batch_seq, delivered_ns, status, detail)"
+                " VALUES (?, ?, ?, ?)",
+                (batch_seq, self.now_ns(), status, None if detail is None else detail[:2000]))
+            return int(cur.rowcount) == 1
+
+    async def delivery(self, batch_seq: int) -> tuple[str, str | None] | None:
+        """The recorded answer for batch ``batch_seq``: (status, detail), or None."""
+        rows = list(await self._fetch(
+            "SELECT status, detail FROM deliveries WHERE batch_seq = ?", (batch_seq,)))
+        return (str(rows[0][0]), rows[0][1]) if rows else None
+
+    async def delivery_stats(self) -> DeliveryStats:
+        by: dict[str, int] = {DELIVERED: 0, REFUSED: 0, UNAVAILABLE: 0}
+        for status, n in await self._fetch(
+                "SELECT status, COUNT(*) FROM deliveries GROUP BY status"):
+            by[str(status)] = int(n)
+        (batches,), = await self._fetch("SELECT COUNT(*) FROM batches")
+        (last,), = await self._fetch(
+            "SELECT COALESCE(MAX(batch_seq), 0) FROM deliveries WHERE status = ?", (DELIVERED,))
+        return DeliveryStats(backlog=int(batches) - sum(by.values()), delivered=by[DELIVERED],
+                             refused=by[REFUSED], unavailable=by[UNAVAILABLE],
+                             last_delivered_batch=int(last))
+
     # -- queries ----------------------------------------------------------------------------
 
     async def record(self, seq: int) -> Record | None:
@@ -720,7 +791,8 @@ class Outbox:
             (size,), = await self._db.execute_fetchall("PRAGMA page_size")
         return int((pages - free) * size)
 
-    async def prune_anchored(self, max_batches: int, archive: Path | None = None) -> int:
+    async def prune_anchored(self, max_batches: int, archive: Path | None = None, *,
+                             delivered_only: bool = False) -> int:
         """Delete the records of up to ``max_batches`` of the oldest confirmed batches whose
         records are still here; returns how many records went. Unanchored records are never
         touched; batch headers stay (the chain of hashes stays checkable).
@@ -728,7 +800,9 @@ class Outbox:
         ``archive``: first copy those records and their batches into this archive (an outbox
         database of the same schema, created when missing, committed with synchronous=FULL),
         from which proofs can still be exported; when that fails nothing is deleted and
-        `OutboxError` says why."""
+        `OutboxError` says why. ``delivered_only`` (a portal is configured): only batches the
+        portal has answered (``deliveries``) are pruned, oldest first, up to the first one it
+        has not."""
         async with self._lock:
             rows = list(await self._db.execute_fetchall(
                 "SELECT MIN(seq) FROM records"))
@@ -736,8 +810,12 @@ class Outbox:
             if lowest is None:
                 return 0
             rows = list(await self._db.execute_fetchall(
-                "SELECT seq, last_record_seq FROM batches WHERE state = ? AND last_record_seq >= ?"
-                " ORDER BY seq LIMIT ?", (CONFIRMED, lowest, max_batches)))
+                "SELECT b.seq, b.last_record_seq, d.batch_seq FROM batches b"
+                " LEFT JOIN deliveries d ON d.batch_seq = b.seq"
+                " WHERE b.state = ? AND b.last_record_seq >= ?"
+                " ORDER BY b.seq LIMIT ?", (CONFIRMED, lowest, max_batches)))
+            if delivered_only:
+                rows = list(itertools.takewhile(lambda r: r[2] is not None, rows))
             if not rows:
                 return 0
             upto = int(rows[-1][1])

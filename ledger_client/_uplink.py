@@ -58,7 +58,9 @@ class Batcher:
         metrics: Metrics,
         co2e: Co2e | None = None,
         wake_uplink: asyncio.Event | None = None,
+        wake_delivery: asyncio.Event | None = None,
     ) -> None:
+        self.wake_delivery = wake_delivery
         self.outbox = outbox
         self.sign = sign
         self.interval_s = interval_s
@@ -82,6 +84,8 @@ class Batcher:
             log.info("batch %d built: %d records (%d..%d), root 0x%s", b.seq, b.header.count,
                      b.header.first_record_seq, b.header.last_record_seq, b.header.root.hex()[:16])
             self.wake_uplink.set()
+            if self.wake_delivery is not None:
+                self.wake_delivery.set()
             if b.header.count < self.max_records:
                 return n
 

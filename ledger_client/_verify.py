@@ -181,6 +181,60 @@ def record_from_json(d: dict[str, Any]) -> Record:
     raise BundleError(f"record.kind: expected reading, derived or audit, got {kind!r}")
 
 
+def batch_to_json(h: BatchHeader, signature: bytes) -> dict[str, Any]:
+    """A batch header and its signature as JSON (the ``batch`` object of a proof bundle and of
+    a submission, docs/formats.md); ``header_hash`` is the header's hash, for people."""
+    return {
+        "gateway_id": h.gateway_id, "seq": h.seq, "prev_hash": _hex(h.prev_hash),
+        "root": _hex(h.root), "count": h.count,
+        "first_record_seq": h.first_record_seq, "last_record_seq": h.last_record_seq,
+        "first_ts_ns": h.first_ts_ns, "last_ts_ns": h.last_ts_ns,
+        "co2e_g": [h.co2e_scope1_g, h.co2e_scope2_g, h.co2e_scope3_g],
+        "header_hash": _hex(h.hash()), "signature": _hex(signature),
+    }
+
+
+def batch_from_json(bat: Any) -> tuple[BatchHeader, bytes, bytes | None]:
+    """The header, the signature and the shown ``header_hash`` (None when absent) of a
+    ``batch`` object; types and ranges checked (`BundleError`)."""
+    b = "batch"
+    try:
+        if not isinstance(bat, dict):
+            raise BundleError("batch: expected an object")
+        co2e_raw = bat["co2e_g"]
+        if not isinstance(co2e_raw, list) or len(co2e_raw) != 3:
+            raise BundleError("batch.co2e_g: expected a list of 3 integers")
+        co2e = [_int(co2e_raw, i, _U64, "batch.co2e_g") for i in range(3)]
+        header = BatchHeader(
+            gateway_id=_str(bat, "gateway_id", b), seq=_int(bat, "seq", (1, _U64[1]), b),
+            prev_hash=_unhex(bat["prev_hash"], "batch.prev_hash", 32),
+            root=_unhex(bat["root"], "batch.root", 32), count=_int(bat, "count", _U32, b),
+            first_record_seq=_int(bat, "first_record_seq", _U64, b),
+            last_record_seq=_int(bat, "last_record_seq", _U64, b),
+            first_ts_ns=_int(bat, "first_ts_ns", _I64, b),
+            last_ts_ns=_int(bat, "last_ts_ns", _I64, b),
+            co2e_scope1_g=co2e[0], co2e_scope2_g=co2e[1], co2e_scope3_g=co2e[2])
+        signature = _unhex(bat["signature"], "batch.signature", 64)
+        shown = (None if bat.get("header_hash") is None else
+                 _unhex(bat["header_hash"], "batch.header_hash", 32))
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
+        if isinstance(e, BundleError):
+            raise
+        raise BundleError(f"malformed batch: {type(e).__name__}: {e}") from None
+    return header, signature, shown
+
+
+def record_from_json_checked(d: Any) -> Record:
+    """`record_from_json` with every malformation (a missing key, a wrong container) as
+    `BundleError`."""
+    try:
+        return record_from_json(d)
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
+        if isinstance(e, BundleError):
+            raise
+        raise BundleError(f"malformed record: {type(e).__name__}: {e}") from None
+
+
 def _shown_value(d: Any) -> float | str | None:
     """The record's ``value`` as the bundle shows it: a float, None (null), or "absent"."""
     if not isinstance(d, dict) or "value" not in d:
@@ -217,14 +271,7 @@ class Bundle:
             "format": FORMAT,
             "chain": {"chain_id": self.chain_id, "contract": self.contract},
             "record": record_to_json(r),
-            "batch": {
-                "gateway_id": h.gateway_id, "seq": h.seq, "prev_hash": _hex(h.prev_hash),
-                "root": _hex(h.root), "count": h.count,
-                "first_record_seq": h.first_record_seq, "last_record_seq": h.last_record_seq,
-                "first_ts_ns": h.first_ts_ns, "last_ts_ns": h.last_ts_ns,
-                "co2e_g": [h.co2e_scope1_g, h.co2e_scope2_g, h.co2e_scope3_g],
-                "header_hash": _hex(h.hash()), "signature": _hex(self.signature),
-            },
+            "batch": batch_to_json(h, self.signature),
             "proof": [_hex(p) for p in self.proof],
         }
         if self.record_signature is not None:
@@ -236,23 +283,9 @@ class Bundle:
         try:
             if d.get("format") != FORMAT:
                 raise BundleError(f"format: expected {FORMAT!r}, got {d.get('format')!r}")
-            bat, b = d["batch"], "batch"
-            if not isinstance(bat, dict):
-                raise BundleError("batch: expected an object")
+            bat = d["batch"]
             record = record_from_json(d["record"])
-            co2e_raw = bat["co2e_g"]
-            if not isinstance(co2e_raw, list) or len(co2e_raw) != 3:
-                raise BundleError("batch.co2e_g: expected a list of 3 integers")
-            co2e = [_int(co2e_raw, i, _U64, "batch.co2e_g") for i in range(3)]
-            header = BatchHeader(
-                gateway_id=_str(bat, "gateway_id", b), seq=_int(bat, "seq", (1, _U64[1]), b),
-                prev_hash=_unhex(bat["prev_hash"], "batch.prev_hash", 32),
-                root=_unhex(bat["root"], "batch.root", 32), count=_int(bat, "count", _U32, b),
-                first_record_seq=_int(bat, "first_record_seq", _U64, b),
-                last_record_seq=_int(bat, "last_record_seq", _U64, b),
-                first_ts_ns=_int(bat, "first_ts_ns", _I64, b),
-                last_ts_ns=_int(bat, "last_ts_ns", _I64, b),
-                co2e_scope1_g=co2e[0], co2e_scope2_g=co2e[1], co2e_scope3_g=co2e[2])
+            header, signature, shown_hh = batch_from_json(bat)
             proof = d["proof"]
             if not isinstance(proof, list) or len(proof) > MAX_PROOF_LEN:
                 raise BundleError(f"proof: expected a list of at most {MAX_PROOF_LEN} hashes")
@@ -261,15 +294,14 @@ class Bundle:
                 raise BundleError("chain: expected an object")
             return cls(
                 record=record, header=header,
-                signature=_unhex(bat["signature"], "batch.signature", 64),
+                signature=signature,
                 proof=[_unhex(p, f"proof[{i}]", 32) for i, p in enumerate(proof)],
                 chain_id=_int(chain, "chain_id", (1, _U64[1]), "chain"),
                 contract=_str(chain, "contract", "chain"),
                 record_signature=(None if d.get("record_signature") is None else
                                   _unhex(d["record_signature"], "record_signature", 64)),
                 shown_value=_shown_value(d["record"]),
-                shown_header_hash=(None if bat.get("header_hash") is None else
-                                   _unhex(bat["header_hash"], "batch.header_hash", 32)))
+                shown_header_hash=shown_hh)
         except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
             if isinstance(e, BundleError):
                 raise

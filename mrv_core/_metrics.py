@@ -17,11 +17,16 @@ class ComponentState:
 
 
 class Metrics:
-    """Process-wide counters (monotonic) and the state of each component (device, uplink...)."""
+    """Process-wide counters (monotonic), gauges (a current level, e.g. a backlog) and the
+    state of each component (device, uplink...)."""
 
     def __init__(self) -> None:
         self.counters: Counter[str] = Counter()
+        self.gauges: dict[str, float] = {}
         self.components: dict[str, ComponentState] = {}
+
+    def set_gauge(self, name: str, value: float) -> None:
+        self.gauges[name] = value
 
     def inc(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
@@ -50,6 +55,7 @@ class Metrics:
     def snapshot(self) -> dict[str, object]:
         return {
             "counters": dict(sorted(self.counters.items())),
+            "gauges": dict(sorted(self.gauges.items())),
             "components": {
                 k: {"state": v.state, "since_ns": v.since_ns, "detail": v.detail,
                     "last_success_ns": v.last_success_ns,

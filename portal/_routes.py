@@ -10,9 +10,10 @@ def routers() -> list[APIRouter]:
         _routes_auth,
         _routes_data,
         _routes_health,
+        _routes_ingest,
         _routes_records,
         _routes_scores,
     )
 
-    return [_routes_health.router, _routes_auth.router, _routes_data.router,
-            _routes_records.router, _routes_scores.router]
+    return [_routes_health.router, _routes_ingest.router, _routes_auth.router,
+            _routes_data.router, _routes_records.router, _routes_scores.router]

@@ -51,8 +51,9 @@ def build_context(cfg: PortalConfig, *, run_migrations: bool = True) -> PortalCo
 def workers() -> list[object]:
     """The background workers ``mrv-portal run`` starts (indexer, ingest verifier)."""
     from portal._indexer import indexer_worker
+    from portal._ingest_store import ingest_verifier
 
-    return [indexer_worker]
+    return [indexer_worker, ingest_verifier]
 
 
 CONFIG_ENV = "MRV_PORTAL_CONFIG"
