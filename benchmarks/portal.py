@@ -154,8 +154,7 @@ async def indexer_bench(pg: Postgres, work: Path, batches: int) -> dict[str, Any
         record_leaf,
     )
     from mrv_core import Reading
-    from portal import Indexer, build_context
-    from portal._config import AuthSection, ChainSection, DatabaseSection, PortalConfig
+    from portal import Indexer, PortalConfig, build_context
     from simulator import Anvil, provision
 
     out: dict[str, Any] = {"batches": batches}
@@ -181,11 +180,11 @@ async def indexer_bench(pg: Postgres, work: Path, batches: int) -> dict[str, Any
         await chain.close()
         for name, url in (("postgresql", pg.create_database("bench_idx")),
                           ("sqlite", f"sqlite:///{work / 'idx.db'}")):
-            cfg = PortalConfig(
-                database=DatabaseSection(url=url),
-                chain=ChainSection(rpc_url=anvil.url, address_book=prov.address_book,
-                                   confirmations=0, step_blocks=2_000),
-                auth=AuthSection(secret_file=work / f"idx-secret-{name}"))
+            cfg = PortalConfig.model_validate({
+                "database": {"url": url},
+                "chain": {"rpc_url": anvil.url, "address_book": prov.address_book,
+                          "confirmations": 0, "step_blocks": 2_000},
+                "auth": {"secret_file": work / f"idx-secret-{name}"}})
             ctx = build_context(cfg)
             ix = Indexer(ctx)
             w0, c0 = time.perf_counter(), time.process_time()
