@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -108,8 +109,9 @@ async def _verified_batches(client: httpx.AsyncClient) -> list[dict[str, Any]]:
     return [b for b in r.json()["items"] if b["ingest"]["state"] == "verified"]
 
 
-async def test_plant_to_portal_through_a_kill(tmp_path: Path, anvil: Anvil,
-                                              plant: ModbusPlant, db_url: str) -> None:
+async def test_plant_to_portal_through_a_kill(
+        tmp_path: Path, anvil: Anvil, plant: ModbusPlant, db_url: str,
+        gateway_process: type[GatewayProcess]) -> None:
     pki = SimPki.create(tmp_path / "pki")
     port = free_port()
     base = f"https://127.0.0.1:{port}"
@@ -121,10 +123,11 @@ async def test_plant_to_portal_through_a_kill(tmp_path: Path, anvil: Anvil,
                "gateway": {"sign_records": True}})
     portal = PortalProcess(_portal_yaml(tmp_path, db_url, anvil.url, prov.address_book, pki,
                                         port), tmp_path / "portal.log").start()
-    gw = GatewayProcess(prov.config, tmp_path / "gateway.log").start()
+    gw = gateway_process(prov.config, tmp_path / "gateway.log").start()
     try:
-        async with httpx.AsyncClient(base_url=base, verify=str(pki.ca_file),
-                                     timeout=10) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=10,
+                                     verify=ssl.create_default_context(cafile=pki.ca_file)
+                                     ) as client:
             async def signed_in() -> str:
                 return await _sign_in(client, prov.admin_key)
 
@@ -143,7 +146,7 @@ async def test_plant_to_portal_through_a_kill(tmp_path: Path, anvil: Anvil,
             portal.start()
             first = len(await _until(lambda: at_least(1), 60, "the portal back"))
             await _until(lambda: at_least(first + 3), 90, "3 more verified batches")
-            gw.stop()
+            assert await asyncio.to_thread(gw.terminate) == 0
 
             # every batch the gateway anchored reaches the portal, verified, exactly once
             cfg = load_config(prov.config)
@@ -194,7 +197,6 @@ async def test_plant_to_portal_through_a_kill(tmp_path: Path, anvil: Anvil,
             r = await client.get("/v1/quarantine")
             assert r.status_code == 200 and r.json()["items"] == []
     finally:
-        gw.stop()
         portal.stop()
     log = (tmp_path / "portal.log").read_text()
     assert "Traceback" not in log, log[-3000:]
