@@ -185,7 +185,7 @@ async def indexer_bench(pg: Postgres, work: Path, batches: int) -> dict[str, Any
                 "chain": {"rpc_url": anvil.url, "address_book": prov.address_book,
                           "confirmations": 0, "step_blocks": 2_000},
                 "auth": {"secret_file": work / f"idx-secret-{name}"}})
-            ctx = build_context(cfg)
+            ctx = build_context(cfg, with_secret=False)
             ix = Indexer(ctx)
             w0, c0 = time.perf_counter(), time.process_time()
             blocks = 0

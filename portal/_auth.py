@@ -1,6 +1,6 @@
 """Sign-in: an EIP-4361 ("Sign-In with Ethereum") challenge signed with the account's own key,
 then a short-lived token (``_viewer.issue_token``). The message is built and parsed here as
-pure functions (docs/portal-api.md has it byte for byte with a test vector); the nonce is
+pure functions (docs/portal.md has it byte for byte with a test vector); the nonce is
 single-use, stored with its expiry in ``auth_nonces``.
 
 The portal issues the exact message and keeps it: a token request must present that message

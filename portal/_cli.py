@@ -78,7 +78,7 @@ def _index(cfg: PortalConfig, *, once: bool, reset: bool) -> int:
     from portal._indexer import COMPONENT, Indexer, ReorgDetected, indexer_worker, reset_index
     from portal._runtime import build_context
 
-    ctx = build_context(cfg)
+    ctx = build_context(cfg, with_secret=False)
     if reset:
         reset_index(ctx.engine)
         logging.getLogger("mrv.portal.indexer").warning(

@@ -2,7 +2,7 @@
 batch from its stored leaves (one pass over the tree), and the ``mrv-proof/v1`` bundle that
 ``mrv-gateway verify --bundle`` checks. Pure functions over rows; the routes fetch the rows.
 
-How a ``records`` row holds each kind (the ingest stores it so, docs/portal-api.md):
+How a ``records`` row holds each kind (the ingest stores it so, docs/portal.md):
 reading — ``point_id, ts_ns, value_bits, unit, quality, source``; derived — ``point_id,
 value_bits, unit, quality``, and ``extra`` the JSON object ``{derivation, period_start_ns,
 period_end_ns, from_seq, to_seq}``; audit — ``ts_ns``, ``source`` the category, ``point_id``

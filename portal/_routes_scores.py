@@ -1,5 +1,5 @@
 """``GET /v1/rankings`` and ``GET /v1/enterprises/{address}/green-index``
-(docs/portal-scoring.md).
+(docs/portal.md).
 
 Rankings are published aggregates: any signed-in viewer gets them. A green index is an
 enterprise's own data: government and auditors see any, an enterprise its own, a financial

@@ -32,8 +32,10 @@ def ensure_secret(path: Path) -> bytes:
     return data
 
 
-def build_context(cfg: PortalConfig, *, run_migrations: bool = True) -> PortalContext:
-    """The context for ``cfg``: the address book read, the engine open, the schema migrated."""
+def build_context(cfg: PortalConfig, *, run_migrations: bool = True,
+                  with_secret: bool = True) -> PortalContext:
+    """The context for ``cfg``: the address book read, the engine open, the schema migrated,
+    and (``with_secret``: the API needs it, the indexer alone does not) the token secret."""
     try:
         book = read_address_book(cfg.chain.address_book)
     except (OSError, AddressBookError) as e:
@@ -45,7 +47,8 @@ def build_context(cfg: PortalConfig, *, run_migrations: bool = True) -> PortalCo
     contracts = {str(k): str(v).lower() for k, v in book.get("contracts", {}).items()}
     return PortalContext(config=cfg, engine=engine, contracts=contracts,
                          chain_id=int(book.get("chain_id", 0)),
-                         token_secret=ensure_secret(cfg.auth.secret_file))
+                         token_secret=ensure_secret(cfg.auth.secret_file) if with_secret
+                         else b"")
 
 
 def workers() -> list[object]:

@@ -1,4 +1,4 @@
-"""Rankings and the green index: pure functions over plain values (docs/portal-scoring.md).
+"""Rankings and the green index: pure functions over plain values (docs/portal.md).
 
 Nothing here reads the database or the clock: ``_scoring_queries.py`` gathers an
 :class:`EnterprisePeriod` per enterprise, these functions rank and score them. All arithmetic is

@@ -1,10 +1,14 @@
-"""The demo: a simulated plant, a local chain, the gateway; readings flow, batches anchor, and
-readings from several anchored batches are verified as an auditor would.
+"""The demo: a local chain with the ledger's roles at work, the portal following it, a simulated
+plant and its gateway; readings flow, batches anchor and reach the portal, readings from several
+anchored batches are verified as an auditor would, and the portal answers a regulator's and a
+bank's questions.
 
     python -m simulator.demo [--duration 60] [--forever] [--workdir DIR]
 
-Exits 0 only if every check held: batches anchored, every sampled reading verified, and a
-tampered copy of a reading rejected.
+Exits 0 only if every check held: the ledger scenario, batches anchored, every sampled reading
+verified, a tampered copy rejected, the portal verified what the gateway anchored, and its
+answers (B's account, the cement ranking, A's green index under A's on-chain consent) are
+what the ledger says.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from pathlib import Path
 
 from simulator._anvil import Anvil
 from simulator._plant import default_plant, free_port
+from simulator._portal_demo import PortalDemo
 from simulator._provision import plant_devices, provision
-from simulator._scenario import ScenarioFailed, ledger_scenario
+from simulator._scenario import REGULATOR_KEY_INDEX, ScenarioFailed, ledger_scenario
 
 BIN = Path(sys.executable).parent
+GATEWAY_ID = "plant-c-gw1"
 
 
 def say(msg: str) -> None:
@@ -59,15 +65,32 @@ async def main(argv: list[str] | None = None) -> int:
 
     with Anvil(log=work / "anvil.log") as anvil:
         say(f"local chain (anvil) on {anvil.url}")
+        # The ledger's roles at work first: certification, allowances, a trade, an audit
+        # finding corrected and penalised, the period closed. The plant's gateway then joins
+        # the same deployment, and the portal follows all of it.
+        say("ledger scenario: government, enterprises, market, auditor")
+        try:
+            for line in await ledger_scenario(anvil.url, work / "scenario"):
+                print(f"  {line}")
+        except ScenarioFailed as e:
+            failures.append(f"ledger scenario: {e}")
+            say(f"FAILED: {failures[-1]}")
+            return 1
+        portal = PortalDemo(work / "portal", anvil.url, work / "scenario")
+        await asyncio.to_thread(portal.start)
+        say(f"portal on {portal.url} (log: {portal.log}), indexing the scenario's contracts")
         plant = default_plant()
         await plant.start()
         say(f"simulated plant on 127.0.0.1:{plant.port}: feeder electricity meter (unit 1),"
             " boiler natural-gas meter (unit 2)")
         listen = f"127.0.0.1:{free_port()}"
         prov = await provision(work, anvil.url, devices=plant_devices(plant.port),
-                               gateway_id="plant-a-gw1", batch_interval_s=5.0,
-                               health_listen=listen)
-        say(f"ledger deployed at {prov.contract}; gateway {prov.gateway_id} registered")
+                               gateway_id=GATEWAY_ID, batch_interval_s=5.0,
+                               health_listen=listen, contract=portal.ledger_address,
+                               admin_index=REGULATOR_KEY_INDEX,
+                               extra={"portal": portal.gateway_section()})
+        say(f"gateway {prov.gateway_id} registered on the same ledger ({prov.contract}),"
+            " delivering to the portal")
         gw = await asyncio.create_subprocess_exec(
             str(BIN / "mrv-gateway"), "run", str(prov.config),
             stdout=open(work / "gateway.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
@@ -89,6 +112,7 @@ async def main(argv: list[str] | None = None) -> int:
                 say(f"readings accepted {c.get('readings_accepted', 0):>5}  "
                     f"batches built {c.get('batches_built', 0):>3}  "
                     f"anchored {c.get('batches_anchored', 0):>3}  "
+                    f"delivered {c.get('batches_delivered', 0):>3}  "
                     f"pending {ob.get('pending', 0):>4}  status {h.get('status')}")
         except (KeyboardInterrupt, asyncio.CancelledError):
             pass
@@ -125,20 +149,22 @@ async def main(argv: list[str] | None = None) -> int:
             print(r.stdout.rstrip())
             if r.returncode != 1:
                 failures.append("a tampered reading was not rejected")
-        # The ledger's roles at work: certification, allowances, a trade, an audit finding
-        # corrected and penalised, the period closed (a fresh deployment on the same chain).
-        say("ledger scenario: government, enterprises, market, auditor")
+        # The portal: what the gateway anchored, verified with the portal's own eyes; then the
+        # questions a regulator and a bank ask, answered from the ledger's tables.
         try:
-            for line in await ledger_scenario(anvil.url, work / "scenario"):
+            for line in await asyncio.to_thread(portal.answers, GATEWAY_ID, last, anvil.url):
                 print(f"  {line}")
-        except ScenarioFailed as e:
-            failures.append(f"ledger scenario: {e}")
+        except AssertionError as e:
+            failures.append(f"portal: {e}")
+        finally:
+            await asyncio.to_thread(portal.stop)
     if failures:
         for f in failures:
             say(f"FAILED: {f}")
         return 1
     say(f"all checks held: {len(seqs)} readings from {last} anchored batches verified,"
-        " the tampered copy was rejected, the ledger scenario held")
+        " the tampered copy was rejected, the ledger scenario held, the portal verified"
+        " every anchored batch and answered")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Sign-in: the EIP-4361 message byte for byte (the vector in docs/portal-api.md), the whole
+"""Sign-in: the EIP-4361 message byte for byte (the vector in docs/portal.md), the whole
 flow on SQLite and PostgreSQL, and every way a sign-in is refused (replay, expiry, another
 signer, a changed message, another domain or chain, no role, too many challenges)."""
 
@@ -33,7 +33,7 @@ from tests.portal_data import Clock, Dataset, account, addr, as_indexed, load, m
 
 PROBLEM = "application/problem+json"
 
-#: the test vector of docs/portal-api.md
+#: the test vector of docs/portal.md
 VECTOR_KEY = "0x938f35ad3df6034331019bebeb8fc1243b1e5b9eb672c536706284fa112e41ec"
 VECTOR_MESSAGE = (
     "portal.example wants you to sign in with your Ethereum account:\n"
@@ -75,7 +75,7 @@ def test_the_sign_in_message_byte_for_byte() -> None:
 def test_the_docs_carry_the_vector() -> None:
     from pathlib import Path
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "portal-api.md").read_text()
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "portal.md").read_text()
     assert f"```\n{VECTOR_MESSAGE}\n```" in doc
     assert f"({len(VECTOR_MESSAGE.encode())} bytes;" in doc
     assert VECTOR_SIGNATURE in doc and VECTOR_KEY in doc

@@ -4,6 +4,7 @@ app answers, request bodies are limited before they are read, the config is chec
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,3 +100,16 @@ def test_portal_yaml_errors_name_the_path(tmp_path: Path, text: str, where: str)
     with pytest.raises(ConfigError) as e:
         load_portal_config(f)
     assert where in str(e.value)
+
+
+def test_the_published_openapi_schema_is_the_apps(tmp_path: Path) -> None:
+    """docs/portal-openapi.json is what `mrv-portal openapi` writes today (regenerate it with
+    `mrv-portal openapi --out docs/portal-openapi.json` after an API change)."""
+    from portal._cli import main
+
+    out = tmp_path / "openapi.json"
+    assert main(["openapi", "--out", str(out)]) == 0
+    published = Path(__file__).resolve().parents[1] / "docs" / "portal-openapi.json"
+    assert json.loads(out.read_text()) == json.loads(published.read_text())
+    paths = json.loads(out.read_text())["paths"]
+    assert "/v1/ingest/batches" in paths and "/v1/rankings" in paths

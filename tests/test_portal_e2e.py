@@ -90,7 +90,9 @@ async def _until(cond: Any, timeout: float, what: str) -> Any:
         await asyncio.sleep(0.2)
 
 
-async def _sign_in(client: httpx.AsyncClient, key_file: Path) -> str:
+async def _sign_in(client: httpx.AsyncClient, key_file: Path) -> str | None:
+    """A token for the key's account; None while the portal's indexer has not yet seen the
+    account's role (403: "holds no role"), so the caller waits and asks again."""
     acct = load_account(key_file)
     r = await client.post("/v1/auth/challenge", json={"address": acct.address})
     assert r.status_code == 201, r.text
@@ -98,6 +100,8 @@ async def _sign_in(client: httpx.AsyncClient, key_file: Path) -> str:
     sig = Account.sign_message(encode_defunct(text=message), acct.key).signature
     r = await client.post("/v1/auth/token", json={"message": message,
                                                     "signature": "0x" + sig.hex()})
+    if r.status_code == 403 and "holds no role" in r.json()["detail"]:
+        return None
     assert r.status_code == 200, r.text
     assert "admin" in r.json()["roles"]  # the regulator, as the chain says
     return str(r.json()["token"])
@@ -128,7 +132,7 @@ async def test_plant_to_portal_through_a_kill(
         async with httpx.AsyncClient(base_url=base, timeout=10,
                                      verify=ssl.create_default_context(cafile=pki.ca_file)
                                      ) as client:
-            async def signed_in() -> str:
+            async def signed_in() -> str | None:
                 return await _sign_in(client, prov.admin_key)
 
             token = await _until(signed_in, 60, "the portal to index the regulator's role")

@@ -59,7 +59,7 @@ T = 1_000_000
 def _ctx(db_url: str, book: Path, rpc_url: str, **chain: Any) -> PortalContext:
     cfg = PortalConfig(database=DatabaseSection(url=db_url),
                        chain=ChainSection(address_book=book, rpc_url=rpc_url, **chain))
-    return build_context(cfg)
+    return build_context(cfg, with_secret=False)
 
 
 def _head(url: str) -> int:
@@ -402,7 +402,8 @@ async def test_killed_at_random_points_it_gives_the_same_tables(
     cfg = _config(tmp_path / "portal.yaml", db_url, played.book, anvil.url, **chain)
     ctx = build_context(PortalConfig.model_validate({
         "database": {"url": db_url},
-        "chain": {"rpc_url": anvil.url, "address_book": played.book, **chain}}))
+        "chain": {"rpc_url": anvil.url, "address_book": played.book, **chain}}),
+        with_secret=False)
 
     def checkpoint() -> int:
         with ctx.engine.connect() as c:

@@ -1,4 +1,4 @@
-"""Rankings and the green index (docs/portal-scoring.md): the pure method on plain values, and
+"""Rankings and the green index (docs/portal.md): the pure method on plain values, and
 the routes over a fixed data set on SQLite and PostgreSQL, with hand-computed ranks and scores
 and the access rules (government, auditor, the enterprise itself, finance with and without the
 enterprise's on-chain grant)."""
