@@ -203,6 +203,89 @@ async def indexer_bench(pg: Postgres, work: Path, batches: int) -> dict[str, Any
     return out
 
 
+def make_submissions(n_batches: int, per_batch: int, gateway_id: str = "bench-ingest"
+                     ) -> tuple[bytes, list[tuple[bytes, bytes, bytes, int]]]:
+    """``n_batches`` real ``mrv-batch/v1`` submissions of ``per_batch`` readings each, signed
+    by a fresh Ed25519 key: (public key, [(body, header hash, root, seq)])."""
+    from ledger_client import ZERO32, Signer, build_header, record_leaf, submission_bytes
+    from mrv_core import Quality, Reading
+
+    signer = Signer(os.urandom(32))
+    out = []
+    prev, seq0, t0 = ZERO32, 1, 1_767_225_600 * 10**9
+    for b in range(1, n_batches + 1):
+        recs = []
+        for i in range(per_batch):
+            s = seq0 + i
+            bad = s % 50 == 0
+            recs.append(Reading(point_id=f"meter-{s % 40}.p{s % 7}", ts_ns=t0 + s * 10**9,
+                                value=float("nan") if bad else 1000.0 + (s % 997) / 8,
+                                unit="kWh", quality=int(Quality.COMM_FAULT) if bad else 0,
+                                source="modbus_tcp:bench", seq=s, gateway_id=gateway_id))
+        h = build_header(gateway_id=gateway_id, seq=b, prev_hash=prev,
+                         records=[(r.seq, r.ts_ns, record_leaf(r)) for r in recs],
+                         co2e_g=(1000, 0, 0))
+        out.append((submission_bytes(h, signer.sign(h.hash()), [(r, None) for r in recs]),
+                    h.hash(), h.root, b))
+        prev, seq0 = h.hash(), seq0 + per_batch
+    return signer.public_key, out
+
+
+def ingest_bench(pg: Postgres, work: Path, batches: int, per_batch: int) -> dict[str, Any]:
+    """The ingest path (parse, check every leaf, the root, the header, the signature, store
+    the records) over real submissions, in this process, on PostgreSQL and on SQLite; the
+    chain rows it checks against are inserted first, as the indexer would have."""
+    from ledger_client import gateway_key
+    from portal import PortalConfig, build_context, ingest
+
+    gw = "bench-ingest"
+    key, subs = make_submissions(batches, per_batch, gw)
+    gkey = "0x" + gateway_key(gw).hex()
+    ent = "0x" + "e1" * 20
+    book = work / "ingest-book.json"
+    book.write_text(json.dumps({"chain_id": 31337, "contracts": {}}))
+    out: dict[str, Any] = {"batches": batches, "readings_per_batch": per_batch,
+                           "readings": batches * per_batch}
+    for name, url in (("postgresql", pg.create_database("bench_ingest")),
+                      ("sqlite", f"sqlite:///{work / 'ingest.db'}")):
+        ctx = build_context(PortalConfig.model_validate({
+            "database": {"url": url}, "chain": {"address_book": book}}), with_secret=False)
+        with ctx.engine.begin() as c:
+            c.execute(sa.text(
+                "INSERT INTO gateways (gateway_key, gateway_id, enterprise, active, registered_at,"
+                " sender, signing_key, reserved_for) VALUES (:k, :g, :e, true, 0, :e, :s, NULL)"),
+                {"k": gkey, "g": gw, "e": ent, "s": "0x" + key.hex()})
+            c.execute(sa.text(
+                "INSERT INTO batches (gateway_key, seq, gateway_id, enterprise, header_hash, root,"
+                " count, first_record_seq, last_record_seq, first_ts_ns, last_ts_ns,"
+                " co2e_scope1_g, co2e_scope2_g, co2e_scope3_g, prev_hash, signature, period,"
+                " block_number, tx_hash) VALUES (:k, :seq, :g, :e, :hh, :root, :n, 0, 0, 0, 0,"
+                " 0, 0, 0, :z, :z, 1, :seq, :z)"),
+                [{"k": gkey, "seq": seq, "g": gw, "e": ent, "hh": "0x" + hh.hex(),
+                  "root": "0x" + root.hex(), "n": per_batch, "z": "0x" + "00" * 32}
+                 for _, hh, root, seq in subs])
+        pids = _pg_pids(pg) if name == "postgresql" else []
+        pg0 = _proc_cpu_s(pids)
+        w0, c0 = time.perf_counter(), time.process_time()
+        for body, *_ in subs:
+            a = ingest(ctx, body)
+            if a.status != 201:
+                raise RuntimeError(f"ingest answered {a.status}: {a.body}")
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        db_cpu = _proc_cpu_s(pids) - pg0
+        with ctx.engine.connect() as c:
+            stored = int(c.execute(sa.text("SELECT count(*) FROM records")).scalar() or 0)
+        ctx.engine.dispose()
+        if stored != batches * per_batch:
+            raise RuntimeError(f"stored {stored} records, expected {batches * per_batch}")
+        n = batches * per_batch
+        out[name] = {"wall_s": round(wall, 2), "portal_cpu_s": round(cpu, 2),
+                     "database_cpu_s": round(db_cpu, 2) if pids else None,
+                     "readings_per_s": round(n / wall),
+                     "readings_per_portal_cpu_s": round(n / cpu)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.portal", description=__doc__)
     ap.add_argument("--readings", type=int, default=10_000_000)
@@ -210,36 +293,49 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batches", type=int, default=1000, help="anchored batches to index")
+    ap.add_argument("--ingest-batches", type=int, default=40)
+    ap.add_argument("--ingest-batch-size", type=int, default=5000)
+    ap.add_argument("--only", choices=["api", "ingest", "indexer"], action="append")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
     from portal import migrate, open_engine
 
+    only = set(args.only or ["api", "ingest", "indexer"])
     result: dict[str, Any] = {"scenario": "portal"}
     with tempfile.TemporaryDirectory(prefix="mrv-bench-portal-") as tmp, Postgres() as pg:
         work = Path(tmp)
-        engine = open_engine(pg.url())
-        migrate(engine)
-        ds = fill(engine, readings=args.readings)
-        with engine.begin() as c:
-            c.execute(sa.text("INSERT INTO roles (role, account) VALUES ('government', :a)"),
-                      {"a": GOV})
-            db_bytes = c.execute(sa.text("SELECT pg_database_size(current_database())")).scalar()
-        result["dataset"] = {"readings": ds.readings, "enterprises": ds.enterprises,
-                             "gateways": ds.gateways, "fill_s": round(ds.fill_s, 1),
-                             "database_mb": round(int(db_bytes or 0) / 2**20)}
-        print(f"data set: {ds.readings:,} readings, {ds.enterprises} enterprises "
-              f"({ds.fill_s:.0f} s, {result['dataset']['database_mb']:,} MB)", flush=True)
-        account_paths = [f"/v1/enterprises/{address_of(e)}/accounts/2" for e in range(1, 301)]
-        result["api"] = asyncio.run(api_load(pg, work, rate=args.rate, seconds=args.seconds,
-                                             workers=args.workers,
-                                             account_paths=account_paths))
-        print(f"api: p99 {result['api']['load']['p99_ms']} ms at {args.rate:g} requests/s",
-              flush=True)
-        result["indexer"] = asyncio.run(indexer_bench(pg, work, args.batches))
-        print(f"indexer: {result['indexer']['postgresql']['events_per_s']} events/s "
-              "(PostgreSQL)", flush=True)
-        engine.dispose()
+        if "ingest" in only:
+            result["ingest"] = ingest_bench(pg, work, args.ingest_batches,
+                                            args.ingest_batch_size)
+            print(f"ingest: {result['ingest']['postgresql']['readings_per_portal_cpu_s']:,}"
+                  " readings verified and stored per portal CPU-second (PostgreSQL)", flush=True)
+        if "indexer" in only:
+            result["indexer"] = asyncio.run(indexer_bench(pg, work, args.batches))
+            print(f"indexer: {result['indexer']['postgresql']['events_per_s']} events/s "
+                  "(PostgreSQL)", flush=True)
+        if "api" in only:
+            engine = open_engine(pg.url())
+            migrate(engine)
+            ds = fill(engine, readings=args.readings)
+            with engine.begin() as c:
+                c.execute(sa.text("INSERT INTO roles (role, account) VALUES ('government', :a)"),
+                          {"a": GOV})
+                db_bytes = c.execute(
+                    sa.text("SELECT pg_database_size(current_database())")).scalar()
+            result["dataset"] = {"readings": ds.readings, "enterprises": ds.enterprises,
+                                 "gateways": ds.gateways, "fill_s": round(ds.fill_s, 1),
+                                 "database_mb": round(int(db_bytes or 0) / 2**20)}
+            print(f"data set: {ds.readings:,} readings, {ds.enterprises} enterprises "
+                  f"({ds.fill_s:.0f} s, {result['dataset']['database_mb']:,} MB)", flush=True)
+            account_paths = [f"/v1/enterprises/{address_of(e)}/accounts/2"
+                             for e in range(1, 301)]
+            result["api"] = asyncio.run(api_load(pg, work, rate=args.rate,
+                                                 seconds=args.seconds, workers=args.workers,
+                                                 account_paths=account_paths))
+            print(f"api: p99 {result['api']['load']['p99_ms']} ms at {args.rate:g} requests/s",
+                  flush=True)
+            engine.dispose()
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -10,6 +10,7 @@ from portal._config import PortalConfig, load_portal_config
 from portal._context import PortalContext
 from portal._db import migrate, open_engine
 from portal._indexer import Indexer
+from portal._ingest_store import ingest
 from portal._runtime import build_context
 from portal._viewer import issue_token
 
@@ -19,6 +20,7 @@ __all__ = [
     "PortalContext",
     "build_context",
     "create_app",
+    "ingest",
     "issue_token",
     "load_portal_config",
     "migrate",
