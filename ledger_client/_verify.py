@@ -152,8 +152,46 @@ def _bits(d: Any) -> float:
     return _value_from_bits(int(_unhex(d["value_bits"], "record.value_bits", 8).hex(), 16))
 
 
+_UNPACK_F64 = struct.Struct(">d").unpack
+_U64_MAX, _U32_MAX, _I64_MIN, _I64_MAX = 2**64 - 1, 2**32 - 1, -(2**63), 2**63 - 1
+
+
+def _reading_fast(d: dict[str, Any]) -> Reading | None:
+    """A well-formed reading, checked field by field as `record_from_json` does but in one
+    pass (the portal parses thousands per batch); None for anything else, which the full
+    path then checks and names (tested equal on random input)."""
+    try:
+        gw, seq, pid, ts = d["gateway_id"], d["seq"], d["point_id"], d["ts_ns"]
+        vb, unit, q, src = d["value_bits"], d["unit"], d["quality"], d["source"]
+    except KeyError:
+        return None
+    if (type(gw) is not str or type(pid) is not str or type(unit) is not str
+            or type(src) is not str or type(vb) is not str or type(seq) is not int
+            or type(ts) is not int or type(q) is not int or not gw
+            or not 1 <= seq <= _U64_MAX or not _I64_MIN <= ts <= _I64_MAX
+            or not 0 <= q <= _U32_MAX or len(vb) != 18 or not vb.startswith("0x")):
+        return None
+    try:
+        raw = bytes.fromhex(vb[2:])
+        (gw + pid + unit + src).encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        return None
+    if len(raw) != 8:
+        return None
+    return Reading(gateway_id=gw, seq=seq, point_id=pid, ts_ns=ts, value=_UNPACK_F64(raw)[0],
+                   unit=unit, quality=q, source=src)
+
+
 def record_from_json(d: dict[str, Any]) -> Record:
     """A record from its JSON (types and ranges checked: `BundleError`)."""
+    if isinstance(d, dict) and d.get("kind") == "reading":
+        fast = _reading_fast(d)
+        if fast is not None:
+            return fast
+    return _record_from_json_full(d)
+
+
+def _record_from_json_full(d: dict[str, Any]) -> Record:
     w = "record"
     if not isinstance(d, dict):
         raise BundleError("record: expected an object")

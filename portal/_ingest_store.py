@@ -11,6 +11,7 @@ signature) is kept in ``quarantine`` only, so nobody can take a gateway's slot w
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -223,9 +224,10 @@ def _copy_records(c: sa.Connection, rows: list[dict[str, Any]]) -> None:
     sql = f"COPY records ({', '.join(_RECORD_COLUMNS)}) FROM STDIN"
     raw: Any = c.connection.driver_connection  # the same connection, the same transaction
     try:
+        cols = operator.itemgetter(*_RECORD_COLUMNS)
         with raw.cursor() as cur, cur.copy(sql) as copy:
             for r in rows:
-                copy.write_row([r[k] for k in _RECORD_COLUMNS])
+                copy.write_row(cols(r))
     except psycopg.Error as e:  # as SQLAlchemy would raise it (IntegrityError, ...)
         raise sa.exc.DBAPIError.instance(sql, None, e, psycopg.Error) from e
 
