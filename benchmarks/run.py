@@ -34,6 +34,9 @@ SCENARIOS: dict[str, tuple[str, list[str], list[str]]] = {
                 ["--readings", "50000", "--batch", "5000"]),
     "gas": ("benchmarks.gas", [], []),
     "peer": ("benchmarks.peer", ["--devices", "500"], ["--devices", "20", "--seconds", "10"]),
+    "portal": ("benchmarks.portal", ["--readings", "10000000"],
+               ["--readings", "200000", "--seconds", "5", "--batches", "100",
+                "--ingest-batches", "4"]),
 }
 
 
@@ -74,6 +77,18 @@ TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], Any], str, Callable[[An
     ("backlog of 1,000,000 readings drained (s)", "backlog",
      lambda d: _get(d, "drain_s"), "< 60", lambda v: v < 60),
     ("gas per batch", "gas", lambda d: _get(d, "gas_per_batch"), "constant", lambda v: True),
+    ("portal ingest: readings verified + stored per portal CPU-s (PostgreSQL)", "portal",
+     lambda d: _get(d, "ingest", "postgresql", "readings_per_portal_cpu_s"), ">= 50,000",
+     lambda v: v >= 50_000),
+    ("portal ingest: readings per CPU-s, portal + PostgreSQL together", "portal",
+     lambda d: (_get(d, "ingest", "readings") or 0) / max(
+         1e-9, (_get(d, "ingest", "postgresql", "portal_cpu_s") or 0)
+         + (_get(d, "ingest", "postgresql", "database_cpu_s") or 0)), "(report)",
+     lambda v: True),
+    ("portal indexer events/s (PostgreSQL)", "portal",
+     lambda d: _get(d, "indexer", "postgresql", "events_per_s"), "(report)", lambda v: True),
+    ("portal API p99 (ms), accounts + rankings at 200 req/s, 10M readings", "portal",
+     lambda d: _get(d, "api", "load", "p99_ms"), "< 50", lambda v: v < 50),
     ("delivered datapoints per CPU-second vs ThingsBoard", "peer",
      lambda d: _get(d, "ratio_per_cpu_s"), ">= 10x", lambda v: v >= 10),
 ]

@@ -134,3 +134,29 @@ def test_bench_runner_quick_writes_json_and_table(tmp_path: Path) -> None:
     assert "error" not in doc["results"]["pipeline"], doc["results"]["pipeline"]
     md = (tmp_path / "results.md").read_text()
     assert "pipeline readings/s/core" in md
+
+
+def test_portal_smoke(tmp_path: Path) -> None:
+    """The portal benchmark: ingest of real submissions, the indexer over anchored batches, the
+    API under load on a filled PostgreSQL; every answer a 200, every reading stored."""
+    out = tmp_path / "portal.json"
+    p = subprocess.run([sys.executable, "-m", "benchmarks.portal", "--readings", "60000",
+                        "--seconds", "2", "--rate", "50", "--batches", "20",
+                        "--ingest-batches", "2", "--ingest-batch-size", "500",
+                        "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    d = json.loads(out.read_text())
+    ing = d["ingest"]
+    assert ing["readings"] == 1000
+    for db in ("postgresql", "sqlite"):
+        assert ing[db]["readings_per_s"] > 0 and ing[db]["readings_per_portal_cpu_s"] > 0
+    ix = d["indexer"]
+    for db in ("postgresql", "sqlite"):
+        # two events per anchored batch, and the deployment's own (roles, registration)
+        assert ix[db]["events"] >= 2 * 20 and ix[db]["events_per_s"] > 0
+    assert ix["postgresql"]["events"] == ix["sqlite"]["events"]
+    assert d["dataset"]["readings"] >= 60000
+    api = d["api"]
+    assert api["load"]["sent"] == 100 and api["load"]["ok"] == 100 and not api["load"]["errors"]
+    assert api["cold"]["errors"] == {} and api["load"]["p99_ms"] > 0
