@@ -19,17 +19,16 @@ import uvicorn
 from ledger_client import (
     ZERO32,
     BatchHeader,
-    EvmChain,
     Signer,
     build_header,
     gateway_key,
-    load_account,
+    read_address_book,
     record_leaf,
     record_signing_bytes,
     submission_bytes,
 )
 from mrv_core import AuditRecord, DerivedRecord, Reading, Record
-from portal import PortalContext, create_app, migrate, open_engine
+from portal import Indexer, PortalContext, create_app, migrate, open_engine
 from portal._chain_tables import batches, gateways
 from portal._config import ApiSection, ChainSection, PortalConfig
 from simulator import Provisioned, SimPki
@@ -137,43 +136,25 @@ def anchor(engine: sa.Engine, header: BatchHeader, signature: bytes, *,
             block_number=block, tx_hash="0x" + "00" * 32))
 
 
-async def fill_from_chain(engine: sa.Engine, p: Provisioned) -> int:
-    """What the indexer would hold for gateway ``p``, read from the chain itself (not from
-    the gateway): its ``gateways`` row (key, active) and a ``batches`` row per anchored batch,
-    with the header hash, root, count, record range and block the ledger holds. Columns the
-    ingest does not read (times, CO2e, prev hash, signature, tx) are zeros. Returns how many
-    batches the chain holds."""
-    chain = EvmChain(p.rpc_url, contract_address=p.contract)
+def index_chain(engine: sa.Engine, p: Provisioned) -> int:
+    """The portal's own indexer, run over gateway ``p``'s deployment into ``engine`` until it
+    has caught up (confirmations 0): what `mrv-portal run` would hold. Returns the blocks
+    applied by this call."""
+    book = read_address_book(p.address_book)
+    cfg = PortalConfig.model_validate({"chain": {
+        "rpc_url": p.rpc_url, "address_book": p.address_book, "confirmations": 0,
+        "step_blocks": 5_000}})
+    ctx = PortalContext(config=cfg, engine=engine,
+                        contracts={str(k): str(v).lower() for k, v in book["contracts"].items()},
+                        chain_id=int(book.get("chain_id", 0)))
+    ix = Indexer(ctx)
+    total = 0
     try:
-        g = await chain.gateway(p.gateway_id)
-        assert p.enterprise_key is not None
-        ent = load_account(p.enterprise_key).address.lower()
-        gk = "0x" + gateway_key(p.gateway_id).hex()
-        with engine.begin() as c:
-            c.execute(gateways.delete().where(gateways.c.gateway_key == gk))
-            c.execute(gateways.insert().values(
-                gateway_key=gk, gateway_id=p.gateway_id, enterprise=ent, active=g.active,
-                registered_at=1, sender=g.sender.lower(), signing_key="0x" + g.signing_key.hex(),
-                reserved_for=None))
-            have = {int(s) for s in c.execute(sa.select(batches.c.seq)
-                                              .where(batches.c.gateway_key == gk)).scalars()}
-        last = await chain.last_seq(p.gateway_id)
-        for seq in range(1, last + 1):
-            if seq in have:
-                continue
-            b = await chain.batch(p.gateway_id, seq)
-            with engine.begin() as c:
-                c.execute(batches.insert().values(
-                    gateway_key=gk, seq=seq, gateway_id=p.gateway_id, enterprise=ent,
-                    header_hash="0x" + b.header_hash.hex(), root="0x" + b.root.hex(),
-                    count=b.count, first_record_seq=b.first_record_seq,
-                    last_record_seq=b.last_record_seq, first_ts_ns=0, last_ts_ns=0,
-                    co2e_scope1_g=0, co2e_scope2_g=0, co2e_scope3_g=0,
-                    prev_hash="0x" + "00" * 32, signature="0x" + "00" * 64, period=b.period,
-                    block_number=b.block_number, tx_hash="0x" + "00" * 32))
-        return last
+        while (n := ix.step()) > 0:
+            total += n
     finally:
-        await chain.close()
+        ix.close()
+    return total
 
 
 class ServedPortal:

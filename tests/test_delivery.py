@@ -27,7 +27,7 @@ from simulator._postgres import pg_bindir
 from tests.ingest_support import (
     ServedPortal,
     anchor,
-    fill_from_chain,
+    index_chain,
     portal_context,
     register,
     signer,
@@ -231,7 +231,7 @@ async def test_a_provisioned_gateway_delivers_to_the_portal_as_it_runs(
         daemon = asyncio.create_task(run_daemon(cfg, stop=stop, metrics=metrics))
 
         async def verified() -> int:
-            await fill_from_chain(ctx.engine, prov)  # what the portal's indexer would see
+            await asyncio.to_thread(index_chain, ctx.engine, prov)  # the portal's indexer
             return sum(1 for s in _stored(ctx).values() if s == "verified")
 
         try:
