@@ -395,8 +395,7 @@ class Model:
         if (table.name, k) in self.pending:
             row = self.pending[(table.name, k)][1]
             return None if row is None else dict(row)
-        cond = [table.c[n] == v for n, v in key.items()]
-        r = self.conn.execute(sa.select(table).where(*cond)).mappings().first()
+        r = self.conn.execute(_by_key(table).select, _key_params(table, k)).mappings().first()
         return None if r is None else dict(r)
 
     def put(self, table: sa.Table, row: dict[str, Any]) -> None:
@@ -413,14 +412,44 @@ class Model:
 
     def flush(self) -> None:
         for (_, key), (table, row) in self.pending.items():
-            cond = [c == v for c, v in zip(table.primary_key.columns, key, strict=True)]
+            st = _by_key(table)
+            keys = _key_params(table, key)
             if row is None:
-                self.conn.execute(sa.delete(table).where(*cond))
+                self.conn.execute(st.delete, keys)
                 continue
-            res = self.conn.execute(sa.update(table).where(*cond).values(**row))
+            res = self.conn.execute(st.update, {**row, **keys})
             if res.rowcount == 0:
-                self.conn.execute(sa.insert(table).values(**row))
+                self.conn.execute(st.insert, row)
         self.pending.clear()
+
+
+@dataclass(frozen=True)
+class _KeyStatements:
+    """A table's statements by primary key, built once: SQLAlchemy compiles a statement object
+    once and reuses it, where a statement built per row costs its construction and cache key
+    every time (most of the indexer's CPU before)."""
+
+    select: sa.Select[Any]
+    update: sa.Update
+    delete: sa.Delete
+    insert: sa.Insert
+
+
+_KEY_STATEMENTS: dict[str, _KeyStatements] = {}
+
+
+def _key_params(table: sa.Table, key: tuple[Any, ...]) -> dict[str, Any]:
+    return {f"_pk_{c.name}": v for c, v in zip(table.primary_key.columns, key, strict=True)}
+
+
+def _by_key(table: sa.Table) -> _KeyStatements:
+    st = _KEY_STATEMENTS.get(table.name)
+    if st is None:
+        cond = [c == sa.bindparam(f"_pk_{c.name}") for c in table.primary_key.columns]
+        st = _KEY_STATEMENTS[table.name] = _KeyStatements(
+            select=sa.select(table).where(*cond), update=sa.update(table).where(*cond),
+            delete=sa.delete(table).where(*cond), insert=sa.insert(table))
+    return st
 
 
 Handler = Callable[[Model, dict[str, Any], LogMeta], None]
@@ -783,9 +812,9 @@ def apply_log(conn: sa.Connection, topics: dict[bytes, EventSpec], contract: str
         _anomaly(conn, meta, contract, spec.name, "*", "*", "0x" + raw.data[:200].hex(), str(e))
         out.anomalies += 1
         return
-    conn.execute(sa.insert(spec.table).values(
-        block_number=meta.block_number, log_index=meta.log_index, tx_hash=meta.tx_hash,
-        contract=contract, block_at=block_at, **row))
+    conn.execute(_by_key(spec.table).insert, {
+        "block_number": meta.block_number, "log_index": meta.log_index, "tx_hash": meta.tx_hash,
+        "contract": contract, "block_at": block_at, **row})
     for u in unfit:
         _anomaly(conn, meta, contract, spec.name, u.table, u.column, u.value, u.reason)
         out.anomalies += 1
