@@ -51,6 +51,7 @@ from ledger_client._format import (
     verify_proof,
 )
 from ledger_client._outbox import DeadLetter, DeliveryStats, Outbox, dump_record, unstorable
+from ledger_client._portal_login import PortalRefused, portal_login_link
 from ledger_client._signing import Signer, generate_account, load_account, verify_signature
 from ledger_client._uplink import Batcher, Uplink
 from ledger_client._verify import (
@@ -99,6 +100,7 @@ __all__ = [
     "Mrv",
     "Outbox",
     "OutboxError",
+    "PortalRefused",
     "RecordMissing",
     "Report",
     "Signer",
@@ -123,6 +125,7 @@ __all__ = [
     "merkle_proof",
     "merkle_root",
     "parse_bundle",
+    "portal_login_link",
     "read_address_book",
     "reading_leaf",
     "record_from_json_checked",

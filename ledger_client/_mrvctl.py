@@ -494,6 +494,8 @@ async def _run(args: argparse.Namespace) -> int:
         acct = generate_account(Path(args.path))
         out.result({"key_file": args.path, "address": acct.address})
         return EXIT_OK
+    if args.cmd == "login":
+        return _login(args, out)
     book_path = Path(args.address_book)
     if args.cmd == "fund" and args.rpc and not book_path.exists():
         # A plain value transfer needs no contract: --rpc alone is enough.
@@ -529,6 +531,25 @@ async def _run(args: argparse.Namespace) -> int:
         await COMMANDS[args.cmd](args, mrv, out)
     finally:
         await mrv.close()
+    return EXIT_OK
+
+
+def _login(args: argparse.Namespace, out: Out) -> int:
+    import httpx
+
+    from ledger_client._portal_login import PortalRefused, portal_login_link
+
+    try:
+        got = portal_login_link(args.portal, _key(args), ca_file=args.ca_file)
+    except PortalRefused as e:
+        print(f"error: the portal refused the sign-in: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except httpx.HTTPError as e:
+        print(f"error: the portal could not be reached: {e}", file=sys.stderr)
+        return EXIT_CHAIN
+    until = dt.datetime.fromtimestamp(int(got["expires_at"]), tz=dt.UTC)
+    out.result(got, f"{got['url']}\n(open it once, before {until:%H:%M:%S} UTC, to sign in as "
+                    f"{got['address']}: {', '.join(got['roles'])})")
     return EXIT_OK
 
 
@@ -663,6 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("account", "an enterprise's record, gateways and per-period accounts")
     p.add_argument("enterprise")
     p.add_argument("--period", type=int)
+    p = cmd("login", "a one-time link that signs a browser in to the portal's web view as --key")
+    p.add_argument("--portal", required=True, help="the portal's URL, e.g. https://portal:8600")
+    p.add_argument("--ca-file", help="CA certificate (PEM) of the portal's TLS certificate")
     p = cmd("fund", "send native balance to an account (--rpc alone is enough, no address book)")
     p.add_argument("to")
     p.add_argument("wei", help="amount in wei (1 ether = 10**18 wei)")

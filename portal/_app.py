@@ -1,6 +1,6 @@
 """The FastAPI application: routers of every area, the request-size limit (checked before a
-body is parsed), errors as RFC 9457 problem details, and the background workers (indexer,
-ingest verifier) started and stopped with the app."""
+body is parsed), errors as RFC 9457 problem details (as a page under ``/ui``), the web view,
+and the background workers (indexer, ingest verifier) started and stopped with the app."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -82,7 +82,7 @@ class _TooLarge(Exception):
 
 def create_app(ctx: PortalContext, *, workers: list[Worker] | None = None) -> FastAPI:
     """The portal's app over ``ctx``. ``workers`` run in threads from startup to shutdown."""
-    from portal import _routes
+    from portal import _routes, _ui, _ui_app
 
     stop = threading.Event()
     threads: list[threading.Thread] = []
@@ -115,7 +115,9 @@ def create_app(ctx: PortalContext, *, workers: list[Worker] | None = None) -> Fa
         app.include_router(router)
 
     @app.exception_handler(ApiProblem)
-    async def _problem(_req: Request, e: ApiProblem) -> JSONResponse:
+    async def _problem(req: Request, e: ApiProblem) -> Response:
+        if _ui.is_ui(req):
+            return _ui.problem_page(req, e)
         return problem(e.status, e.title, e.detail, e.type, **e.extra)
 
     @app.exception_handler(DatabaseUnavailable)
@@ -123,7 +125,10 @@ def create_app(ctx: PortalContext, *, workers: list[Worker] | None = None) -> Fa
         return problem(503, "Service Unavailable", f"the database does not answer: {e}")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, e: StarletteHTTPException) -> JSONResponse:
+    async def _http(req: Request, e: StarletteHTTPException) -> Response:
+        if _ui.is_ui(req):
+            return _ui.problem_page(req, ApiProblem(e.status_code, _reason(e.status_code),
+                                                    str(e.detail)))
         return problem(e.status_code, _reason(e.status_code), str(e.detail))
 
     @app.exception_handler(RequestValidationError)
@@ -133,6 +138,7 @@ def create_app(ctx: PortalContext, *, workers: list[Worker] | None = None) -> Fa
         return problem(422, "Unprocessable Content", "the request does not match the API",
                        errors=errors)
 
+    _ui_app.install(app, ctx)
     app.add_middleware(BodyLimit, limit=ctx.config.api.max_body_bytes)
     return app
 

@@ -22,6 +22,7 @@ from ledger_client import keccak256
 from portal._api_tables import auth_nonces
 from portal._context import PortalContext
 from portal._errors import ApiProblem
+from portal._ui_tables import login_links
 from portal._viewer import issue_token, roles_of
 
 STATEMENT = "Sign in to the MRV portal. Your roles are read from the ledger."
@@ -147,6 +148,15 @@ def challenge(ctx: PortalContext, address: str) -> tuple[SignIn, str]:
 def redeem(ctx: PortalContext, message: str, signature: str) -> tuple[str, int, str,
                                                                       frozenset[str]]:
     """Check a signed challenge; the token, its expiry (Unix s), the address and its roles."""
+    signer, found = check_signed(ctx, message, signature)
+    token, exp = issue_token(ctx, signer)
+    ctx.metrics.inc("portal_auth_tokens_total")
+    return token, exp, signer, found
+
+
+def check_signed(ctx: PortalContext, message: str, signature: str) -> tuple[str, frozenset[str]]:
+    """Check a signed challenge and use up its nonce: the signer and its roles (401 for a
+    bad or used challenge, 403 for an account with no role the portal serves)."""
     try:
         s = parse_siwe(message)
         if s.domain != ctx.config.auth.domain:
@@ -189,6 +199,66 @@ def redeem(ctx: PortalContext, message: str, signature: str) -> tuple[str, int, 
         raise ApiProblem(403, "Forbidden", f"{signer} holds no role on the ledger that the "
                          "portal serves (government, auditor, finance, or an active "
                          "enterprise)")
-    token, exp = issue_token(ctx, signer)
-    ctx.metrics.inc("portal_auth_tokens_total")
-    return token, exp, signer, found
+    return signer, found
+
+
+# -- one-time sign-in links (``mrvctl login``, POST /v1/auth/link) --------------------------------
+
+#: the most unopened, unexpired sign-in links held at once
+MAX_PENDING_LINKS = 10_000
+LINK_CODE = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
+
+
+def _code_hash(code: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def new_link(ctx: PortalContext, address: str) -> tuple[str, int]:
+    """A one-time sign-in code for ``address`` and its expiry (Unix s). Only its SHA-256 is
+    stored: the database cannot sign anybody in."""
+    now_ns = ctx.now_ns()
+    code = secrets.token_urlsafe(32)
+    exp_ns = now_ns + ctx.config.ui.link_ttl_s * 1_000_000_000
+    with ctx.engine.begin() as c:
+        c.execute(sa.delete(login_links).where(login_links.c.expires_ns <= now_ns))
+        pending = c.execute(sa.select(sa.func.count()).select_from(login_links)
+                            .where(login_links.c.used_ns.is_(None))).scalar() or 0
+        if pending >= MAX_PENDING_LINKS:
+            raise ApiProblem(429, "Too Many Requests",
+                             "too many sign-in links wait to be opened: try again later")
+        c.execute(sa.insert(login_links).values(code_hash=_code_hash(code),
+                                                address=address.lower(), created_ns=now_ns,
+                                                expires_ns=exp_ns))
+    return code, exp_ns // 1_000_000_000
+
+
+def peek_link(ctx: PortalContext, code: str) -> str:
+    """The account a sign-in code is for, without using it up; ``ValueError`` with the reason
+    for a code that is unknown, used or expired."""
+    if not LINK_CODE.match(code):
+        raise ValueError("this is not a sign-in link")
+    with ctx.engine.connect() as c:
+        row = c.execute(sa.select(login_links).where(
+            login_links.c.code_hash == _code_hash(code))).first()
+    if row is None:
+        raise ValueError("unknown sign-in link")
+    if row.used_ns is not None:
+        raise ValueError("this sign-in link was used already: run mrvctl login again")
+    if ctx.now_ns() >= row.expires_ns:
+        raise ValueError("this sign-in link has expired: run mrvctl login again")
+    return str(row.address)
+
+
+def use_link(ctx: PortalContext, code: str) -> str:
+    """Use up a sign-in code: the account it signs in; ``ValueError`` as ``peek_link``."""
+    address = peek_link(ctx, code)
+    with ctx.engine.begin() as c:
+        done = c.execute(sa.update(login_links).where(
+            login_links.c.code_hash == _code_hash(code), login_links.c.used_ns.is_(None))
+            .values(used_ns=ctx.now_ns()))
+    if done.rowcount != 1:
+        raise ValueError("this sign-in link was used already: run mrvctl login again")
+    ctx.metrics.inc("portal_auth_links_used_total")
+    return address

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -72,6 +72,57 @@ class AuthSection(StrictModel):
     uri: str = "https://localhost/"
 
 
+class TelemetrySection(StrictModel):
+    """Live telemetry for the web view: the portal subscribes to the gateways' telemetry
+    topics (``<topic_prefix>/+/telemetry``, docs/control.md) and checks each reading's record
+    signature with the gateway's key as registered on the ledger."""
+
+    #: the MQTT broker, ``host:port``
+    broker: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-\[\]:]{1,253}:[0-9]{1,5}$")]
+    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-/]{1,64}$")] = "mrv"
+    #: the CA file of a TLS broker (``None``: plain MQTT)
+    ca_file: Path | None = None
+    username: str | None = None
+    password: str | None = None
+    #: readings kept per gateway for the live page (older ones are deleted)
+    keep_per_gateway: Annotated[int, Field(ge=10, le=100_000)] = 600
+    #: the largest telemetry message read (larger ones are refused unparsed and counted)
+    max_message_bytes: Annotated[int, Field(ge=1024, le=8 * MiB)] = 1 * MiB
+
+
+class UiSection(StrictModel):
+    """The web view (``/ui``): server-rendered pages over the same data and access rules as
+    the API."""
+
+    enabled: bool = True
+    #: how long a browser session lasts (the roles are still read from the ledger on every
+    #: request; signing out ends it at once)
+    session_ttl_s: Annotated[int, Field(ge=60, le=7 * 86_400)] = 8 * 3600
+    #: how long a one-time sign-in link (``mrvctl login``) may wait to be opened
+    link_ttl_s: Annotated[int, Field(ge=10, le=3_600)] = 300
+    #: seconds between two looks for news by a live page's event stream
+    live_poll_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    #: live pages (event streams) open at once, per process; more get 503
+    max_streams: Annotated[int, Field(ge=1, le=10_000)] = 200
+    #: the time zone dates are shown in (IANA name)
+    timezone: Annotated[str, Field(pattern=r"^[A-Za-z0-9_+\-/]{1,64}$")] = "Asia/Shanghai"
+    #: the language when the browser asks for neither ``zh`` nor ``en``
+    default_lang: Literal["en", "zh"] = "en"
+    telemetry: TelemetrySection | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name: Asia/Shanghai, UTC)") \
+                from None
+        return v
+
+
 class OutputFigure(StrictModel):
     """An enterprise's output in a period (MWh, t clinker, ...), for emissions intensity where
     the chain holds none (``Allocated.output`` of a benchmark allocation is used first)."""
@@ -94,6 +145,7 @@ class PortalConfig(StrictModel):
     chain: ChainSection
     api: ApiSection = ApiSection()
     auth: AuthSection = AuthSection()
+    ui: UiSection = UiSection()
     outputs: Annotated[list[OutputFigure], Field(max_length=100_000)] = []
 
 
@@ -112,7 +164,12 @@ def _resolve(cfg: PortalConfig, base: Path) -> PortalConfig:
         api = api.model_copy(update={"tls": TlsSection(cert=rel(api.tls.cert),
                                                         key=rel(api.tls.key))})
     auth = cfg.auth.model_copy(update={"secret_file": rel(cfg.auth.secret_file)})
-    return cfg.model_copy(update={"database": db, "chain": chain, "api": api, "auth": auth})
+    ui = cfg.ui
+    if ui.telemetry is not None and ui.telemetry.ca_file is not None:
+        ui = ui.model_copy(update={"telemetry": ui.telemetry.model_copy(
+            update={"ca_file": rel(ui.telemetry.ca_file)})})
+    return cfg.model_copy(update={"database": db, "chain": chain, "api": api, "auth": auth,
+                                  "ui": ui})
 
 
 def load_portal_config(path: Path | str) -> PortalConfig:

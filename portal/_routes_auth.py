@@ -1,4 +1,5 @@
-"""``/v1/auth``: sign in by signing a challenge (EIP-4361), then a bearer token."""
+"""``/v1/auth``: sign in by signing a challenge (EIP-4361), then a bearer token (or a
+one-time sign-in link for a browser)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,15 @@ class TokenOut(BaseModel):
     roles: list[str]
 
 
+class LinkOut(BaseModel):
+    #: open it in a browser (once, before ``expires_at``) to be signed in there
+    url: str
+    #: Unix seconds
+    expires_at: int
+    address: str
+    roles: list[str]
+
+
 class Me(BaseModel):
     address: str
     roles: list[str]
@@ -95,6 +105,19 @@ def challenge(body: ChallengeIn,
 def token(body: TokenIn, ctx: Annotated[PortalContext, Depends(context_of)]) -> TokenOut:
     tok, exp, address, roles = _auth.redeem(ctx, body.message, body.signature)
     return TokenOut(token=tok, expires_at=exp, address=address, roles=sorted(roles))
+
+
+@router.post("/link", response_model=LinkOut, status_code=201, responses=_REFUSALS)
+def link(body: TokenIn, request: Request,
+         ctx: Annotated[PortalContext, Depends(context_of)]) -> LinkOut:
+    """A one-time sign-in link for a browser, for a signed challenge (``mrvctl login``): the
+    browser that opens it is signed in as the signer. The link works once, for
+    ``ui.link_ttl_s`` seconds."""
+    address, roles = _auth.check_signed(ctx, body.message, body.signature)
+    code, exp = _auth.new_link(ctx, address)
+    base = str(request.base_url).rstrip("/")
+    return LinkOut(url=f"{base}/ui/login/{code}", expires_at=exp, address=address,
+                   roles=sorted(roles))
 
 
 @router.get("/me", response_model=Me)

@@ -44,10 +44,11 @@ class Viewer:
         return "finance" in self.roles
 
 
-def issue_token(ctx: PortalContext, address: str) -> tuple[str, int]:
-    """A token for ``address`` and its expiry (Unix seconds)."""
+def issue_token(ctx: PortalContext, address: str, ttl_s: int | None = None) -> tuple[str, int]:
+    """A token for ``address`` and its expiry (Unix seconds); ``ttl_s``: its lifetime
+    (``auth.token_ttl_s`` by default; a browser session's is ``ui.session_ttl_s``)."""
     now_s = ctx.now_ns() // 1_000_000_000
-    exp = now_s + ctx.config.auth.token_ttl_s
+    exp = now_s + (ctx.config.auth.token_ttl_s if ttl_s is None else ttl_s)
     token = jwt.encode({"sub": address.lower(), "iat": now_s, "exp": exp, "iss": ISSUER},
                        ctx.token_secret, algorithm="HS256")
     return token, exp
@@ -100,16 +101,29 @@ def _verified_claims(ctx: PortalContext, token: str) -> tuple[str, int]:
     return sub, exp
 
 
+#: the browser session's cookie (``_ui.py``): the same token, HttpOnly
+SESSION_COOKIE = "mrv_session"
+
+
 def current_viewer(request: Request,
                    ctx: Annotated[PortalContext, Depends(context_of)]) -> Viewer:
     """FastAPI dependency: the signed-in viewer (401 without a valid bearer token, 403 for an
-    account that holds no role the portal serves)."""
+    account that holds no role the portal serves). A GET may carry the token as the web view's
+    session cookie instead (a page's download link, a chart's data); nothing that changes
+    state is accepted on a cookie."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
+    if not header and request.method in ("GET", "HEAD"):
+        scheme, token = "bearer", request.cookies.get(SESSION_COOKIE, "")
     if scheme.lower() != "bearer" or not token:
         raise ApiProblem(401, "Unauthorized", "sign in first: Authorization: Bearer <token> "
                          "(POST /v1/auth/challenge, then /v1/auth/token)")
-    address = decode_token(ctx, token.strip())
+    return viewer_of(request, ctx, decode_token(ctx, token.strip()))
+
+
+def viewer_of(request: Request, ctx: PortalContext, address: str) -> Viewer:
+    """The viewer ``address`` with its roles as of the chain tables' version (kept in
+    ``request.state.chain_version``); 403 for an account with no role the portal serves."""
     # autocommit: two reads need no transaction, and no BEGIN/ROLLBACK round trips either
     with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         # the roles as of the chain tables' version (one lookup when unchanged, _cache.py)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the demo and the tests need, on a fresh machine; idempotent and quick when
 # nothing changed. Python venv (.venv) with the package and its dev tools, the pinned npm tools
-# (solc, anvil, OpenZeppelin) in node_modules/, and Mosquitto when it is missing.
+# (solc, anvil, OpenZeppelin, uPlot, axe-core) in node_modules/, and the system packages
+# (Mosquitto, PostgreSQL, Chromium, a CJK font) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +42,10 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then 
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
+# Chromium (the portal's browser tests drive it through Playwright; Playwright never downloads
+# a browser of its own) and a CJK font, so the Chinese pages render as a person sees them.
+if ! command -v chromium >/dev/null 2>&1; then missing+=(chromium); fi
+if ! ls /usr/share/fonts/opentype/noto/NotoSansCJK* >/dev/null 2>&1; then missing+=(fonts-noto-cjk); fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
   SUDO=""

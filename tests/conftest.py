@@ -130,3 +130,67 @@ def gateway_process() -> Iterator[type[GatewayProcess]]:
     for g in started:
         if g.proc is not None and g.proc.poll() is None:
             g.kill9()
+
+
+# -- the portal's web view in a real browser (tests/ui_support.py) -----------------------------
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[object]:
+    """The system's Chromium under Playwright (one browser per test module)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.ui_support import chromium_path
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path())
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(chromium: object) -> Iterator[object]:
+    """A fresh browser context (no cookies) at 1366×768, and a page in it."""
+    from tests.ui_support import LAPTOP
+
+    ctx = chromium.new_context(viewport=LAPTOP, ignore_https_errors=True)  # type: ignore[attr-defined]
+    try:
+        pg = ctx.new_page()
+        pg.set_default_timeout(15_000)
+        yield pg
+    finally:
+        ctx.close()
+
+
+class UiPortal:
+    """The fixed data set (tests/portal_data.py) served by the portal over HTTP."""
+
+    def __init__(self, url: str, ctx: object, ds: object, clock: object) -> None:
+        self.url = url
+        self.ctx = ctx
+        self.ds = ds
+        self.clock = clock
+
+
+@pytest.fixture(scope="module")
+def ui_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiPortal]:
+    """The portal over the fixed data set (SQLite), served on a loopback port for a browser;
+    its clock stands at the data set's ``NOW_NS`` until a test moves it."""
+    import sqlalchemy as sa
+
+    from tests.portal_data import Clock, as_indexed, load, make_context
+    from tests.ui_support import HttpPortal
+
+    db = tmp_path_factory.mktemp("ui") / "portal.db"
+    clock = Clock()
+    ctx = make_context(f"sqlite:///{db}", clock=clock)
+    ds = load(ctx.engine)
+    with ctx.engine.begin() as c:
+        as_indexed(c)
+    assert isinstance(ctx.engine, sa.Engine)
+    try:
+        with HttpPortal(ctx) as served:
+            yield UiPortal(served.url, ctx, ds, clock)
+    finally:
+        ctx.engine.dispose()

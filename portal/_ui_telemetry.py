@@ -1,0 +1,7 @@
+"""The web view's telemetry pages (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/ui")
