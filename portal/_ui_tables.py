@@ -1,6 +1,6 @@
 """The web view's own tables: one-time sign-in links (``mrvctl login``) and the live telemetry
 the portal keeps for governance bodies (the newest readings per gateway, each with whether its
-record signature verified)."""
+record signature verified), and the newest state of their local alarms."""
 
 from __future__ import annotations
 
@@ -38,4 +38,19 @@ telemetry_live = sa.Table(
     sa.Column("verified", sa.Boolean, nullable=False),
     sa.Column("received_ns", BIG, nullable=False),
     sa.Index("ix_telemetry_live_gateway", "gateway_id", "id"),
+)
+
+gateway_alarms = sa.Table(
+    "gateway_alarms", metadata,
+    # the newest state of each (gateway, rule, point) alarm, from the gateways' retained
+    # ``<prefix>/<gw>/alarm`` messages (docs/control.md), kept by the telemetry worker
+    sa.Column("gateway_id", sa.String(128), primary_key=True),
+    sa.Column("rule", sa.String(128), primary_key=True),
+    sa.Column("point", sa.String(128), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),  # "raised" | "cleared"
+    sa.Column("level", sa.String(32), nullable=True),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("unit", sa.String(32), nullable=True),
+    sa.Column("ts_ms", BIG, nullable=False),
+    sa.Column("received_ns", BIG, nullable=False),
 )
