@@ -42,7 +42,8 @@ def test_every_message_has_both_languages_with_the_same_fields() -> None:
 
 
 _KEY_IN_TEMPLATE = re.compile(r"""\bt\(\s*["']([a-z0-9_.\-]+)["']""")
-_KEY_IN_CODE = re.compile(r"""(?:gettext\(\s*\w+\s*,\s*|\bt\(\s*|title=)["']([a-z0-9_]+\.[a-z0-9_.\-]+)["']""")
+_KEY_IN_CODE = re.compile(
+    r"""(?:gettext\(\s*\w+\s*,\s*|\bt\(\s*|title=)["']([a-z0-9_]+\.[a-z0-9_.\-]+)["']""")
 
 
 def test_every_key_a_template_or_page_module_uses_is_in_the_catalogue() -> None:
