@@ -170,3 +170,18 @@ def test_pages_carry_the_security_headers_and_assets_are_served(ui_portal: Any) 
         # an unknown page is a page, not JSON
         r = c.get("/ui/no-such-page?lang=zh")
         assert r.status_code == 404 and "错误 404" in r.text
+
+
+def test_the_sample_portal_yaml_in_the_docs_is_valid() -> None:
+    """docs/portal.md's portal.yaml (every key with its default) is a config the portal takes,
+    the web view's section included."""
+    import yaml
+
+    from portal import PortalConfig
+
+    doc = (ROOT / "docs" / "portal.md").read_text()
+    start = doc.index("`portal.yaml` (every key")
+    block = doc[doc.index("```yaml\n", start) + 8: doc.index("```", doc.index("```yaml\n", start) + 8)]
+    cfg = PortalConfig.model_validate(yaml.safe_load(block))
+    assert cfg.ui.telemetry is not None and cfg.ui.telemetry.broker == "mqtt.internal:1883"
+    assert cfg.ui.timezone == "Asia/Shanghai" and cfg.ui.link_ttl_s == 300
