@@ -56,6 +56,8 @@ MAX_POINTS = 12
 #: gateways whose health is shown at most
 MAX_GATEWAYS = 50
 
+#: the minus sign of a step that takes allowances away (U+2212, as typeset)
+MINUS = "\u2212"
 COMPLIANCE_CLASS = {"compliant": "ok", "non_compliant": "bad", "unverified": "warn",
                     "open": "muted"}
 
@@ -159,7 +161,7 @@ _i18n.register({
     "ent.gw.anchored_detail": ("batch {seq}, block {block}, readings until {until}",
                                "批次 {seq}，区块 {block}，读数截至 {until}"),
     "ent.gw.last_verified": ("Last verified by the portal", "平台最近核验"),
-    "ent.gw.quarantined": ("Quarantined submissions", "被隔离的提交"),
+    "ent.gw.quarantined": ("Quarantined", "被隔离的提交"),
     "ent.gw.live": ("Last live reading", "最近实时读数"),
     "ent.gw.live_detail": ("{point} = {value} at {at}", "{point} = {value}，时间 {at}"),
     "ent.gw.live_verified": ("signature verified", "签名已验证"),
@@ -338,10 +340,15 @@ def enterprises_page(request: Request, acc: Annotated[Access, Depends(ui_access)
 class Step:
     key: str
     amount_g: int | None
-    #: "+" / "−" when the step moves the allowances, "" when it is a figure of emissions
+    #: "+" / MINUS when the step moves the allowances, "" when it is a figure of emissions
     sign: str
     running_g: int | None
     note: str
+
+    @property
+    def moves(self) -> bool:
+        """The step adds allowances to the account or takes them away."""
+        return self.sign in ("+", MINUS)
 
 
 def account_steps(a: CarbonAccount, t: Any, fmt: _i18n.Fmt) -> tuple[list[Step], int]:
@@ -362,16 +369,16 @@ def account_steps(a: CarbonAccount, t: Any, fmt: _i18n.Fmt) -> tuple[list[Step],
                   t("ent.step.corrected.note", accounted=fmt.tonnes(a.accounted_g))
                   if a.corrected_g is not None else t("ent.step.corrected.none"))]
     run -= a.penalty_deducted_g
-    steps.append(Step("penalty", a.penalty_g, "−" if a.penalty_deducted_g else "",
+    steps.append(Step("penalty", a.penalty_g, MINUS if a.penalty_deducted_g else "",
                       run if a.penalty_deducted_g else None,
                       t("ent.step.penalty.note", deducted=fmt.tonnes(a.penalty_deducted_g))))
     steps.append(Step("obligation", a.obligation_g, "", None, t("ent.step.obligation.note")))
     run += a.traded_in_g
     steps.append(Step("traded_in", a.traded_in_g, "+", run, t("ent.step.traded.note")))
     run -= a.traded_out_g
-    steps.append(Step("traded_out", a.traded_out_g, "−", run, t("ent.step.traded.note")))
+    steps.append(Step("traded_out", a.traded_out_g, MINUS, run, t("ent.step.traded.note")))
     run -= a.surrendered_g
-    steps.append(Step("surrendered", a.surrendered_g, "−", run,
+    steps.append(Step("surrendered", a.surrendered_g, MINUS, run,
                       t("ent.step.surrendered.note")))
     diff = a.balance_g - run
     steps.append(Step("balance", a.balance_g, "=", a.balance_g,
@@ -504,7 +511,7 @@ def green_inputs(inputs: dict[str, Any], fmt: _i18n.Fmt) -> list[tuple[str, str]
             text = fmt.tonnes(v)
         elif k in ("capture_rate", "flagged_share", "penalty_share", "change"):
             text = fmt.pct(float(v), 2)
-        elif isinstance(v, bool) or isinstance(v, str):
+        elif isinstance(v, bool | str):
             text = str(v) or "–"
         elif isinstance(v, int):
             text = fmt.num(v)
@@ -565,5 +572,6 @@ def enterprise_page(request: Request,
         next_link=batch_link(bpage.next_offset) if bpage.next_offset is not None else None,
         meters=list(zip(meters, charts, strict=True)), more_points=more_points,
         max_points=MAX_POINTS, readings_read=READINGS_READ, readings_per_point=READINGS_PER_POINT,
-        green=green, green_inputs=green_inputs, quality_names=quality_names, is_flagged=lambda q: bool(q & INVALID),
+        green=green, green_inputs=green_inputs, quality_names=quality_names,
+        is_flagged=lambda q: bool(q & INVALID),
         compliance_class=COMPLIANCE_CLASS, quote=lambda s: quote(str(s), safe=""))

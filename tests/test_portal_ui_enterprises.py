@@ -198,9 +198,9 @@ def test_the_carbon_account_steps_gateways_batches_meters_and_green_index_of_A(
     assert step(page, "penalty") == "0.0 t CO₂e"
     assert step(page, "obligation") == "600.0 t CO₂e"
     assert step(page, "traded_in") == "+0.0 t CO₂e"
-    assert step(page, "traded_out") == "−100.0 t CO₂e"
+    assert step(page, "traded_out") == "\u2212100.0 t CO₂e"
     assert step(page, "traded_out", "running") == "700.0 t CO₂e"
-    assert step(page, "surrendered") == "−600.0 t CO₂e"
+    assert step(page, "surrendered") == "\u2212600.0 t CO₂e"
     assert step(page, "balance") == "100.0 t CO₂e"
     assert step(page, "balance", "running") == "100.0 t CO₂e"
     assert "differs" not in step(page, "balance", "note")
@@ -265,7 +265,7 @@ def test_Bs_account_shows_the_finding_and_the_penalty(ui_portal: Any, page: Any)
     assert step(page, "penalty") == "50.0 t CO₂e"
     assert step(page, "obligation") == "430.0 t CO₂e"
     assert step(page, "traded_in") == "+100.0 t CO₂e"
-    assert step(page, "surrendered") == "−350.0 t CO₂e"
+    assert step(page, "surrendered") == "\u2212350.0 t CO₂e"
     assert step(page, "surrendered", "running") == "50.0 t CO₂e"
     assert step(page, "balance") == "40.0 t CO₂e"
     assert "differs from the steps above by -10.0" in step(page, "balance", "note")
@@ -286,7 +286,8 @@ def test_the_default_period_is_the_one_holding_the_clock(ui_portal: Any, page: A
     page.goto(f"{ui_portal.url}/ui/enterprises/{A}?lang=en")
     assert page.locator("#f-period option[selected]").get_attribute("value") == "2"
     assert step(page, "allocated") == "+700.0 t CO₂e"
-    assert page.locator("div.meter table[data-testid=meter-data] tbody tr").count() == 6  # one batch of 6 in 2025
+    # one batch of 6 readings in 2025
+    assert page.locator("div.meter table[data-testid=meter-data] tbody tr").count() == 6
     # in mid-2024 the default is period 1
     ui_portal.clock.now = ns(2024, 7, 1)
     try:
@@ -324,3 +325,109 @@ def test_the_enterprise_page_in_chinese(ui_portal: Any, page: Any) -> None:
     assert_accessible(page)
     fits(page)
     shoot(page, "enterprise-zh")
+
+
+def test_the_gateways_live_reading_and_raised_alarms(ui_portal: Any, page: Any) -> None:
+    """Rows the telemetry worker keeps for A's gateway show in its health row (and are taken
+    away again: the portal is shared by this module's tests)."""
+    from portal._ui_tables import gateway_alarms, telemetry_live
+
+    ds = ui_portal.ds
+    gw = ds.gws["a"].gateway_id
+    at = ns(2025, 2, 28, 12)
+    with ui_portal.ctx.engine.begin() as c:
+        c.execute(sa.insert(telemetry_live), [
+            {"gateway_id": gw, "seq": 40, "point": "stack.co2", "ts_ns": at - 60 * 10**9,
+             "value": 405.0, "unit": "mg/m3", "quality": 0, "signed": True, "verified": True,
+             "received_ns": at},
+            {"gateway_id": gw, "seq": 41, "point": "stack.co2", "ts_ns": at, "value": 1234.5,
+             "unit": "mg/m3", "quality": 0, "signed": True, "verified": False,
+             "received_ns": at}])
+        c.execute(sa.insert(gateway_alarms), [
+            {"gateway_id": gw, "rule": "co2-high", "point": "stack.co2", "state": "raised",
+             "level": "critical", "value": 1234.5, "unit": "mg/m3", "ts_ms": at // 10**6,
+             "received_ns": at},
+            {"gateway_id": gw, "rule": "flow-low", "point": "stack.flow", "state": "cleared",
+             "level": "warning", "value": 3.0, "unit": "m3/h", "ts_ms": at // 10**6,
+             "received_ns": at}])
+    try:
+        sign_in(page, ui_portal.url, ds.government)
+        page.goto(f"{ui_portal.url}/ui/enterprises/{addr(ds.a)}?lang=en")
+        row = page.locator(f"tr[data-gateway='{gw}']")
+        live = row.locator("td[data-col=live]").inner_text()
+        assert "stack.co2 = 1,234.5\u00a0mg/m³" in live  # the newest row
+        assert "signature not verified" in live
+        alarms = row.locator("td[data-col=alarms] li").all_inner_texts()
+        assert alarms == ["co2-high · stack.co2 (critical): 1,234.5\u00a0mg/m³"]  # not cleared
+    finally:
+        with ui_portal.ctx.engine.begin() as c:
+            c.execute(sa.delete(telemetry_live).where(telemetry_live.c.gateway_id == gw))
+            c.execute(sa.delete(gateway_alarms).where(gateway_alarms.c.gateway_id == gw))
+
+
+def test_batches_are_paged(ui_portal: Any, page: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from portal import _ui_enterprises
+
+    monkeypatch.setattr(_ui_enterprises, "BATCH_PAGE", 3)  # the portal runs in this process
+    ds = ui_portal.ds
+    gw = ds.gws["a"].gateway_id
+    sign_in(page, ui_portal.url, ds.government)
+    page.goto(f"{ui_portal.url}/ui/enterprises/{addr(ds.a)}?lang=en")
+    assert rows(page, "batches") == [f"{gw}/{i}" for i in (1, 2, 3)]
+    with page.expect_navigation():
+        page.click("section[aria-labelledby=batches-h] a[rel=next]")
+    assert "offset=3" in page.url
+    assert rows(page, "batches") == [f"{gw}/4"]
+    assert page.locator("section[aria-labelledby=batches-h] a[rel=next]").count() == 0
+    assert page.locator("section[aria-labelledby=batches-h] a[rel=prev]").count() == 1
+
+
+# -- the pure parts ----------------------------------------------------------------------------
+
+def test_account_steps_follow_the_allowances_and_name_a_difference() -> None:
+    from portal._i18n import Fmt, gettext
+    from portal._routes_data import CarbonAccount, Scopes
+    from portal._ui_enterprises import MINUS, account_steps
+
+    T = 1_000_000
+    a = CarbonAccount(
+        enterprise="0x" + "11" * 20, period=1, period_start_ns=0, period_end_ns=1,
+        period_closed=True, allocated_g=300 * T,
+        reported_g=Scopes(scope1_g=280 * T, scope2_g=0, scope3_g=0, total_g=280 * T),
+        batches=2, verified_g=280 * T, corrected_g=380 * T, accounted_g=380 * T,
+        penalty_g=50 * T, penalty_deducted_g=20 * T, traded_in_g=100 * T, traded_out_g=5 * T,
+        surrendered_g=350 * T, balance_g=25 * T, obligation_g=410 * T,
+        compliance="non_compliant", settled=False)
+
+    def t(key: str, **kw: object) -> str:
+        return gettext("en", key, **kw)
+
+    steps, diff = account_steps(a, t, Fmt("en"))
+    assert [s.key for s in steps] == ["allocated", "reported", "verified", "corrected",
+                                      "penalty", "obligation", "traded_in", "traded_out",
+                                      "surrendered", "balance"]
+    by = {s.key: s for s in steps}
+    # 300 - 20 (penalty deducted) + 100 - 5 - 350 = 25: the ledger's balance, no difference
+    assert [by[k].running_g for k in ("allocated", "penalty", "traded_in", "traded_out",
+                                      "surrendered")] == [300 * T, 280 * T, 380 * T, 375 * T,
+                                                          25 * T]
+    assert diff == 0 and by["penalty"].sign == MINUS and by["penalty"].moves
+    assert not by["verified"].moves and by["verified"].running_g is None
+    steps, diff = account_steps(a.model_copy(update={"balance_g": 40 * T}), t, Fmt("en"))
+    assert diff == 15 * T
+    assert "differs from the steps above by 15.0" in steps[-1].note
+
+
+def test_a_meters_chart_splits_valid_and_flagged_readings() -> None:
+    from mrv_core import Quality
+    from portal._ui_enterprises import Meter, quality_names
+
+    spike, comm = int(Quality.SPIKE), int(Quality.COMM_FAULT)
+    m = Meter("gw", "p", "mg/m3", [(10**9, 1.0, 0), (2 * 10**9, 9.0, spike),
+                                   (3 * 10**9, None, comm), (4 * 10**9, 2.0, int(Quality.MANUAL))])
+    assert (m.flagged, m.missing) == (2, 1)
+    d = m.chart("valid", "flagged", "mg/m³")
+    assert d["x"] == [1, 2, 3, 4]
+    assert d["series"][0]["values"] == [1.0, None, None, 2.0]
+    assert d["series"][1]["values"] == [None, 9.0, None, None]
+    assert quality_names(spike | comm) == "COMM_FAULT, SPIKE"
