@@ -23,7 +23,8 @@ from mrv_core import INVALID, Quality
 from portal import _i18n
 from portal._access import Resource
 from portal._api_common import ADDRESS_RE, MAX_OFFSET, Access, Paging
-from portal._chain_tables import batches, periods
+from portal._cache import chain_version
+from portal._chain_tables import batches, gateways, periods
 from portal._errors import ApiProblem
 from portal._ingest_tables import ingest_batches, quarantine, records
 from portal._routes_data import (
@@ -36,7 +37,7 @@ from portal._routes_data import (
     one_enterprise,
 )
 from portal._routes_scores import ScoringState, get_green_index, scoring_state
-from portal._ui import lang_of, render, ui_access
+from portal._ui import event_stream, lang_of, render, ui_access
 from portal._ui_tables import gateway_alarms, telemetry_live
 
 router = APIRouter(prefix="/ui")
@@ -168,6 +169,7 @@ _i18n.register({
     "ent.gw.live_unsigned": ("signature not verified", "签名未验证"),
     "ent.gw.alarms": ("Raised alarms", "当前告警"),
     "ent.gw.never": ("never", "从未"),
+    "ent.gw.live_on": ("Live: updates as the gateways report", "实时：网关上报后自动更新"),
     "ent.gw.none": ("The enterprise has no gateway on the ledger.", "该企业在账本上没有网关。"),
     "ent.gw.more": ("Only the first {n} gateways are shown.", "仅显示前 {n} 个网关。"),
     "ent.batches.title": ("Batches", "批次"),
@@ -400,6 +402,14 @@ class GatewayHealth:
     alarms: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _newest_verified(gateway_id: str) -> sa.Select[Any]:
+    """The gateway's newest verified batch (by sequence number: the primary key's order)."""
+    return (sa.select(ingest_batches.c.seq, ingest_batches.c.verified_ns)
+            .where(ingest_batches.c.gateway_id == gateway_id,
+                   ingest_batches.c.state == "verified")
+            .order_by(ingest_batches.c.seq.desc()).limit(1))
+
+
 def _gateway_health(acc: Access, gws: list[tuple[str, str, bool]]) -> list[GatewayHealth]:
     """Per gateway (id, key, active): its last anchored batch, the portal's last verification,
     its quarantined submissions, and the live telemetry's newest reading and raised alarms
@@ -415,10 +425,8 @@ def _gateway_health(acc: Access, gws: list[tuple[str, str, bool]]) -> list[Gatew
             if last is not None:
                 h.last_seq, h.last_block, h.last_ts_ns = (int(last.seq), int(last.block_number),
                                                           int(last.last_ts_ns))
-            v = c.execute(sa.select(sa.func.max(ingest_batches.c.verified_ns)).where(
-                ingest_batches.c.gateway_id == gw_id,
-                ingest_batches.c.state == "verified")).scalar()
-            h.last_verified_ns = None if v is None else int(v)
+            v = c.execute(_newest_verified(gw_id)).first()
+            h.last_verified_ns = None if v is None else int(v.verified_ns)
             h.quarantined = int(c.execute(sa.select(sa.func.count()).select_from(quarantine)
                                           .where(quarantine.c.gateway_id == gw_id)).scalar()
                                 or 0)
@@ -575,3 +583,58 @@ def enterprise_page(request: Request,
         green=green, green_inputs=green_inputs, quality_names=quality_names,
         is_flagged=lambda q: bool(q & INVALID),
         compliance_class=COMPLIANCE_CLASS, quote=lambda s: quote(str(s), safe=""))
+
+
+# -- the gateways' health, live ----------------------------------------------------------------
+
+def _gateways_of(acc: Access, ent: str) -> list[tuple[str, str, bool]]:
+    """The enterprise's gateways on the ledger (id, key, active), for a viewer who may see
+    its data (checked, and a bank's access logged, here)."""
+    acc.require(Resource.of(ent))
+    with acc.ctx.engine.connect() as c:
+        return [(g.gateway_id, g.gateway_key, bool(g.active)) for g in c.execute(
+            sa.select(gateways.c.gateway_id, gateways.c.gateway_key, gateways.c.active)
+            .where(gateways.c.enterprise == ent).order_by(gateways.c.gateway_id))]
+
+
+def gateways_version(c: sa.Connection, gateway_ids: list[str]) -> list[Any]:
+    """What changes when the gateways' health may have: the indexer's checkpoint (anchors,
+    gateways), the newest live reading and raised alarm, each gateway's newest delivered and
+    newest verified batch (each an indexed look-up)."""
+    live = c.execute(sa.select(sa.func.max(telemetry_live.c.id))
+                     .where(telemetry_live.c.gateway_id.in_(gateway_ids))).scalar()
+    alarm = c.execute(sa.select(sa.func.count(), sa.func.max(gateway_alarms.c.received_ns))
+                      .where(gateway_alarms.c.gateway_id.in_(gateway_ids),
+                             gateway_alarms.c.state == "raised")).first()
+    delivered = []
+    for gw in gateway_ids:
+        newest = c.execute(sa.select(sa.func.max(ingest_batches.c.seq))
+                           .where(ingest_batches.c.gateway_id == gw)).scalar()
+        verified = c.execute(_newest_verified(gw)).first()
+        delivered.append([newest, None if verified is None else int(verified.seq)])
+    return [list(chain_version(c)), live, list(alarm) if alarm is not None else None,
+            delivered]
+
+
+@router.get("/events/enterprises/{address}")
+def gateway_events(request: Request, address: Annotated[str, Path(pattern=ADDRESS_RE)],
+                   acc: Annotated[Access, Depends(ui_access)]) -> Response:
+    """Server-Sent Events: one each time the enterprise's gateways' health may have changed
+    (the fragment that the page then fetches checks the viewer's access again)."""
+    ent = address.lower()
+    ids = [g[0] for g in _gateways_of(acc, ent)][:MAX_GATEWAYS]
+
+    def poll() -> list[Any]:
+        with acc.ctx.engine.connect() as c:
+            return gateways_version(c, ids)
+
+    return event_stream(request, acc.ctx, poll)
+
+
+@router.get("/fragments/enterprises/{address}/gateways")
+def gateways_fragment(request: Request, address: Annotated[str, Path(pattern=ADDRESS_RE)],
+                      acc: Annotated[Access, Depends(ui_access)]) -> Response:
+    gws = _gateways_of(acc, address.lower())
+    return render(request, "enterprises/_gateways.html", viewer=acc.viewer,
+                  health=_gateway_health(acc, gws[:MAX_GATEWAYS]),
+                  more_gateways=len(gws) > MAX_GATEWAYS, max_gateways=MAX_GATEWAYS)

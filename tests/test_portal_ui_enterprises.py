@@ -140,9 +140,12 @@ def test_the_bank_sees_only_the_enterprise_that_granted_it_access(
     assert resp is not None and resp.status == 200
     assert step(page, "allocated") == "+800.0 t CO₂e"
     # every read of A's data by the bank is in the access log, as through the API
+    # (the page's own reads, and its live section's stream opened by the browser)
     got = log_rows(ui_portal, fin, A)[before:]
-    assert got and all(r.status == 200 and r.path == f"/ui/enterprises/{A}?period=1&lang=en"
-                       and "granted access until" in r.reason for r in got)
+    assert all(r.status == 200 and "granted access until" in r.reason for r in got)
+    assert {r.path for r in got} <= {f"/ui/enterprises/{A}?period=1&lang=en",
+                                     f"/ui/events/enterprises/{A}"}
+    assert f"/ui/enterprises/{A}?period=1&lang=en" in {r.path for r in got}
     # B revoked, C's grant expired an hour ago, D never granted: 403 pages with the reason,
     # and a refusal row each in the access log
     for ent, reason in ((B, "has revoked"), (C, "expired at"), (D, "has not granted")):
@@ -327,42 +330,63 @@ def test_the_enterprise_page_in_chinese(ui_portal: Any, page: Any) -> None:
     shoot(page, "enterprise-zh")
 
 
-def test_the_gateways_live_reading_and_raised_alarms(ui_portal: Any, page: Any) -> None:
-    """Rows the telemetry worker keeps for A's gateway show in its health row (and are taken
-    away again: the portal is shared by this module's tests)."""
+def test_the_gateways_live_reading_and_raised_alarms_arrive_live(
+        ui_portal: Any, page: Any) -> None:
+    """Rows the telemetry worker writes for A's gateway while its page is open show in the
+    gateway's health row without a reload (and are taken away again: the portal is shared by
+    this module's tests)."""
     from portal._ui_tables import gateway_alarms, telemetry_live
 
     ds = ui_portal.ds
     gw = ds.gws["a"].gateway_id
     at = ns(2025, 2, 28, 12)
-    with ui_portal.ctx.engine.begin() as c:
-        c.execute(sa.insert(telemetry_live), [
-            {"gateway_id": gw, "seq": 40, "point": "stack.co2", "ts_ns": at - 60 * 10**9,
-             "value": 405.0, "unit": "mg/m3", "quality": 0, "signed": True, "verified": True,
-             "received_ns": at},
-            {"gateway_id": gw, "seq": 41, "point": "stack.co2", "ts_ns": at, "value": 1234.5,
-             "unit": "mg/m3", "quality": 0, "signed": True, "verified": False,
-             "received_ns": at}])
-        c.execute(sa.insert(gateway_alarms), [
-            {"gateway_id": gw, "rule": "co2-high", "point": "stack.co2", "state": "raised",
-             "level": "critical", "value": 1234.5, "unit": "mg/m3", "ts_ms": at // 10**6,
-             "received_ns": at},
-            {"gateway_id": gw, "rule": "flow-low", "point": "stack.flow", "state": "cleared",
-             "level": "warning", "value": 3.0, "unit": "m3/h", "ts_ms": at // 10**6,
-             "received_ns": at}])
+    sign_in(page, ui_portal.url, ds.government)
+    page.goto(f"{ui_portal.url}/ui/enterprises/{addr(ds.a)}?lang=en")
+    row = f"#gateways-live tr[data-gateway='{gw}']"
+    assert page.inner_text(f"{row} td[data-col=live]").strip() == "–"
+    page.wait_for_selector("#gw-live[data-state=on]")
+    page.wait_for_selector("#gateways-live[data-live-version]", state="attached")
     try:
-        sign_in(page, ui_portal.url, ds.government)
-        page.goto(f"{ui_portal.url}/ui/enterprises/{addr(ds.a)}?lang=en")
-        row = page.locator(f"tr[data-gateway='{gw}']")
-        live = row.locator("td[data-col=live]").inner_text()
+        with ui_portal.ctx.engine.begin() as c:
+            c.execute(sa.insert(telemetry_live), [
+                {"gateway_id": gw, "seq": 40, "point": "stack.co2", "ts_ns": at - 60 * 10**9,
+                 "value": 405.0, "unit": "mg/m3", "quality": 0, "signed": True,
+                 "verified": True, "received_ns": at},
+                {"gateway_id": gw, "seq": 41, "point": "stack.co2", "ts_ns": at,
+                 "value": 1234.5, "unit": "mg/m3", "quality": 0, "signed": True,
+                 "verified": False, "received_ns": at}])
+            c.execute(sa.insert(gateway_alarms), [
+                {"gateway_id": gw, "rule": "co2-high", "point": "stack.co2", "state": "raised",
+                 "level": "critical", "value": 1234.5, "unit": "mg/m3", "ts_ms": at // 10**6,
+                 "received_ns": at},
+                {"gateway_id": gw, "rule": "flow-low", "point": "stack.flow",
+                 "state": "cleared", "level": "warning", "value": 3.0, "unit": "m3/h",
+                 "ts_ms": at // 10**6, "received_ns": at}])
+        page.wait_for_selector("#gateways-live[data-live-updates]", state="attached")
+        live = page.inner_text(f"{row} td[data-col=live]")
         assert "stack.co2 = 1,234.5\u00a0mg/m³" in live  # the newest row
         assert "signature not verified" in live
-        alarms = row.locator("td[data-col=alarms] li").all_inner_texts()
+        alarms = page.locator(f"{row} td[data-col=alarms] li").all_inner_texts()
         assert alarms == ["co2-high · stack.co2 (critical): 1,234.5\u00a0mg/m³"]  # not cleared
+        # and as the page is rendered afresh
+        page.reload()
+        assert "1,234.5" in page.inner_text(f"{row} td[data-col=live]")
     finally:
         with ui_portal.ctx.engine.begin() as c:
             c.execute(sa.delete(telemetry_live).where(telemetry_live.c.gateway_id == gw))
             c.execute(sa.delete(gateway_alarms).where(gateway_alarms.c.gateway_id == gw))
+
+
+def test_the_live_routes_refuse_whom_the_page_refuses(ui_portal: Any, page: Any) -> None:
+    ds = ui_portal.ds
+    sign_in(page, ui_portal.url, ds.finance)
+    B = addr(ds.b)
+    for path in (f"/ui/fragments/enterprises/{B}/gateways", f"/ui/events/enterprises/{B}"):
+        resp = page.request.get(f"{ui_portal.url}{path}?lang=en")
+        assert resp.status == 403, path
+        assert "has revoked" in resp.text()
+    resp = page.request.get(f"{ui_portal.url}/ui/fragments/enterprises/{addr(ds.a)}/gateways")
+    assert resp.status == 200 and ds.gws["a"].gateway_id in resp.text()
 
 
 def test_batches_are_paged(ui_portal: Any, page: Any, monkeypatch: pytest.MonkeyPatch) -> None:
