@@ -19,7 +19,7 @@ from portal._api_common import Access
 from portal._chain_tables import enterprises, gateways
 from portal._context import PortalContext, context_of
 from portal._errors import ApiProblem
-from portal._ui import event_stream, render, ui_access
+from portal._ui import event_stream, lang_of, render, ui_access
 from portal._ui_tables import gateway_alarms, telemetry_live
 
 router = APIRouter(prefix="/ui")
@@ -49,9 +49,11 @@ _i18n.register({
     "telemetry.all": ("All gateways", "全部网关"),
     "telemetry.show": ("Show", "显示"),
     "telemetry.none": ("No live readings have arrived yet.", "尚未收到实时读数。"),
-    "telemetry.enterprise": ("Enterprise", "企业"),
+    "telemetry.enterprise": ("Enterprise:", "企业："),
+    "telemetry.not_verified_series": ("NOT verified or unsigned", "未核验通过或未签名"),
     "telemetry.unregistered": ("not registered", "未登记"),
-    "telemetry.kept": ("Of the last {n} readings kept", "最近保留的 {n} 条读数中"),
+    "telemetry.kept": ("Record signatures of the {n} readings kept",
+                       "所保留的 {n} 条读数的记录签名"),
     "telemetry.verified": ("signed and verified", "已签名且核验通过"),
     "telemetry.unverified": ("signed, NOT verified", "已签名但核验未通过"),
     "telemetry.unsigned": ("unsigned", "未签名"),
@@ -76,8 +78,8 @@ _i18n.register({
                                   "broker's access rules.",
                                   "报警消息不带签名，其可信度取决于消息代理的访问控制。"),
     "telemetry.charts": ("Recent values per point", "各监测点近期数值"),
-    "telemetry.chart_label": ("{point}: the last {n} values ({unit})",
-                              "{point}：最近 {n} 个数值（{unit}）"),
+    "telemetry.chart_label": ("{point}: the last {n} values ({unit}), verified ones apart",
+                              "{point}：最近 {n} 个数值（{unit}），核验通过的单列"),
     "telemetry.chart_table": ("The values as a table", "以表格查看数值"),
     "telemetry.forbidden": ("Live telemetry is for government, the regulator and auditors.",
                             "实时遥测仅供政府、主管部门和核查机构查看。"),
@@ -100,10 +102,12 @@ def _status(signed: bool, verified: bool) -> str:
     return "verified" if verified else ("unverified" if signed else "unsigned")
 
 
-def telemetry_view(conn: sa.Connection, gateway: str | None) -> dict[str, Any]:
+def telemetry_view(conn: sa.Connection, gateway: str | None, lang: str = "en") -> dict[str, Any]:
     """What the page shows: per gateway (``gateway`` alone when given) its enterprise, the
     counts of each signature status over the readings kept, the newest readings, a chart per
-    point and the raised alarms."""
+    point (verified values and the others as two series, so a changed value never passes for
+    a verified one) and the raised alarms."""
+    fmt = _i18n.Fmt(lang)
     t, a = telemetry_live, gateway_alarms
     ids_q = sa.union(sa.select(t.c.gateway_id.label("g")).distinct(),
                      sa.select(a.c.gateway_id.label("g")).distinct()).subquery()
@@ -122,7 +126,7 @@ def telemetry_view(conn: sa.Connection, gateway: str | None) -> dict[str, Any]:
                                                 enterprises.c.account == gateways.c.enterprise))
                 .where(gateways.c.gateway_id.in_(ids))):
             owners[str(gid)] = (str(ent), str(name or ""))
-    out = []
+    out: list[dict[str, Any]] = []
     for gid in ids:
         counts = {"verified": 0, "unverified": 0, "unsigned": 0}
         for signed, verified, n in conn.execute(
@@ -140,12 +144,17 @@ def telemetry_view(conn: sa.Connection, gateway: str | None) -> dict[str, Any]:
         charts = []
         for i, (point, rs) in enumerate(list(by_point.items())[:MAX_CHARTS]):
             rs = sorted(rs, key=lambda r: (r["ts_ns"], r["id"]))
+            series = [{"label": _i18n.gettext(lang, key),
+                       "values": [_finite(r["value"]) if r["verified"] is want else None
+                                  for r in rs]}
+                      for key, want in (("telemetry.verified", True),
+                                        ("telemetry.not_verified_series", False))
+                      if any(r["verified"] is want for r in rs)]
             charts.append({
                 "id": f"tl-{len(out)}-{i}", "point": point, "unit": rs[-1]["unit"],
                 "readings": rs,
-                "data": {"kind": "line", "x": [r["ts_ns"] / 1e9 for r in rs],
-                         "series": [{"label": point, "values": [_finite(r["value"]) for r in rs]}],
-                         "unit": rs[-1]["unit"]}})
+                "data": {"kind": "line", "x": [r["ts_ns"] / 1e9 for r in rs], "series": series,
+                         "legend": True, "unit": fmt.unit(rs[-1]["unit"])}})
         alarms = [dict(r._mapping) for r in conn.execute(
             sa.select(a).where(a.c.gateway_id == gid, a.c.state == "raised")
             .order_by(a.c.ts_ms.desc(), a.c.rule, a.c.point))]
@@ -170,9 +179,9 @@ def version(conn: sa.Connection) -> list[int]:
 GatewayFilter = Annotated[str | None, Query(max_length=128, pattern=r"^[^\x00-\x1f]*$")]
 
 
-def _data(ctx: PortalContext, gateway: str | None) -> dict[str, Any]:
+def _data(request: Request, ctx: PortalContext, gateway: str | None) -> dict[str, Any]:
     with ctx.engine.connect() as conn:
-        data = telemetry_view(conn, gateway or None)
+        data = telemetry_view(conn, gateway or None, lang_of(request, ctx))
     data["configured"] = ctx.config.ui.telemetry is not None
     return data
 
@@ -182,14 +191,14 @@ def telemetry_page(request: Request, acc: Annotated[Access, Depends(ui_access)],
                    gateway: GatewayFilter = None) -> HTMLResponse:
     _require(acc)
     return render(request, "telemetry/page.html", viewer=acc.viewer, title="telemetry.title",
-                  **_data(acc.ctx, gateway))
+                  **_data(request, acc.ctx, gateway))
 
 
 @router.get("/fragments/telemetry", response_class=HTMLResponse)
 def telemetry_fragment(request: Request, acc: Annotated[Access, Depends(ui_access)],
                        gateway: GatewayFilter = None) -> HTMLResponse:
     _require(acc)
-    return render(request, "telemetry/_live.html", viewer=acc.viewer, **_data(acc.ctx, gateway))
+    return render(request, "telemetry/_live.html", viewer=acc.viewer, **_data(request, acc.ctx, gateway))
 
 
 @router.get("/events/telemetry")

@@ -22,9 +22,9 @@ from portal._telemetry import telemetry_worker
 from simulator import Mosquitto
 from tests.portal_data import NOW_NS, Clock, as_indexed, load, make_context
 from tests.ui_support import (
+    AXE,
     LAPTOP,
     TABLET,
-    AXE,
     HttpPortal,
     horizontal_overflow,
     shoot,
@@ -164,6 +164,13 @@ def test_the_page_shows_live_readings_and_their_signature_status(tl_portal: Tele
     assert sorted(charts.locator("figcaption").all_inner_texts()) == [
         "stack.nox (mg/m³)", "stack.so2 (mg/m³)"]
     page.wait_for_selector(f"{art} .tl-charts .chart canvas")
+    so2 = json.loads(page.locator(
+        f"{art} .tl-charts figure:has-text('stack.so2') script").text_content() or "")
+    assert so2["x"] == [(NOW_NS + s * 10**9) / 1e9 for s in range(1, 6)]
+    # the changed value is charted apart from the verified ones
+    assert [(s["label"], s["values"]) for s in so2["series"]] == [
+        ("signed and verified", [31.0, 32.0, 33.0, None, 35.0]),
+        ("NOT verified or unsigned", [None, None, None, 999.0, None])]
     assert_accessible(page)
     assert horizontal_overflow(page) == 0
     shoot(page, "telemetry")
@@ -222,7 +229,7 @@ def test_the_page_in_chinese(tl_portal: TelemetryPortal, page: Any) -> None:
     assert (_count(page, "plant-d-gw1", "verified"),
             _count(page, "plant-d-gw1", "unverified")) == ("2", "1")
     page.wait_for_selector("#tl-live-status[data-state=on]")
-    assert page.inner_text("#tl-live-status") == "实时：读数到达即更新"
+    assert page.inner_text("#tl-live-status") == "实时：读数到达即更新"  # noqa: RUF001
     assert_accessible(page)
     assert horizontal_overflow(page) == 0
     shoot(page, "telemetry-zh")
