@@ -359,3 +359,18 @@ def test_one_store_step_prunes_once_per_gateway(tmp_path: Any) -> None:
         assert ctx.metrics.counters["portal_telemetry_pruned"] == 10
     finally:
         ctx.engine.dispose()
+
+
+def test_mrv_portal_run_starts_the_worker_and_it_idles_unconfigured(tmp_path: Any) -> None:
+    from portal._runtime import workers
+
+    assert telemetry_worker in workers()
+    ctx = make_context(f"sqlite:///{tmp_path / 'p.db'}")
+    try:
+        assert ctx.config.ui.telemetry is None
+        t = threading.Thread(target=telemetry_worker, args=(ctx, threading.Event()))
+        t.start()
+        t.join(5)  # returns at once: no broker to read, nothing to stop
+        assert not t.is_alive()
+    finally:
+        ctx.engine.dispose()

@@ -238,3 +238,11 @@ def test_the_page_in_chinese(tl_portal: TelemetryPortal, page: Any) -> None:
     page.wait_for_selector(f"{art} .tl-charts .chart canvas")
     assert horizontal_overflow(page) == 0
     assert_accessible(page)
+
+
+def test_a_portal_without_telemetry_says_so(ui_portal: Any, page: Any) -> None:
+    assert ui_portal.ctx.config.ui.telemetry is None
+    sign_in(page, ui_portal.url, ui_portal.ds.auditor)
+    page.goto(f"{ui_portal.url}/ui/telemetry")
+    assert "not configured" in page.inner_text("[data-testid=not-configured]")
+    assert page.inner_text("[data-testid=tl-none]") == "No live readings have arrived yet."
