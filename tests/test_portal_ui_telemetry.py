@@ -134,7 +134,8 @@ def test_the_page_shows_live_readings_and_their_signature_status(tl_portal: Tele
     assert "signed and verified" in cells[4]
     ok = newest.locator(".tl-status")
     assert ok.evaluate("e => getComputedStyle(e).color") == GREEN
-    page.wait_for_selector("#tl-live-status[data-state=on]")
+    # the stream's first event (the version the page was rendered at) has arrived
+    page.wait_for_selector("#tl-live[data-live-version]")
     page.evaluate("() => { window.__marker = 42; }")
 
     # live: a tampered reading, unsigned readings, an alarm, no reload
