@@ -136,17 +136,28 @@ _BASE = json.loads(_GOOD)
 _FIELDS = ["seq", "point", "ts_ns", "value", "unit", "quality", "source", "sig"]
 
 
+#: a replacement of the field's own type (a change a verifier must catch), per field
+_PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
+    "seq": st.integers(0, 2**63 - 1), "ts_ns": st.integers(0, 2**63 - 1),
+    "quality": st.integers(0, 2**31 - 1), "value": st.floats(allow_nan=False) | st.none(),
+    "point": st.text(min_size=1, max_size=20), "unit": st.text(max_size=8),
+    "source": st.text(max_size=12),
+    "sig": st.binary(min_size=64, max_size=64).map(lambda b: "0x" + b.hex())}
+
+
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
     d = json.loads(json.dumps(_BASE))
     for _ in range(draw(st.integers(1, 3))):
-        where = draw(st.sampled_from(["gateway", "readings", "reading"]))
-        if where == "reading":
+        where = draw(st.sampled_from(["gateway", "readings", "reading", "reading", "field"]))
+        if where in ("reading", "field"):
             r = d["readings"][draw(st.integers(0, 2))] if isinstance(d.get("readings"), list) \
                 and len(d["readings"]) == 3 else None
             if isinstance(r, dict):
                 f = draw(st.sampled_from(_FIELDS))
-                if draw(st.booleans()):
+                if where == "field":
+                    r[f] = draw(_PLAUSIBLE[f])
+                elif draw(st.booleans()):
                     r.pop(f, None)
                 else:
                     r[f] = draw(json_values)
@@ -172,6 +183,7 @@ topics = st.sampled_from([f"mrv/{GW_A}/telemetry", f"mrv/{GW_A}/alarm", f"mrv/{G
                           "mrv/telemetry", "mrv/a/b/telemetry"]) | st.text(max_size=40)
 _GENUINE = {(r["seq"], r["point"], r["ts_ns"], r["value"], r["unit"], r["quality"])
             for r in rows_of(_GOOD)}
+_GENUINE_FIELDS = [{k: v for k, v in it.items() if k != "sig"} for it in _BASE["readings"]]
 
 
 @settings(max_examples=1500, deadline=None, derandomize=True, database=None,
@@ -188,10 +200,12 @@ def test_the_check_never_raises_anything_else_and_verifies_only_genuine_readings
                               "malformed")
             continue
         if check is telemetry_rows:
-            for r in out:
+            sent = json.loads(payload)["readings"]
+            for r, it in zip(out, sent, strict=True):
                 if r["verified"]:  # a verified reading is one the gateway signed, unchanged
                     assert r["signed"] and (r["seq"], r["point"], r["ts_ns"], r["value"],
                                             r["unit"], r["quality"]) in _GENUINE
+                    assert {k: v for k, v in it.items() if k != "sig"} in _GENUINE_FIELDS
 
 
 # -- the worker against a real broker ---------------------------------------------------------
