@@ -52,11 +52,13 @@ def build_context(cfg: PortalConfig, *, run_migrations: bool = True,
 
 
 def workers() -> list[object]:
-    """The background workers ``mrv-portal run`` starts (indexer, ingest verifier)."""
+    """The background workers ``mrv-portal run`` starts (indexer, ingest verifier, and the
+    live telemetry when ``ui.telemetry`` is configured: it returns at once otherwise)."""
     from portal._indexer import indexer_worker
     from portal._ingest_store import ingest_verifier
+    from portal._telemetry import telemetry_worker
 
-    return [indexer_worker, ingest_verifier]
+    return [indexer_worker, ingest_verifier, telemetry_worker]
 
 
 CONFIG_ENV = "MRV_PORTAL_CONFIG"
