@@ -140,11 +140,13 @@ def test_the_bank_sees_only_the_enterprise_that_granted_it_access(
     assert resp is not None and resp.status == 200
     assert step(page, "allocated") == "+800.0 t CO₂e"
     # every read of A's data by the bank is in the access log, as through the API
-    # (the page's own reads, and its live section's stream opened by the browser)
+    # (the page's own reads, its live section's stream opened by the browser, and the
+    # section's first refresh when the stream says where the data stands)
     got = log_rows(ui_portal, fin, A)[before:]
     assert all(r.status == 200 and "granted access until" in r.reason for r in got)
     assert {r.path for r in got} <= {f"/ui/enterprises/{A}?period=1&lang=en",
-                                     f"/ui/events/enterprises/{A}"}
+                                     f"/ui/events/enterprises/{A}",
+                                     f"/ui/fragments/enterprises/{A}/gateways"}
     assert f"/ui/enterprises/{A}?period=1&lang=en" in {r.path for r in got}
     # B revoked, C's grant expired an hour ago, D never granted: 403 pages with the reason,
     # and a refusal row each in the access log
