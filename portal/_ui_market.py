@@ -23,6 +23,7 @@ from portal import _i18n, _scoring
 from portal._access import Kind, Resource
 from portal._api_common import Access, Paging
 from portal._chain_tables import gateways, periods
+from portal._errors import ApiProblem
 from portal._routes_data import (
     FindingOut,
     list_enterprises,
@@ -43,8 +44,21 @@ MINOR_PER_YUAN = 100
 #: rows a table shows (one page of the route; a note says when there are more)
 ROWS = 500
 
-PeriodQ = Annotated[int | None, Query(ge=1, le=2**32 - 1)]
-GroupQ = Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{1,64}$")]
+# a filter form sends "" for "All": each filter takes the empty string as none
+PeriodQ = Annotated[str | None, Query(pattern=r"^[0-9]{0,10}$", description="a period id")]
+GroupQ = Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{0,64}$")]
+OfferStatusQ = Annotated[str | None, Query(pattern=r"^(open|filled|cancelled)?$")]
+StateQ = Annotated[str | None, Query(pattern=r"^(filed|confirmed|rejected)?$")]
+
+
+def _period_id(v: str | None) -> int | None:
+    """A period filter's value: none for "" (All); a 422 outside the ledger's id range."""
+    if not v:
+        return None
+    n = int(v)
+    if not 1 <= n <= 2**32 - 1:
+        raise ApiProblem(422, "Unprocessable Content", f"period {n} is out of range")
+    return n
 
 _i18n.register({
     # -- shared -----------------------------------------------------------------------------
@@ -349,8 +363,8 @@ def _periods(request: Request, acc: Access) -> list[dict[str, Any]]:
     with acc.ctx.engine.connect() as c:
         rows = c.execute(sa.select(periods).order_by(periods.c.period_id.desc())).all()
     utc = _i18n.Fmt(lang_of(request, acc.ctx), "UTC")
-    return [{"id": int(r.period_id), "first": utc.date_s(r.start_ns / 1e9),
-             "last": utc.date_s((r.end_ns - 1) / 1e9), "closed": bool(r.closed)}
+    return [{"id": int(r.period_id), "first": utc.date_s(r.start_ns // 10**9),
+             "last": utc.date_s((r.end_ns - 1) // 10**9), "closed": bool(r.closed)}
             for r in rows]
 
 
@@ -399,9 +413,10 @@ def _rank_chart(r: RankingsOut, idx: int, lang: str) -> dict[str, Any] | None:
 @router.get("/rankings")
 def rankings_page(request: Request, acc: Annotated[Access, Depends(ui_access)],
                   st: Annotated[ScoringState, Depends(scoring_state)],
-                  period: PeriodQ = None,
+                  period_q: Annotated[PeriodQ, Query(alias="period")] = None,
                   by: Literal["industry", "region"] = "industry",
-                  group: GroupQ = None) -> Response:
+                  group_q: Annotated[GroupQ, Query(alias="group")] = None) -> Response:
+    period, group = _period_id(period_q), group_q or None
     pers = _periods(request, acc)
     names = _names(acc)
     groups = sorted({n["industry" if by == "industry" else "region"] for n in names.values()})
@@ -439,8 +454,11 @@ def _method() -> dict[str, Any]:
 
 @router.get("/market")
 def market_page(request: Request, acc: Annotated[Access, Depends(ui_access)],
-                period: PeriodQ = None,
-                status: Literal["open", "filled", "cancelled"] | None = None) -> Response:
+                period_q: Annotated[PeriodQ, Query(alias="period")] = None,
+                status_q: Annotated[OfferStatusQ, Query(alias="status")] = None) -> Response:
+    period = _period_id(period_q)
+    status: Literal["open", "filled", "cancelled"] | None = (
+        status_q if status_q in ("open", "filled", "cancelled") else None)  # type: ignore[assignment]
     pg = _paging(acc)
     offer_page = list_offers(acc, pg, period=period, status=status, seller=None)
     trade_page = list_trades(acc, pg, period=period, enterprise=None)
@@ -473,9 +491,11 @@ def _gateway_ids(acc: Access, keys: set[str]) -> dict[str, str]:
 
 @router.get("/verification")
 def verification_page(request: Request, acc: Annotated[Access, Depends(ui_access)],
-                      period: PeriodQ = None,
-                      state: Literal["filed", "confirmed", "rejected"] | None = None
-                      ) -> Response:
+                      period_q: Annotated[PeriodQ, Query(alias="period")] = None,
+                      state_q: Annotated[StateQ, Query(alias="state")] = None) -> Response:
+    period = _period_id(period_q)
+    state: Literal["filed", "confirmed", "rejected"] | None = (
+        state_q if state_q in ("filed", "confirmed", "rejected") else None)  # type: ignore[assignment]
     pg = _paging(acc)
     report_page = list_reports(acc, pg, enterprise=None, period=period, auditor=None)
     finding_page = list_findings(acc, pg, enterprise=None, period=period, outcome=state)
