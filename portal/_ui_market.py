@@ -131,6 +131,8 @@ _i18n.register({
     "market.rank.why.no_output": ("no output figure for the period", "本期无产出数据"),
     "market.rank.why.no_benchmark": ("no benchmark of its industry for the period",
                                      "本期所属行业无基准值"),
+    "market.rank.chart_note": ("shorter is better; the table below holds the figures",
+                               "越短越好；数值见下表"),
     "market.rank.chart": ("Bar chart: {what} of the ranked enterprises of {group}",
                           "柱状图：{group}参与排名企业的{what}"),
     # -- the method ---------------------------------------------------------------------------
@@ -278,7 +280,6 @@ _i18n.register({
     "market.ver.col.previous": ("Previous", "原排放量"),
     "market.ver.col.penalty": ("Penalty", "罚没量"),
     "market.ver.col.decided": ("Decided", "决定"),
-    "market.ver.col.note": ("Decision note", "决定说明"),
     "market.ver.col.evidence": ("Evidence", "证据"),
     "market.ver.col.record": ("Record", "记录"),
     "market.ver.kind.abnormal": ("abnormal data", "数据异常"),
@@ -288,7 +289,8 @@ _i18n.register({
     "market.ver.state.confirmed": ("confirmed", "已确认"),
     "market.ver.state.rejected": ("rejected", "已驳回"),
     "market.ver.state.none": ("none", "无"),
-    "market.ver.decided_by": ("by {who}, {at}", "{who}，{at}"),
+    "market.ver.by": ("by", "决定方"),
+    "market.ver.hash": ("hash", "哈希"),
     "market.ver.not_decided": ("not decided", "尚未决定"),
     "market.ver.batch": ("batch {seq} of {gateway}", "{gateway} 第 {seq} 批"),
     "market.ver.open_evidence": ("evidence {id}", "证据 {id}"),
@@ -391,23 +393,26 @@ def _scope_note(acc: Access) -> str:
 
 # -- rankings ------------------------------------------------------------------------------------
 
-def _rank_chart(r: RankingsOut, idx: int, lang: str) -> dict[str, Any] | None:
-    """The bar chart of one group: the key of each ranked entry, best first."""
+#: the ranking's bar chart (server-drawn SVG: no script, scales with the page)
+CHART_W, LABEL_W, VALUE_W, ROW_H = 800, 260, 90, 30
+
+
+def rank_chart(r: RankingsOut, idx: int) -> dict[str, Any] | None:
+    """The bar chart of one group: one horizontal bar per ranked entry, best first, its
+    length the key (intensity or ratio) against the group's largest; None when nobody is
+    ranked."""
     g = r.groups[idx]
-    ranked = [e for e in g.entries if e.rank is not None]
+    region = r.by == "region"
+    ranked = [(e, (e.benchmark_ratio if region else e.intensity_t_per_unit) or 0.0)
+              for e in g.entries if e.rank is not None]
     if not ranked:
         return None
-    region = r.by == "region"
-    values = [round((e.benchmark_ratio if region else e.intensity_t_per_unit) or 0.0, 6)
-              for e in ranked]
-    label = _i18n.gettext(lang, "market.rank.col.ratio" if region
-                          else "market.rank.col.intensity")
-    unit = _i18n.gettext(lang, "market.rank.per_unit",
-                         unit=_i18n.gettext(lang, "market.rank.unit"))
-    return {"kind": "bars", "x": list(range(len(ranked))),
-            "categories": [f"{e.rank}. {e.name}" for e in ranked],
-            "series": [{"label": label, "values": values}],
-            "unit": "" if region else unit}
+    top = max(v for _, v in ranked) or 1.0
+    span = CHART_W - LABEL_W - VALUE_W
+    bars = [{"rank": e.rank, "name": e.name, "value": v, "y": 10 + i * ROW_H,
+             "w": max(1.0, round(span * v / top, 1))} for i, (e, v) in enumerate(ranked)]
+    return {"bars": bars, "width": CHART_W, "height": 20 + len(bars) * ROW_H,
+            "label_w": LABEL_W, "bar_h": ROW_H - 10}
 
 
 @router.get("/rankings")
@@ -429,8 +434,7 @@ def rankings_page(request: Request, acc: Annotated[Access, Depends(ui_access)],
     if chosen is not None:
         result = get_rankings(request, acc.ctx, acc.viewer, st, period=chosen, by=by,
                               group=group)
-        lang = lang_of(request, acc.ctx)
-        charts = [_rank_chart(result, i, lang) for i in range(len(result.groups))]
+        charts = [rank_chart(result, i) for i in range(len(result.groups))]
     return render(request, "market/rankings.html", viewer=acc.viewer, title="market.rank.title",
                   periods=pers, period=chosen, by=by, group=group, groups=groups,
                   result=result, charts=charts, industry_names=INDUSTRY_NAMES,
