@@ -65,7 +65,8 @@ _i18n.register({
     "market.filter.apply": ("Show", "显示"),
     "market.filter.all": ("All", "全部"),
     "market.period": ("Period", "履约期"),
-    "market.period.option": ("Period {id}: {start} – {end}", "第 {id} 期：{start} 至 {end}"),
+    "market.period.option": ("Period {id}: {start} – {end} ({state})",
+                             "第 {id} 期：{start} 至 {end}（{state}）"),
     "market.period.closed": ("closed", "已关闭"),
     "market.period.open": ("open", "进行中"),
     "market.enterprise": ("Enterprise", "企业"),
@@ -150,22 +151,27 @@ _i18n.register({
         "Emissions E: the verified emissions when there are any (an auditor's report or a "
         "confirmed finding), otherwise the emissions the enterprise's gateways reported on the "
         "ledger (scope 1 + 2 + 3). The table names the basis.",
-        "排放量 E：若有核查值（核查机构报告或已确认的核查发现）则采用核查值，否则采用企业网关在账本上报告的排放量（范围一、二、三之和）。表中注明所用依据。"),
+        "排放量 E：若有核查值（核查机构报告或已确认的核查发现）则采用核查值，否则采用企业网关在账本上报告"
+        "的排放量（范围一、二、三之和）。表中注明所用依据。"),
     "market.method.rank.intensity": (
         "Intensity I = E / Q, in t CO₂e per unit of output Q (the output of a benchmark "
         "allocation on the ledger, otherwise the figure the regulator configured).",
-        "排放强度 I = E / Q，单位为每单位产出 Q 的吨 CO₂e（产出取账本上基准法配额分配的产出，否则取主管部门配置的数值）。"),
+        "排放强度 I = E / Q，单位为每单位产出 Q 的吨 CO₂e（产出取账本上基准法配额分配的产出，"
+        "否则取主管部门配置的数值）。"),
     "market.method.rank.key": (
         "By industry the key is the intensity I. By region, where industries measure output "
         "in different units, the key is the ratio r = I / B to the industry's benchmark B "
         "(1.0 = exactly the benchmark).",
-        "按行业排名时以排放强度 I 为依据；按地区排名时，由于各行业产出单位不同，以强度与行业基准值 B 之比 r = I / B 为依据（1.0 即恰好等于基准）。"),
+        "按行业排名时以排放强度 I 为依据；按地区排名时，由于各行业产出单位不同，以强度与行业基准值 B 之比"
+        " r = I / B 为依据（1.0 即恰好等于基准）。"),
     "market.method.rank.order": (
         "Order, best first: the key ascending; then the higher capture rate (readings with a "
         "value / all readings); then the lower flagged share (readings with an invalid quality "
         "flag / all readings). An enterprise without readings counts as capture rate 0 and "
         "flagged share 1 in these tie-breaks.",
-        "排序（由优到劣）：依据值升序；相同时采集率（有数值的读数/全部读数）高者在前；再相同时异常比例（带无效质量标志的读数/全部读数）低者在前。没有读数的企业在上述比较中按采集率 0、异常比例 1 计。"),
+        "排序（由优到劣）：依据值升序；相同时采集率（有数值的读数/全部读数）高者在前；"
+        "再相同时异常比例（带无效质量标志的读数/全部读数）低者在前。没有读数的企业在上述比较中按采集率 0、"
+        "异常比例 1 计。"),
     "market.method.rank.ties": (
         "Entries equal on all three share a rank (1, 2, 2, 4) and are listed by address.",
         "三项均相同的企业名次并列（如 1、2、2、4），按账户地址排列。"),
@@ -178,7 +184,8 @@ _i18n.register({
         "A score from 0 to 100 per enterprise and period for green credit: the weighted sum "
         "of five sub-scores, each 0..100 rounded to two decimals; the score is rounded to one "
         "decimal (halves up). Where a figure cannot exist yet, the sub-score is a neutral {n}.",
-        "面向绿色信贷的企业单期评分（0 至 100）：五项分项得分的加权和，各分项取值 0 至 100 并保留两位小数；总分保留一位小数（四舍五入）。数据尚不存在时，该分项取中性值 {n}。"),
+        "面向绿色信贷的企业单期评分（0 至 100）：五项分项得分的加权和，各分项取值 0 至 100 并保留两位小数；"
+        "总分保留一位小数（四舍五入）。数据尚不存在时，该分项取中性值 {n}。"),
     "market.method.green.col.component": ("Component", "分项"),
     "market.method.green.col.weight": ("Weight", "权重"),
     "market.method.green.col.rule": ("Sub-score", "分项得分规则"),
@@ -187,12 +194,14 @@ _i18n.register({
         "c = (V − V′) / V′: verified emissions against the prior-year period; {n} − {k} × "
         "(100 c), so 100 at −20 %, {n} at no change, 0 at +20 %. Neutral {n} without the "
         "figures.",
-        "c = (V − V′) / V′：本期核查排放量与上年同期相比；得分 {n} − {k} ×（100 c），即下降 20% 得 100，不变得 {n}，上升 20% 得 0。缺少数据时取中性值 {n}。"),
+        "c = (V − V′) / V′：本期核查排放量与上年同期相比；得分 {n} − {k} ×（100 c）"
+        "，即下降 20% 得 100，不变得 {n}，上升 20% 得 0。缺少数据时取中性值 {n}。"),
     "market.method.green.intensity": ("Intensity", "排放强度"),
     "market.method.green.intensity.rule": (
         "r = (E / Q) / B: 100 × ({z} − r), so 100 at r ≤ 0.5, 50 at the benchmark, 0 at "
         "r ≥ {z}. Neutral {n} without E, Q or B.",
-        "r = (E / Q) / B：得分 100 × ({z} − r)，即 r ≤ 0.5 得 100，等于基准得 50，r ≥ {z} 得 0。缺少 E、Q 或 B 时取中性值 {n}。"),
+        "r = (E / Q) / B：得分 100 × ({z} − r)，即 r ≤ 0.5 得 100，"
+        "等于基准得 50，r ≥ {z} 得 0。缺少 E、Q 或 B 时取中性值 {n}。"),
     "market.method.green.quality": ("Data quality", "数据质量"),
     "market.method.green.quality.rule": (
         "100 × capture rate × (1 − flagged share); 0 without readings (no data is not good "
@@ -203,7 +212,9 @@ _i18n.register({
         "100 − {a} per confirmed abnormal-data finding − {f} per confirmed falsified-data "
         "finding − {p} × min(1, penalty / E), at least 0. Pending and rejected findings do not "
         "count.",
-        "100 − 每项已确认的数据异常发现扣 {a} 分 − 每项已确认的数据造假发现扣 {f} 分 − {p} × min(1, 罚没量 / E)，最低为 0。待定和已驳回的发现不计。"),
+        "100 − 每项已确认的数据异常发现扣 {a} 分 − 每项已确认的数据造假发现扣 {f} 分 − {p} × min(1, 罚没量"
+        " / E)，"
+        "最低为 0。待定和已驳回的发现不计。"),
     "market.method.green.compliance": ("Compliance", "履约"),
     "market.method.green.compliance.rule": (
         "100 × compliant / counted, over the enterprise's closed periods up to this one (the "

@@ -158,7 +158,7 @@ def test_rankings_by_industry_with_the_method_one_click_away(ui_portal: Any, pag
     assert weights == {"trend": "25%", "intensity": "30%", "quality": "20%", "findings": "15%",
                        "compliance": "10%"}
     trend = cells(page, "#method tr[data-component='trend']")[2]
-    assert "50 − 2.5 × (100 c)" in trend
+    assert "50 \u2212 2.5 × (100 c)" in trend  # a minus sign
     fits(page, "rankings")
 
 
@@ -235,8 +235,8 @@ def test_rankings_in_chinese(ui_portal: Any, page: Any) -> None:
     assert page.get_attribute("html", "lang") == "zh-Hans"
     # the period's dates as the Chinese locale writes them (UTC: the ledger's periods)
     opts = page.inner_text("#f-period")
-    assert "第 1 期：2024年1月1日 至 2024年12月31日" in opts
-    assert "第 2 期：2025年1月1日 至 2025年12月31日" in opts
+    assert "第 1 期\uff1a2024年1月1日 至 2024年12月31日" in opts  # a full-width colon
+    assert "第 2 期\uff1a2025年1月1日 至 2025年12月31日" in opts
     power = "section[data-group='D4411']"
     A = addr(ui_portal.ds.a)
     a = cells(page, f"{power} tr[data-enterprise='{A}']")
@@ -258,7 +258,7 @@ def test_a_bank_sees_the_published_rankings(ui_portal: Any, page: Any) -> None:
     page.goto(f"{ui_portal.url}/ui/rankings?lang=en&period=1")
     got = (rows(page, "section[data-group='C3011']", "data-enterprise")
            + rows(page, "section[data-group='D4411']", "data-enterprise"))
-    assert got == sorted([addr(ds.b), addr(ds.c)]) + [addr(ds.a), addr(ds.d)]
+    assert got == [*sorted([addr(ds.b), addr(ds.c)]), addr(ds.a), addr(ds.d)]
     assert "every signed-in account sees the same rankings" in page.inner_text("main")
 
 
@@ -423,3 +423,33 @@ def test_verification_in_chinese(ui_portal: Any, page: Any) -> None:
     assert f1[7] == "50.0\u00a0吨 CO₂e"
     assert "plant-b-gw1 第 2 批" in f1[10]
     fits(page)
+
+
+def test_every_message_of_the_area_is_in_both_languages() -> None:
+    """Each key the area's templates name literally, and each key they build from a value
+    (statuses, kinds, components), is registered in English and Chinese."""
+    import re
+    from pathlib import Path
+
+    from portal import _i18n, _ui_market
+
+    cat = _i18n.catalogue()
+    used: set[str] = set()
+    for f in (Path(_ui_market.__file__).parent / "templates" / "market").glob("*.html"):
+        used |= {k for k in re.findall(r"""\bt\(\s*["']([a-z0-9_.]+)["']""", f.read_text())
+                 if not k.endswith(".")}  # "market.status." + s: the values below
+    used |= {f"market.status.{s}" for s in ("open", "filled", "cancelled", "none")}
+    used |= {f"market.ver.state.{s}" for s in ("filed", "confirmed", "rejected", "none")}
+    used |= {f"market.ver.kind.{s}" for s in ("abnormal", "falsified", "none")}
+    used |= {f"market.rank.{k}" for k in ("intro.industry", "intro.region", "group.industry",
+                                          "group.region", "basis.verified", "basis.reported",
+                                          "ver.corrected", "ver.verified", "ver.unverified")}
+    used |= {f"market.method.green.{c}{r}" for c in ("trend", "intensity", "quality",
+                                                     "findings", "compliance")
+             for r in ("", ".rule")}
+    assert len(used) > 100
+    missing = sorted(k for k in used if k not in cat)
+    assert not missing
+    for k in used:
+        en, zh = cat[k]
+        assert en and zh and en != zh, k
