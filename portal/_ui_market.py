@@ -514,7 +514,10 @@ def verification_page(request: Request, acc: Annotated[Access, Depends(ui_access
     pg = _paging(acc)
     report_page = list_reports(acc, pg, enterprise=None, period=period, auditor=None)
     finding_page = list_findings(acc, pg, enterprise=None, period=period, outcome=state)
-    confirmed = (finding_page.items if state == "confirmed" else
+    # the penalties table counts every confirmed finding of the period filter, whatever the
+    # state filter shows (read again only when the page does not hold them all)
+    confirmed = (finding_page.items
+                 if state in (None, "confirmed") and finding_page.next_offset is None else
                  list_findings(acc, pg, enterprise=None, period=period,
                                outcome="confirmed").items)
     gw = _gateway_ids(acc, {f.gateway_key for f in finding_page.items if f.gateway_key})

@@ -394,6 +394,8 @@ def test_verification_filter_by_state(ui_portal: Any, page: Any) -> None:
         assert f"state={state}" in page.url
         assert rows(page, "#findings-table", "data-finding") == expected
         assert page.eval_on_selector("#f-state", "e => e.value") == state
+        # the penalties count the confirmed findings whatever the state filter shows
+        assert rows(page, "#penalties-table", "data-enterprise") == [addr(ui_portal.ds.b)]
     page.select_option("#f-state", "")
     page.select_option("#f-period", "2")
     with page.expect_navigation():
