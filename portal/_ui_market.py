@@ -314,6 +314,31 @@ _i18n.register({
     "market.ver.col.total": ("Penalty total", "罚没总量"),
 })
 
+#: the message of each value a page shows in words (a template writes ``t(labels.x[value])``)
+LABELS: dict[str, dict[str, str]] = {
+    "offer": {"open": "market.status.open", "filled": "market.status.filled",
+              "cancelled": "market.status.cancelled", "none": "market.status.none"},
+    "state": {"filed": "market.ver.state.filed", "confirmed": "market.ver.state.confirmed",
+              "rejected": "market.ver.state.rejected", "none": "market.ver.state.none"},
+    "kind": {"abnormal": "market.ver.kind.abnormal", "falsified": "market.ver.kind.falsified",
+             "none": "market.ver.kind.none"},
+    "intro": {"industry": "market.rank.intro.industry", "region": "market.rank.intro.region"},
+    "group": {"industry": "market.rank.group.industry", "region": "market.rank.group.region"},
+    "basis": {"verified": "market.rank.basis.verified", "reported": "market.rank.basis.reported"},
+    "ver": {"corrected": "market.rank.ver.corrected", "verified": "market.rank.ver.verified",
+            "unverified": "market.rank.ver.unverified"},
+    "component": {"trend": "market.method.green.trend",
+                  "intensity": "market.method.green.intensity",
+                  "quality": "market.method.green.quality",
+                  "findings": "market.method.green.findings",
+                  "compliance": "market.method.green.compliance"},
+    "rule": {"trend": "market.method.green.trend.rule",
+             "intensity": "market.method.green.intensity.rule",
+             "quality": "market.method.green.quality.rule",
+             "findings": "market.method.green.findings.rule",
+             "compliance": "market.method.green.compliance.rule"},
+}
+
 #: industry codes (GB/T 4754) of the sectors in the data the portal serves; others as codes
 INDUSTRY_NAMES = {"D4411": ("thermal power", "火力发电"), "C3011": ("cement", "水泥制造")}
 #: the unranked reasons of ``_scoring._unranked`` by their start, as message keys
@@ -447,6 +472,7 @@ def rankings_page(request: Request, acc: Annotated[Access, Depends(ui_access)],
                               group=group)
         charts = [rank_chart(result, i) for i in range(len(result.groups))]
     return render(request, "market/rankings.html", viewer=acc.viewer, title="market.rank.title",
+                  labels=LABELS,
                   periods=pers, period=chosen, by=by, group=group, groups=groups,
                   result=result, charts=charts, industry_names=INDUSTRY_NAMES,
                   unranked_key=unranked_key, method=_method())
@@ -485,6 +511,7 @@ def market_page(request: Request, acc: Annotated[Access, Depends(ui_access)],
                                     for t in trades_by_time]}],
              "unit": _i18n.gettext(lang_of(request, acc.ctx), "market.yuan_per_t")}
     return render(request, "market/market.html", viewer=acc.viewer, title="market.title",
+                  labels=LABELS,
                   periods=_periods(request, acc), period=period, offer_status=status,
                   offers=offer_page, trades=trade_page, trades_by_time=trades_by_time,
                   prices=price_rows, chart=chart, names=_names(acc), yuan=yuan,
@@ -525,7 +552,7 @@ def verification_page(request: Request, acc: Annotated[Access, Depends(ui_access
                               batch_path(gw[f.gateway_key], f.batch_seq))
                for f in finding_page.items
                if f.gateway_key and f.batch_seq and f.gateway_key in gw}
-    return render(request, "market/verification.html", viewer=acc.viewer,
+    return render(request, "market/verification.html", viewer=acc.viewer, labels=LABELS,
                   title="market.ver.title", periods=_periods(request, acc), period=period, state=state,
                   reports=report_page, findings=finding_page, records=records,
                   penalties=penalties_by_enterprise(confirmed), names=_names(acc),

@@ -15,7 +15,14 @@ from portal._chain_tables import accounts
 from portal._routes_data import FindingOut
 from portal._ui_market import batch_path, penalties_by_enterprise, web_link, yuan
 from tests.portal_data import T, addr, as_indexed
-from tests.ui_support import AXE, LAPTOP, TABLET, horizontal_overflow, shoot, sign_in
+from tests.ui_support import (
+    LAPTOP,
+    TABLET,
+    assert_accessible,
+    horizontal_overflow,
+    shoot,
+    sign_in,
+)
 
 NAMES = {"a": "Pearl River Power", "b": "Lingnan Cement", "c": "Bay Cement",
          "d": "Foshan Thermal"}
@@ -36,21 +43,6 @@ def rows_of_chart(page: Any, section: str) -> list[tuple[str, str, str]]:
     return [tuple(x) for x in page.eval_on_selector_all(
         f"{section} svg.rank-chart g.bar", "els => els.map(g => [g.dataset.rank,"
         " ...[...g.querySelectorAll('text')].map(t => t.textContent)])")]
-
-
-def assert_accessible(page: Any) -> None:
-    """axe-core's serious and critical WCAG 2 A/AA violations: none. (ui_support's helper
-    adds axe as an inline script tag, which the pages' CSP blocks; evaluated through the
-    DevTools protocol it runs.)"""
-    page.evaluate(AXE.read_text())
-    found = page.evaluate("""async () => {
-        const r = await axe.run(document, {runOnly: {type: 'tag',
-            values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}});
-        return r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
-            .map(v => ({id: v.id, help: v.help,
-                        nodes: v.nodes.slice(0, 5).map(n => n.target.join(' '))}));
-    }""")
-    assert not found, f"accessibility violations: {found}"
 
 
 def fits(page: Any, name: str | None = None, tablet_name: str | None = None) -> None:
@@ -428,8 +420,8 @@ def test_verification_in_chinese(ui_portal: Any, page: Any) -> None:
 
 
 def test_every_message_of_the_area_is_in_both_languages() -> None:
-    """Each key the area's templates name literally, and each key they build from a value
-    (statuses, kinds, components), is registered in English and Chinese."""
+    """Each key the area's templates name, literally or through ``LABELS`` (statuses, kinds,
+    components), is registered in English and Chinese."""
     import re
     from pathlib import Path
 
@@ -438,17 +430,8 @@ def test_every_message_of_the_area_is_in_both_languages() -> None:
     cat = _i18n.catalogue()
     used: set[str] = set()
     for f in (Path(_ui_market.__file__).parent / "templates" / "market").glob("*.html"):
-        used |= {k for k in re.findall(r"""\bt\(\s*["']([a-z0-9_.]+)["']""", f.read_text())
-                 if not k.endswith(".")}  # "market.status." + s: the values below
-    used |= {f"market.status.{s}" for s in ("open", "filled", "cancelled", "none")}
-    used |= {f"market.ver.state.{s}" for s in ("filed", "confirmed", "rejected", "none")}
-    used |= {f"market.ver.kind.{s}" for s in ("abnormal", "falsified", "none")}
-    used |= {f"market.rank.{k}" for k in ("intro.industry", "intro.region", "group.industry",
-                                          "group.region", "basis.verified", "basis.reported",
-                                          "ver.corrected", "ver.verified", "ver.unverified")}
-    used |= {f"market.method.green.{c}{r}" for c in ("trend", "intensity", "quality",
-                                                     "findings", "compliance")
-             for r in ("", ".rule")}
+        used |= set(re.findall(r"""\bt\(\s*["']([a-z0-9_.]+)["']""", f.read_text()))
+    used |= {k for values in _ui_market.LABELS.values() for k in values.values()}
     assert len(used) > 100
     missing = sorted(k for k in used if k not in cat)
     assert not missing
