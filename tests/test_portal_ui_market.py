@@ -438,3 +438,13 @@ def test_every_message_of_the_area_is_in_both_languages() -> None:
     for k in used:
         en, zh = cat[k]
         assert en and zh and en != zh, k
+
+
+def test_filters_out_of_range_are_refused(ui_portal: Any, page: Any) -> None:
+    sign_in(page, ui_portal.url, ui_portal.ds.government)
+    resp = page.goto(f"{ui_portal.url}/ui/rankings?period=7&lang=en")
+    assert resp is not None and resp.status == 404
+    assert "no period 7 on the ledger" in page.inner_text("main")
+    for bad in ("period=abc", "period=99999999999", "status=sold", "period=0"):
+        resp = page.goto(f"{ui_portal.url}/ui/market?{bad}")
+        assert resp is not None and resp.status == 422, bad
