@@ -113,7 +113,8 @@ class Fmt:
         return f"{self.num(grams / 1_000_000, digits)}\u00a0{unit}"
 
     def money(self, x: int | float | None) -> str:
-        """A price or value on the ledger (whole yuan)."""
+        """An amount of money in yuan, as the locale writes CNY ("¥90.00"). The ledger keeps
+        prices and trade values in fen: divide them by 100 first."""
         if x is None:
             return "–"
         return bnumbers.format_currency(x, "CNY", locale=self.locale)

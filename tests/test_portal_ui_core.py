@@ -41,7 +41,8 @@ def test_every_message_has_both_languages_with_the_same_fields() -> None:
         assert _fields(en) == _fields(zh), f"{key}: {en!r} vs {zh!r}"
 
 
-_KEY_IN_TEMPLATE = re.compile(r"""\bt\(\s*["']([a-z0-9_.\-]+)["']""")
+# a whole key: t("a.b") or t("a.b", x=...); t('role.' + r) builds keys at run time
+_KEY_IN_TEMPLATE = re.compile(r"""\bt\(\s*["']([a-z0-9_.\-]+)["']\s*[,)]""")
 _KEY_IN_CODE = re.compile(
     r"""(?:gettext\(\s*\w+\s*,\s*|\bt\(\s*|title=)["']([a-z0-9_]+\.[a-z0-9_.\-]+)["']""")
 
