@@ -1,0 +1,402 @@
+"""The auditor's drill-down in the web view (portal/_ui_records.py), in a real browser over the
+fixed data set (tests/portal_data.py: real leaves, roots and Ed25519 signatures): a batch page
+with its readings, one reading with its quality flags and its proof checked step by step, the
+proof bundle it links to, and what the page says when a stored value, root or signature was
+changed behind the portal's back (a portal of this module's own, on a fresh database)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from ledger_client import (
+    keccak256,
+    parse_bundle,
+    record_leaf,
+    record_signing_bytes,
+    verify_proof,
+    verify_signature,
+)
+from portal._chain_tables import batches
+from portal._ingest_tables import records
+from portal._proof_steps import case_from_bundle, check_steps, verified
+from tests.portal_data import Clock, Dataset, as_indexed, hx, load, make_context, signed_bits
+from tests.ui_support import (
+    AXE,
+    LAPTOP,
+    TABLET,
+    HttpPortal,
+    horizontal_overflow,
+    shoot,
+    sign_in,
+)
+
+STEPS = ["leaf", "merkle", "anchor", "signature", "record-signature"]
+OK_RGB = "rgb(26, 107, 50)"  # --ok in app.css
+BAD_RGB = "rgb(179, 38, 30)"  # --bad
+
+
+def anchoring(ds: Dataset) -> dict[tuple[str, int], tuple[int, str]]:
+    """(gateway, batch seq) -> (block number, tx hash) as portal_data.load numbers them."""
+    out, block = {}, 100
+    for gw in ds.gws.values():
+        for h in gw.headers:
+            block += 1
+            out[(gw.gateway_id, h.seq)] = (block, hx(keccak256(f"tx{block}".encode())))
+    return out
+
+
+def step_states(page: Any) -> dict[str, tuple[str, str]]:
+    got = {}
+    for li in page.query_selector_all("li[data-step]"):
+        got[li.get_attribute("data-step")] = (li.get_attribute("data-passed"),
+                                              li.get_attribute("data-state"))
+    return got
+
+
+def verdict(page: Any) -> tuple[str, str, str]:
+    v = page.locator("[data-testid=verdict]")
+    return (v.get_attribute("data-verified") or "", v.inner_text(),
+            v.evaluate("e => getComputedStyle(e).color"))
+
+
+def assert_accessible(page: Any) -> None:
+    """axe-core's serious and critical WCAG 2 A/AA violations: none. (axe is evaluated through
+    the DevTools protocol: ``ui_support.assert_accessible`` adds it as an inline script, which
+    the pages' Content-Security-Policy blocks.)"""
+    page.evaluate("() => { " + AXE.read_text() + "\n}")
+    found = page.evaluate("""async () => {
+        const r = await axe.run(document, {runOnly: {type: 'tag',
+            values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}});
+        return r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
+            .map(v => ({id: v.id, impact: v.impact, help: v.help,
+                        nodes: v.nodes.slice(0, 5).map(n => n.target.join(' '))}));
+    }""")
+    assert not found, "accessibility violations:\n" + json.dumps(found, indent=1,
+                                                                 ensure_ascii=False)
+
+
+def fits(page: Any) -> None:
+    for vp in (LAPTOP, TABLET):
+        page.set_viewport_size(vp)
+        assert horizontal_overflow(page) == 0, vp
+    page.set_viewport_size(LAPTOP)
+
+
+# -- the batch page ------------------------------------------------------------------------------
+
+def test_a_batch_page_shows_its_header_anchor_state_and_readings(ui_portal: Any,
+                                                                 page: Any) -> None:
+    ds = ui_portal.ds
+    gw = ds.gws["a"]
+    h = gw.headers[1]
+    block, tx = anchoring(ds)[(gw.gateway_id, 2)]
+    sign_in(page, ui_portal.url, ds.auditor)
+    page.goto(f"{ui_portal.url}/ui/batches/plant-a-gw1/2?lang=en")
+    assert page.inner_text("h1") == "Batch 2 of gateway plant-a-gw1"
+    assert page.get_attribute("[data-testid=batch-state]", "data-state") == "verified"
+    assert "Verified" in page.inner_text("[data-testid=batch-state]")
+    f = {k: page.inner_text(f"[data-field={k}]") for k in (
+        "seq", "count", "range", "scope1", "scope2", "scope3", "root", "header_hash",
+        "prev_hash", "signature", "block", "tx", "period")}
+    assert f["seq"] == "2" and f["count"] == "4" and f["range"] == "7 to 10"
+    assert f["scope1"] == "90.000\u00a0t CO₂e" and f["scope2"] == "10.000\u00a0t CO₂e"
+    assert f["scope3"] == "0.000\u00a0t CO₂e"
+    assert f["root"] == hx(h.root) and f["header_hash"] == hx(h.hash())
+    assert f["prev_hash"] == hx(gw.headers[0].hash())
+    assert f["signature"] == hx(gw.signer.sign(h.hash()))
+    assert f["block"] == f"{block}" and f["tx"] == tx and f["period"] == "1"
+    assert "15 Mar 2024, 08:00:00" in page.inner_text("[data-field=time]")  # 00:00 UTC, +8
+    assert "Pearl River Power" in page.inner_text("[data-testid=batch-header]")
+    rows = page.query_selector_all("table[data-testid=readings] tbody tr")
+    assert [r.get_attribute("data-seq") for r in rows] == ["7", "8", "9", "10"]
+    cells = [[c.inner_text() for c in r.query_selector_all("th, td")] for r in rows]
+    assert cells[0][3] == "410.00\u00a0mg/m³" and cells[0][4] == "good"
+    assert cells[1][3] == "no value"
+    assert cells[1][4].startswith("communication fault")
+    assert cells[3][3] == "430.00\u00a0mg/m³" and cells[3][4].startswith("spike")
+    assert rows[3].query_selector("[data-flag=SPIKE]") is not None
+    assert rows[1].query_selector("[data-flag=COMM_FAULT]") is not None
+    assert rows[0].query_selector("a").get_attribute("href") == "/ui/records/plant-a-gw1/7"
+    assert page.get_attribute("a:has-text('batch 1')", "href") == "/ui/batches/plant-a-gw1/1"
+    assert_accessible(page)
+    fits(page)
+    shoot(page, "records-batch")
+    with page.expect_navigation():
+        rows[3].query_selector("a").click()
+    assert page.url.endswith("/ui/records/plant-a-gw1/10")
+
+
+def test_a_batch_pages_its_readings(ui_portal: Any, page: Any) -> None:
+    sign_in(page, ui_portal.url, ui_portal.ds.government)
+    page.goto(f"{ui_portal.url}/ui/batches/plant-a-gw1/3?lang=en&limit=4")
+    seen = []
+    while True:
+        seen.append([r.get_attribute("data-seq") for r in
+                     page.query_selector_all("table[data-testid=readings] tbody tr")])
+        nxt = page.query_selector("[data-testid=next]")
+        if nxt is None:
+            break
+        with page.expect_navigation():
+            nxt.click()
+    assert seen == [["11", "12", "13", "14"], ["15", "16"]]
+    assert "Readings 15 to 16 of 6" in page.inner_text("caption")
+
+
+def test_a_quarantined_and_an_undelivered_batch_say_so(ui_portal: Any, page: Any) -> None:
+    sign_in(page, ui_portal.url, ui_portal.ds.government)
+    page.goto(f"{ui_portal.url}/ui/batches/plant-d-gw1/2?lang=en")
+    st = page.locator("[data-testid=batch-state]")
+    assert st.get_attribute("data-state") == "quarantined"
+    assert "Quarantined: record 3's leaf does not reach the anchored root" in st.inner_text()
+    assert st.evaluate("e => getComputedStyle(e).color") == BAD_RGB
+    assert page.query_selector("[data-testid=no-readings]") is not None
+    page.goto(f"{ui_portal.url}/ui/batches/plant-c-gw1/2?lang=en")
+    assert page.get_attribute("[data-testid=batch-state]", "data-state") == "not-delivered"
+    assert "Pending" in page.inner_text("[data-testid=batch-state]")
+
+
+# -- one reading and its proof --------------------------------------------------------------------
+
+def test_a_reading_of_a_verified_batch_passes_every_step(ui_portal: Any, page: Any) -> None:
+    ds = ui_portal.ds
+    gw = ds.gws["a"]
+    r = gw.records[9]  # seq 10: the spike
+    assert r.seq == 10
+    block, tx = anchoring(ds)[("plant-a-gw1", 2)]
+    sign_in(page, ui_portal.url, ds.auditor)
+    page.goto(f"{ui_portal.url}/ui/records/plant-a-gw1/10?lang=en")
+    assert step_states(page) == {"leaf": ("true", "passed"), "merkle": ("true", "passed"),
+                                 "anchor": ("true", "passed"), "signature": ("true", "passed"),
+                                 "record-signature": ("true", "not-applicable")}
+    ok, text, colour = verdict(page)
+    assert ok == "true" and "Verified: every step" in text and colour == OK_RGB
+    leaf_row = page.locator("li[data-step=leaf] tr[data-compare=leaf]")
+    assert leaf_row.get_attribute("data-same") == "true"
+    assert leaf_row.inner_text().count(hx(record_leaf(r))) == 2
+    root_row = page.locator("li[data-step=merkle] tr[data-compare=root]")
+    assert root_row.inner_text().count(hx(gw.headers[1].root)) == 2
+    hh_row = page.locator("li[data-step=anchor] tr[data-compare=header_hash]")
+    assert hh_row.inner_text().count(hx(gw.headers[1].hash())) == 2
+    assert page.inner_text("[data-testid=anchor-tx]") == tx
+    assert f"block {block}" in page.inner_text("li[data-step=anchor]")
+    assert hx(gw.signer.public_key) in page.inner_text("li[data-step=signature]")
+    flag = page.locator("table[data-testid=flags] tr[data-flag=SPIKE]")
+    assert flag.get_attribute("data-bit") == "10"
+    assert "spike" in flag.inner_text() and "invalid" in flag.inner_text()
+    assert page.inner_text("[data-testid=value]") == "430.00\u00a0mg/m³"
+    assert page.inner_text("[data-testid=verify-command]") == \
+        "mrv-gateway verify --bundle proof.json --rpc <ledger RPC URL>"
+    assert_accessible(page)
+    fits(page)
+    shoot(page, "records-reading-verified")
+
+
+def test_the_comm_fault_and_manual_readings_name_their_flags(ui_portal: Any, page: Any) -> None:
+    sign_in(page, ui_portal.url, ui_portal.ds.government)
+    page.goto(f"{ui_portal.url}/ui/records/plant-a-gw1/8?lang=en")
+    row = page.locator("table[data-testid=flags] tbody tr")
+    assert row.count() == 1 and row.get_attribute("data-flag") == "COMM_FAULT"
+    assert "communication fault" in row.inner_text() and "\tB\t" in row.inner_text()
+    assert "HJ 212 flag of the reading: B" in page.inner_text("main")
+    assert page.inner_text("[data-testid=value]") == "no value (NaN)"
+    assert page.get_attribute("[data-testid=verdict]", "data-verified") == "true"
+    page.goto(f"{ui_portal.url}/ui/records/plant-b-gw1/2?lang=en")
+    row = page.locator("table[data-testid=flags] tbody tr")
+    assert row.get_attribute("data-flag") == "MANUAL"
+    assert "informational" in row.inner_text()
+    page.goto(f"{ui_portal.url}/ui/records/plant-a-gw1/1?lang=en")
+    assert page.query_selector("[data-testid=no-flags]") is not None
+
+
+def test_the_download_link_gives_a_bundle_the_projects_verifier_accepts(
+        ui_portal: Any, page: Any, tmp_path: Path) -> None:
+    """The bundle is parsed by ``ledger_client.parse_bundle`` (what ``mrv-gateway verify
+    --bundle`` runs first). Its chain part needs a node (this data set is not on a chain), so
+    the bundle's record, proof, header and signature are checked against the data set here."""
+    ds = ui_portal.ds
+    gw = ds.gws["b"]
+    r, h = gw.records[5], gw.headers[1]  # seq 6: B's spike, in batch 2
+    sign_in(page, ui_portal.url, ds.auditor)
+    page.goto(f"{ui_portal.url}/ui/records/plant-b-gw1/6?lang=en")
+    link = page.locator("[data-testid=bundle]")
+    assert link.get_attribute("href") == "/v1/records/plant-b-gw1/6/proof"
+    with page.expect_download() as dl:
+        link.click()
+    path = tmp_path / "proof.json"
+    dl.value.save_as(path)
+    b = parse_bundle(path.read_bytes())
+    assert b.record == r and b.header == h
+    assert b.chain_id == 31337 and b.contract == "0x" + "5f" * 20
+    leaf = record_leaf(b.record)
+    assert verify_proof(leaf, b.proof, h.root)
+    assert b.header.hash() == h.hash()
+    assert verify_signature(gw.signer.public_key, h.hash(), b.signature)
+    assert json.loads(path.read_text())["batch"]["header_hash"] == hx(h.hash())
+    assert verified(check_steps(case_from_bundle(
+        b, stored_leaf=record_leaf(r), anchored_header_hash=h.hash(), anchored_root=h.root,
+        signing_key=gw.signer.public_key)))
+
+
+@pytest.mark.parametrize(("who", "gateway", "seq", "status"), [
+    ("finance", "plant-b-gw1", 3, 403),    # B revoked the bank's grant
+    ("finance", "plant-c-gw1", 1, 403),    # C's grant expired
+    ("finance", "plant-d-gw1", 1, 403),    # D never granted one
+    ("finance", "plant-a-gw1", 3, 200),    # A granted it
+    ("a", "plant-a-gw1", 3, 200),          # an enterprise sees its own
+    ("a", "plant-b-gw1", 3, 403),          # and nobody else's
+    ("government", "plant-d-gw1", 1, 200),
+])
+def test_each_role_sees_what_the_api_allows_it(ui_portal: Any, page: Any, who: str,
+                                               gateway: str, seq: int, status: int) -> None:
+    sign_in(page, ui_portal.url, getattr(ui_portal.ds, who))
+    resp = page.goto(f"{ui_portal.url}/ui/records/{gateway}/{seq}?lang=en")
+    assert resp is not None and resp.status == status
+    if status == 403:
+        assert page.inner_text("h1") == "Error 403"
+        assert page.query_selector("[data-step]") is None
+        # the batch page and the bundle are refused alike
+        assert page.goto(f"{ui_portal.url}/ui/batches/{gateway}/1?lang=en").status == 403
+        assert page.request.get(f"{ui_portal.url}/v1/records/{gateway}/{seq}/proof"
+                                ).status == 403
+    else:
+        assert page.get_attribute("[data-testid=verdict]", "data-verified") == "true"
+
+
+def test_an_unknown_reading_is_not_found(ui_portal: Any, page: Any) -> None:
+    sign_in(page, ui_portal.url, ui_portal.ds.government)
+    resp = page.goto(f"{ui_portal.url}/ui/records/plant-a-gw1/999?lang=en")
+    assert resp is not None and resp.status == 404
+    resp = page.goto(f"{ui_portal.url}/ui/records/plant-c-gw1/10?lang=en")  # undelivered
+    assert resp is not None and resp.status == 404
+
+
+def test_the_reading_page_in_chinese(ui_portal: Any, page: Any) -> None:
+    sign_in(page, ui_portal.url, ui_portal.ds.government)
+    page.goto(f"{ui_portal.url}/ui/records/plant-a-gw1/10?lang=zh")
+    assert page.inner_text("h1") == "网关 plant-a-gw1 的第 10 条读数"
+    assert page.get_attribute("html", "lang") == "zh-Hans"
+    assert "已验证" in page.inner_text("[data-testid=verdict]")
+    assert "✓ 通过" in page.inner_text("li[data-step=leaf] [data-testid=step-state]")
+    assert "尖峰" in page.inner_text("table[data-testid=flags]")
+    assert "2024年3月15日 08:03:00" in page.inner_text("[data-testid=record-fields]")
+    assert "下载证明文件" in page.inner_text("[data-testid=bundle]")
+    assert_accessible(page)
+    fits(page)
+    shoot(page, "records-reading-zh")
+    page.goto(f"{ui_portal.url}/ui/batches/plant-a-gw1/1?lang=zh")
+    assert page.inner_text("h1") == "网关 plant-a-gw1 的第 1 批次"
+    assert "180.000\u00a0吨 CO₂e" in page.inner_text("[data-field=scope1]")
+    assert_accessible(page)
+    fits(page)
+
+
+# -- a portal whose stored data was changed behind its back ---------------------------------------
+
+class Tampered:
+    def __init__(self, url: str, ds: Dataset) -> None:
+        self.url = url
+        self.ds = ds
+
+
+@pytest.fixture(scope="module")
+def tampered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tampered]:
+    """The data set on a fresh database of its own, then changed as a broken store or an
+    insider could: A's reading 2 has another value; A's batch 3 another root; A's batch 4
+    another signature; B's readings 1 and 2 carry a good and a bad record signature."""
+    db = tmp_path_factory.mktemp("ui-records") / "portal.db"
+    ctx = make_context(f"sqlite:///{db}", clock=Clock())
+    ds = load(ctx.engine)
+    b = ds.gws["b"]
+    with ctx.engine.begin() as c:
+        c.execute(sa.update(records).where(records.c.gateway_id == "plant-a-gw1",
+                                           records.c.seq == 2)
+                  .values(value=401.0, value_bits=signed_bits(401.0)))
+        c.execute(sa.update(batches).where(batches.c.gateway_id == "plant-a-gw1",
+                                           batches.c.seq == 3)
+                  .values(root=hx(keccak256(b"another root"))))
+        c.execute(sa.update(batches).where(batches.c.gateway_id == "plant-a-gw1",
+                                           batches.c.seq == 4)
+                  .values(signature=hx(ds.gws["b"].signer.sign(ds.gws["a"].headers[3].hash()))))
+        for seq, sig in ((1, b.signer.sign(record_signing_bytes(record_leaf(b.records[0])))),
+                         (2, b.signer.sign(record_leaf(b.records[1])))):  # 2: tag missing
+            c.execute(sa.update(records).where(records.c.gateway_id == "plant-b-gw1",
+                                               records.c.seq == seq)
+                      .values(record_signature=hx(sig)))
+        as_indexed(c)
+    try:
+        with HttpPortal(ctx) as served:
+            yield Tampered(served.url, ds)
+    finally:
+        ctx.engine.dispose()
+
+
+def test_a_changed_value_fails_the_leaf_and_the_page_says_not_verified(
+        tampered: Tampered, page: Any) -> None:
+    sign_in(page, tampered.url, tampered.ds.auditor)
+    page.goto(f"{tampered.url}/ui/records/plant-a-gw1/2?lang=en")
+    assert step_states(page) == {
+        "leaf": ("false", "failed"), "merkle": ("false", "failed"),
+        "anchor": ("false", "not-reached"), "signature": ("false", "not-reached"),
+        "record-signature": ("true", "not-applicable")}
+    ok, text, colour = verdict(page)
+    assert ok == "false" and colour == BAD_RGB
+    assert text.startswith("✗ NOT verified: step 1 (leaf), step 2 (Merkle path)")
+    row = page.locator("li[data-step=leaf] tr[data-compare=leaf]")
+    assert row.get_attribute("data-same") == "false"
+    stored = hx(record_leaf(tampered.ds.gws["a"].records[1]))
+    assert stored in row.inner_text()  # the leaf stored is the one the gateway committed
+    assert page.inner_text("[data-testid=value]") == "401.00\u00a0mg/m³"
+    assert "✗ not reached" in page.inner_text("li[data-step=anchor] [data-testid=step-state]")
+    # the API gives no bundle for it either
+    r = page.request.get(f"{tampered.url}/v1/records/plant-a-gw1/2/proof")
+    assert r.status == 409 and "do not rebuild its stored leaf" in r.text()
+    # the batch's other readings still prove themselves
+    page.goto(f"{tampered.url}/ui/records/plant-a-gw1/3?lang=en")
+    assert page.get_attribute("[data-testid=verdict]", "data-verified") == "true"
+    page.goto(f"{tampered.url}/ui/records/plant-a-gw1/2?lang=en")
+    assert_accessible(page)
+    fits(page)
+    shoot(page, "records-reading-tampered")
+
+
+def test_a_changed_root_fails_the_path_the_anchor_and_the_signature(
+        tampered: Tampered, page: Any) -> None:
+    sign_in(page, tampered.url, tampered.ds.government)
+    page.goto(f"{tampered.url}/ui/records/plant-a-gw1/12?lang=en")
+    got = step_states(page)
+    assert got["leaf"] == ("true", "passed")
+    assert got["merkle"] == got["anchor"] == got["signature"] == ("false", "failed")
+    assert page.get_attribute("[data-testid=verdict]", "data-verified") == "false"
+    hh = page.locator("li[data-step=anchor] tr[data-compare=header_hash]")
+    assert hh.get_attribute("data-same") == "false"
+    assert hx(tampered.ds.gws["a"].headers[2].hash()) in hh.inner_text()
+
+
+def test_a_changed_signature_fails_the_signature_step_only(tampered: Tampered,
+                                                           page: Any) -> None:
+    sign_in(page, tampered.url, tampered.ds.government)
+    page.goto(f"{tampered.url}/ui/records/plant-a-gw1/18?lang=en")
+    got = step_states(page)
+    assert [got[s][1] for s in STEPS] == ["passed", "passed", "passed", "failed",
+                                          "not-applicable"]
+    assert "does NOT verify" in page.inner_text("li[data-step=signature]")
+    ok, text, _ = verdict(page)
+    assert ok == "false" and "step 4 (signature)" in text
+
+
+def test_record_signatures_are_checked_too(tampered: Tampered, page: Any) -> None:
+    sign_in(page, tampered.url, tampered.ds.government)
+    page.goto(f"{tampered.url}/ui/records/plant-b-gw1/1?lang=en")
+    assert step_states(page)["record-signature"] == ("true", "passed")
+    assert page.get_attribute("[data-testid=verdict]", "data-verified") == "true"
+    page.goto(f"{tampered.url}/ui/records/plant-b-gw1/2?lang=en")
+    assert step_states(page)["record-signature"] == ("false", "failed")
+    assert page.get_attribute("[data-testid=verdict]", "data-verified") == "false"
+    assert re.search(r"step 5 \(record signature\)", page.inner_text("[data-testid=verdict]"))
