@@ -116,8 +116,8 @@ _i18n.register({
     "records.state.received": ("Received {when}", "接收于 {when}"),
     "records.state.verified_at": ("verified {when}", "核验于 {when}"),
     "records.readings": ("Readings", "读数"),
-    "records.readings.caption": ("Readings {first} to {last} of {count}",
-                                 "第 {first} 至 {last} 条读数，共 {count} 条"),
+    "records.readings.caption": ("Records {first} to {last} ({shown} of the batch's {count})",
+                                 "第 {first} 至 {last} 条记录（本批次共 {count} 条，此处显示 {shown} 条）"),
     "records.readings.none": ("The portal holds no records of this batch: only verified batches' "
                               "records are kept.",
                               "平台未保存此批次的记录：仅保存已核验批次的记录。"),
@@ -163,8 +163,10 @@ _i18n.register({
                               "保留位：未定义标志"),
     "records.verdict.ok": ("Verified: every step of the proof holds for this reading.",
                            "已验证：该读数的每一步证明均成立。"),
-    "records.verdict.bad": ("NOT verified: {steps} failed. Do not rely on this reading.",
-                            "未通过验证：{steps} 未通过。请勿采信该读数。"),
+    "records.verdict.bad": ("NOT verified: {steps} failed.", "未通过验证：{steps} 未通过。"),
+    "records.verdict.unreached": ("Not reached because of that: {steps}.",
+                                  "因此未达成：{steps}。"),
+    "records.verdict.rely": ("Do not rely on this reading.", "请勿采信该读数。"),
     "records.proof": ("The proof, checked now", "证明（现场核验）"),
     "records.proof.intro": ("The portal recomputes every step from the stored record, the "
                             "batch's stored leaves and the ledger as it indexed it. Each step "
@@ -241,8 +243,9 @@ _i18n.register({
     "records.short.anchor": ("step 3 (anchored header)", "第 3 步（锚定的批次头）"),
     "records.short.signature": ("step 4 (signature)", "第 4 步（签名）"),
     "records.short.record-signature": ("step 5 (record signature)", "第 5 步（记录签名）"),
-    "records.blocked": ("Rests on: {steps}", "依赖于：{steps}"),
-    "records.why": ("What the check found", "核验结果说明"),
+    "records.blocked": ("Not reached: it rests on {steps}, which failed.",
+                        "未达成：本步依赖的{steps}未通过。"),
+    "records.why": ("What the check found", "核验器说明（英文）"),
     "records.offline": ("Check it yourself", "自行核验"),
     "records.offline.download": ("Download the proof bundle", "下载证明文件"),
     "records.offline.help": ("The bundle (mrv-proof/v1) holds the record, its batch header and "
@@ -250,8 +253,9 @@ _i18n.register({
                              "the ledger you trust:",
                              "证明文件（mrv-proof/v1）包含记录、批次头、签名及默克尔证明。"
                              "可使用您信任的账本节点离线核验："),
-    "records.no_bundle": ("The portal cannot give a proof bundle for this record while a step "
-                          "fails.", "存在未通过的步骤时，平台无法提供该记录的证明文件。"),
+    "records.no_bundle": ("The portal gives no proof bundle for this record: its stored data "
+                          "does not match what is anchored (steps 1 and 2 above say how).",
+                          "平台无法提供该记录的证明文件：其保存的数据与锚定内容不符（见上方第 1、2 步）。"),
 })
 
 
@@ -365,5 +369,7 @@ def reading_page(gateway_id: GatewayP, seq: SeqP, request: Request,
                   title="records.reading.title", rec=rec, b=b,
                   enterprise_name=_enterprise_name(acc, b.enterprise),
                   flags=quality_flags(rec.quality), hj212=hj212_flag(rec.quality), steps=steps,
-                  ok=verified(steps), failed=failed,
+                  ok=verified(steps), failed=[s for s in failed if s.state == "failed"],
+                  unreached=[s for s in failed if s.state == "not-reached"],
+                  has_bundle=all(s.passed for s in steps if s.name in ("leaf", "merkle")),
                   bundle_url=f"/v1/records/{_q(gateway_id)}/{seq}/proof", q=_q)

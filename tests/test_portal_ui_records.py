@@ -146,7 +146,7 @@ def test_a_batch_pages_its_readings(ui_portal: Any, page: Any) -> None:
         with page.expect_navigation():
             nxt.click()
     assert seen == [["11", "12", "13", "14"], ["15", "16"]]
-    assert "Readings 15 to 16 of 6" in page.inner_text("caption")
+    assert page.inner_text("caption") == "Records 15 to 16 (2 of the batch's 6)"
 
 
 def test_a_quarantined_and_an_undelivered_batch_say_so(ui_portal: Any, page: Any) -> None:
@@ -347,7 +347,14 @@ def test_a_changed_value_fails_the_leaf_and_the_page_says_not_verified(
         "record-signature": ("true", "not-applicable")}
     ok, text, colour = verdict(page)
     assert ok == "false" and colour == BAD_RGB
-    assert text.startswith("✗ NOT verified: step 1 (leaf), step 2 (Merkle path)")
+    assert text == ("✗ NOT verified: step 1 (leaf), step 2 (Merkle path) failed. Not reached "
+                    "because of that: step 3 (anchored header), step 4 (signature). Do not rely "
+                    "on this reading.")
+    assert page.query_selector("[data-testid=bundle]") is None
+    assert page.query_selector("[data-testid=no-bundle]") is not None
+    assert "Not reached: it rests on step 2 (Merkle path)" in page.inner_text(
+        "li[data-step=anchor]")
+    assert "rests on" not in page.inner_text("li[data-step=merkle]")
     row = page.locator("li[data-step=leaf] tr[data-compare=leaf]")
     assert row.get_attribute("data-same") == "false"
     stored = hx(record_leaf(tampered.ds.gws["a"].records[1]))
@@ -388,7 +395,9 @@ def test_a_changed_signature_fails_the_signature_step_only(tampered: Tampered,
                                           "not-applicable"]
     assert "does NOT verify" in page.inner_text("li[data-step=signature]")
     ok, text, _ = verdict(page)
-    assert ok == "false" and "step 4 (signature)" in text
+    assert ok == "false" and text.startswith("✗ NOT verified: step 4 (signature) failed.")
+    # the bundle is still given: checked offline, its signature fails there too
+    assert page.get_attribute("[data-testid=bundle]", "href") == "/v1/records/plant-a-gw1/18/proof"
 
 
 def test_record_signatures_are_checked_too(tampered: Tampered, page: Any) -> None:
