@@ -5,6 +5,7 @@ could change, one at a time."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -18,6 +19,7 @@ from ledger_client import (
     keccak256,
     merkle_proof,
     merkle_root,
+    parse_bundle,
     record_leaf,
     record_signing_bytes,
     verify_proof,
@@ -183,9 +185,6 @@ def test_the_fold_is_the_ledger_clients_verify_proof() -> None:
 def test_a_bundle_is_checked_the_same_way() -> None:
     b = Bundle(record=RECS[2], header=HEADER, signature=SIG, proof=merkle_proof(LEAVES, 2),
                chain_id=31337, contract="0x" + "5f" * 20)
-    from ledger_client import parse_bundle
-    import json
-
     parsed = parse_bundle(json.dumps(b.to_json()).encode())
     c = case_from_bundle(parsed, stored_leaf=LEAVES[2], anchored_header_hash=HEADER.hash(),
                          anchored_root=HEADER.root, signing_key=SIGNER.public_key)

@@ -409,3 +409,30 @@ def test_record_signatures_are_checked_too(tampered: Tampered, page: Any) -> Non
     assert step_states(page)["record-signature"] == ("false", "failed")
     assert page.get_attribute("[data-testid=verdict]", "data-verified") == "false"
     assert re.search(r"step 5 \(record signature\)", page.inner_text("[data-testid=verdict]"))
+
+
+def test_every_message_the_pages_build_from_a_name_is_in_both_languages() -> None:
+    """The keys the templates make from a name (``t("records.flag." + f.name)``) exist for
+    every name that can come: each quality flag, step, step state, ingest state and
+    comparison, each with English and Chinese text and the same fields."""
+    import portal._ui_records  # noqa: F401  (registers the messages)
+    from mrv_core import Quality
+    from portal import _i18n
+    from portal._proof_steps import DEPENDS
+
+    cat = _i18n.catalogue()
+    want = [f"records.flag.{q.name}" for q in Quality if q.value] + ["records.flag.RESERVED"]
+    for step in DEPENDS:
+        want += [f"records.step.{step}", f"records.step.{step}.how", f"records.short.{step}"]
+    want += [f"records.state_word.{s}" for s in ("passed", "failed", "not-reached",
+                                                 "not-applicable")]
+    want += [f"records.state.{s}" for s in ("verified", "unanchored", "not-delivered",
+                                            "quarantined")]
+    want += [f"records.cmp.{c}" for c in ("leaf", "root", "range", "header_hash",
+                                          "anchored_root", "ed25519", "valid", "invalid")]
+    want += [f"records.fact.{f}" for f in ("message", "signature", "signing_key",
+                                           "leaf_index", "proof_length")]
+    want += [f"records.reading.kind.{k}" for k in ("reading", "derived", "audit")]
+    missing = [k for k in want if k not in cat]
+    assert not missing, missing
+    assert all(re.search(r"[\u4e00-\u9fff]", cat[k][1]) for k in want), "Chinese text"
