@@ -28,10 +28,10 @@ from portal._ingest_tables import records
 from portal._proof_steps import case_from_bundle, check_steps, verified
 from tests.portal_data import Clock, Dataset, as_indexed, hx, load, make_context, signed_bits
 from tests.ui_support import (
-    AXE,
     LAPTOP,
     TABLET,
     HttpPortal,
+    assert_accessible,
     horizontal_overflow,
     shoot,
     sign_in,
@@ -64,22 +64,6 @@ def verdict(page: Any) -> tuple[str, str, str]:
     v = page.locator("[data-testid=verdict]")
     return (v.get_attribute("data-verified") or "", v.inner_text(),
             v.evaluate("e => getComputedStyle(e).color"))
-
-
-def assert_accessible(page: Any) -> None:
-    """axe-core's serious and critical WCAG 2 A/AA violations: none. (axe is evaluated through
-    the DevTools protocol: ``ui_support.assert_accessible`` adds it as an inline script, which
-    the pages' Content-Security-Policy blocks.)"""
-    page.evaluate("() => { " + AXE.read_text() + "\n}")
-    found = page.evaluate("""async () => {
-        const r = await axe.run(document, {runOnly: {type: 'tag',
-            values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}});
-        return r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
-            .map(v => ({id: v.id, impact: v.impact, help: v.help,
-                        nodes: v.nodes.slice(0, 5).map(n => n.target.join(' '))}));
-    }""")
-    assert not found, "accessibility violations:\n" + json.dumps(found, indent=1,
-                                                                 ensure_ascii=False)
 
 
 def fits(page: Any) -> None:
