@@ -151,6 +151,12 @@ _i18n.register({
     "records.flags.none": ("No flag is set: a good reading (HJ 212 flag N).",
                            "未设置任何标志：正常读数（HJ 212 标记 N）。"),
     "records.flags.hj212": ("HJ 212 flag of the reading: {flag}", "读数的 HJ 212 标记：{flag}"),
+    "records.flags.no_letter": ("HJ 212 has no letter for the gateway's own checks; the full "
+                                "bitmask travels with the record.",
+                                "HJ 212 没有对应网关自有检查的标记字母；完整的质量位随记录一同保存。"),
+    "records.reading.category": ("Category", "类别"),
+    "records.reading.subject": ("Subject", "对象"),
+    "records.reading.payload": ("Payload", "内容"),
     "records.flags.bit": ("Bit", "位"),
     "records.flags.name": ("Flag", "标志"),
     "records.flags.meaning": ("Meaning", "含义"),
@@ -281,16 +287,18 @@ def _stored_leaves(acc: Access, gateway_id: str, batch_seq: int) -> tuple[list[i
     return seqs, leaves
 
 
-def _signing_key(acc: Access, b: BatchOut) -> bytes | None:
-    """The gateway's Ed25519 key as the ledger registered it (``gateways.signing_key``)."""
+def _enterprise_and_key(acc: Access, b: BatchOut) -> tuple[str | None, bytes | None]:
+    """The batch's enterprise's name in the register and the gateway's Ed25519 key as the
+    ledger registered it (``gateways.signing_key`` of the batch's gateway key); None for what
+    the index does not hold."""
     try:
         ent = one_enterprise(b.enterprise, acc)
     except ApiProblem:
-        return None
+        return None, None
     for g in ent.gateways or []:
         if g.gateway_key == b.gateway_key:
-            return unhex(g.signing_key)
-    return None
+            return ent.name, unhex(g.signing_key)
+    return ent.name, None
 
 
 def proof_case(rec: RecordOut, b: BatchOut, signing_key: bytes | None, seqs: list[int],
@@ -326,13 +334,6 @@ def _q(s: str) -> str:
     return quote(s, safe="")
 
 
-def _enterprise_name(acc: Access, address: str) -> str | None:
-    try:
-        return one_enterprise(address, acc).name
-    except ApiProblem:
-        return None
-
-
 @router.get("/batches/{gateway_id}/{seq}", response_class=HTMLResponse)
 def batch_page(gateway_id: GatewayP, seq: SeqP, request: Request,
                acc: Annotated[Access, Depends(ui_access)],
@@ -353,7 +354,7 @@ def batch_page(gateway_id: GatewayP, seq: SeqP, request: Request,
                 and len(items) == len(page.items):
             next_after = items[-1].seq
     return render(request, "records/batch.html", viewer=acc.viewer, title="records.batch.title",
-                  b=b, enterprise_name=_enterprise_name(acc, b.enterprise), rows=rows,
+                  b=b, enterprise_name=_enterprise_and_key(acc, b)[0], rows=rows,
                   next_after=next_after, paged=after is not None, limit=limit, q=_q)
 
 
@@ -363,11 +364,12 @@ def reading_page(gateway_id: GatewayP, seq: SeqP, request: Request,
     rec = one_record(gateway_id, seq, acc)
     b = one_batch(gateway_id, rec.batch_seq, acc)
     seqs, leaves = _stored_leaves(acc, gateway_id, rec.batch_seq)
-    steps: list[Step] = check_steps(proof_case(rec, b, _signing_key(acc, b), seqs, leaves))
+    name, key = _enterprise_and_key(acc, b)
+    steps: list[Step] = check_steps(proof_case(rec, b, key, seqs, leaves))
     failed = [s for s in steps if not s.passed]
     return render(request, "records/reading.html", viewer=acc.viewer,
                   title="records.reading.title", rec=rec, b=b,
-                  enterprise_name=_enterprise_name(acc, b.enterprise),
+                  enterprise_name=name,
                   flags=quality_flags(rec.quality), hj212=hj212_flag(rec.quality), steps=steps,
                   ok=verified(steps), failed=[s for s in failed if s.state == "failed"],
                   unreached=[s for s in failed if s.state == "not-reached"],

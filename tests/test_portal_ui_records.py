@@ -459,3 +459,73 @@ def test_the_pages_read_the_same_on_sqlite_and_postgresql(db_url: str) -> None:
             assert 'after=7"' in page.replace("&amp;", "&")
     finally:
         ctx.engine.dispose()
+
+
+def test_the_page_rebuilds_every_kind_of_record_from_the_apis_answer() -> None:
+    """``proof_case`` turns the API's ``RecordOut`` and ``BatchOut`` back into the record and
+    header the gateway committed: a reading, a derived record and an audit record of one real
+    batch pass every step; a derived record whose stored details are unreadable fails the
+    leaf step with the reason."""
+    import json as _json
+
+    from ledger_client import Signer, build_header, gateway_key
+    from mrv_core import AuditRecord, DerivedRecord, Quality, Reading
+    from portal._routes_data import Anchoring, BatchOut, IngestState
+    from portal._routes_records import RecordOut
+    from portal._ui_records import proof_case
+
+    signer = Signer(keccak256(b"kinds"))
+    gw, t0 = "plant-k-gw1", 1_720_000_000 * 10**9
+    recs = [
+        Reading(gateway_id=gw, seq=1, point_id="stack.co2", ts_ns=t0, value=412.5,
+                unit="mg/m3", quality=int(Quality.MANUAL), source="modbus:cems"),
+        DerivedRecord(gateway_id=gw, seq=2, point_id="stack.co2", derivation="hour-mean",
+                      period_start_ns=t0, period_end_ns=t0 + 3600 * 10**9, value=410.25,
+                      unit="mg/m3", quality=int(Quality.INSUFFICIENT), from_seq=1, to_seq=1),
+        AuditRecord(gateway_id=gw, seq=3, ts_ns=t0 + 5, category="config", subject="points",
+                    payload='{"changed":["stack.co2"]}'),
+    ]
+    leaves = [record_leaf(r) for r in recs]
+    h = build_header(gateway_id=gw, seq=1, prev_hash=bytes(32),
+                     records=[(r.seq, t0, leaf) for r, leaf in zip(recs, leaves, strict=True)])
+    b = BatchOut(gateway_id=gw, seq=1, gateway_key=hx(gateway_key(gw)), enterprise="0x" + "a" * 40,
+                 header_hash=hx(h.hash()), root=hx(h.root), prev_hash=hx(h.prev_hash),
+                 count=h.count, first_record_seq=1, last_record_seq=3, first_ts_ns=h.first_ts_ns,
+                 last_ts_ns=h.last_ts_ns, co2e_scope1_g=0, co2e_scope2_g=0, co2e_scope3_g=0,
+                 signature=hx(signer.sign(h.hash())),
+                 anchored=Anchoring(block_number=7, tx_hash=hx(bytes(32)), period=1),
+                 ingest=IngestState(state="verified"))
+
+    def out(r: Any, **kw: Any) -> RecordOut:
+        base: dict[str, Any] = dict(gateway_id=gw, seq=r.seq, batch_seq=1, enterprise=b.enterprise,
+                                    point_id="", ts_ns=0, value=None, value_bits="0x" + "0" * 16,
+                                    unit="", quality=0, flagged=False, source="", extra=None,
+                                    leaf=hx(record_leaf(r)), record_signature=None)
+        base.update(kw)
+        return RecordOut(**base)
+
+    def bits(v: float) -> str:
+        return f"0x{signed_bits(v) & (2**64 - 1):016x}"
+
+    d = recs[1]
+    assert isinstance(d, DerivedRecord)
+    outs = [
+        out(recs[0], kind="reading", point_id="stack.co2", ts_ns=t0, value=412.5,
+            value_bits=bits(412.5), unit="mg/m3", quality=int(Quality.MANUAL),
+            source="modbus:cems"),
+        out(d, kind="derived", point_id="stack.co2", value=410.25, value_bits=bits(410.25),
+            unit="mg/m3", quality=int(Quality.INSUFFICIENT), extra=_json.dumps(
+                {"derivation": "hour-mean", "period_start_ns": d.period_start_ns,
+                 "period_end_ns": d.period_end_ns, "from_seq": 1, "to_seq": 1})),
+        out(recs[2], kind="audit", ts_ns=t0 + 5, source="config", point_id="points",
+            extra='{"changed":["stack.co2"]}'),
+    ]
+    for o in outs:
+        steps = check_steps(proof_case(o, b, signer.public_key, [1, 2, 3], leaves))
+        assert verified(steps), (o.kind, [(s.name, s.detail) for s in steps if not s.passed])
+    broken = outs[1].model_copy(update={"extra": '{"derivation": "hour-mean"}'})
+    steps = check_steps(proof_case(broken, b, signer.public_key, [1, 2, 3], leaves))
+    assert steps[0].state == "failed" and "extra fields are not readable" in steps[0].detail
+    # a batch the portal holds only part of: no proof, and the page says why
+    steps = check_steps(proof_case(outs[0], b, signer.public_key, [1, 3], [leaves[0], leaves[2]]))
+    assert steps[1].state == "failed" and "holds 2 of the batch's 3 records" in steps[1].detail
