@@ -282,7 +282,7 @@ def check_steps(case: ProofCase) -> list[Step]:
             state = "failed"
         elif blocked:
             state = "not-reached"
-            detail += f" (but it rests on the {', '.join(blocked)} step, which failed)"
+            detail += f" (but it rests on the {', '.join(blocked)} step, which did not hold)"
         else:
             state = "passed"
         passed[o.name] = state == "passed"
