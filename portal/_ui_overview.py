@@ -95,8 +95,8 @@ _i18n.register({
     "overview.card.verified": ("verified", "已核验"),
     "overview.card.quarantined": ("quarantined", "已隔离"),
     "overview.card.lag": ("Lag, last reading to verified", "从最后读数到核验的延迟"),
-    "overview.card.median": ("median", "中位数"),
-    "overview.card.p95": ("95th percentile", "第95百分位"),
+    "overview.card.median": ("median:", "中位数："),
+    "overview.card.p95": ("95th percentile:", "第95百分位："),
     "overview.card.lag_of": ("verified batches of the period: {n}",
                              "基于本期 {n} 个已核验批次"),
     "overview.card.quality": ("Readings flagged invalid", "被标记为无效的读数"),
@@ -218,8 +218,9 @@ def _chain_figures(acc: Access, period: int) -> tuple[int, int, int, int, dict[s
             em = c.execute(sa.select(
                 sa.func.sum(emissions.c.scope1_g + emissions.c.scope2_g + emissions.c.scope3_g),
                 sa.func.sum(emissions.c.batches)).where(emissions.c.period == period)).first()
-            status = dict(c.execute(sa.select(enterprises.c.status, sa.func.count())
-                                    .group_by(enterprises.c.status)).all())
+            status: dict[int, int] = {int(k): int(n) for k, n in c.execute(
+                sa.select(enterprises.c.status, sa.func.count())
+                .group_by(enterprises.c.status))}
             closed = bool(c.execute(sa.select(periods.c.closed)
                                     .where(periods.c.period_id == period)).scalar())
             bal = {r.account: int(r.amount_g) for r in c.execute(

@@ -32,9 +32,9 @@ from portal._ui_tables import gateway_alarms, telemetry_live
 from tests.portal_data import (
     GOOD,
     NOW_NS,
-    T,
     Clock,
     Dataset,
+    T,
     addr,
     as_indexed,
     batch_row,
@@ -331,7 +331,7 @@ def test_the_overview_in_chinese(ui_portal: Any, page: Any) -> None:
     assert page.inner_text("h1") == "总览"
     assert page.get_attribute("html", "lang") == "zh-Hans"
     assert _text(page, "[data-testid=emissions]") == "1,240.0 吨 CO₂e"
-    assert "第 1 期，已结束" in _text(page, "#ov-headline")
+    assert "第 1 期，已结束" in _text(page, "#ov-headline")  # noqa: RUF001
     assert "2秒" in _text(page, "[data-testid=lag-median]").replace(" ", "")
     assert "2024年3月" in _text(page, "[data-testid=chart-table] tbody")
     assert "2025年1月10日" in _text(page, "[data-testid=recent]")
