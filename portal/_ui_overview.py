@@ -85,7 +85,7 @@ _i18n.register({
     "overview.apply": ("Apply", "应用"),
     "overview.headline": ("At a glance", "概况"),
     "overview.headline.period": ("Period {id}, {state}", "第 {id} 期，{state}"),
-    "overview.card.emissions": ("Emissions this period so far", "本期累计排放"),
+    "overview.card.emissions": ("Emissions anchored in the period", "本期已上链排放"),
     "overview.card.emissions_batches": ("batches anchored: {n}", "已上链批次：{n} 个"),
     "overview.card.enterprises": ("Enterprises", "企业"),
     "overview.card.active": ("active", "正常"),
