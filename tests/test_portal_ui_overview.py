@@ -498,3 +498,54 @@ def test_gateway_states_online_silent_alarmed(own_portal: Any, page: Any) -> Non
     finally:
         p.clock.now -= 24 * 3600 * S
     assert p.clock.now == now
+
+
+# -- the same queries on SQLite and PostgreSQL (no browser) -------------------------------------
+
+def _figure(html: str, testid: str) -> str:
+    import re
+
+    m = re.search(rf'data-testid="{testid}"[^>]*>([^<]*)<', html)
+    assert m is not None, testid
+    return " ".join(m.group(1).replace("\xa0", " ").split())
+
+
+def test_the_fragment_on_both_databases(db_url: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from portal import create_app, issue_token
+
+    clock = Clock()
+    ctx = make_context(db_url, clock=clock)
+    try:
+        ds = load(ctx.engine)
+        now = clock.now
+        with ctx.engine.begin() as c:
+            as_indexed(c)
+            c.execute(sa.insert(telemetry_live).values(
+                gateway_id=ds.gws["a"].gateway_id, seq=1, point="stack.co2", ts_ns=now - S,
+                value=None, unit="mg/m3", quality=1, signed=False, verified=False,
+                received_ns=now - S))
+            c.execute(sa.insert(gateway_alarms).values(
+                gateway_id=ds.gws["c"].gateway_id, rule="r", point="p", state="raised",
+                level=None, value=None, unit=None, ts_ms=0, received_ns=now))
+        with TestClient(create_app(ctx, workers=[])) as client:
+            client.cookies.set("mrv_session", issue_token(ctx, addr(ds.government))[0])
+            html = client.get("/ui/fragments/overview?period=1&group_by=industry&lang=en").text
+            assert _figure(html, "emissions") == "1,240.0 t CO₂e"
+            assert _figure(html, "flagged-share") == "11.1%"
+            assert [_figure(html, f"standing-{s}") for s in ("surplus", "deficit",
+                                                              "unverified")] == ["2", "1", "1"]
+            assert [_figure(html, f"gw-{s}") for s in ("online", "silent", "alarmed")] \
+                == ["1", "2", "1"]
+            assert "D4411" in html and "C3011" in html
+            # the recent batches are every period's
+            assert html.count('data-state="verified"') == sum(
+                1 for st in ds.states.values() if st == "verified")
+            html = client.get("/ui/fragments/overview?lang=en").text
+            assert _figure(html, "emissions") == "55.0 t CO₂e"
+            assert _figure(html, "lag-median") == "2 seconds"
+            client.cookies.set("mrv_session", issue_token(ctx, addr(ds.b))[0])
+            assert client.get("/ui/fragments/overview").status_code == 403
+    finally:
+        ctx.engine.dispose()
