@@ -7,6 +7,7 @@ from simulator._actuators import ActuatorModel, ActuatorPlant
 from simulator._anvil import CHAIN_ID, DEV_KEYS, Anvil
 from simulator._dlt645 import Dlt645Line, Dlt645SimMeter
 from simulator._hj212 import Factor, Hj212Logger
+from simulator._live import LiveMrv
 from simulator._mosquitto import Mosquitto
 from simulator._mqtt_sensors import MqttSensorGroup, SimSensor
 from simulator._plant import (
@@ -39,6 +40,7 @@ __all__ = [
     "Faults",
     "GasFlowMeter",
     "Hj212Logger",
+    "LiveMrv",
     "ModbusPlant",
     "Mosquitto",
     "MqttSensorGroup",

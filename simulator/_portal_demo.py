@@ -34,8 +34,11 @@ B_CLINKER_T = 450
 
 
 class PortalDemo:
-    def __init__(self, work: Path, rpc_url: str, scenario: Path) -> None:
+    def __init__(self, work: Path, rpc_url: str, scenario: Path, *,
+                 telemetry_broker: str | None = None) -> None:
         self.work = work
+        #: ``host:port`` of the broker the web view's live telemetry reads (None: off)
+        self.telemetry_broker = telemetry_broker
         self.rpc_url = rpc_url
         self.scenario = scenario
         self.book = scenario / "address-book.json"
@@ -64,6 +67,9 @@ class PortalDemo:
             "api": {"host": "127.0.0.1", "port": self.port,
                     "tls": {"cert": str(self.pki.server_cert), "key": str(self.pki.server_key)}},
             "auth": {"domain": "localhost", "uri": f"https://localhost:{self.port}/"},
+            "ui": {"timezone": "Asia/Shanghai", "live_poll_s": 0.5,
+                   **({"telemetry": {"broker": self.telemetry_broker}}
+                      if self.telemetry_broker else {})},
             "outputs": [{"enterprise": b, "period": 1, "output": B_CLINKER_T,
                          "unit": "t clinker"}],
         }, indent=2))

@@ -194,3 +194,16 @@ def ui_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiPortal]:
             yield UiPortal(served.url, ctx, ds, clock)
     finally:
         ctx.engine.dispose()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Where the browser tests' screenshots of the web view are (CI keeps its log and this
+    folder: ``$MRV_SCREENSHOTS``, default ``artifacts/screenshots``)."""
+    from tests.ui_support import screenshot_dir
+
+    shots = sorted(screenshot_dir().glob("*.png"))
+    if shots:
+        terminalreporter.write_sep("-", f"{len(shots)} screenshots of the web view in "
+                                        f"{screenshot_dir()}")
+        for p in shots:
+            terminalreporter.write_line(f"  {p.name}")

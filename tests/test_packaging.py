@@ -68,6 +68,13 @@ def test_wheel_carries_every_contract_artifact_and_data_file(wheel: Path) -> Non
         assert f"contracts/src/{name}.sol" in names
     assert "cleaning/data/factors.json" in names
     assert "config/examples/plant-a.yaml" in names
+    # the web view's templates and static files (the vendored chart library too): an
+    # installed portal serves its pages with no checkout and no Node
+    web = [p for d in ("templates", "static") for p in (ROOT / "portal" / d).rglob("*")
+           if p.is_file() and "__pycache__" not in p.parts]
+    assert len(web) >= 8
+    for p in web:
+        assert str(p.relative_to(ROOT)) in names, f"{p.relative_to(ROOT)} is not in the wheel"
     # the shipped artifact is the committed one, byte for byte
     with zipfile.ZipFile(wheel) as z:
         shipped = z.read("contracts/artifacts/EmissionsLedger.json")
@@ -90,7 +97,9 @@ def test_installed_wheel_works_outside_the_checkout(wheel: Path, tmp_path: Path)
         "print(json.dumps({'contracts': contracts.__file__, 'chain': c.__file__,\n"
         "  'ledger_abi': len(c.load_artifact('EmissionsLedger')['abi']),\n"
         "  'bytecode': len(c.load_artifact('EmissionsLedger')['bytecode']),\n"
-        "  'errors': len(c.all_errors_abi()), 'gateway_id': cfg.gateway.id}))\n"
+        "  'errors': len(c.all_errors_abi()), 'gateway_id': cfg.gateway.id,\n"
+        "  'web': (ir.files('portal') / 'templates' / 'base.html').is_file()\n"
+        "         and (ir.files('portal') / 'static' / 'vendor' / 'uPlot.iife.min.js').is_file()}))\n"
     )
     # run from an empty directory with the installed copy first on the path: the checkout
     # (an editable install in this venv) must not be what answers
@@ -105,6 +114,7 @@ def test_installed_wheel_works_outside_the_checkout(wheel: Path, tmp_path: Path)
     assert got["bytecode"] > 1000
     assert got["errors"] > 0
     assert got["gateway_id"]
+    assert got["web"] is True
 
 
 def test_missing_artifacts_give_a_clear_error(tmp_path: Path) -> None:
