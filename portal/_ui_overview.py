@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -411,9 +412,16 @@ class Chart:
     def totals(self) -> list[int]:
         return [sum(row) for row in self.cells]
 
-    def data(self, unit: str) -> dict[str, Any]:
-        return {"kind": "line", "x": [m // 10**9 for m in self.months], "unit": unit,
-                "legend": True,
+    def data(self, unit: str, month: Callable[..., str]) -> dict[str, Any]:
+        """The chart's JSON for app.js: one point per month (labelled in the page's
+        language, the year on the first month and on each January), a line per group, in
+        tonnes."""
+        def january(m: int) -> bool:
+            return dt.datetime.fromtimestamp(m // 10**9, tz=dt.UTC).month == 1
+
+        labels = [month(m, short=i > 0 and not january(m)) for i, m in enumerate(self.months)]
+        return {"kind": "line", "x": list(range(len(self.months))),
+                "categories": labels, "unit": unit, "legend": True,
                 "series": [{"label": lab, "values": [row[i] / 1_000_000 for row in self.cells]}
                            for i, lab in enumerate(self.labels)]}
 
@@ -478,10 +486,12 @@ def _data(acc: Access, period: int | None, group_by: GroupBy) -> dict[str, Any]:
             "recent": _recent(acc), "names": names, "now_ns": now_ns}
 
 
-def month_label(lang: str, start_ns: int) -> str:
-    """A UTC month (its start, ns) as the language writes it: "Mar 2024", "2024年3月"."""
+def month_label(lang: str, start_ns: int, *, short: bool = False) -> str:
+    """A UTC month (its start, ns) as the language writes it: "Mar 2024", "2024年3月";
+    ``short``: without the year ("Mar", "3月")."""
     day = dt.datetime.fromtimestamp(start_ns // 10**9, tz=dt.UTC).date()
-    return str(bdates.format_skeleton("yMMM", day, locale=_i18n.LOCALE.get(lang, "en_GB")))
+    return str(bdates.format_skeleton("MMM" if short else "yMMM", day,
+                                      locale=_i18n.LOCALE.get(lang, "en_GB")))
 
 
 def _page(request: Request, ctx: PortalContext, template: str, viewer: Viewer,

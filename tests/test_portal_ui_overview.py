@@ -419,7 +419,7 @@ def test_the_overview_updates_live_when_a_batch_is_verified(own_portal: Any,
     assert _text(page, "[data-testid=today-verified]") == "0"
     page.evaluate("() => { window.__marker = 1; }")
     try:
-        h = _verified_batch(p, "a", at_ns=NOW_NS)
+        h = _verified_batch(p, "a", at_ns=NOW_NS - 5 * S)
         page.wait_for_function(
             "() => document.querySelector('[data-testid=today-verified]')"
             ".textContent.trim() === '1'")
@@ -435,6 +435,20 @@ def test_the_overview_updates_live_when_a_batch_is_verified(own_portal: Any,
         assert _text(page, "[data-testid=lag-p95]") == "5 minutes"
         assert _text(page, "[data-testid=lag-median]") == "2 seconds"
         assert page.locator(".chart[data-chart] canvas").count() == 1  # redrawn
+        # then D's next submission is refused: D turns alarmed, still without navigation
+        with p.ctx.engine.begin() as c:
+            c.execute(sa.insert(quarantine).values(
+                gateway_id=p.ds.gws["d"].gateway_id, seq=3, header_hash=None,
+                reason="the batch signature does not verify with the registered key",
+                received_ns=NOW_NS, detail=None))
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=today-quarantined]')"
+            ".textContent.trim() === '1'")
+        d_row = page.locator("[data-testid=gateways] tr[data-gateway='plant-d-gw1']")
+        assert d_row.locator(".badge").get_attribute("data-state") == "alarmed"
+        assert page.locator("[data-testid=recent] tbody tr").first.get_attribute(
+            "data-batch") == "plant-d-gw1/3"
+        assert page.evaluate("() => window.__marker") == 1
     finally:
         page.goto("about:blank")  # close the event stream before the portal stops
 
