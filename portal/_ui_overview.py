@@ -151,6 +151,19 @@ _i18n.register({
 })
 
 
+#: the message of each state, standing and grouping (templates look them up here)
+WORDS: dict[str, dict[str, str]] = {
+    "state": {"online": "overview.state.online", "silent": "overview.state.silent",
+              "alarmed": "overview.state.alarmed", "inactive": "overview.state.inactive"},
+    "bstate": {"verified": "overview.bstate.verified", "pending": "overview.bstate.pending",
+               "quarantined": "overview.bstate.quarantined"},
+    "standing": {"surplus": "overview.standing.surplus", "deficit": "overview.standing.deficit",
+                 "unverified": "overview.standing.unverified"},
+    "group": {"enterprise": "overview.group.enterprise", "industry": "overview.group.industry",
+              "region": "overview.group.region"},
+}
+
+
 # -- what the page shows ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -496,7 +509,7 @@ def month_label(lang: str, start_ns: int, *, short: bool = False) -> str:
 
 def _page(request: Request, ctx: PortalContext, template: str, viewer: Viewer,
           **data: Any) -> Response:
-    return render(request, template, viewer=viewer,
+    return render(request, template, viewer=viewer, words=WORDS,
                   month=functools.partial(month_label, lang_of(request, ctx)), **data)
 
 
