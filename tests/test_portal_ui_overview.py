@@ -85,6 +85,18 @@ def test_gateway_state_alarm_first_then_heard_of_then_active() -> None:
     assert last_seen(None, 5, 3) == 5 and last_seen(None, None) is None
 
 
+def test_the_silent_threshold_is_configured_within_bounds() -> None:
+    from pydantic import ValidationError
+
+    from portal._config import UiSection
+
+    assert UiSection().silent_after_s == 900
+    assert UiSection(silent_after_s=60).silent_after_s == 60
+    for bad in (0, 9, 31 * 86_400):
+        with pytest.raises(ValidationError):
+            UiSection(silent_after_s=bad)
+
+
 def test_percentile_is_the_nearest_rank() -> None:
     assert percentile([], 50) is None
     assert percentile([7], 50) == 7 and percentile([7], 95) == 7
