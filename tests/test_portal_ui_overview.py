@@ -352,23 +352,17 @@ def test_the_overview_in_chinese(ui_portal: Any, page: Any) -> None:
 
 
 @pytest.mark.parametrize("viewport", [LAPTOP, TABLET], ids=["laptop", "tablet"])
-def test_the_overview_fits_and_is_accessible(ui_portal: Any, chromium: Any,
+def test_the_overview_fits_and_is_accessible(ui_portal: Any, page: Any,
                                              viewport: dict[str, int]) -> None:
-    # axe-core is injected as a <script> tag, which the portal's CSP refuses: this browser
-    # context lets it in (every other test here runs under the CSP)
-    bctx = chromium.new_context(viewport=viewport, bypass_csp=True)
-    try:
-        page = bctx.new_page()
-        sign_in(page, ui_portal.url, ui_portal.ds.government)
-        _open(page, f"{ui_portal.url}/ui/?period=1&lang=en")
-        page.wait_for_selector(".chart canvas")
-        page.wait_for_selector("[data-live-status][data-state=on]")
-        assert horizontal_overflow(page) == 0
-        shoot(page, "overview" if viewport is LAPTOP else "overview-tablet")
-        assert_accessible(page)
-        page.goto("about:blank")
-    finally:
-        bctx.close()
+    page.set_viewport_size(viewport)
+    sign_in(page, ui_portal.url, ui_portal.ds.government)
+    _open(page, f"{ui_portal.url}/ui/?period=1&lang=en")
+    page.wait_for_selector(".chart canvas")
+    page.wait_for_selector("[data-live-status][data-state=on]")
+    assert horizontal_overflow(page) == 0
+    shoot(page, "overview" if viewport is LAPTOP else "overview-tablet")
+    assert_accessible(page)
+    page.goto("about:blank")  # close the event stream
 
 
 # -- live: a portal of its own (rows are inserted) ------------------------------------------------
