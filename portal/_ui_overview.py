@@ -222,19 +222,29 @@ def _periods(acc: Access) -> list[PeriodInfo]:
     return acc.cached("ui-overview-periods", None, compute)
 
 
-def _chain_figures(acc: Access, period: int) -> tuple[int, int, int, int, dict[str, int]]:
-    """From the chain tables (kept per chain version): the period's emissions (g) and
-    anchored batches, the enterprises active and suspended, and the standing counts."""
-    acc.require(Resource(Kind.PUBLIC))  # the register's counts
+def _register_counts(acc: Access) -> tuple[int, int]:
+    """The enterprises on the register: active, suspended (kept per chain version)."""
+    acc.require(Resource(Kind.PUBLIC))
 
-    def compute() -> tuple[int, int, int, int, dict[str, int]]:
+    def compute() -> tuple[int, int]:
+        with acc.ctx.engine.connect() as c:
+            status: dict[int, int] = {int(k): int(n) for k, n in c.execute(
+                sa.select(enterprises.c.status, sa.func.count())
+                .group_by(enterprises.c.status))}
+        return status.get(1, 0), status.get(2, 0)
+
+    return acc.cached("ui-overview-register", None, compute)
+
+
+def _chain_figures(acc: Access, period: int) -> tuple[int, int, dict[str, int]]:
+    """From the chain tables (kept per chain version): the period's emissions (g) and
+    anchored batches, and how many enterprises stand in surplus, deficit or unverified."""
+
+    def compute() -> tuple[int, int, dict[str, int]]:
         with acc.ctx.engine.connect() as c:
             em = c.execute(sa.select(
                 sa.func.sum(emissions.c.scope1_g + emissions.c.scope2_g + emissions.c.scope3_g),
                 sa.func.sum(emissions.c.batches)).where(emissions.c.period == period)).first()
-            status: dict[int, int] = {int(k): int(n) for k, n in c.execute(
-                sa.select(enterprises.c.status, sa.func.count())
-                .group_by(enterprises.c.status))}
             closed = bool(c.execute(sa.select(periods.c.closed)
                                     .where(periods.c.period_id == period)).scalar())
             bal = {r.account: int(r.amount_g) for r in c.execute(
@@ -250,7 +260,7 @@ def _chain_figures(acc: Access, period: int) -> tuple[int, int, int, int, dict[s
                     settled=bool(a.settled), settled_status=int(a.settled_status))] += 1
         total = int(em[0] or 0) if em else 0
         n = int(em[1] or 0) if em else 0
-        return (total, n, int(status.get(1, 0)), int(status.get(2, 0)), dict(counts))
+        return total, n, dict(counts)
 
     return acc.cached("ui-overview-chain", period, compute)
 
@@ -463,7 +473,9 @@ def _chart(acc: Access, p: PeriodInfo, group_by: GroupBy, now_ns: int,
 
 
 def _data(acc: Access, period: int | None, group_by: GroupBy) -> dict[str, Any]:
-    """Everything the live section shows."""
+    """Everything the live section shows (government and auditors only: it names every
+    enterprise's figures)."""
+    _only_government(acc)
     now_ns = acc.ctx.now_ns()
     pers = _periods(acc)
     chosen = period if period is not None else pick_period(
@@ -482,18 +494,13 @@ def _data(acc: Access, period: int | None, group_by: GroupBy) -> dict[str, Any]:
     head.findings_more = findings.next_offset is not None
     chart: Chart | None = None
     if info is not None:
-        (head.emissions_g, head.anchored, head.active, head.suspended,
-         head.standing) = _chain_figures(acc, info.period_id)
+        head.emissions_g, head.anchored, head.standing = _chain_figures(acc, info.period_id)
         lags = _lags(acc, info.period_id)
         head.lag_n = len(lags)
         head.lag_median_ns = percentile(lags, 50)
         head.lag_p95_ns = percentile(lags, 95)
         chart, head.readings, head.flagged = _chart(acc, info, group_by, now_ns, names)
-    else:
-        status = Counter(e.status for e in list_enterprises(
-            acc, Paging(acc.ctx.config.api.max_page, 0), industry_code=None, region=None,
-            status=None).items)
-        head.active, head.suspended = status["active"], status["suspended"]
+    head.active, head.suspended = _register_counts(acc)
     return {"periods": pers, "period": info, "group_by": group_by, "head": head,
             "chart": chart, "gateways": gws[:MOST_GATEWAYS], "gateways_total": len(gws),
             "recent": _recent(acc), "names": names, "now_ns": now_ns}

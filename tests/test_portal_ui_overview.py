@@ -569,3 +569,32 @@ def test_the_fragment_on_both_databases(db_url: str) -> None:
             assert client.get("/ui/fragments/overview").status_code == 403
     finally:
         ctx.engine.dispose()
+
+
+def test_before_any_period_the_overview_says_so(tmp_path: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from portal import create_app, issue_token
+    from portal._chain_tables import enterprises, roles
+
+    ctx = make_context(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        gov = "0x" + "9a" * 20
+        with ctx.engine.begin() as c:
+            c.execute(sa.insert(roles).values(role="government", account=gov))
+            c.execute(sa.insert(enterprises).values(
+                account="0x" + "01" * 20, credit_code="X", name="Only One", industry_code="D",
+                region="R", status=1, certified_at=0))
+            as_indexed(c)
+        with TestClient(create_app(ctx, workers=[])) as client:
+            client.cookies.set("mrv_session", issue_token(ctx, gov)[0])
+            r = client.get("/ui/?lang=en")
+            assert r.status_code == 200
+            assert "No period is on the ledger yet." in r.text
+            assert _figure(r.text, "ent-active") == "1"
+            assert [_figure(r.text, f"gw-{s}") for s in ("online", "silent", "alarmed")] \
+                == ["0", "0", "0"]
+            assert "No batch has been delivered yet." in r.text
+            assert 'data-testid="emissions"' not in r.text
+    finally:
+        ctx.engine.dispose()
