@@ -108,6 +108,9 @@ class UiSection(StrictModel):
     timezone: Annotated[str, Field(pattern=r"^[A-Za-z0-9_+\-/]{1,64}$")] = "Asia/Shanghai"
     #: the language when the browser asks for neither ``zh`` nor ``en``
     default_lang: Literal["en", "zh"] = "en"
+    #: a gateway that delivered no batch and sent no telemetry for this long is "silent" on
+    #: the overview (about 3 × its batch interval)
+    silent_after_s: Annotated[int, Field(ge=10, le=30 * 86_400)] = 900
     telemetry: TelemetrySection | None = None
 
     @field_validator("timezone")
