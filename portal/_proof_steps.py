@@ -2,7 +2,7 @@
 quality bits decoded into named flags. Pure functions over plain values: the page fetches the
 rows, this module recomputes everything from them.
 
-The steps (``docs/portal-ui-records.md``; byte formats in ``docs/formats.md``):
+The steps (docs/portal.md, "Batches and readings"; byte formats in ``docs/formats.md``):
 
 1. ``leaf``: the leaf rebuilt from the record's fields (``ledger_client.record_leaf``:
    ``keccak256(keccak256(abi.encode(...)))``) equals the leaf stored with the record;

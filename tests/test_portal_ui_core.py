@@ -186,3 +186,20 @@ def test_the_sample_portal_yaml_in_the_docs_is_valid() -> None:
     cfg = PortalConfig.model_validate(yaml.safe_load(block))
     assert cfg.ui.telemetry is not None and cfg.ui.telemetry.broker == "mqtt.internal:1883"
     assert cfg.ui.timezone == "Asia/Shanghai" and cfg.ui.link_ttl_s == 300
+
+
+def test_every_screenshot_the_docs_show_exists_and_a_browser_test_writes_it() -> None:
+    """docs/portal.md shows a screenshot of each page (refreshed from a test run by
+    scripts/docs-screenshots.sh); each is a PNG in docs/screenshots that a browser test
+    writes, so none is a picture of a page that no longer exists."""
+    doc = (ROOT / "docs" / "portal.md").read_text()
+    names = sorted(set(re.findall(r"\(screenshots/([a-z0-9-]+)\.png\)", doc)))
+    pages = {"overview", "enterprises", "enterprise", "records-batch",
+             "records-reading-verified", "records-reading-tampered", "rankings", "market",
+             "verification", "telemetry", "login-link"}
+    assert pages <= set(names), pages - set(names)
+    tests_text = "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_portal_ui_*.py"))
+    for name in names:
+        png = ROOT / "docs" / "screenshots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert f'"{name}"' in tests_text, f"no browser test writes {name}.png"
