@@ -377,9 +377,11 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
             workers = [uplink_task, tg.create_task(
                 supervise("acceptance-log", lambda: log_acceptance(metrics, acceptance_log_s),
                           metrics), name="acceptance-log")]
+            delivery_task: asyncio.Task[None] | None = None
             if delivery is not None:  # batches to the portal: its own task, never waited for
-                workers.append(tg.create_task(supervise("delivery", delivery.run, metrics),
-                                              name="delivery"))
+                delivery_task = tg.create_task(supervise("delivery", delivery.run, metrics),
+                                               name="delivery")
+                workers.append(delivery_task)
             if cfg.health.listen:
                 workers.append(tg.create_task(
                     supervise("health", lambda: serve_health(cfg.health.listen or "", metrics,
@@ -401,6 +403,9 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
             await cancel_and_wait([writer, batcher_task])
             await batcher.cut_all()
             await _drain(outbox, cfg.outbox.shutdown_drain_s, uplink_task)
+            if delivery is not None and delivery_task is not None:
+                await _drain_delivery(outbox, delivery, cfg.outbox.shutdown_drain_s,
+                                      delivery_task, metrics)
             await cancel_and_wait(workers)
     finally:
         if ctl is not None:
@@ -473,6 +478,27 @@ async def _drain(outbox: Outbox, budget_s: float, uplink_task: asyncio.Task[None
     if left.batches_by_state["built"] or left.batches_by_state["submitted"]:
         log.warning("stopping with %s batch(es) not yet anchored: they stay in the outbox",
                     left.batches_by_state["built"] + left.batches_by_state["submitted"])
+
+
+async def _drain_delivery(outbox: Outbox, delivery: Delivery, budget_s: float,
+                          task: asyncio.Task[None], metrics: Metrics) -> None:
+    """Give the delivery up to ``budget_s`` to hand the portal what was anchored last, while
+    the portal answers (a portal that is down is not waited for); what is left stays in the
+    outbox and goes at the next start."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget_s
+    delivery.wake.set()
+    while loop.time() < deadline and not task.done():
+        if not await outbox.undelivered(1):
+            return
+        comp = metrics.components.get("delivery")
+        if comp is not None and comp.state == "failing":
+            break
+        await asyncio.sleep(0.05)
+    left = (await outbox.delivery_stats()).backlog
+    if left:
+        log.warning("stopping with %d batch(es) not yet delivered to the portal: they stay in "
+                    "the outbox", left)
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
