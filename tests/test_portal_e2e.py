@@ -119,9 +119,10 @@ async def test_plant_to_portal_through_a_kill(
     pki = SimPki.create(tmp_path / "pki")
     port = free_port()
     base = f"https://127.0.0.1:{port}"
+    health = f"127.0.0.1:{free_port()}"
     prov = await provision(
         tmp_path / "gw", anvil.url, devices=plant_devices(plant.port, interval_s=0.2),
-        gateway_id=GW, batch_interval_s=0.5, max_records=50,
+        gateway_id=GW, batch_interval_s=0.5, max_records=50, health_listen=health,
         extra={"portal": {"url": base, "tls": {"ca_file": str(pki.ca_file)},
                           "retry": {"initial_s": 0.1, "max_s": 0.5}},
                "gateway": {"sign_records": True}})
@@ -165,9 +166,16 @@ async def test_plant_to_portal_through_a_kill(
             finally:
                 await ob.close()
             # A batch anchored in the gateway's last moments may still wait in its outbox for
-            # delivery (the outbox commit is the acknowledgement point; delivery does not hold
-            # up a shutdown): the gateway delivers its backlog when it runs again.
+            # delivery: the gateway delivers its backlog when it runs again.
+            # (A clean stop gives delivery a drain of its own, but not while the portal fails
+            # to answer, as it may right after its restart.)
             gw = gateway_process(prov.config, tmp_path / "gateway-again.log").start()
+
+            async def running() -> bool:  # serving /health: its signal handlers are in place
+                async with httpx.AsyncClient(timeout=2) as h:
+                    return (await h.get(f"http://{health}/health")).status_code in (200, 503)
+
+            await _until(running, 60, "the gateway to run again")
             done = await _until(lambda: at_least(confirmed), 90,
                                 f"all {confirmed} anchored batches verified")
             assert await asyncio.to_thread(gw.terminate) == 0
