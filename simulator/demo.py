@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -99,9 +101,21 @@ async def _run(args: argparse.Namespace, live: LiveMrv, rpc_url: str,
     _print_sign_in(live)
     listen = live.health_listen
     t_end = time.monotonic() + args.duration
+    # Ctrl-C or SIGTERM ends the acquisition; the checks then run and everything is stopped
+    # (the portal and the gateway run in sessions of their own: a signal to the demo's process
+    # group does not reach them, the demo stops them)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if args.forever:
+        say("running until Ctrl-C (or SIGTERM); the checks run then")
     try:
-        while args.forever or time.monotonic() < t_end:
-            await asyncio.sleep(5)
+        while (args.forever or time.monotonic() < t_end) and not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 5)
+            if stop.is_set():
+                break
             if not live.gateway_alive():
                 failures.append("the gateway exited early")
                 break
@@ -117,8 +131,9 @@ async def _run(args: argparse.Namespace, live: LiveMrv, rpc_url: str,
                 f"anchored {c.get('batches_anchored', 0):>3}  "
                 f"delivered {c.get('batches_delivered', 0):>3}  "
                 f"pending {ob.get('pending', 0):>4}  status {h.get('status')}")
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        pass
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
     # let the last batch anchor, then stop the gateway cleanly
     await asyncio.sleep(6)
     await live.stop_gateway()
