@@ -195,6 +195,7 @@ class _EventBuilder:
         self.max_values = max_values
         self.depth = 0
         self.values = 0  # values built so far, each alias counted as what it stands for
+        self._scalars: dict[tuple[Any, ...], tuple[Any]] = {}
 
     def load(self) -> Any:
         ld = self.loader
@@ -263,10 +264,21 @@ class _EventBuilder:
         return value
 
     def _scalar(self, ev: Any) -> Any:
-        ld = self.loader
         tag = ev.tag
-        if tag is None or tag == "!":
-            tag = ld.resolve(yaml.ScalarNode, ev.value, ev.implicit)
+        if tag is None or tag == "!":  # resolved by its text: the same text, the same value
+            key = (ev.value, ev.implicit, ev.style, tag)
+            hit = self._scalars.get(key)
+            if hit is not None:
+                return hit[0]
+            value = self._construct(ev, self.loader.resolve(yaml.ScalarNode, ev.value,
+                                                            ev.implicit))
+            if type(value) in _IMMUTABLE_SCALARS and len(self._scalars) < _SCALAR_CACHE_MAX:
+                self._scalars[key] = (value,)
+            return value
+        return self._construct(ev, tag)
+
+    def _construct(self, ev: Any, tag: str) -> Any:
+        ld = self.loader
         if tag == _MERGE:
             return _MERGE_KEY
         if tag in _COLLECTION_TAGS:
@@ -330,6 +342,12 @@ class _EventBuilder:
             for k, v in m.items():
                 base.setdefault(k, v)
         return {**base, **out}
+
+
+#: Scalars of these types are shared between equal texts (a config of 2,000 devices repeats
+#: "uint16", "kW" and small numbers some 500,000 times; each resolved and built once).
+_IMMUTABLE_SCALARS = frozenset({str, int, float, bool, type(None)})
+_SCALAR_CACHE_MAX = 100_000
 
 
 class _MergeKey:

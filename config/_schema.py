@@ -84,6 +84,11 @@ class OutboxSection(_Model):
     synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
     queue_batches: Annotated[int, Field(ge=1, le=100_000)] = 1_000
     shutdown_drain_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    #: Group commit: the writer commits at most once per this many seconds, taking everything
+    #: the sources handed over meanwhile in one transaction (one fsync, one telemetry message,
+    #: one pass of the checks). 0: commit each hand-over as soon as the previous commit ends.
+    #: Adds at most this much to the time from a poll to its acknowledgement (docs/outbox.md).
+    commit_interval_s: Annotated[float, Field(ge=0, le=1)] = 0.05
     #: Disk budget of the outbox (MB of used pages; None: no limit). See docs/design/003.
     disk_budget_mb: Annotated[float, Field(gt=0, le=1e9)] | None = None
     budget_alarm_fraction: Annotated[float, Field(gt=0, le=1)] = 0.8

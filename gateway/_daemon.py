@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable
@@ -189,8 +190,10 @@ class Pipeline:
 
     def __init__(self, outbox: Outbox, cleaner: Cleaner, metrics: Metrics, maxsize: int,
                  on_commit: Callable[[int], None],
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, commit_interval_s: float = 0.0) -> None:
         self.queue: asyncio.Queue[list[Reading]] = asyncio.Queue(maxsize)
+        #: group commit: at most one commit per this many seconds (`outbox.commit_interval_s`)
+        self.commit_interval_s = commit_interval_s
         self.clock = clock
         self.outbox = outbox
         self.cleaner = cleaner
@@ -216,17 +219,26 @@ class Pipeline:
             on_commit()
 
     async def run(self, max_chunk: int = 20_000) -> None:
+        loop = asyncio.get_running_loop()
+        last = -math.inf
         while True:
             chunk = await self.queue.get()
+            self.busy = True  # (a stop drains what the writer holds, waiting or not)
+            wait = last + self.commit_interval_s - loop.time()
+            if wait > 0:  # group commit: what comes meanwhile joins this transaction
+                await asyncio.sleep(wait)
+            last = loop.time()
             acks = [chunk.on_commit] if isinstance(chunk, _Acked) else []
-            while len(chunk) < max_chunk and not self.queue.empty():
+            parts, n = [chunk], len(chunk)
+            while n < max_chunk and not self.queue.empty():
                 more = self.queue.get_nowait()
                 if isinstance(more, _Acked):
                     acks.append(more.on_commit)
-                chunk = chunk + more
-            self.busy = True
+                parts.append(more)
+                n += len(more)
+            readings = chunk if len(parts) == 1 else [r for p in parts for r in p]
             try:
-                await asyncio.shield(self.commit(chunk, acks))
+                await asyncio.shield(self.commit(readings, acks))
             finally:
                 self.busy = False
 
@@ -337,7 +349,8 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
     if resumed:
         log.info("cleaning: the checks of %d point(s) resume their state from %d committed "
                  "reading(s)", resumed, scanned)
-    pipeline = Pipeline(outbox, cleaner, metrics, cfg.outbox.queue_batches, on_commit)
+    pipeline = Pipeline(outbox, cleaner, metrics, cfg.outbox.queue_batches, on_commit,
+                        commit_interval_s=cfg.outbox.commit_interval_s)
     if cfg.outbox.disk_budget_mb is not None:
         pipeline.budget = DiskBudget(outbox, metrics, int(cfg.outbox.disk_budget_mb * 1e6),
                                      cfg.outbox.budget_alarm_fraction, cfg.outbox.prune_anchored,

@@ -28,6 +28,9 @@ SAME = {
     "merge-list": "a: &a {k: 1, a: 1}\nb: &b {k: 2, b: 2}\nc:\n  <<: [*a, *b]\n  c: 3\n",
     "merge-first-wins": "a: &a {k: 1}\nb: &b {k: 2}\nc: {<<: [*b, *a]}\n",
     "keys-of-other-types": "1: one\ntrue: t\n~: n\n",
+    # each text is resolved once and shared: the same text in another style is another value
+    "repeated-scalars": "a: [1, '1', \"1\", 1, yes, 'yes', yes, 1.0, '1.0', 1.0, ~, '~', ~,"
+                        " 2026-01-02, '2026-01-02', 2026-01-02, !!str 1, 1, !!float 1, 1]\n",
     "empty-values": "a:\nb: []\nc: {}\n",
     "document-markers": "---\na: 1\n...\n",
     "only-a-scalar": "just text\n",

@@ -36,7 +36,13 @@ from drivers._link import own_links as _links
 from drivers._polling import LogLimiter, PointInfo, PollLoop
 from drivers._source import Sink
 from drivers.modbus._config import ModbusPoint, ModbusRtuBus, ModbusRtuUnit, ModbusTcpDevice
-from drivers.modbus._decode import Decoder, compile_decoder, register_count
+from drivers.modbus._decode import (
+    Decoder,
+    compile_block,
+    compile_decoder,
+    register_count,
+    sentinel_of,
+)
 from drivers.modbus._plan import BIT_TABLES, PointRef, ReadRequest, plan_reads
 from mrv_core import Metrics, Quality, Reading, new_reading
 
@@ -75,6 +81,10 @@ class _Request:
     address: int
     count: int
     members: tuple[_Member, ...]
+    #: the whole read decoded by one struct (`compile_block`), None: member by member
+    block: Callable[[Sequence[int]], tuple[Any, ...]] | None = None
+    #: per member, in order, for ``block``: (id, unit, scale, offset, int sentinel or None)
+    fast: tuple[tuple[str, str, float, float, int | None], ...] = ()
 
 
 class UnitReader:
@@ -94,17 +104,25 @@ class UnitReader:
                       count=1 if p.table in BIT_TABLES else register_count(p.type))
              for i, p in enumerate(self.points)),
             max_registers=max_registers, max_gap=max_gap)
-        self._requests = [
-            _Request(r.table, r.address, r.count, tuple(
-                _Member(self.points[k].id, self.points[k].unit, off,
-                        1 if r.table in BIT_TABLES else register_count(self.points[k].type),
-                        None if r.table in BIT_TABLES else compile_decoder(
-                            self.points[k].type, self.points[k].word_order, bit=self.points[k].bit),
-                        self.points[k].scale, self.points[k].offset)
-                for k, off in r.members))
-            for r in self.plan]
+        self._requests = [self._request(r) for r in self.plan]
         self.infos = [PointInfo(p.id, p.unit) for p in self.points]
         self.noise = LogLimiter(log)
+
+    def _request(self, r: ReadRequest) -> _Request:
+        members = tuple(
+            _Member(self.points[k].id, self.points[k].unit, off,
+                    1 if r.table in BIT_TABLES else register_count(self.points[k].type),
+                    None if r.table in BIT_TABLES else compile_decoder(
+                        self.points[k].type, self.points[k].word_order, bit=self.points[k].bit),
+                    self.points[k].scale, self.points[k].offset)
+            for k, off in r.members)
+        if r.table in BIT_TABLES:
+            return _Request(r.table, r.address, r.count, members)
+        block = compile_block(r.count, [(off, self.points[k].type, self.points[k].word_order)
+                                        for k, off in r.members])
+        fast = tuple((m.id, m.unit, m.scale, m.add, sentinel_of(self.points[k].type))
+                     for m, (k, _) in zip(members, r.members, strict=True))
+        return _Request(r.table, r.address, r.count, members, block, fast)
 
     @staticmethod
     def _method(client: Any, table: str) -> Callable[..., Awaitable[Any]]:
@@ -196,6 +214,14 @@ class UnitReader:
             if len(regs) > req.count:  # the byte count must be exactly 2 x the quantity asked
                 self._bad(req, f"{len(regs)} registers for {req.count} requested")
                 out += self._flagged(req, ts, _DEVICE_FAULT)
+                continue
+            block = req.block
+            if block is not None:  # one struct for the whole read (nearly every device)
+                for (pid, unit, scale, add, sent), v in zip(req.fast, block(regs), strict=True):
+                    if v != v or v == sent:  # NaN (floats) or the type's sentinel (ints)
+                        out.append(new_reading(pid, ts, math.nan, unit, source, _SENTINEL))
+                    else:
+                        out.append(new_reading(pid, ts, v * scale + add, unit, source))
                 continue
             for m in req.members:
                 assert m.decoder is not None

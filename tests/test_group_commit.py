@@ -1,0 +1,94 @@
+"""Group commit (`outbox.commit_interval_s`): the writer commits at most once per interval,
+taking everything handed over meanwhile in one transaction; a stop still commits what it holds."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from cleaning import Cleaner
+from config import ConfigError, parse_config
+from gateway._daemon import Pipeline
+from ledger_client import Outbox
+from mrv_core import Metrics, Reading, cancel_and_wait, supervise
+from tests.support import until
+
+
+def _poll(i: int, n: int = 30) -> list[Reading]:
+    return [Reading(point_id=f"p{j}", ts_ns=1_700_000_000_000_000_000 + i, value=float(j),
+                    unit="kW", source="modbus_tcp:d") for j in range(n)]
+
+
+async def _commits(tmp_path: Path, interval_s: float) -> tuple[list[int], int]:
+    """Commit sizes when poll B is handed over right after the writer took poll A's successor:
+    A, then B, then C as soon as the writer has taken B."""
+    ob = await Outbox.open(tmp_path / f"o{interval_s}.sqlite", "gw")
+    m = Metrics()
+    sizes: list[int] = []
+    pipe = Pipeline(ob, Cleaner({}), m, 100, sizes.append, commit_interval_s=interval_s)
+    writer = asyncio.create_task(supervise("writer", pipe.run, m))
+    try:
+        await pipe.submit(_poll(0))
+        await until(lambda: sizes == [30])
+        await pipe.submit(_poll(1))
+        await until(lambda: pipe.queue.empty())  # the writer holds B
+        await pipe.submit(_poll(2))
+        await until(lambda: sum(sizes) == 90)
+        return sizes, (await ob.stats()).records
+    finally:
+        await cancel_and_wait([writer])
+        await ob.close()
+
+
+async def test_hand_overs_within_the_interval_share_one_commit(tmp_path: Path) -> None:
+    sizes, records = await _commits(tmp_path, 1.0)
+    assert sizes == [30, 60]  # B waited for the interval, C joined it
+    assert records == 90
+
+
+async def test_without_an_interval_each_hand_over_commits_on_its_own(tmp_path: Path) -> None:
+    sizes, records = await _commits(tmp_path, 0.0)
+    assert sizes == [30, 30, 30]
+    assert records == 90
+
+
+async def test_the_writer_counts_as_busy_while_it_waits(tmp_path: Path) -> None:
+    """A stop drains while the writer is busy: holding a hand-over for the interval is busy,
+    so the daemon's drain waits for that commit instead of cancelling the writer over it."""
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    m = Metrics()
+    sizes: list[int] = []
+    pipe = Pipeline(ob, Cleaner({}), m, 100, sizes.append, commit_interval_s=1.0)
+    writer = asyncio.create_task(supervise("writer", pipe.run, m))
+    try:
+        await pipe.submit(_poll(0))
+        await until(lambda: sizes == [30])
+        await pipe.submit(_poll(1))
+        await until(lambda: pipe.queue.empty())
+        assert pipe.busy and sizes == [30]  # held, not yet committed
+        await until(lambda: not pipe.busy and pipe.queue.empty())
+        assert sizes == [30, 30] and (await ob.stats()).records == 60
+    finally:
+        await cancel_and_wait([writer])
+        await ob.close()
+
+
+@pytest.mark.parametrize(("text", "ok"), [("0", True), ("0.2", True), ("1", True), ("-0.1", False),
+                                          ("1.5", False), ('"soon"', False)])
+def test_the_interval_is_bounded_in_the_config(tmp_path: Path, text: str, ok: bool) -> None:
+    from tests.test_config import GOOD  # the smallest valid config
+
+    doc = GOOD + f"outbox:\n  commit_interval_s: {text}\n"
+    if ok:
+        assert parse_config(doc, base_dir=tmp_path).outbox.commit_interval_s == float(text)
+    else:
+        with pytest.raises(ConfigError, match="commit_interval_s"):
+            parse_config(doc, base_dir=tmp_path)
+
+
+def test_the_default_interval_is_a_twentieth_of_a_second(tmp_path: Path) -> None:
+    from tests.test_config import GOOD
+
+    assert parse_config(GOOD, base_dir=tmp_path).outbox.commit_interval_s == 0.05
