@@ -25,14 +25,15 @@ import json
 import logging
 import ssl
 from collections.abc import Sequence
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ledger_client._format import BatchHeader
 from ledger_client._outbox import DELIVERED, REFUSED, UNAVAILABLE, Outbox
 from ledger_client._verify import batch_to_json, record_to_json
 from mrv_core import Metrics, Record, failpoint, raise_if_cancelling
+
+if TYPE_CHECKING:  # imported when a delivery starts: a gateway without a portal never loads it
+    import httpx
 
 log = logging.getLogger("mrv.delivery")
 
@@ -113,6 +114,8 @@ class Delivery:
         self.transport = transport
 
     def client(self) -> httpx.AsyncClient:
+        import httpx
+
         return httpx.AsyncClient(verify=self.verify, timeout=self.timeout_s,
                                  transport=self.transport, follow_redirects=False,
                                  headers={"content-type": "application/json"})
@@ -120,6 +123,8 @@ class Delivery:
     async def run(self) -> None:
         """Deliver forever: the oldest undelivered batch first; back off while the portal
         cannot take it."""
+        import httpx
+
         delay = self.retry_initial_s
         async with self.client() as client:
             await self.update_backlog()

@@ -5,11 +5,11 @@ with a link that signs in the browser which opens it (once, within minutes)."""
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-from eth_account.messages import encode_defunct
-from eth_account.signers.local import LocalAccount
+if TYPE_CHECKING:  # (imported by `portal_login_link`: the gateway daemon never loads them)
+    import httpx
+    from eth_account.signers.local import LocalAccount
 
 
 class PortalRefused(Exception):
@@ -20,6 +20,9 @@ def portal_login_link(portal_url: str, account: LocalAccount, *, ca_file: str | 
                       timeout_s: float = 30.0) -> dict[str, Any]:
     """Sign the portal's challenge with ``account``; the portal's answer (``url``,
     ``expires_at``, ``address``, ``roles``). Raises ``PortalRefused`` or ``httpx.HTTPError``."""
+    import httpx
+    from eth_account.messages import encode_defunct
+
     verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=ca_file) if ca_file
                                      else True)
     with httpx.Client(base_url=portal_url.rstrip("/"), timeout=timeout_s, verify=verify) as c:
