@@ -32,13 +32,24 @@ def _json_str(s: str) -> str:
     return j
 
 
+_fragments: dict[str, str] = {}
+
+
+def _fragment(point_id: str) -> str:
+    """``{"point":<id>,"quality":`` of one point, cached (it starts every reading's object)."""
+    if len(_fragments) >= 65_536:
+        _fragments.clear()
+    f = _fragments[point_id] = f'{{"point":{_json_str(point_id)},"quality":'
+    return f
+
+
 def _json_value(v: float) -> str:
     if type(v) is float:
+        if v - v == 0.0:  # finite (inf - inf and NaN - NaN are NaN)
+            return float.__repr__(v)
         if v != v:
             return "null"
-        if v in (math.inf, -math.inf):
-            return "Infinity" if v > 0 else "-Infinity"
-        return float.__repr__(v)
+        return "Infinity" if v > 0 else "-Infinity"
     return json.dumps(v)
 
 
@@ -52,9 +63,11 @@ def telemetry_json(gateway_id: str, readings: Sequence[Reading],
     needs to rebuild the record's leaf and check the signature."""
     q = _json_str
     if signatures is None:
+        frag = _fragments
         body = ",".join([
-            f'{{"point":{q(r.point_id)},"quality":{r.quality},"seq":{r.seq},"ts_ns":{r.ts_ns},'
-            f'"unit":{q(r.unit)},"value":{_json_value(r.value)}}}' for r in readings])
+            f'{(frag.get(r.point_id) or _fragment(r.point_id))}{r.quality},"seq":{r.seq},'
+            f'"ts_ns":{r.ts_ns},"unit":{q(r.unit)},"value":{_json_value(r.value)}}}'
+            for r in readings])
     else:
         body = ",".join([
             f'{{"point":{q(r.point_id)},"quality":{r.quality},"seq":{r.seq},"sig":"0x{s.hex()}",'
