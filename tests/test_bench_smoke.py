@@ -69,25 +69,59 @@ def test_gas_smoke(tmp_path: Path) -> None:
 
 
 def test_peer_smoke(tmp_path: Path) -> None:
-    """Our side of the peer scenario only (the test suite never installs ThingsBoard)."""
+    """Our side of the peer scenario only (the test suite never installs ThingsBoard), with the
+    control probe: signed commands to a real PLC through the daemon, every one acknowledged."""
     out = tmp_path / "peer.json"
-    p = subprocess.run([sys.executable, "-m", "benchmarks.peer", "--ours-only", "--devices", "3",
-                        "--seconds", "3", "--warmup", "1", "--wait-quiet", "0", "--out", str(out)],
+    p = subprocess.run([sys.executable, "-m", "benchmarks.peer", "--ours-only", "--quick",
+                        "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(out.read_text())
-    assert r["scenario"] == "peer" and r["devices"] == 3
+    assert r["scenario"] == "peer" and r["devices"] == 5
     assert "error" not in r
     assert r["thingsboard"] is None and r["ratio_per_cpu_s"] is None
     assert "ratio_per_cpu_s" in r and r["notes"]
+    assert r["target_ratio"] == 3 and r["target_cpu_us_per_dp"] == 10
+    assert [s["devices"] for s in r["steps"]] == [5] and r["steps"][0]["ours"] == r["ours"]
     ours = r["ours"]
-    assert ours["expected_dp_per_s"] == 90.0
+    assert ours["expected_dp_per_s"] == 150.0
     assert ours["delivered_datapoints"] > 0 and ours["delivered_dp_per_s"] > 0
     assert ours["cpu_s"] > 0 and ours["dp_per_cpu_s"] > 0
     for key in ("loss_pct", "lost_polls", "polls_behind_schedule", "zero_loss",
                 "cpu_share_of_one_core", "sample_to_broker_ms", "peak_rss_mb"):
         assert key in ours
-    assert ours["gateway_counters"]["readings_accepted"] > 0
+    assert 0 < ours["startup_to_first_datapoint_s"] < 120
+    counters = ours["gateway_counters"]
+    assert counters["readings_accepted"] > 0
+    # the control probe: 5 commands/s over the 5 s window, each applied and acked, signed
+    c = ours["control_ms"]
+    sent = c["commands_sent"]
+    assert c["rate_per_s"] == 5.0 and 20 <= sent <= 30
+    assert c["acked"] == sent and c["without_ack"] == 0
+    assert c["statuses"] == {"applied": sent} and c["bad_signatures"] == 0
+    assert c["duplicate_acks"] == 0 and c["stray_acks"] == 0 and c["unparsable_acks"] == 0
+    assert 0 < c["p50"] <= c["p99"] <= c["max"]
+    assert c["machine_sqlite_full_commit_ms"]["p50"] > 0
+    # the daemon's own count agrees: it received and applied exactly the probe's commands
+    assert counters["control_commands_received"] == sent
+    assert counters["control_ack_applied"] == sent
+    assert "plc" in ours["other_cpu_s"]
+
+
+def test_peer_without_control_probe(tmp_path: Path) -> None:
+    """``--control-probe off``: no commands, no PLC, the same figures otherwise."""
+    out = tmp_path / "peer.json"
+    p = subprocess.run([sys.executable, "-m", "benchmarks.peer", "--ours-only", "--devices", "2",
+                        "--seconds", "2", "--warmup", "1", "--wait-quiet", "0",
+                        "--control-probe", "off", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(out.read_text())
+    ours = r["ours"]
+    assert "control_ms" not in ours and "plc" not in ours["other_cpu_s"]
+    assert r["control_probe"]["sizes"] == "off"
+    assert ours["delivered_datapoints"] > 0
+    assert ours["gateway_counters"].get("control_commands_received", 0) == 0
 
 
 def _run_module(args: list[str], tmp_path: Path, timeout: float = 240) -> dict[str, object]:
