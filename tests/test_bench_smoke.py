@@ -194,3 +194,50 @@ def test_portal_smoke(tmp_path: Path) -> None:
     api = d["api"]
     assert api["load"]["sent"] == 100 and api["load"]["ok"] == 100 and not api["load"]["errors"]
     assert api["cold"]["errors"] == {} and api["load"]["p99_ms"] > 0
+
+
+def test_bench_table_reads_each_peer_size() -> None:
+    """The table's peer rows read the figures of their own size from ``steps``, the ratio from
+    the size both gateways handled at zero loss, and the control probe from 2,000 devices."""
+    from benchmarks.run import table
+
+    def ours(us: float, rss: float, zero: bool,
+             control: dict[str, object] | None) -> dict[str, object]:
+        o: dict[str, object] = {
+            "cpu_us_per_dp": us, "peak_rss_mb": rss, "zero_loss": zero, "window_s": 10.0,
+            "startup_to_first_datapoint_s": us / 2, "contended": False,
+            "other_cpu_s": {"unaccounted": 1.0}, "delivered_dp_per_s": 1.0,
+            "expected_dp_per_s": 1.0, "gateway_counters": {}}
+        if control is not None:
+            o["control_ms"] = control
+        return o
+
+    steps = [
+        {"devices": 100, "ours": ours(11.5, 70.0, True, None), "ratio_per_cpu_s": 2.5},
+        {"devices": 500, "ours": ours(9.5, 101.0, True, None), "ratio_per_cpu_s": 3.5},
+        {"devices": 2000, "ours": ours(8.5, 300.0, False, {
+            "p99": 25.0, "without_ack": 2,
+            "machine_sqlite_full_commit_ms": {"p50": 0.5, "p99": 4.0}}),
+         "ratio_per_cpu_s": None},
+    ]
+    peer = {"devices": 500, "ratio_per_cpu_s": 3.5, "ours": steps[1]["ours"], "steps": steps}
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:]
+            for line in table({"peer": peer}).splitlines()[2:]}
+
+    def row(fragment: str) -> list[str]:
+        (hit,) = [v for k, v in rows.items() if fragment in k]
+        return hit
+
+    assert row("CPU us per datapoint, 100 dev")[:3] == ["11.5", "(report)", ""]
+    assert row("CPU us per datapoint, 500 dev")[:3] == ["9.5", "<= 10", "yes"]
+    assert row("CPU us per datapoint, 2,000 dev")[0] == "8.5"
+    assert "other load 0.10 cores" in row("CPU us per datapoint, 500 dev")[3]
+    ratio = row("ours / ThingsBoard")
+    assert ratio[:3] == ["3.5", ">= 3x", "yes"]
+    assert "taken at 500 devices" in ratio[3] and "100: 2.5x, 500: 3.5x" in ratio[3]
+    assert row("zero loss at 2,000")[:3] == ["no", "yes", "no"]
+    p99 = row("control command-to-ack p99")
+    assert p99[:3] == ["25.0", "< 20", "no"] and "p99 4.0 ms" in p99[3]
+    assert row("without an ack")[:3] == ["2", "0", "no"]
+    assert row("peak RSS at 500")[:3] == ["101.0", "<= 100", "no"]
+    assert row("start-up")[:3] == ["4.25", "<= 5", "yes"]
