@@ -30,9 +30,16 @@ latency, peak RSS, and the CPU everything else on the machine used meanwhile (ot
 work on the same 2 cores skews the figures: ``--wait-quiet`` waits for an idle machine before
 each gateway, and ``contended`` flags a window that was not). Top level:
 ``ratio_per_cpu_s`` = our datapoints per CPU-second / theirs (target >= 3; ours <= 10 us CPU
-per datapoint). With several sizes
-(``--devices 100,300,500``) each gateway's largest size at zero loss is reported too, and the ratio
-is taken at the largest size both handle at zero loss.
+per datapoint). With several sizes (``--devices 100,500,2000``) every size's figures are kept in
+``steps``, each gateway's largest size at zero loss is reported too, and the ratio is taken at
+the largest size both handle at zero loss. ``startup_to_first_datapoint_s``: from just before
+the gateway process is spawned to its first datapoint's arrival at the broker.
+
+Control probe (ours; ``--control-probe largest|all|off``, ``--control-rate N``): during the
+window, signed commands at N/s (default 5) to ``mrv/<gw>/cmd``, each a write with read-back to a
+simulated PLC, each answered by a signed ack; command-to-ack p50/p99/max and the commands
+without an ack in ``ours.control_ms`` (`benchmarks._peer_control`). By default only at the
+largest size: its CPU (2.5-3 ms per command) would weigh on the small sizes' CPU per datapoint.
 
 If ThingsBoard cannot be installed or run, the JSON carries ``"error"`` and ours is still measured.
 """
@@ -331,13 +338,14 @@ def _thread_split(pid: int, before: dict[int, float], after: dict[int, float]) -
 
 def measure_window(counter: Counter, gw_pid: int, devices: list[str], *, seconds: float,
                    warmup: float, registers: int, interval_s: float, others: dict[str, int],
-                   check: Callable[[], None], spawned_at: float,
+                   check: Callable[[], None], spawned_at_ns: int,
                    on_start: Callable[[], None] | None = None,
                    on_end: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Wait for the first datapoint, warm up, then measure one window. ``spawned_at``: the
-    `time.monotonic` just before the gateway process was started (for the start-up figure)."""
+    """Wait for the first datapoint, warm up, then measure one window. ``spawned_at_ns``: the
+    `time.time_ns` just before the gateway process was started (for the start-up figure)."""
     wait_for(counter.first_arrival, START_TIMEOUT_S, f"first datapoint on {counter.topic}", check)
-    started_s = time.monotonic() - spawned_at
+    with counter.lock:
+        started_s = (counter.messages[0][0] - spawned_at_ns) / 1e9
     time.sleep(warmup)
     check()
     if on_start is not None:
@@ -449,7 +457,7 @@ def measure_ours(n: int, ports: list[int], *, broker_port: int, sim_pid: int, se
         out = open(work / "gateway.log", "ab")  # noqa: SIM115
         cli = _our_cli() if profile is None else [
             sys.executable, "-m", "cProfile", "-o", str(profile.resolve()), "-m", "gateway._cli"]
-        spawned_at = time.monotonic()
+        spawned_at_ns = time.time_ns()
         proc = subprocess.Popen([*cli, "run", str(prov.config), "--log-level", "WARNING"],
                                 cwd=work, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -474,7 +482,7 @@ def measure_ours(n: int, ports: list[int], *, broker_port: int, sim_pid: int, se
 
         res = measure_window(counter, proc.pid, [f"d{i}" for i in range(n)], seconds=seconds,
                              warmup=warmup, registers=registers, interval_s=interval_s,
-                             others=others, check=check, spawned_at=spawned_at,
+                             others=others, check=check, spawned_at_ns=spawned_at_ns,
                              on_start=on_start,
                              on_end=probe.stop_sending if probe is not None else None)
         if probe is not None:
@@ -553,13 +561,13 @@ def measure_thingsboard(n: int, ports: list[int], *, broker_port: int, sim_pid: 
                  interval_s=interval_s, qos=qos, max_payload_bytes=max_payload_bytes)
     responder = SessionLimitsResponder(broker_port)
     counter = Counter(broker_port, TELEMETRY_TOPIC, parse_tb)
-    spawned_at = time.monotonic()
+    spawned_at_ns = time.time_ns()
     gw = TbGateway(conf).start()
     try:
         res = measure_window(counter, gw.pid, [f"dev{i}" for i in range(n)], seconds=seconds,
                              warmup=warmup, registers=registers, interval_s=interval_s,
                              others={"simulator": sim_pid, "mosquitto": _mosquitto_pid()},
-                             check=gw.check, spawned_at=spawned_at)
+                             check=gw.check, spawned_at_ns=spawned_at_ns)
         res["machine_busy_cores_before"] = busy_before
         res["session_limits_answered"] = responder.answered
         res["mqtt_qos"] = qos
