@@ -75,8 +75,11 @@ def _load(d: dict[str, Any], devices: int) -> str | None:
     other = _get(o, "other_cpu_s", "unaccounted")
     if other is None:
         return None
+    main = _get(o, "cpu_s_by_thread", "main")
     return (f"other load {max(0.0, other / o['window_s']):.2f} cores"
-            + (" (contended)" if o.get("contended") else ""))
+            + (" (contended)" if o.get("contended") else "")
+            + (f"; daemon's main thread {main / o['window_s']:.0%} of a core"
+               if main is not None else ""))
 
 
 def _zero_loss_detail(d: dict[str, Any], devices: int) -> str | None:
@@ -85,7 +88,7 @@ def _zero_loss_detail(d: dict[str, Any], devices: int) -> str | None:
         return None
     c = o.get("gateway_counters") or {}
     return (f"delivered {o['delivered_dp_per_s']:,} of {o['expected_dp_per_s']:,} dp/s; "
-            f"anchored {c.get('records_anchored', 'n/a')} of {c.get('readings_accepted', 'n/a')} "
+            f"anchored {_fmt(c.get('records_anchored'))} of {_fmt(c.get('readings_accepted'))} "
             f"accepted; {_load(d, devices) or ''}").rstrip("; ")
 
 
