@@ -69,25 +69,59 @@ def test_gas_smoke(tmp_path: Path) -> None:
 
 
 def test_peer_smoke(tmp_path: Path) -> None:
-    """Our side of the peer scenario only (the test suite never installs ThingsBoard)."""
+    """Our side of the peer scenario only (the test suite never installs ThingsBoard), with the
+    control probe: signed commands to a real PLC through the daemon, every one acknowledged."""
     out = tmp_path / "peer.json"
-    p = subprocess.run([sys.executable, "-m", "benchmarks.peer", "--ours-only", "--devices", "3",
-                        "--seconds", "3", "--warmup", "1", "--wait-quiet", "0", "--out", str(out)],
+    p = subprocess.run([sys.executable, "-m", "benchmarks.peer", "--ours-only", "--quick",
+                        "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(out.read_text())
-    assert r["scenario"] == "peer" and r["devices"] == 3
+    assert r["scenario"] == "peer" and r["devices"] == 5
     assert "error" not in r
     assert r["thingsboard"] is None and r["ratio_per_cpu_s"] is None
     assert "ratio_per_cpu_s" in r and r["notes"]
+    assert r["target_ratio"] == 3 and r["target_cpu_us_per_dp"] == 10
+    assert [s["devices"] for s in r["steps"]] == [5] and r["steps"][0]["ours"] == r["ours"]
     ours = r["ours"]
-    assert ours["expected_dp_per_s"] == 90.0
+    assert ours["expected_dp_per_s"] == 150.0
     assert ours["delivered_datapoints"] > 0 and ours["delivered_dp_per_s"] > 0
     assert ours["cpu_s"] > 0 and ours["dp_per_cpu_s"] > 0
     for key in ("loss_pct", "lost_polls", "polls_behind_schedule", "zero_loss",
                 "cpu_share_of_one_core", "sample_to_broker_ms", "peak_rss_mb"):
         assert key in ours
-    assert ours["gateway_counters"]["readings_accepted"] > 0
+    assert 0 < ours["startup_to_first_datapoint_s"] < 120
+    counters = ours["gateway_counters"]
+    assert counters["readings_accepted"] > 0
+    # the control probe: 5 commands/s over the 5 s window, each applied and acked, signed
+    c = ours["control_ms"]
+    sent = c["commands_sent"]
+    assert c["rate_per_s"] == 5.0 and 20 <= sent <= 30
+    assert c["acked"] == sent and c["without_ack"] == 0
+    assert c["statuses"] == {"applied": sent} and c["bad_signatures"] == 0
+    assert c["duplicate_acks"] == 0 and c["stray_acks"] == 0 and c["unparsable_acks"] == 0
+    assert 0 < c["p50"] <= c["p99"] <= c["max"]
+    assert c["machine_sqlite_full_commit_ms"]["p50"] > 0
+    # the daemon's own count agrees: it received and applied exactly the probe's commands
+    assert counters["control_commands_received"] == sent
+    assert counters["control_ack_applied"] == sent
+    assert "plc" in ours["other_cpu_s"]
+
+
+def test_peer_without_control_probe(tmp_path: Path) -> None:
+    """``--control-probe off``: no commands, no PLC, the same figures otherwise."""
+    out = tmp_path / "peer.json"
+    p = subprocess.run([sys.executable, "-m", "benchmarks.peer", "--ours-only", "--devices", "2",
+                        "--seconds", "2", "--warmup", "1", "--wait-quiet", "0",
+                        "--control-probe", "off", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(out.read_text())
+    ours = r["ours"]
+    assert "control_ms" not in ours and "plc" not in ours["other_cpu_s"]
+    assert r["control_probe"]["sizes"] == "off"
+    assert ours["delivered_datapoints"] > 0
+    assert ours["gateway_counters"].get("control_commands_received", 0) == 0
 
 
 def _run_module(args: list[str], tmp_path: Path, timeout: float = 240) -> dict[str, object]:
@@ -160,3 +194,50 @@ def test_portal_smoke(tmp_path: Path) -> None:
     api = d["api"]
     assert api["load"]["sent"] == 100 and api["load"]["ok"] == 100 and not api["load"]["errors"]
     assert api["cold"]["errors"] == {} and api["load"]["p99_ms"] > 0
+
+
+def test_bench_table_reads_each_peer_size() -> None:
+    """The table's peer rows read the figures of their own size from ``steps``, the ratio from
+    the size both gateways handled at zero loss, and the control probe from 2,000 devices."""
+    from benchmarks.run import table
+
+    def ours(us: float, rss: float, zero: bool,
+             control: dict[str, object] | None) -> dict[str, object]:
+        o: dict[str, object] = {
+            "cpu_us_per_dp": us, "peak_rss_mb": rss, "zero_loss": zero, "window_s": 10.0,
+            "startup_to_first_datapoint_s": us / 2, "contended": False,
+            "other_cpu_s": {"unaccounted": 1.0}, "delivered_dp_per_s": 1.0,
+            "expected_dp_per_s": 1.0, "gateway_counters": {}}
+        if control is not None:
+            o["control_ms"] = control
+        return o
+
+    steps = [
+        {"devices": 100, "ours": ours(11.5, 70.0, True, None), "ratio_per_cpu_s": 2.5},
+        {"devices": 500, "ours": ours(9.5, 101.0, True, None), "ratio_per_cpu_s": 3.5},
+        {"devices": 2000, "ours": ours(8.5, 300.0, False, {
+            "p99": 25.0, "without_ack": 2,
+            "machine_sqlite_full_commit_ms": {"p50": 0.5, "p99": 4.0}}),
+         "ratio_per_cpu_s": None},
+    ]
+    peer = {"devices": 500, "ratio_per_cpu_s": 3.5, "ours": steps[1]["ours"], "steps": steps}
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:]
+            for line in table({"peer": peer}).splitlines()[2:]}
+
+    def row(fragment: str) -> list[str]:
+        (hit,) = [v for k, v in rows.items() if fragment in k]
+        return hit
+
+    assert row("CPU us per datapoint, 100 dev")[:3] == ["11.5", "(report)", ""]
+    assert row("CPU us per datapoint, 500 dev")[:3] == ["9.5", "<= 10", "yes"]
+    assert row("CPU us per datapoint, 2,000 dev")[0] == "8.5"
+    assert "other load 0.10 cores" in row("CPU us per datapoint, 500 dev")[3]
+    ratio = row("ours / ThingsBoard")
+    assert ratio[:3] == ["3.5", ">= 3x", "yes"]
+    assert "taken at 500 devices" in ratio[3] and "100: 2.5x, 500: 3.5x" in ratio[3]
+    assert row("zero loss at 2,000")[:3] == ["no", "yes", "no"]
+    p99 = row("control command-to-ack p99")
+    assert p99[:3] == ["25.0", "< 20", "no"] and "p99 4.0 ms" in p99[3]
+    assert row("without an ack")[:3] == ["2", "0", "no"]
+    assert row("peak RSS at 500")[:3] == ["101.0", "<= 100", "no"]
+    assert row("start-up")[:3] == ["4.25", "<= 5", "yes"]
