@@ -283,6 +283,12 @@ def _commit_rows(records: Sequence[R], first: int,
     fast = commit_readings(records, first, gateway_id)
     if fast is not None:
         return cast(tuple[list[R], list[tuple[object, ...]]], fast)
+    return _commit_rows_py(records, first, gateway_id)
+
+
+def _commit_rows_py(records: Sequence[R], first: int,
+                    gateway_id: str) -> tuple[list[R], list[tuple[object, ...]]]:
+    """`_commit_rows` in Python alone (every record kind, every error as it comes)."""
     committed: list[Any] = []
     rows: list[tuple[object, ...]] = []
     add_c, add_r = committed.append, rows.append
