@@ -340,8 +340,12 @@ learn_type(PyObject *type)
         off[i] = mdef->offset;
         Py_DECREF(d);
     }
-    Py_XSETREF(reading_type, (PyTypeObject *)Py_NewRef(type));
-    memcpy(field_offset, off, sizeof off);
+    {
+        PyTypeObject *old = reading_type;
+        memcpy(field_offset, off, sizeof off); /* the offsets first, then the type they fit */
+        reading_type = (PyTypeObject *)Py_NewRef(type);
+        Py_XDECREF(old);
+    }
     return 1;
 }
 
