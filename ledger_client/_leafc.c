@@ -349,7 +349,9 @@ learn_type(PyObject *type)
     return 1;
 }
 
-#define SLOT(obj, f) (*(PyObject **)((char *)(obj) + field_offset[f]))
+/* a slot of obj, by the offsets `offs` (a local copy: a finalizer run by the garbage collector
+ * during a call may call this module again with another type) */
+#define SLOT(obj, f) (*(PyObject **)((char *)(obj) + offs[f]))
 
 static inline void
 put_u64(unsigned char *w, uint64_t v) /* a 32-byte big-endian word holding v */
@@ -403,6 +405,8 @@ leafc_commit_readings(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     unsigned char *body = stackbuf;
     size_t body_cap = sizeof stackbuf;
     int known;
+    PyTypeObject *rt;
+    Py_ssize_t offs[N_FIELDS];
 
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError,
@@ -421,6 +425,8 @@ leafc_commit_readings(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (known == 0)
             Py_RETURN_NONE;
     }
+    rt = reading_type;
+    memcpy(offs, field_offset, sizeof offs);
     if (!PyLong_CheckExact(first_obj))
         Py_RETURN_NONE;
     first = PyLong_AsUnsignedLongLong(first_obj);
@@ -434,19 +440,20 @@ leafc_commit_readings(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (gw_utf8 == NULL || gw_len == 0)
         Py_RETURN_NONE;
 
-    seq_records = PySequence_Fast(records, "records must be a sequence");
-    if (seq_records == NULL)
+    Py_INCREF(rt); /* kept alive through the call */
+    seq_records = PySequence_Tuple(records); /* a copy: the records stay as they are now */
+    if (seq_records == NULL) {
+        Py_DECREF(rt);
         return NULL;
-    n = PySequence_Fast_GET_SIZE(seq_records);
-    items = PySequence_Fast_ITEMS(seq_records);
-    if (n > 0 && (unsigned long long)(n - 1) > UINT64_MAX - first) {
-        Py_DECREF(seq_records);
-        Py_RETURN_NONE; /* a seq beyond uint64 */
     }
+    n = PyTuple_GET_SIZE(seq_records);
+    items = &PyTuple_GET_ITEM(seq_records, 0);
+    if (n > 0 && (unsigned long long)(n - 1) > UINT64_MAX - first)
+        goto not_fast; /* a seq beyond uint64 */
     /* every record exactly a Reading with every slot set: else the whole chunk goes the pure way */
     for (i = 0; i < n; i++) {
         int f;
-        if (Py_TYPE(items[i]) != reading_type)
+        if (Py_TYPE(items[i]) != rt)
             goto not_fast;
         for (f = 0; f < N_FIELDS; f++)
             if (SLOT(items[i], f) == NULL)
@@ -460,9 +467,7 @@ leafc_commit_readings(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     for (i = 0; i < n; i++) {
         PyObject *r = items[i];
-        PyObject *point = SLOT(r, F_POINT), *ts = SLOT(r, F_TS), *value = SLOT(r, F_VALUE);
-        PyObject *unit = SLOT(r, F_UNIT), *source = SLOT(r, F_SOURCE);
-        PyObject *quality = SLOT(r, F_QUALITY);
+        PyObject *point, *ts, *value, *unit, *source, *quality;
         PyObject *seq_obj, *c, *row, *leaf;
         const char *p_u8, *u_u8, *s_u8;
         Py_ssize_t p_n, u_n, s_n;
@@ -474,6 +479,26 @@ leafc_commit_readings(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         size_t off_p, off_u, off_s, len;
         unsigned char *w;
         unsigned char leaf_bytes[32];
+
+        /* The two objects the garbage collector tracks first: a collection these allocations
+         * start may run finalizers, which then cannot change the slots read below. */
+        c = rt->tp_alloc(rt, 0);
+        if (c == NULL)
+            goto error;
+        PyList_SET_ITEM(committed, i, c); /* slots NULL until set: a dealloc skips them */
+        row = PyTuple_New(10);
+        if (row == NULL)
+            goto error;
+        PyList_SET_ITEM(rows, i, row); /* items NULL until set: likewise */
+        point = SLOT(r, F_POINT);
+        ts = SLOT(r, F_TS);
+        value = SLOT(r, F_VALUE);
+        unit = SLOT(r, F_UNIT);
+        source = SLOT(r, F_SOURCE);
+        quality = SLOT(r, F_QUALITY);
+        if (point == NULL || ts == NULL || value == NULL || unit == NULL || source == NULL ||
+            quality == NULL)
+            goto not_fast;
 
         if (!PyLong_CheckExact(ts) || !PyLong_CheckExact(quality) || !PyFloat_CheckExact(value))
             goto not_fast;
@@ -535,11 +560,10 @@ leafc_commit_readings(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         leaf_raw(body, len, leaf_bytes);
 
         seq_obj = PyLong_FromUnsignedLongLong(seq);
-        if (seq_obj == NULL)
-            goto error;
-        c = reading_type->tp_alloc(reading_type, 0);
-        if (c == NULL) {
-            Py_DECREF(seq_obj);
+        leaf = PyBytes_FromStringAndSize((const char *)leaf_bytes, 32);
+        if (seq_obj == NULL || leaf == NULL) {
+            Py_XDECREF(seq_obj);
+            Py_XDECREF(leaf);
             goto error;
         }
         SLOT(c, F_POINT) = Py_NewRef(point);
@@ -550,16 +574,6 @@ leafc_commit_readings(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         SLOT(c, F_QUALITY) = Py_NewRef(quality);
         SLOT(c, F_SEQ) = Py_NewRef(seq_obj);
         SLOT(c, F_GW) = Py_NewRef(gw);
-        PyList_SET_ITEM(committed, i, c);
-
-        leaf = PyBytes_FromStringAndSize((const char *)leaf_bytes, 32);
-        row = PyTuple_New(10);
-        if (leaf == NULL || row == NULL) {
-            Py_XDECREF(leaf);
-            Py_XDECREF(row);
-            Py_DECREF(seq_obj);
-            goto error;
-        }
         PyTuple_SET_ITEM(row, 0, seq_obj); /* the reference taken above */
         PyTuple_SET_ITEM(row, 1, Py_NewRef(one));
         PyTuple_SET_ITEM(row, 2, Py_NewRef(point));
@@ -570,7 +584,6 @@ leafc_commit_readings(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyTuple_SET_ITEM(row, 7, Py_NewRef(source));
         PyTuple_SET_ITEM(row, 8, Py_NewRef(Py_None));
         PyTuple_SET_ITEM(row, 9, leaf);
-        PyList_SET_ITEM(rows, i, row);
     }
     result = PyTuple_Pack(2, committed, rows);
     goto done;
@@ -587,6 +600,7 @@ done:
     Py_XDECREF(committed); /* a list half filled holds NULLs: list dealloc skips them */
     Py_XDECREF(rows);
     Py_XDECREF(seq_records);
+    Py_DECREF(rt);
     return result;
 }
 
