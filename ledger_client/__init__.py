@@ -37,6 +37,7 @@ from ledger_client._errors import (
     OutboxError,
 )
 from ledger_client._format import (
+    COMPILED,
     ZERO32,
     BatchHeader,
     build_header,
@@ -71,6 +72,7 @@ from ledger_client._verify import (
 )
 
 __all__ = [
+    "COMPILED",
     "DEFAULT_MAX_BODY_BYTES",
     "INGEST_PATH",
     "MAX_BUNDLE_BYTES",

@@ -3,6 +3,11 @@
 Specified in ``docs/formats.md``; the test vectors in ``docs/vectors/formats.json`` are checked
 by ``tests/test_format.py``. Everything here is pure.
 
+The hot functions (`keccak256`, `leaf_of_body`, `merkle_root`, `commit_readings`) use the
+compiled module ``ledger_client._leafc`` when it is built (docs/compiled-path.md); it gives the
+same bytes. ``MRV_PURE_PYTHON=1`` in the environment (read once, at import) forces the pure path;
+`COMPILED` tells which one runs.
+
 - record body  = abi.encode(uint8 kind, string gatewayId, uint64 seq, ...kind's fields)
                  kind 1 reading: string pointId, int64 tsNs, uint64 valueBits, string unit,
                                  uint32 quality, string source
@@ -20,9 +25,12 @@ by ``tests/test_format.py``. Everything here is pure.
 
 from __future__ import annotations
 
+import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
+from typing import cast
 
 try:  # safe-pysha3: a C Keccak, about 4x faster than pycryptodome's per call
     from sha3 import keccak_256 as _keccak_256
@@ -32,17 +40,29 @@ from Crypto.Hash import keccak as _keccak
 
 from mrv_core import DerivedRecord, Reading, Record
 
+_leafc: ModuleType | None = None
+if os.environ.get("MRV_PURE_PYTHON", "") in ("", "0"):
+    try:
+        from ledger_client import _leafc
+    except ImportError:  # not built (no C compiler at install): the pure path
+        _leafc = None
+#: True when the compiled hot path (ledger_client._leafc) is in use, False on the pure path.
+COMPILED: bool = _leafc is not None
+
 KIND_READING = 1
 KIND_DERIVED = 2
 KIND_AUDIT = 3
 ZERO32 = b"\x00" * 32
 
 
-def keccak256(data: bytes) -> bytes:
+def _keccak256_py(data: bytes) -> bytes:
     if _keccak_256 is not None:
         return bytes(_keccak_256(data).digest())
     return _keccak.new(digest_bits=256, data=data).digest()
 
+
+#: Keccak-256 of bytes-like ``data`` (the compiled one when built).
+keccak256: Callable[[bytes], bytes] = _keccak256_py if _leafc is None else _leafc.keccak256
 
 BATCH_TAG = keccak256(b"mrv-gateway/batch/v1")
 RECORD_SIG_TAG = keccak256(b"mrv-gateway/record/v1")
@@ -206,10 +226,25 @@ def record_leaf(r: Record) -> bytes:
     return leaf_of_body(encode_record(r))
 
 
-def leaf_of_body(body: bytes) -> bytes:
+def _leaf_of_body_py(body: bytes) -> bytes:
     if _keccak_256 is not None:
         return _keccak_256(_keccak_256(body).digest()).digest()  # type: ignore[no-any-return]
     return keccak256(keccak256(body))
+
+
+#: A record's leaf from its body: keccak256(keccak256(body)) (the compiled one when built).
+leaf_of_body: Callable[[bytes], bytes] = _leaf_of_body_py if _leafc is None else _leafc.leaf_of_body
+
+
+def commit_readings(records: Sequence[object], first_seq: int, gateway_id: str
+                    ) -> tuple[list[Reading], list[tuple[object, ...]]] | None:
+    """The compiled commit of a chunk of readings (`_outbox._commit_rows`' fast path): the
+    committed readings and their rows, or None when the path is not compiled or a record is not
+    a plain `Reading` with the usual field types (then the caller does it all in Python)."""
+    if _leafc is None:
+        return None
+    return cast("tuple[list[Reading], list[tuple[object, ...]]] | None",
+                _leafc.commit_readings(records, first_seq, gateway_id, Reading))
 
 
 def reading_leaf(r: Reading) -> bytes:
@@ -222,6 +257,15 @@ def _hash_pair(a: bytes, b: bytes) -> bytes:
 
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
     """Root of the sorted-pair tree; the root of one leaf is the leaf; of none, 32 zero bytes."""
+    if _leafc is not None and type(leaves) in (list, tuple):
+        try:
+            return cast(bytes, _leafc.merkle_root(leaves))
+        except (TypeError, ValueError):  # a leaf not of 32 bytes: the pure path decides
+            pass
+    return _merkle_root_py(leaves)
+
+
+def _merkle_root_py(leaves: Sequence[bytes]) -> bytes:
     if not leaves:
         return ZERO32
     level = list(leaves)

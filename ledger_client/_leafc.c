@@ -1,0 +1,631 @@
+/* The compiled hot path of the record leaves and the Merkle tree (issue #15).
+ *
+ * Byte for byte the same results as the pure-Python functions in ledger_client/_format.py and
+ * ledger_client/_outbox.py::_commit_rows (docs/compiled-path.md; tests/test_leafc.py checks it):
+ *
+ *   keccak256(data) -> bytes                      Keccak-256 (the original padding 0x01, as
+ *                                                 Ethereum uses it; not SHA3-256)
+ *   leaf_of_body(body) -> bytes                   keccak256(keccak256(body))
+ *   merkle_root(leaves) -> bytes                  sorted-pair tree, odd node promoted
+ *   commit_readings(records, first_seq, gateway_id, reading_type)
+ *       -> (committed, rows) | None               the outbox's commit of a chunk of readings;
+ *                                                 None: "not the fast path, do it in Python"
+ *
+ * Plain CPython C API, no dependency. Keccak-f[1600] written from the public specification
+ * (FIPS 202 / the Keccak reference): one round written out lane by lane (theta, rho and pi,
+ * chi, iota), 25 lanes kept in local variables, 6 of them complemented so that chi needs
+ * fewer NOTs (the "lane complementing" of the Keccak implementation overview). Lanes are read
+ * and written little-endian byte by byte, so the code is right on any byte order.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ Keccak-f[1600] */
+
+static const uint64_t RC[24] = {
+    0x0000000000000001ULL, 0x0000000000008082ULL, 0x800000000000808aULL, 0x8000000080008000ULL,
+    0x000000000000808bULL, 0x0000000080000001ULL, 0x8000000080008081ULL, 0x8000000000008009ULL,
+    0x000000000000008aULL, 0x0000000000000088ULL, 0x0000000080008009ULL, 0x000000008000000aULL,
+    0x000000008000808bULL, 0x800000000000008bULL, 0x8000000000008089ULL, 0x8000000000008003ULL,
+    0x8000000000008002ULL, 0x8000000000000080ULL, 0x000000000000800aULL, 0x800000008000000aULL,
+    0x8000000080008081ULL, 0x8000000000008080ULL, 0x0000000080000001ULL, 0x8000000080008008ULL,
+};
+
+#define ROL64(x, n) (((x) << (n)) | ((x) >> (64 - (n))))
+
+/* The permutation on state s (lane x + 5y at s[x + 5y]). */
+static void
+keccakf(uint64_t s[25])
+{
+    uint64_t a0 = s[0], a1 = s[1], a2 = s[2], a3 = s[3], a4 = s[4];
+    uint64_t a5 = s[5], a6 = s[6], a7 = s[7], a8 = s[8], a9 = s[9];
+    uint64_t a10 = s[10], a11 = s[11], a12 = s[12], a13 = s[13], a14 = s[14];
+    uint64_t a15 = s[15], a16 = s[16], a17 = s[17], a18 = s[18], a19 = s[19];
+    uint64_t a20 = s[20], a21 = s[21], a22 = s[22], a23 = s[23], a24 = s[24];
+    uint64_t b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16, b17,
+             b18, b19, b20, b21, b22, b23, b24;
+    uint64_t c0, c1, c2, c3, c4, d0, d1, d2, d3, d4;
+    int round;
+    /* lane complementing: 6 lanes are kept complemented through the rounds, so chi needs 5
+     * NOTs instead of 25 (the Keccak team's implementation overview, section 2.2) */
+    a1 = ~a1; a2 = ~a2; a8 = ~a8; a12 = ~a12; a17 = ~a17; a20 = ~a20;
+    for (round = 0; round < 24; round++) {
+    /* theta */
+    c0 = a0 ^ a5 ^ a10 ^ a15 ^ a20;
+    c1 = a1 ^ a6 ^ a11 ^ a16 ^ a21;
+    c2 = a2 ^ a7 ^ a12 ^ a17 ^ a22;
+    c3 = a3 ^ a8 ^ a13 ^ a18 ^ a23;
+    c4 = a4 ^ a9 ^ a14 ^ a19 ^ a24;
+    d0 = c4 ^ ROL64(c1, 1);
+    d1 = c0 ^ ROL64(c2, 1);
+    d2 = c1 ^ ROL64(c3, 1);
+    d3 = c2 ^ ROL64(c4, 1);
+    d4 = c3 ^ ROL64(c0, 1);
+    /* rho and pi: b[x', y'] = rot(a[x, y] ^ d[x], r[x, y]) with (x', y') = (y, 2x + 3y) */
+    b0 = a0 ^ d0;
+    b10 = ROL64(a1 ^ d1, 1);
+    b20 = ROL64(a2 ^ d2, 62);
+    b5 = ROL64(a3 ^ d3, 28);
+    b15 = ROL64(a4 ^ d4, 27);
+    b16 = ROL64(a5 ^ d0, 36);
+    b1 = ROL64(a6 ^ d1, 44);
+    b11 = ROL64(a7 ^ d2, 6);
+    b21 = ROL64(a8 ^ d3, 55);
+    b6 = ROL64(a9 ^ d4, 20);
+    b7 = ROL64(a10 ^ d0, 3);
+    b17 = ROL64(a11 ^ d1, 10);
+    b2 = ROL64(a12 ^ d2, 43);
+    b12 = ROL64(a13 ^ d3, 25);
+    b22 = ROL64(a14 ^ d4, 39);
+    b23 = ROL64(a15 ^ d0, 41);
+    b8 = ROL64(a16 ^ d1, 45);
+    b18 = ROL64(a17 ^ d2, 15);
+    b3 = ROL64(a18 ^ d3, 21);
+    b13 = ROL64(a19 ^ d4, 8);
+    b14 = ROL64(a20 ^ d0, 18);
+    b24 = ROL64(a21 ^ d1, 2);
+    b9 = ROL64(a22 ^ d2, 61);
+    b19 = ROL64(a23 ^ d3, 56);
+    b4 = ROL64(a24 ^ d4, 14);
+    /* chi, on the complemented lanes: a[x] = b[x] ^ (~b[x+1] & b[x+2]) rewritten */
+    a0 = b0 ^ (b1 | b2);
+    a1 = b1 ^ (~b2 | b3);
+    a2 = b2 ^ (b3 & b4);
+    a3 = b3 ^ (b4 | b0);
+    a4 = b4 ^ (b0 & b1);
+    a5 = b5 ^ (b6 | b7);
+    a6 = b6 ^ (b7 & b8);
+    a7 = b7 ^ (b8 | ~b9);
+    a8 = b8 ^ (b9 | b5);
+    a9 = b9 ^ (b5 & b6);
+    a10 = b10 ^ (b11 | b12);
+    a11 = b11 ^ (b12 & b13);
+    a12 = b12 ^ (~b13 & b14);
+    a13 = ~b13 ^ (b14 | b10);
+    a14 = b14 ^ (b10 & b11);
+    a15 = b15 ^ (b16 & b17);
+    a16 = b16 ^ (b17 | b18);
+    a17 = b17 ^ (~b18 | b19);
+    a18 = ~b18 ^ (b19 & b15);
+    a19 = b19 ^ (b15 | b16);
+    a20 = b20 ^ (~b21 & b22);
+    a21 = ~b21 ^ (b22 | b23);
+    a22 = b22 ^ (b23 & b24);
+    a23 = b23 ^ (b24 | b20);
+    a24 = b24 ^ (b20 & b21);
+    /* iota */
+    a0 ^= RC[round];
+    }
+    a1 = ~a1; a2 = ~a2; a8 = ~a8; a12 = ~a12; a17 = ~a17; a20 = ~a20;
+    s[0] = a0; s[1] = a1; s[2] = a2; s[3] = a3; s[4] = a4;
+    s[5] = a5; s[6] = a6; s[7] = a7; s[8] = a8; s[9] = a9;
+    s[10] = a10; s[11] = a11; s[12] = a12; s[13] = a13; s[14] = a14;
+    s[15] = a15; s[16] = a16; s[17] = a17; s[18] = a18; s[19] = a19;
+    s[20] = a20; s[21] = a21; s[22] = a22; s[23] = a23; s[24] = a24;
+}
+
+static inline uint64_t
+load64(const unsigned char *p)
+{
+    return (uint64_t)p[0] | ((uint64_t)p[1] << 8) | ((uint64_t)p[2] << 16) |
+           ((uint64_t)p[3] << 24) | ((uint64_t)p[4] << 32) | ((uint64_t)p[5] << 40) |
+           ((uint64_t)p[6] << 48) | ((uint64_t)p[7] << 56);
+}
+
+static inline void
+store64(unsigned char *p, uint64_t v)
+{
+    int i;
+    for (i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+#define RATE 136 /* bytes: 1600 - 2 * 256 bits */
+
+/* out = Keccak-256(in[0..len)) */
+static void
+keccak256_raw(const unsigned char *in, size_t len, unsigned char out[32])
+{
+    uint64_t s[25];
+    unsigned char last[RATE];
+    size_t i, rest;
+    memset(s, 0, sizeof s);
+    while (len >= RATE) {
+        for (i = 0; i < RATE / 8; i++)
+            s[i] ^= load64(in + 8 * i);
+        keccakf(s);
+        in += RATE;
+        len -= RATE;
+    }
+    rest = len;
+    memset(last, 0, RATE);
+    if (rest)
+        memcpy(last, in, rest);
+    last[rest] ^= 0x01;
+    last[RATE - 1] ^= 0x80;
+    for (i = 0; i < RATE / 8; i++)
+        s[i] ^= load64(last + 8 * i);
+    keccakf(s);
+    for (i = 0; i < 4; i++)
+        store64(out + 8 * i, s[i]);
+}
+
+/* out = Keccak-256(a || b), a and b 32 bytes each (one Merkle node). */
+static void
+keccak256_pair(const unsigned char *a, const unsigned char *b, unsigned char out[32])
+{
+    uint64_t s[25];
+    int i;
+    memset(s, 0, sizeof s);
+    for (i = 0; i < 4; i++) {
+        s[i] = load64(a + 8 * i);
+        s[4 + i] = load64(b + 8 * i);
+    }
+    s[8] = 0x01;                   /* padding right after the 64 bytes */
+    s[16] = 0x8000000000000000ULL; /* last byte of the rate */
+    keccakf(s);
+    for (i = 0; i < 4; i++)
+        store64(out + 8 * i, s[i]);
+}
+
+/* out = keccak256(keccak256(body)) */
+static void
+leaf_raw(const unsigned char *body, size_t len, unsigned char out[32])
+{
+    unsigned char inner[32];
+    uint64_t s[25];
+    int i;
+    keccak256_raw(body, len, inner);
+    memset(s, 0, sizeof s);
+    for (i = 0; i < 4; i++)
+        s[i] = load64(inner + 8 * i);
+    s[4] = 0x01;
+    s[16] = 0x8000000000000000ULL;
+    keccakf(s);
+    for (i = 0; i < 4; i++)
+        store64(out + 8 * i, s[i]);
+}
+
+/* ------------------------------------------------------------------ keccak256, leaf_of_body */
+
+static PyObject *
+leafc_keccak256(PyObject *module, PyObject *arg)
+{
+    Py_buffer view;
+    unsigned char out[32];
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    keccak256_raw((const unsigned char *)view.buf, (size_t)view.len, out);
+    PyBuffer_Release(&view);
+    return PyBytes_FromStringAndSize((const char *)out, 32);
+}
+
+static PyObject *
+leafc_leaf_of_body(PyObject *module, PyObject *arg)
+{
+    Py_buffer view;
+    unsigned char out[32];
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    leaf_raw((const unsigned char *)view.buf, (size_t)view.len, out);
+    PyBuffer_Release(&view);
+    return PyBytes_FromStringAndSize((const char *)out, 32);
+}
+
+/* ------------------------------------------------------------------ merkle_root */
+
+/* Leaves: a list or tuple of 32-byte bytes objects (else TypeError / ValueError; the caller in
+ * _format.py then runs the pure function, which takes any bytes-like leaves). */
+static PyObject *
+leafc_merkle_root(PyObject *module, PyObject *arg)
+{
+    Py_ssize_t n, i, m;
+    PyObject **items;
+    unsigned char *buf;
+    PyObject *res;
+    if (!PyList_Check(arg) && !PyTuple_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "merkle_root takes a list or tuple of leaves");
+        return NULL;
+    }
+    n = PySequence_Fast_GET_SIZE(arg);
+    items = PySequence_Fast_ITEMS(arg);
+    for (i = 0; i < n; i++) {
+        if (!PyBytes_Check(items[i])) {
+            PyErr_Format(PyExc_TypeError, "leaf %zd is not bytes", i);
+            return NULL;
+        }
+        if (PyBytes_GET_SIZE(items[i]) != 32) {
+            PyErr_Format(PyExc_ValueError, "leaf %zd has %zd bytes, not 32", i,
+                         PyBytes_GET_SIZE(items[i]));
+            return NULL;
+        }
+    }
+    if (n == 0) {
+        static const char zero[32] = {0};
+        return PyBytes_FromStringAndSize(zero, 32);
+    }
+    if (n == 1)
+        return Py_NewRef(items[0]);
+    buf = (unsigned char *)PyMem_Malloc((size_t)n * 32);
+    if (buf == NULL)
+        return PyErr_NoMemory();
+    for (i = 0; i < n; i++)
+        memcpy(buf + 32 * i, PyBytes_AS_STRING(items[i]), 32);
+    /* the leaves are copied: the tree is built without the GIL */
+    Py_BEGIN_ALLOW_THREADS
+    m = n;
+    while (m > 1) {
+        Py_ssize_t half = m / 2;
+        for (i = 0; i < half; i++) {
+            unsigned char *a = buf + 64 * i, *b = a + 32;
+            if (memcmp(a, b, 32) < 0)
+                keccak256_pair(a, b, buf + 32 * i);
+            else
+                keccak256_pair(b, a, buf + 32 * i);
+        }
+        if (m % 2) {
+            memmove(buf + 32 * half, buf + 32 * (m - 1), 32);
+            m = half + 1;
+        } else {
+            m = half;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    res = PyBytes_FromStringAndSize((const char *)buf, 32);
+    PyMem_Free(buf);
+    return res;
+}
+
+/* ------------------------------------------------------------------ commit_readings */
+
+/* The slots of the Reading class, by the order of the record fields. */
+enum { F_POINT, F_TS, F_VALUE, F_UNIT, F_SOURCE, F_QUALITY, F_SEQ, F_GW, N_FIELDS };
+static const char *const FIELD_NAMES[N_FIELDS] = {
+    "point_id", "ts_ns", "value", "unit", "source", "quality", "seq", "gateway_id"};
+
+static PyTypeObject *reading_type = NULL; /* the type the offsets below belong to */
+static Py_ssize_t field_offset[N_FIELDS];
+
+/* Learn the slot offsets of `type` from its member descriptors. 1: usable; 0: not a type of
+ * the expected shape (then the fast path is never taken for it); -1: error. */
+static int
+learn_type(PyObject *type)
+{
+    Py_ssize_t off[N_FIELDS];
+    int i;
+    if (!PyType_Check(type))
+        return 0;
+    for (i = 0; i < N_FIELDS; i++) {
+        PyObject *d = PyObject_GetAttrString(type, FIELD_NAMES[i]);
+        PyMemberDef *mdef;
+        if (d == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
+            PyErr_Clear();
+            return 0;
+        }
+        if (!Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            Py_DECREF(d);
+            return 0;
+        }
+        mdef = ((PyMemberDescrObject *)d)->d_member;
+        if (mdef->type != T_OBJECT_EX || (mdef->flags & READONLY) ||
+            ((PyMemberDescrObject *)d)->d_common.d_type != (PyTypeObject *)type) {
+            Py_DECREF(d);
+            return 0;
+        }
+        off[i] = mdef->offset;
+        Py_DECREF(d);
+    }
+    {
+        PyTypeObject *old = reading_type;
+        memcpy(field_offset, off, sizeof off); /* the offsets first, then the type they fit */
+        reading_type = (PyTypeObject *)Py_NewRef(type);
+        Py_XDECREF(old);
+    }
+    return 1;
+}
+
+/* a slot of obj, by the offsets `offs` (a local copy: a finalizer run by the garbage collector
+ * during a call may call this module again with another type) */
+#define SLOT(obj, f) (*(PyObject **)((char *)(obj) + offs[f]))
+
+static inline void
+put_u64(unsigned char *w, uint64_t v) /* a 32-byte big-endian word holding v */
+{
+    int i;
+    memset(w, 0, 24);
+    for (i = 0; i < 8; i++)
+        w[24 + i] = (unsigned char)(v >> (56 - 8 * i));
+}
+
+static inline size_t
+tail_len(Py_ssize_t n) /* length word + data padded to 32 */
+{
+    return 32 + (((size_t)n + 31) / 32) * 32;
+}
+
+static inline unsigned char *
+put_tail(unsigned char *p, const char *s, Py_ssize_t n)
+{
+    size_t padded = (((size_t)n + 31) / 32) * 32;
+    put_u64(p, (uint64_t)n);
+    memcpy(p + 32, s, (size_t)n);
+    memset(p + 32 + n, 0, padded - (size_t)n);
+    return p + 32 + padded;
+}
+
+/* UTF-8 of an exact str, or NULL (not an exact str, or not encodable: no error set). */
+static const char *
+utf8_of(PyObject *s, Py_ssize_t *n)
+{
+    const char *u;
+    if (!PyUnicode_CheckExact(s))
+        return NULL;
+    u = PyUnicode_AsUTF8AndSize(s, n);
+    if (u == NULL)
+        PyErr_Clear();
+    return u;
+}
+
+static PyObject *
+leafc_commit_readings(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *records, *first_obj, *gw, *type;
+    PyObject *seq_records = NULL, *committed = NULL, *rows = NULL, *result = NULL;
+    PyObject *one = NULL;
+    PyObject **items;
+    Py_ssize_t n, i, gw_len;
+    unsigned long long first;
+    const char *gw_utf8;
+    unsigned char stackbuf[1024];
+    unsigned char *body = stackbuf;
+    size_t body_cap = sizeof stackbuf;
+    int known;
+    PyTypeObject *rt;
+    Py_ssize_t offs[N_FIELDS];
+
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "commit_readings(records, first_seq, gateway_id, reading_type)");
+        return NULL;
+    }
+    records = args[0];
+    first_obj = args[1];
+    gw = args[2];
+    type = args[3];
+
+    if ((PyObject *)reading_type != type) {
+        known = learn_type(type);
+        if (known < 0)
+            return NULL;
+        if (known == 0)
+            Py_RETURN_NONE;
+    }
+    rt = reading_type;
+    memcpy(offs, field_offset, sizeof offs);
+    if (!PyLong_CheckExact(first_obj))
+        Py_RETURN_NONE;
+    first = PyLong_AsUnsignedLongLong(first_obj);
+    if (first == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (first == 0)
+        Py_RETURN_NONE; /* not a committed seq: the pure path raises */
+    gw_utf8 = utf8_of(gw, &gw_len);
+    if (gw_utf8 == NULL || gw_len == 0)
+        Py_RETURN_NONE;
+
+    Py_INCREF(rt); /* kept alive through the call */
+    seq_records = PySequence_Tuple(records); /* a copy: the records stay as they are now */
+    if (seq_records == NULL) {
+        Py_DECREF(rt);
+        return NULL;
+    }
+    n = PyTuple_GET_SIZE(seq_records);
+    items = &PyTuple_GET_ITEM(seq_records, 0);
+    if (n > 0 && (unsigned long long)(n - 1) > UINT64_MAX - first)
+        goto not_fast; /* a seq beyond uint64 */
+    /* every record exactly a Reading with every slot set: else the whole chunk goes the pure way */
+    for (i = 0; i < n; i++) {
+        int f;
+        if (Py_TYPE(items[i]) != rt)
+            goto not_fast;
+        for (f = 0; f < N_FIELDS; f++)
+            if (SLOT(items[i], f) == NULL)
+                goto not_fast;
+    }
+    committed = PyList_New(n);
+    rows = PyList_New(n);
+    one = PyLong_FromLong(1);
+    if (committed == NULL || rows == NULL || one == NULL)
+        goto error;
+
+    for (i = 0; i < n; i++) {
+        PyObject *r = items[i];
+        PyObject *point, *ts, *value, *unit, *source, *quality;
+        PyObject *seq_obj, *c, *row, *leaf;
+        const char *p_u8, *u_u8, *s_u8;
+        Py_ssize_t p_n, u_n, s_n;
+        long long ts_v, q_v;
+        int overflow;
+        double v;
+        uint64_t vbits;
+        unsigned long long seq = first + (unsigned long long)i;
+        size_t off_p, off_u, off_s, len;
+        unsigned char *w;
+        unsigned char leaf_bytes[32];
+
+        /* The two objects the garbage collector tracks first: a collection these allocations
+         * start may run finalizers, which then cannot change the slots read below. */
+        c = rt->tp_alloc(rt, 0);
+        if (c == NULL)
+            goto error;
+        PyList_SET_ITEM(committed, i, c); /* slots NULL until set: a dealloc skips them */
+        row = PyTuple_New(10);
+        if (row == NULL)
+            goto error;
+        PyList_SET_ITEM(rows, i, row); /* items NULL until set: likewise */
+        point = SLOT(r, F_POINT);
+        ts = SLOT(r, F_TS);
+        value = SLOT(r, F_VALUE);
+        unit = SLOT(r, F_UNIT);
+        source = SLOT(r, F_SOURCE);
+        quality = SLOT(r, F_QUALITY);
+        if (point == NULL || ts == NULL || value == NULL || unit == NULL || source == NULL ||
+            quality == NULL)
+            goto not_fast;
+
+        if (!PyLong_CheckExact(ts) || !PyLong_CheckExact(quality) || !PyFloat_CheckExact(value))
+            goto not_fast;
+        ts_v = PyLong_AsLongLongAndOverflow(ts, &overflow);
+        if (overflow || (ts_v == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            goto not_fast;
+        }
+        q_v = PyLong_AsLongLongAndOverflow(quality, &overflow);
+        if (overflow || q_v < 0 || q_v > 0xFFFFFFFFLL) {
+            PyErr_Clear();
+            goto not_fast;
+        }
+        if ((p_u8 = utf8_of(point, &p_n)) == NULL || (u_u8 = utf8_of(unit, &u_n)) == NULL ||
+            (s_u8 = utf8_of(source, &s_n)) == NULL)
+            goto not_fast;
+
+        v = PyFloat_AS_DOUBLE(value);
+        if (v != v)
+            vbits = 0x7FF8000000000000ULL; /* every NaN, one pattern */
+        else if (v == 0.0)
+            vbits = 0; /* -0.0 too */
+        else
+            memcpy(&vbits, &v, 8);
+
+        /* the body: abi.encode(uint8 1, string gw, uint64 seq, string pointId, int64 tsNs,
+         * uint64 valueBits, string unit, uint32 quality, string source) */
+        off_p = 288 + tail_len(gw_len);
+        off_u = off_p + tail_len(p_n);
+        off_s = off_u + tail_len(u_n);
+        len = off_s + tail_len(s_n);
+        if (len > body_cap) {
+            unsigned char *nb = (unsigned char *)PyMem_Malloc(len);
+            if (nb == NULL) {
+                PyErr_NoMemory();
+                goto error;
+            }
+            if (body != stackbuf)
+                PyMem_Free(body);
+            body = nb;
+            body_cap = len;
+        }
+        w = body;
+        put_u64(w, 1);
+        put_u64(w + 32, 288);
+        put_u64(w + 64, seq);
+        put_u64(w + 96, off_p);
+        put_u64(w + 128, (uint64_t)ts_v);
+        if (ts_v < 0)
+            memset(w + 128, 0xFF, 24); /* two's complement over 256 bits */
+        put_u64(w + 160, vbits);
+        put_u64(w + 192, off_u);
+        put_u64(w + 224, (uint64_t)q_v);
+        put_u64(w + 256, off_s);
+        w = put_tail(body + 288, gw_utf8, gw_len);
+        w = put_tail(w, p_u8, p_n);
+        w = put_tail(w, u_u8, u_n);
+        w = put_tail(w, s_u8, s_n);
+        leaf_raw(body, len, leaf_bytes);
+
+        seq_obj = PyLong_FromUnsignedLongLong(seq);
+        leaf = PyBytes_FromStringAndSize((const char *)leaf_bytes, 32);
+        if (seq_obj == NULL || leaf == NULL) {
+            Py_XDECREF(seq_obj);
+            Py_XDECREF(leaf);
+            goto error;
+        }
+        SLOT(c, F_POINT) = Py_NewRef(point);
+        SLOT(c, F_TS) = Py_NewRef(ts);
+        SLOT(c, F_VALUE) = Py_NewRef(value);
+        SLOT(c, F_UNIT) = Py_NewRef(unit);
+        SLOT(c, F_SOURCE) = Py_NewRef(source);
+        SLOT(c, F_QUALITY) = Py_NewRef(quality);
+        SLOT(c, F_SEQ) = Py_NewRef(seq_obj);
+        SLOT(c, F_GW) = Py_NewRef(gw);
+        PyTuple_SET_ITEM(row, 0, seq_obj); /* the reference taken above */
+        PyTuple_SET_ITEM(row, 1, Py_NewRef(one));
+        PyTuple_SET_ITEM(row, 2, Py_NewRef(point));
+        PyTuple_SET_ITEM(row, 3, Py_NewRef(ts));
+        PyTuple_SET_ITEM(row, 4, Py_NewRef(v != v ? Py_None : value));
+        PyTuple_SET_ITEM(row, 5, Py_NewRef(unit));
+        PyTuple_SET_ITEM(row, 6, Py_NewRef(quality));
+        PyTuple_SET_ITEM(row, 7, Py_NewRef(source));
+        PyTuple_SET_ITEM(row, 8, Py_NewRef(Py_None));
+        PyTuple_SET_ITEM(row, 9, leaf);
+    }
+    result = PyTuple_Pack(2, committed, rows);
+    goto done;
+
+not_fast:
+    result = Py_NewRef(Py_None);
+    goto done;
+error:
+    result = NULL;
+done:
+    if (body != stackbuf)
+        PyMem_Free(body);
+    Py_XDECREF(one);
+    Py_XDECREF(committed); /* a list half filled holds NULLs: list dealloc skips them */
+    Py_XDECREF(rows);
+    Py_XDECREF(seq_records);
+    Py_DECREF(rt);
+    return result;
+}
+
+/* ------------------------------------------------------------------ module */
+
+static PyMethodDef leafc_methods[] = {
+    {"keccak256", leafc_keccak256, METH_O, "keccak256(data) -> the 32-byte Keccak-256 digest."},
+    {"leaf_of_body", leafc_leaf_of_body, METH_O,
+     "leaf_of_body(body) -> keccak256(keccak256(body)), a record's leaf."},
+    {"merkle_root", leafc_merkle_root, METH_O,
+     "merkle_root(leaves) -> the root of the sorted-pair tree of 32-byte leaves (list/tuple)."},
+    {"commit_readings", (PyCFunction)(void (*)(void))leafc_commit_readings, METH_FASTCALL,
+     "commit_readings(records, first_seq, gateway_id, reading_type) -> (committed, rows) or "
+     "None when the chunk is not all plain readings (then Python commits it)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef leafc_module = {
+    PyModuleDef_HEAD_INIT, "_leafc",
+    "Compiled record leaves and Merkle tree (docs/compiled-path.md).", -1, leafc_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__leafc(void)
+{
+    return PyModule_Create(&leafc_module);
+}

@@ -1,0 +1,394 @@
+"""The compiled hot path (ledger_client/_leafc.c, docs/compiled-path.md) gives the same bytes,
+objects and rows as the pure-Python path, falls back to it outside the fast path, and is built
+and in use in this checkout."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import math
+import os
+import random
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledger_client import Outbox, _leafc
+from ledger_client import _format as fmt
+from ledger_client._outbox import _commit_rows, _commit_rows_py
+from mrv_core import AuditRecord, DerivedRecord, Reading
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = json.loads((ROOT / "docs/vectors/formats.json").read_text())
+
+
+def _reading(i: int = 0, **kw: Any) -> Reading:
+    f: dict[str, Any] = {"point_id": f"p{i}", "ts_ns": 1_767_225_600_000_000_000 + i,
+                         "value": 1.5 + i, "unit": "kW", "source": "modbus_tcp:m1", "quality": 0}
+    f.update(kw)
+    return Reading(**f)
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal, of the same type; floats by their bits (-0.0 is not 0.0; NaN is NaN)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float) and isinstance(b, float):
+        return struct.pack(">d", a) == struct.pack(">d", b)
+    return a == b
+
+
+def _check_same_commit(records: list[Any], first: int, gw: str) -> None:
+    fast = _leafc.commit_readings(records, first, gw, Reading)
+    assert fast is not None
+    committed, rows = fast
+    p_committed, p_rows = _commit_rows_py(records, first, gw)
+    assert len(committed) == len(p_committed) == len(rows) == len(p_rows) == len(records)
+    for c, pc, r in zip(committed, p_committed, records, strict=True):
+        assert type(c) is Reading and c is not r
+        for f in dataclasses.fields(Reading):
+            assert _same(getattr(c, f.name), getattr(pc, f.name)), f.name
+        assert fmt.reading_leaf(c) == fmt.reading_leaf(pc)
+    for row, prow in zip(rows, p_rows, strict=True):
+        assert type(row) is tuple and len(row) == len(prow) == 10
+        for x, y in zip(row, prow, strict=True):
+            assert _same(x, y), (row, prow)
+
+
+# ---------------------------------------------------------------- built and in use
+
+def test_the_compiled_module_is_built_and_in_use() -> None:
+    """A broken build fails here rather than leaving the slow path running unnoticed."""
+    assert _leafc.__file__ is not None and not _leafc.__file__.endswith(".py")
+    if os.environ.get("MRV_PURE_PYTHON", "") in ("", "0"):
+        assert fmt.COMPILED is True
+        assert fmt.keccak256 is _leafc.keccak256 and fmt.leaf_of_body is _leafc.leaf_of_body
+        assert fmt.commit_readings([_reading()], 1, "gw") is not None
+    else:
+        assert fmt.COMPILED is False
+
+
+def test_mrv_pure_python_forces_the_pure_path_with_the_same_leaves() -> None:
+    code = ("import ledger_client._format as f, ledger_client._outbox as o; from mrv_core import Reading;"
+            "r = Reading(point_id='p', ts_ns=-5, value=float('nan'), unit='u', source='s');"
+            "c, rows = o._commit_rows([r, r], 7, 'gw');"
+            "print(f.COMPILED, f.commit_readings([r], 1, 'gw') is None, rows[1][9].hex(),"
+            " f.merkle_root([rows[0][9], rows[1][9]]).hex())")
+    out = {}
+    for pure in ("1", "0"):
+        env = {**os.environ, "MRV_PURE_PYTHON": pure, "PYTHONPATH": str(ROOT)}
+        p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           timeout=120, check=False, cwd=ROOT)
+        assert p.returncode == 0, p.stderr[-2000:]
+        out[pure] = p.stdout.split()
+    assert out["1"][:2] == ["False", "True"]
+    assert out["0"][:2] == ["True", "False"]
+    assert out["1"][2:] == out["0"][2:]
+
+
+# ---------------------------------------------------------------- keccak256, leaf, vectors
+
+@pytest.mark.parametrize("n", [0, 1, 31, 32, 33, 63, 64, 65, 135, 136, 137, 271, 272, 273, 544,
+                               1000, 4096])
+def test_keccak256_and_leaf_match_the_pure_path(n: int) -> None:
+    data = random.Random(n).randbytes(n)
+    assert _leafc.keccak256(data) == fmt._keccak256_py(data)
+    assert _leafc.keccak256(bytearray(data)) == fmt._keccak256_py(data)
+    assert _leafc.keccak256(memoryview(data)) == fmt._keccak256_py(data)
+    assert _leafc.leaf_of_body(data) == fmt._leaf_of_body_py(data)
+
+
+def test_keccak256_known_answers() -> None:
+    assert _leafc.keccak256(b"").hex() == (
+        "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470")
+    assert _leafc.keccak256(b"abc").hex() == (
+        "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45")
+
+
+def test_keccak256_refuses_what_is_not_bytes() -> None:
+    with pytest.raises(TypeError):
+        _leafc.keccak256("text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        _leafc.leaf_of_body(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("vec", [v for v in VECTORS["records"] if v["record"]["kind"] == "reading"],
+                         ids=lambda v: f"reading-{v['record']['seq']}")
+def test_reading_vectors_through_commit_readings(vec: dict[str, Any]) -> None:
+    j = vec["record"]
+    r = Reading(point_id=j["point_id"], ts_ns=j["ts_ns"],
+                value=math.nan if j["value"] is None else float(j["value"]), unit=j["unit"],
+                quality=j["quality"], source=j["source"])
+    out = _leafc.commit_readings([r], j["seq"], j["gateway_id"], Reading)
+    assert out is not None
+    (c,), (row,) = out
+    assert "0x" + row[9].hex() == vec["leaf"]
+    assert "0x" + _leafc.leaf_of_body(bytes.fromhex(vec["body"][2:])).hex() == vec["leaf"]
+    assert c.seq == j["seq"] and c.gateway_id == j["gateway_id"]
+    _check_same_commit([r], j["seq"], j["gateway_id"])
+
+
+@pytest.mark.parametrize("tree", VECTORS["merkle"], ids=lambda t: f"{len(t['leaves'])}-leaves")
+def test_merkle_vectors(tree: dict[str, Any]) -> None:
+    leaves = [bytes.fromhex(x[2:]) for x in tree["leaves"]]
+    assert "0x" + _leafc.merkle_root(leaves).hex() == tree["root"]
+
+
+# ---------------------------------------------------------------- random readings
+
+_CJK = st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF)
+_TEXT = st.one_of(
+    st.text(max_size=60),  # any code point but lone surrogates
+    st.text(alphabet=_CJK, max_size=60),  # 3 bytes each: beyond 136 bytes from 46 on
+    st.sampled_from(["", "a", "x" * 31, "x" * 32, "x" * 33, "y" * 137, "锅炉.燃气流量", "é" * 70]),
+)
+_FLOAT = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True),
+    st.sampled_from([0.0, -0.0, math.inf, -math.inf, math.nan, 5e-324, -5e-324, 2.2250738585072014e-308,
+                     1.7976931348623157e308]),
+    st.integers(0, 2**64 - 1).map(lambda b: struct.unpack(">d", b.to_bytes(8, "big"))[0]),  # NaN payloads
+)
+_READING = st.builds(
+    Reading, point_id=_TEXT, ts_ns=st.one_of(st.integers(-(2**63), 2**63 - 1),
+                                             st.sampled_from([-(2**63), -1, 0, 2**63 - 1])),
+    value=_FLOAT, unit=_TEXT, source=_TEXT,
+    quality=st.one_of(st.integers(0, 2**32 - 1), st.sampled_from([0, 2**32 - 1])),
+    seq=st.integers(0, 5), gateway_id=st.sampled_from(["", "old"]))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=st.lists(_READING, max_size=12),
+       first=st.one_of(st.integers(1, 2**63), st.sampled_from([1, 2**63 - 1, 2**64 - 12])),
+       gw=st.one_of(st.text(min_size=1, max_size=40), st.sampled_from(["gw", "网关-1", "g" * 140])))
+def test_random_readings_commit_identically(records: list[Reading], first: int, gw: str) -> None:
+    _check_same_commit(records, first, gw)
+
+
+def test_committed_readings_behave_as_readings() -> None:
+    r = _reading(3, value=-0.0)
+    out = _leafc.commit_readings([r], 9, "gw", Reading)
+    assert out is not None
+    c = out[0][0]
+    assert c == dataclasses.replace(r, seq=9, gateway_id="gw")
+    assert hash(c) == hash(dataclasses.replace(r, seq=9, gateway_id="gw"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.seq = 1  # type: ignore[misc]
+    assert repr(c).startswith("Reading(point_id='p3'")
+    assert r.seq == 0 and r.gateway_id == ""  # the input is untouched
+    assert gc.is_tracked(c)
+
+
+def test_commit_rows_takes_the_fast_path_for_plain_readings() -> None:
+    records = [_reading(i) for i in range(5)]
+    committed, rows = _commit_rows(records, 11, "gw")
+    fast = _leafc.commit_readings(records, 11, "gw", Reading)
+    assert fast is not None and rows == fast[1] and committed == fast[0]
+
+
+# ---------------------------------------------------------------- outside the fast path
+
+class _Str(str):
+    pass
+
+
+class _Float(float):
+    pass
+
+
+def _derived() -> DerivedRecord:
+    return DerivedRecord(point_id="p", derivation="hour-mean", period_start_ns=0, period_end_ns=1,
+                         value=1.0, unit="kW", quality=0, from_seq=1, to_seq=2)
+
+
+_NOT_FAST: list[tuple[str, list[Any], int, Any]] = [
+    ("derived record", [_reading(), _derived()], 1, "gw"),
+    ("audit record", [AuditRecord(ts_ns=1, category="c", subject="s", payload="{}")], 1, "gw"),
+    ("int value", [_reading(value=5)], 1, "gw"),
+    ("bool value", [_reading(value=True)], 1, "gw"),
+    ("float subclass value", [_reading(value=_Float(1.5))], 1, "gw"),
+    ("str value", [_reading(value="1.5")], 1, "gw"),
+    ("float ts", [_reading(ts_ns=1.0)], 1, "gw"),
+    ("bool ts", [_reading(ts_ns=True)], 1, "gw"),
+    ("ts beyond int64", [_reading(ts_ns=2**63)], 1, "gw"),
+    ("ts below int64", [_reading(ts_ns=-(2**63) - 1)], 1, "gw"),
+    ("negative quality", [_reading(quality=-1)], 1, "gw"),
+    ("quality beyond uint32", [_reading(quality=2**32)], 1, "gw"),
+    ("huge quality", [_reading(quality=2**80)], 1, "gw"),
+    ("bool quality", [_reading(quality=False)], 1, "gw"),
+    ("str subclass point id", [_reading(point_id=_Str("p"))], 1, "gw"),
+    ("str subclass unit", [_reading(unit=_Str("kW"))], 1, "gw"),
+    ("str subclass source", [_reading(source=_Str("s"))], 1, "gw"),
+    ("lone surrogate point id", [_reading(), _reading(point_id="p\ud800")], 1, "gw"),
+    ("lone surrogate unit", [_reading(unit="\udfff")], 1, "gw"),
+    ("lone surrogate source", [_reading(source="s\ud83d")], 1, "gw"),
+    ("bytes point id", [_reading(point_id=b"p")], 1, "gw"),
+    ("None unit", [_reading(unit=None)], 1, "gw"),
+    ("lone surrogate gateway id", [_reading()], 1, "g\ud800"),
+    ("str subclass gateway id", [_reading()], 1, _Str("gw")),
+    ("empty gateway id", [_reading()], 1, ""),
+    ("gateway id not str", [_reading()], 1, b"gw"),
+    ("seq 0", [_reading()], 0, "gw"),
+    ("negative seq", [_reading()], -1, "gw"),
+    ("seq beyond uint64", [_reading()], 2**64, "gw"),
+    ("last seq beyond uint64", [_reading(), _reading()], 2**64 - 1, "gw"),
+    ("bool seq", [_reading()], True, "gw"),
+    ("float seq", [_reading()], 1.0, "gw"),
+]
+
+
+@pytest.mark.parametrize(("records", "first", "gw"), [x[1:] for x in _NOT_FAST],
+                         ids=[x[0] for x in _NOT_FAST])
+def test_outside_the_fast_path_is_left_to_python(records: list[Any], first: Any, gw: Any) -> None:
+    assert _leafc.commit_readings(records, first, gw, Reading) is None
+    assert fmt.commit_readings(records, first, gw) is None or not fmt.COMPILED
+
+
+def test_a_reading_subclass_or_an_unset_slot_is_left_to_python() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class Sub(Reading):
+        pass
+
+    sub = Sub(point_id="p", ts_ns=1, value=1.0, unit="u", source="s")
+    assert _leafc.commit_readings([sub], 1, "gw", Reading) is None
+    empty = object.__new__(Reading)
+    assert _leafc.commit_readings([_reading(), empty], 1, "gw", Reading) is None
+
+
+def test_a_type_of_another_shape_is_never_the_fast_path() -> None:
+    for t in (DerivedRecord, AuditRecord, int, "Reading"):
+        assert _leafc.commit_readings([_reading()], 1, "gw", t) is None  # type: ignore[arg-type]
+    assert _leafc.commit_readings([_reading()], 1, "gw", Reading) is not None  # relearnt
+
+
+def test_an_empty_chunk_and_any_sequence() -> None:
+    assert _leafc.commit_readings([], 1, "gw", Reading) == ([], [])
+    records = [_reading(i) for i in range(3)]
+    a = _leafc.commit_readings(tuple(records), 4, "gw", Reading)
+    b = _leafc.commit_readings(iter(records), 4, "gw", Reading)
+    assert a is not None and a == b
+    with pytest.raises(TypeError):
+        _leafc.commit_readings(5, 1, "gw", Reading)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        _leafc.commit_readings(records, 1, "gw")  # type: ignore[call-arg]
+
+
+def test_the_pure_path_still_raises_for_what_it_refuses() -> None:
+    """What the compiled path leaves alone fails in `_commit_rows` as it always did (these are
+    the errors `append_quarantining` turns into dead letters)."""
+    with pytest.raises(UnicodeEncodeError):
+        _commit_rows([_reading(point_id="p\ud800")], 1, "gw")
+    with pytest.raises(ValueError, match="only a committed record"):
+        _commit_rows([_reading()], 1, "")
+    with pytest.raises(OverflowError):
+        _commit_rows([_reading(quality=-1)], 1, "gw")
+
+
+async def test_quarantine_with_the_compiled_path(tmp_path: Path) -> None:
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    try:
+        recs = [_reading(0), _reading(1, point_id="bad\ud800"), _reading(2, value=math.nan),
+                _reading(3, ts_ns=-7, value=-0.0), _reading(4, point_id="锅炉")]
+        committed, _, dead = await ob.append_quarantining(recs, now_ns=5)
+        assert [c.seq for c in committed] == [1, 2, 3, 4] and len(dead) == 1
+        assert "UnicodeEncodeError" in dead[0].reason
+        back = await ob.records(1, 4)
+        _, p_rows = _commit_rows_py([recs[0], *recs[2:]], 1, "gw")
+        assert await ob.leaves(1, 4) == [row[9] for row in p_rows]
+        for a, b in zip(committed, back, strict=True):
+            assert fmt.reading_leaf(a) == fmt.reading_leaf(b)  # type: ignore[arg-type]
+    finally:
+        await ob.close()
+
+
+# ---------------------------------------------------------------- merkle_root
+
+def _leaves(n: int, seed: int) -> list[bytes]:
+    rnd = random.Random(seed)
+    return [rnd.randbytes(32) for _ in range(n)]
+
+
+@pytest.mark.parametrize("n", range(71))
+def test_merkle_root_matches_the_pure_path(n: int) -> None:
+    leaves = _leaves(n, n)
+    if n >= 4:
+        leaves[1] = leaves[0]  # an equal pair
+    assert _leafc.merkle_root(leaves) == fmt._merkle_root_py(leaves)
+    assert _leafc.merkle_root(tuple(leaves)) == fmt._merkle_root_py(leaves)
+    assert fmt.merkle_root(leaves) == fmt._merkle_root_py(leaves)
+
+
+def test_merkle_root_of_a_large_batch() -> None:
+    leaves = _leaves(10_007, 1)
+    assert _leafc.merkle_root(leaves) == fmt._merkle_root_py(leaves)
+
+
+def test_merkle_root_of_none_and_one() -> None:
+    assert _leafc.merkle_root([]) == bytes(32)
+    leaf = _leaves(1, 2)[0]
+    assert _leafc.merkle_root([leaf]) is leaf
+
+
+@pytest.mark.parametrize("leaves", [
+    [b"\x01" * 31, b"\x02" * 32],
+    [b"\x01" * 32, b"\x02" * 33],
+    [b"short"],
+    [bytearray(32), bytes(32)],
+    [bytes(32), "x" * 32],
+])
+def test_merkle_root_of_odd_leaves_raises_and_the_wrapper_keeps_the_pure_answer(
+        leaves: list[Any]) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        _leafc.merkle_root(leaves)
+    try:
+        expected: Any = fmt._merkle_root_py(leaves)
+    except TypeError as e:
+        expected = type(e)
+    try:
+        got: Any = fmt.merkle_root(leaves)
+    except TypeError as e:
+        got = type(e)
+    assert got == expected
+
+
+def test_merkle_root_takes_a_list_or_tuple_only() -> None:
+    leaves = _leaves(5, 3)
+    with pytest.raises(TypeError):
+        _leafc.merkle_root(iter(leaves))  # type: ignore[arg-type]
+    assert fmt.merkle_root(iter(leaves)) == fmt._merkle_root_py(leaves)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- references and leaks
+
+def test_no_reference_leaks_in_100k_calls() -> None:
+    records = [_reading(i, value=math.nan if i % 2 else 1.0, point_id="锅炉" * i) for i in range(4)]
+    big = [_reading(0, point_id="x" * 2000)]  # a body beyond the stack buffer
+    leaves = _leaves(9, 4)
+    bad = [_reading(), _reading(point_id="p\ud800")]
+    pid = records[1].point_id
+
+    def run(n: int) -> None:
+        for i in range(n):
+            _leafc.commit_readings(records, 1 + i, "gw", Reading)
+            _leafc.commit_readings(big, 1, "gw", Reading)
+            _leafc.commit_readings(bad, 1, "gw", Reading)
+            _leafc.merkle_root(leaves)
+            _leafc.keccak256(b"abc")
+            try:
+                _leafc.merkle_root([b"x"])
+            except ValueError:
+                pass
+
+    run(1000)
+    gc.collect()
+    refs, blocks = sys.getrefcount(pid), sys.getallocatedblocks()
+    run(100_000)
+    gc.collect()
+    assert sys.getrefcount(pid) == refs
+    assert sys.getallocatedblocks() - blocks < 200  # a leak of one object a call: >= 100,000
