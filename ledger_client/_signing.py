@@ -11,10 +11,13 @@ from pathlib import Path
 
 import nacl.exceptions
 import nacl.signing
+import rlp
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_keys.datatypes import PrivateKey
 
 from ledger_client._errors import KeyFileError
+from ledger_client._format import keccak256
 
 
 def _read_hex32(path: Path, what: str) -> bytes:
@@ -80,3 +83,27 @@ def generate_account(path: Path) -> LocalAccount:
     acct: LocalAccount = Account.create()
     _write_secret(path, acct.key.hex())
     return acct
+
+
+class TxKey:
+    """An EVM private key made once (its public key derived once, not per transaction) that
+    signs legacy EIP-155 transactions: RLP and Keccak-256 here, secp256k1 in eth_keys (with
+    coincurve, libsecp256k1, when installed). The same bytes as eth_account's
+    ``sign_transaction`` of ``{nonce, gasPrice, gas, to, value, data, chainId}`` (tested)."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, private_key: bytes) -> None:
+        self._key = PrivateKey(private_key)
+
+    @property
+    def address(self) -> str:
+        return str(self._key.public_key.to_checksum_address())
+
+    def sign_legacy(self, *, nonce: int, gas_price: int, gas: int, to: bytes, value: int,
+                    data: bytes, chain_id: int) -> tuple[bytes, bytes]:
+        """``(raw_tx, tx_hash)``; ``to`` is 20 bytes, or empty for a deployment."""
+        fields: list[object] = [nonce, gas_price, gas, to, value, data]
+        sig = self._key.sign_msg_hash(keccak256(rlp.encode([*fields, chain_id, 0, 0])))
+        raw = rlp.encode([*fields, sig.v + 35 + 2 * chain_id, sig.r, sig.s])
+        return raw, keccak256(raw)
