@@ -1,20 +1,11 @@
 """Outbox, batching, signing and the chain uplink; proofs for auditors."""
 
 # First: py_ecc is imported with its recursion-limit side effect undone (see _deps).
-from ledger_client import _deps  # noqa: F401
-from ledger_client._admin import (
-    AddressBookError,
-    Compliance,
-    Event,
-    FindingKind,
-    FindingStatus,
-    Mrv,
-    deploy_system,
-    fund,
-    make_uscc,
-    read_address_book,
-    write_address_book,
-)
+from ledger_client import _deps  # noqa: F401, I001
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ledger_client._audit import audit_outbox
 from ledger_client._chain import EvmChain, call_data, header_tuple, load_artifact
 from ledger_client._delivery import (
@@ -51,8 +42,14 @@ from ledger_client._format import (
     verify_proof,
 )
 from ledger_client._outbox import DeadLetter, DeliveryStats, Outbox, dump_record, unstorable
-from ledger_client._portal_login import PortalRefused, portal_login_link
-from ledger_client._signing import Signer, generate_account, load_account, verify_signature
+from ledger_client._signing import (
+    Signer,
+    TxKey,
+    generate_account,
+    load_account,
+    load_tx_key,
+    verify_signature,
+)
 from ledger_client._uplink import Batcher, Uplink
 from ledger_client._verify import (
     MAX_BUNDLE_BYTES,
@@ -69,6 +66,41 @@ from ledger_client._verify import (
     record_to_json,
     verify_bundle,
 )
+
+if TYPE_CHECKING:
+    from ledger_client._admin import (
+        AddressBookError,
+        Compliance,
+        Event,
+        FindingKind,
+        FindingStatus,
+        Mrv,
+        deploy_system,
+        fund,
+        make_uscc,
+        read_address_book,
+        write_address_book,
+    )
+    from ledger_client._portal_login import PortalRefused, portal_login_link
+
+#: Imported on first use: these modules import eth_account, whose own import (eth_keyfile,
+#: py_ecc) costs about 0.4 s of CPU that the gateway daemon, which signs with `TxKey`, never needs.
+_LAZY = {
+    **dict.fromkeys(["AddressBookError", "Compliance", "Event", "FindingKind", "FindingStatus",
+                     "Mrv", "deploy_system", "fund", "make_uscc", "read_address_book",
+                     "write_address_book"], "ledger_client._admin"),
+    **dict.fromkeys(["PortalRefused", "portal_login_link"], "ledger_client._portal_login"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ledger_client' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -104,6 +136,7 @@ __all__ = [
     "RecordMissing",
     "Report",
     "Signer",
+    "TxKey",
     "Uplink",
     "audit_outbox",
     "batch_from_json",
@@ -121,6 +154,7 @@ __all__ = [
     "keccak256",
     "load_account",
     "load_artifact",
+    "load_tx_key",
     "make_uscc",
     "merkle_proof",
     "merkle_root",

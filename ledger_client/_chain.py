@@ -23,12 +23,11 @@ import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
-from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
 from contracts import ARTIFACTS
@@ -36,6 +35,12 @@ from ledger_client._errors import ChainRejected, ChainRevert, ChainUnavailable
 from ledger_client._format import BatchHeader, gateway_key, keccak256
 from ledger_client._signing import TxKey
 from mrv_core import InputLimitError, loads_bounded
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    #: What signs a transaction: the gateway's `TxKey`, or eth_account's account (tools, tests).
+    EvmSigner = TxKey | LocalAccount
 
 T = TypeVar("T")
 
@@ -552,15 +557,17 @@ class EvmChain:
 
     # -- transactions -----------------------------------------------------------------------
 
-    def _tx_key(self, account: LocalAccount) -> TxKey:
+    def _tx_key(self, account: EvmSigner) -> TxKey:
         """The account's signing key, made once per account (not once per transaction)."""
+        if isinstance(account, TxKey):
+            return account
         key = bytes(account.key)
         hit = self._tx_keys.get(account.address)
         if hit is None or hit[0] != key:
             hit = self._tx_keys[account.address] = (key, TxKey(key))
         return hit[1]
 
-    async def sign_call(self, account: LocalAccount, fn: Any, *, nonce: int | None = None,
+    async def sign_call(self, account: EvmSigner, fn: Any, *, nonce: int | None = None,
                         to: str | None = None, data: str | None = None,
                         value: int = 0) -> tuple[bytes, bytes, int]:
         """Estimate gas (a revert raises `ChainRevert` here), sign locally; returns
@@ -622,7 +629,7 @@ class EvmChain:
             return e
         return ChainRevert("unknown", ())
 
-    async def transact(self, account: LocalAccount, fn: Any, timeout_s: float = 60.0) -> Receipt:
+    async def transact(self, account: EvmSigner, fn: Any, timeout_s: float = 60.0) -> Receipt:
         """Sign, send and wait: for admin tools and tests, not the anchoring path."""
         raw, txh, _ = await self.sign_call(account, fn)
         await self.send_raw(raw)
@@ -632,13 +639,13 @@ class EvmChain:
                                            r.block_number, getattr(fn, "address", None))
         return r
 
-    async def deploy(self, account: LocalAccount, timeout_s: float = 60.0) -> str:
+    async def deploy(self, account: EvmSigner, timeout_s: float = 60.0) -> str:
         """Deploy this chain's own artifact (no constructor arguments) and point at it."""
         address = await self.deploy_artifact(account, self.artifact, (), timeout_s)
         self.address = to_checksum_address(address)
         return address
 
-    async def deploy_artifact(self, account: LocalAccount, artifact: str,
+    async def deploy_artifact(self, account: EvmSigner, artifact: str,
                               args: tuple[object, ...] = (), timeout_s: float = 60.0) -> str:
         """Deploy any compiled contract with constructor ``args``; returns its address (taken
         from the receipt, as FISCO BCOS before 3.12 does not follow the Ethereum rule)."""

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nacl.exceptions
 import nacl.signing
 import rlp
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from eth_keys.datatypes import PrivateKey
 
 from ledger_client._errors import KeyFileError
 from ledger_client._format import keccak256
+
+if TYPE_CHECKING:  # eth_account is imported where an account is made: its import pulls
+    # eth_keyfile and py_ecc (about 0.4 s of CPU), which the gateway daemon does not need
+    from eth_account.signers.local import LocalAccount
 
 
 def _read_hex32(path: Path, what: str) -> bytes:
@@ -75,11 +78,21 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> boo
 
 
 def load_account(path: Path) -> LocalAccount:
+    from eth_account import Account
+
     acct: LocalAccount = Account.from_key(_read_hex32(path, "EVM"))
     return acct
 
 
+def load_tx_key(path: Path) -> TxKey:
+    """The EVM key of ``path`` as a `TxKey`: what the gateway's uplink signs with (no
+    eth_account import)."""
+    return TxKey(_read_hex32(path, "EVM"))
+
+
 def generate_account(path: Path) -> LocalAccount:
+    from eth_account import Account
+
     acct: LocalAccount = Account.create()
     _write_secret(path, acct.key.hex())
     return acct
@@ -91,14 +104,17 @@ class TxKey:
     coincurve, libsecp256k1, when installed). The same bytes as eth_account's
     ``sign_transaction`` of ``{nonce, gasPrice, gas, to, value, data, chainId}`` (tested)."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "address")
 
     def __init__(self, private_key: bytes) -> None:
-        self._key = PrivateKey(private_key)
+        try:
+            self._key = PrivateKey(private_key)
+        except Exception as e:  # eth_keys: ValidationError for 0 or >= the curve order
+            raise KeyFileError(f"not a secp256k1 private key: {e}") from None
+        self.address: str = str(self._key.public_key.to_checksum_address())
 
-    @property
-    def address(self) -> str:
-        return str(self._key.public_key.to_checksum_address())
+    def __repr__(self) -> str:
+        return f"TxKey({self.address})"  # never the key
 
     def sign_legacy(self, *, nonce: int, gas_price: int, gas: int, to: bytes, value: int,
                     data: bytes, chain_id: int) -> tuple[bytes, bytes]:

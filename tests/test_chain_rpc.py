@@ -23,7 +23,16 @@ from eth_utils.address import to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger_client import ChainRejected, ChainRevert, ChainUnavailable, EvmChain
+from ledger_client import (
+    ChainRejected,
+    ChainRevert,
+    ChainUnavailable,
+    EvmChain,
+    KeyFileError,
+    generate_account,
+    load_account,
+    load_tx_key,
+)
 from ledger_client._chain import MAX_RESPONSE_BYTES, call_data
 from ledger_client._format import keccak256
 from ledger_client._signing import TxKey
@@ -37,11 +46,15 @@ ZERO = "0x" + "00" * 20
 
 
 def test_the_daemon_does_not_import_web3() -> None:
-    code = ("import sys, gateway._daemon, ledger_client;"
-            "print(sorted(m for m in sys.modules if m == 'web3' or m.startswith('web3.')))")
+    # nor eth_account (its import pulls eth_keyfile and py_ecc's pairings: 0.4 s of CPU); and
+    # the recursion limit is the interpreter's (py_ecc's side effect undone by _deps)
+    code = ("import sys; limit = sys.getrecursionlimit(); import gateway._daemon, gateway._cli;"
+            "heavy = ('web3', 'eth_account', 'eth_keyfile', 'py_ecc.bls');"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy),"
+            " sys.getrecursionlimit() == limit)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True)
-    assert out.stdout.strip() == "[]", out.stdout[:500]
+    assert out.stdout.strip() == "[] True", out.stdout[:500]
 
 
 def test_asking_for_w3_imports_web3_on_demand() -> None:
@@ -77,6 +90,16 @@ def test_transactions_are_signed_as_eth_account_signs_them(
                                       value=value, data=data, chain_id=chain_id)
     assert (raw, txh) == (bytes(expected.raw_transaction), bytes(expected.hash))
     assert TxKey(key).address == Account.from_key(key).address
+
+
+def test_a_key_file_loads_as_the_same_account(tmp_path: Path) -> None:
+    path = tmp_path / "evm.key"
+    acct = generate_account(path)
+    assert load_tx_key(path).address == load_account(path).address == acct.address
+    assert acct.key.hex() not in repr(load_tx_key(path))
+    for bad in (b"\x00" * 32, b"\xff" * 32):  # zero, and above the curve order
+        with pytest.raises(KeyFileError):
+            TxKey(bad)
 
 
 # -- error translation against a real node ------------------------------------------------------
@@ -126,7 +149,7 @@ async def test_views_and_transactions_round_trip(ledger: EvmChain) -> None:
 
 
 async def test_a_refused_transaction_is_rejected_not_a_revert(ledger: EvmChain) -> None:
-    deployer = Account.from_key(DEV_KEYS[0])
+    deployer = TxKey(bytes.fromhex(DEV_KEYS[0].removeprefix("0x")))  # the daemon's signer
     raw, txh, _ = await ledger.sign_call(deployer, ledger.contract.functions.bindRegistry(
         "0x" + "cd" * 20))
     assert await ledger.send_raw(raw) == txh
