@@ -391,6 +391,8 @@ class EvmChain:
     # -- JSON-RPC ---------------------------------------------------------------------------
 
     def _http(self) -> aiohttp.ClientSession:
+        """One keep-alive HTTP session, made in (and bound to) the event loop of the first
+        request: use an `EvmChain` within one loop and `close` it there."""
         s = self._session
         if s is None or s.closed:
             s = self._session = aiohttp.ClientSession(
