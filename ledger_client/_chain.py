@@ -265,19 +265,23 @@ def decode_revert(abi: list[dict[str, Any]], data: str | bytes | None) -> ChainR
 
 
 def _revert_data(error: dict[str, Any]) -> str | bool | None:
-    """The revert data of a JSON-RPC error object, None for a revert without data, False when
-    the error is no revert (the rules of web3.py's ``raise_contract_logic_error_on_revert``)."""
+    """The revert data of a JSON-RPC error object to ``eth_call`` / ``eth_estimateGas``: a hex
+    string, None for a revert without data, False when the error is no revert. The rules of
+    web3.py's ``raise_contract_logic_error_on_revert``, plus the data some nodes nest in an
+    object (``{"data": {"data": "0x..."}}``)."""
     message = error.get("message")
+    has_message = isinstance(message, str) and message != ""
     data = error.get("data")
+    if "data" in error and data is None:
+        return None
     if isinstance(data, str):
         return data
-    if isinstance(data, dict) and isinstance(data.get("data"), str):  # some nodes nest it
-        return str(data["data"])
-    if not isinstance(message, str) or not message:
-        return None if "data" in error else False
-    if data is not None and not isinstance(data, dict):
-        return False
-    if "data" in error or error.get("code") == 3 or "execution reverted" in message:
+    if isinstance(data, dict):
+        if isinstance(data.get("data"), str):
+            return str(data["data"])
+        if has_message:
+            return None
+    if has_message and (error.get("code") == 3 or "execution reverted" in str(message)):
         return None
     return False
 

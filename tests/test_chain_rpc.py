@@ -33,7 +33,7 @@ from ledger_client import (
     load_account,
     load_tx_key,
 )
-from ledger_client._chain import MAX_RESPONSE_BYTES, call_data
+from ledger_client._chain import MAX_RESPONSE_BYTES, _revert_data, call_data
 from ledger_client._format import keccak256
 from ledger_client._signing import TxKey
 from simulator import DEV_KEYS, Anvil
@@ -353,3 +353,20 @@ async def test_errors_of_a_node_are_translated(server: str) -> None:
     finally:
         for c in chains.values():
             await c.close()
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    ({"code": 3, "message": "execution reverted", "data": "0x1234abcd"}, "0x1234abcd"),
+    ({"code": -32000, "message": "x", "data": "0xdeadbeef"}, "0xdeadbeef"),
+    ({"code": -32015, "message": "VM error", "data": {"data": "0x01020304"}}, "0x01020304"),
+    ({"code": -32015, "message": "VM error", "data": {"reason": "x"}}, None),
+    ({"code": -32000, "message": "boom", "data": None}, None),
+    ({"code": 3, "message": "execution reverted"}, None),
+    ({"code": -32000, "message": "execution reverted: no data"}, None),
+    ({"code": -32000, "message": "insufficient funds for gas * price + value"}, False),
+    ({"code": -32601, "message": "method not found"}, False),
+    ({"code": -32000, "data": {"reason": "x"}}, False),
+    ({}, False),
+])
+def test_which_errors_are_reverts(error: dict[str, Any], expected: str | bool | None) -> None:
+    assert _revert_data(error) == expected
