@@ -1,11 +1,20 @@
 """Outbox, batching, signing and the chain uplink; proofs for auditors."""
 
 # First: py_ecc is imported with its recursion-limit side effect undone (see _deps).
-from ledger_client import _deps  # noqa: F401, I001
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
+from ledger_client import _deps  # noqa: F401
+from ledger_client._admin import (
+    AddressBookError,
+    Compliance,
+    Event,
+    FindingKind,
+    FindingStatus,
+    Mrv,
+    deploy_system,
+    fund,
+    make_uscc,
+    read_address_book,
+    write_address_book,
+)
 from ledger_client._audit import audit_outbox
 from ledger_client._chain import EvmChain, call_data, header_tuple, load_artifact
 from ledger_client._delivery import (
@@ -42,6 +51,7 @@ from ledger_client._format import (
     verify_proof,
 )
 from ledger_client._outbox import DeadLetter, DeliveryStats, Outbox, dump_record, unstorable
+from ledger_client._portal_login import PortalRefused, portal_login_link
 from ledger_client._signing import (
     Signer,
     TxKey,
@@ -66,41 +76,6 @@ from ledger_client._verify import (
     record_to_json,
     verify_bundle,
 )
-
-if TYPE_CHECKING:
-    from ledger_client._admin import (
-        AddressBookError,
-        Compliance,
-        Event,
-        FindingKind,
-        FindingStatus,
-        Mrv,
-        deploy_system,
-        fund,
-        make_uscc,
-        read_address_book,
-        write_address_book,
-    )
-    from ledger_client._portal_login import PortalRefused, portal_login_link
-
-#: Imported on first use: these modules import eth_account, whose own import (eth_keyfile,
-#: py_ecc) costs about 0.4 s of CPU that the gateway daemon, which signs with `TxKey`, never needs.
-_LAZY = {
-    **dict.fromkeys(["AddressBookError", "Compliance", "Event", "FindingKind", "FindingStatus",
-                     "Mrv", "deploy_system", "fund", "make_uscc", "read_address_book",
-                     "write_address_book"], "ledger_client._admin"),
-    **dict.fromkeys(["PortalRefused", "portal_login_link"], "ledger_client._portal_login"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ledger_client' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",

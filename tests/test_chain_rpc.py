@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from eth_utils.address import to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from config import contract_address, load_config
 from ledger_client import (
     ChainRejected,
     ChainRevert,
@@ -36,7 +38,9 @@ from ledger_client import (
 from ledger_client._chain import MAX_RESPONSE_BYTES, _revert_data, call_data
 from ledger_client._format import keccak256
 from ledger_client._signing import TxKey
-from simulator import DEV_KEYS, Anvil
+from simulator import DEV_KEYS, Anvil, Provisioned
+
+from .conftest import GatewayProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 ZERO = "0x" + "00" * 20
@@ -370,3 +374,25 @@ async def test_errors_of_a_node_are_translated(server: str) -> None:
 ])
 def test_which_errors_are_reverts(error: dict[str, Any], expected: str | bool | None) -> None:
     assert _revert_data(error) == expected
+
+
+async def test_a_running_gateway_anchors_without_importing_web3(
+        gateway: Provisioned, tmp_path: Path, gateway_process: type[GatewayProcess]) -> None:
+    log = tmp_path / "gateway.log"
+    g = gateway_process(gateway.config, log, env={"PYTHONPROFILEIMPORTTIME": "1"}).start()
+    chain = EvmChain(gateway.rpc_url, contract_address=contract_address(
+        load_config(gateway.config)))
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while await chain.last_seq(gateway.gateway_id) < 2:  # two batches signed and anchored
+            assert loop.time() < deadline, log.read_text()[-3000:]
+            await asyncio.sleep(0.1)
+    finally:
+        await chain.close()
+    assert g.terminate() == 0
+    text = log.read_text()
+    imported = {m.group(1) for m in re.finditer(r"^import time:.*\|\s*([\w.]+)\s*$", text, re.M)}
+    assert "ledger_client._uplink" in imported  # the import log is there to be read
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("web3", "eth_account", "eth_keyfile"))
+    assert heavy == []
