@@ -6,16 +6,20 @@ created with mode 0600. ``mrv-gateway keygen`` writes them.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import nacl.exceptions
 import nacl.signing
+from eth_keys.backends import get_backend
 from eth_keys.datatypes import PrivateKey
 
 from ledger_client._errors import KeyFileError
 from ledger_client._format import keccak256
+
+log = logging.getLogger("mrv.signing")
 
 if TYPE_CHECKING:  # eth_account is imported where an account is made: its import pulls
     # eth_keyfile and py_ecc (about 0.4 s of CPU), which the gateway daemon does not need
@@ -86,7 +90,11 @@ def load_account(path: Path) -> LocalAccount:
 def load_tx_key(path: Path) -> TxKey:
     """The EVM key of ``path`` as a `TxKey`: what the gateway's uplink signs with (no
     eth_account import)."""
-    return TxKey(_read_hex32(path, "EVM"))
+    key = TxKey(_read_hex32(path, "EVM"))
+    if key.backend != "CoinCurveECCBackend":
+        log.warning("transactions are signed with %s (pure Python, ~10 ms a signature):"
+                    " install coincurve", key.backend)
+    return key
 
 
 def generate_account(path: Path) -> LocalAccount:
@@ -128,13 +136,21 @@ class TxKey:
 
     def __init__(self, private_key: bytes) -> None:
         try:
-            self._key = PrivateKey(private_key)
+            # the backend resolved once: left to eth_keys, every signature looks it up again
+            # (an attempted `import coincurve` each time when it is not installed)
+            self._key = PrivateKey(private_key, backend=get_backend())
         except Exception as e:  # eth_keys: ValidationError for 0 or >= the curve order
             raise KeyFileError(f"not a secp256k1 private key: {e}") from None
         self.address: str = str(self._key.public_key.to_checksum_address())
 
     def __repr__(self) -> str:
         return f"TxKey({self.address})"  # never the key
+
+    @property
+    def backend(self) -> str:
+        """The secp256k1 implementation signing: ``CoinCurveECCBackend`` (libsecp256k1) or
+        ``NativeECCBackend`` (pure Python, ~10 ms a signature)."""
+        return type(self._key.backend).__name__
 
     def sign_legacy(self, *, nonce: int, gas_price: int, gas: int, to: bytes, value: int,
                     data: bytes, chain_id: int) -> tuple[bytes, bytes]:

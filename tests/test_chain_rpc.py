@@ -396,3 +396,9 @@ async def test_a_running_gateway_anchors_without_importing_web3(
     assert "ledger_client._uplink" in imported  # the import log is there to be read
     heavy = sorted(m for m in imported if m.split(".")[0] in ("web3", "eth_account", "eth_keyfile"))
     assert heavy == []
+
+
+def test_transactions_are_signed_by_libsecp256k1() -> None:
+    # coincurve is a declared dependency: without it eth_keys falls back to its pure-Python
+    # curve (~10 ms a signature instead of ~0.1 ms)
+    assert TxKey(b"\x01" * 32).backend == "CoinCurveECCBackend"
