@@ -197,6 +197,8 @@ def _functions_of(key: int, abi: list[dict[str, Any]]) -> dict[str, ContractFunc
     if hit is not None and hit[0] is abi:  # the entry holds the ABI: its id stays its own
         return hit[1]
     fns = {i["name"]: ContractFunction(i) for i in abi if i.get("type") == "function"}
+    if len(_FUNCTIONS) >= 64:  # ABIs are the artifacts' (cached): a handful, in practice
+        _FUNCTIONS.clear()
     _FUNCTIONS[key] = (abi, fns)
     return fns
 
