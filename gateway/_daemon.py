@@ -45,7 +45,7 @@ from ledger_client import (
     Signer,
     Uplink,
     dump_record,
-    load_account,
+    load_tx_key,
     unstorable,
 )
 from mrv_core import INVALID, Metrics, Reading, cancel_and_wait, client_context, supervise
@@ -315,7 +315,7 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
     stop = stop or asyncio.Event()
     metrics = metrics or Metrics()
     signer = Signer.load(cfg.gateway.signing_key)
-    account = load_account(cfg.chain.account_key)
+    account = load_tx_key(cfg.chain.account_key)
     outbox = await Outbox.open(cfg.outbox_path(), cfg.gateway.id, synchronous=cfg.outbox.synchronous,
                                sign_records=signer.sign if cfg.gateway.sign_records else None)
     chain = EvmChain(cfg.chain.rpc_url, contract_address=contract_address(cfg),

@@ -53,7 +53,14 @@ from ledger_client._format import (
 )
 from ledger_client._outbox import DeadLetter, DeliveryStats, Outbox, dump_record, unstorable
 from ledger_client._portal_login import PortalRefused, portal_login_link
-from ledger_client._signing import Signer, generate_account, load_account, verify_signature
+from ledger_client._signing import (
+    Signer,
+    TxKey,
+    generate_account,
+    load_account,
+    load_tx_key,
+    verify_signature,
+)
 from ledger_client._uplink import Batcher, Uplink
 from ledger_client._verify import (
     MAX_BUNDLE_BYTES,
@@ -106,6 +113,7 @@ __all__ = [
     "RecordMissing",
     "Report",
     "Signer",
+    "TxKey",
     "Uplink",
     "audit_outbox",
     "batch_from_json",
@@ -123,6 +131,7 @@ __all__ = [
     "keccak256",
     "load_account",
     "load_artifact",
+    "load_tx_key",
     "make_uscc",
     "merkle_proof",
     "merkle_root",

@@ -13,15 +13,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
+from typing import TYPE_CHECKING, Any
 
 from ledger_client._chain import EvmChain, Receipt, _type_str, load_artifact
 from ledger_client._errors import ChainRevert
 from ledger_client._format import gateway_key, keccak256
 from mrv_core import json_depth
+
+if TYPE_CHECKING:  # eth_account is imported where an account is made (its import costs ~0.4 s)
+    from eth_account.signers.local import LocalAccount
 
 REGISTRY = "MrvRegistry"
 LEDGER = "EmissionsLedger"
@@ -591,6 +591,8 @@ class Mrv:
 
 def dev_enterprise_account(regulator: LocalAccount) -> LocalAccount:
     """A development enterprise key derived from the regulator's key (see `register_gateway`)."""
+    from eth_account import Account
+
     acct: LocalAccount = Account.from_key(keccak256(b"mrv-dev-enterprise/" + bytes(regulator.key)))
     return acct
 

@@ -6,15 +6,24 @@ created with mode 0600. ``mrv-gateway keygen`` writes them.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nacl.exceptions
 import nacl.signing
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
+from eth_keys.backends import get_backend
+from eth_keys.datatypes import PrivateKey
 
 from ledger_client._errors import KeyFileError
+from ledger_client._format import keccak256
+
+log = logging.getLogger("mrv.signing")
+
+if TYPE_CHECKING:  # eth_account is imported where an account is made: its import pulls
+    # eth_keyfile and py_ecc (about 0.4 s of CPU), which the gateway daemon does not need
+    from eth_account.signers.local import LocalAccount
 
 
 def _read_hex32(path: Path, what: str) -> bytes:
@@ -72,11 +81,81 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> boo
 
 
 def load_account(path: Path) -> LocalAccount:
+    from eth_account import Account
+
     acct: LocalAccount = Account.from_key(_read_hex32(path, "EVM"))
     return acct
 
 
+def load_tx_key(path: Path) -> TxKey:
+    """The EVM key of ``path`` as a `TxKey`: what the gateway's uplink signs with (no
+    eth_account import)."""
+    key = TxKey(_read_hex32(path, "EVM"))
+    if key.backend != "CoinCurveECCBackend":
+        log.warning("transactions are signed with %s (pure Python, ~10 ms a signature):"
+                    " install coincurve", key.backend)
+    return key
+
+
 def generate_account(path: Path) -> LocalAccount:
+    from eth_account import Account
+
     acct: LocalAccount = Account.create()
     _write_secret(path, acct.key.hex())
     return acct
+
+
+def _rlp_length(n: int, offset: int) -> bytes:
+    if n < 56:
+        return bytes((offset + n,))
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((offset + 55 + len(size),)) + size
+
+
+def _rlp_bytes(b: bytes) -> bytes:
+    if len(b) == 1 and b[0] < 0x80:
+        return b
+    return _rlp_length(len(b), 0x80) + b
+
+
+def _rlp_list(items: list[int | bytes]) -> bytes:
+    """RLP of a flat list of integers (big-endian, no leading zeros) and byte strings: all a
+    legacy transaction holds (the ``rlp`` package's generic encoder costs ~0.5 ms a tx)."""
+    payload = b"".join(_rlp_bytes(i.to_bytes((i.bit_length() + 7) // 8, "big"))
+                       if isinstance(i, int) else _rlp_bytes(i) for i in items)
+    return _rlp_length(len(payload), 0xC0) + payload
+
+
+class TxKey:
+    """An EVM private key made once (its public key derived once, not per transaction) that
+    signs legacy EIP-155 transactions: RLP and Keccak-256 here, secp256k1 in eth_keys (with
+    coincurve, libsecp256k1, when installed). The same bytes as eth_account's
+    ``sign_transaction`` of ``{nonce, gasPrice, gas, to, value, data, chainId}`` (tested)."""
+
+    __slots__ = ("_key", "address")
+
+    def __init__(self, private_key: bytes) -> None:
+        try:
+            # the backend resolved once: left to eth_keys, every signature looks it up again
+            # (an attempted `import coincurve` each time when it is not installed)
+            self._key = PrivateKey(private_key, backend=get_backend())
+        except Exception as e:  # eth_keys: ValidationError for 0 or >= the curve order
+            raise KeyFileError(f"not a secp256k1 private key: {e}") from None
+        self.address: str = str(self._key.public_key.to_checksum_address())
+
+    def __repr__(self) -> str:
+        return f"TxKey({self.address})"  # never the key
+
+    @property
+    def backend(self) -> str:
+        """The secp256k1 implementation signing: ``CoinCurveECCBackend`` (libsecp256k1) or
+        ``NativeECCBackend`` (pure Python, ~10 ms a signature)."""
+        return type(self._key.backend).__name__
+
+    def sign_legacy(self, *, nonce: int, gas_price: int, gas: int, to: bytes, value: int,
+                    data: bytes, chain_id: int) -> tuple[bytes, bytes]:
+        """``(raw_tx, tx_hash)``; ``to`` is 20 bytes, or empty for a deployment."""
+        fields: list[int | bytes] = [nonce, gas_price, gas, to, value, data]
+        sig = self._key.sign_msg_hash(keccak256(_rlp_list([*fields, chain_id, 0, 0])))
+        raw = _rlp_list([*fields, sig.v + 35 + 2 * chain_id, sig.r, sig.s])
+        return raw, keccak256(raw)

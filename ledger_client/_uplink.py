@@ -18,9 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
-
-from eth_account.signers.local import LocalAccount
+from typing import TYPE_CHECKING, Protocol
 
 from ledger_client._chain import EvmChain, call_data, header_tuple
 from ledger_client._errors import (
@@ -33,6 +31,9 @@ from ledger_client._errors import (
 )
 from ledger_client._outbox import BUILT, SUBMITTED, Outbox, StoredBatch
 from mrv_core import Metrics, Record, failpoint, raise_if_cancelling
+
+if TYPE_CHECKING:
+    from ledger_client._chain import EvmSigner
 
 log = logging.getLogger("mrv.uplink")
 
@@ -103,7 +104,7 @@ class Uplink:
         self,
         outbox: Outbox,
         chain: EvmChain,
-        account: LocalAccount,
+        account: EvmSigner,
         *,
         metrics: Metrics,
         confirmations: int = 1,

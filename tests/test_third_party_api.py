@@ -3,8 +3,9 @@ wrapped in one function; these tests fail on a library upgrade that breaks the w
 
 * web3: a bound contract function's call data (web3's shortcut is the private
   ``ContractFunction._encode_transaction_data``); `ledger_client._chain.call_data` uses the
-  public ``Contract.encode_abi`` and is checked here against an encoding built independently
-  from the artifact's ABI with eth_abi and Keccak-256.
+  public ``Contract.encode_abi`` for web3's contract objects (`EvmChain.contract_at`) and its
+  own eth_abi encoder for the gateway's (`EvmChain.contract`); both are checked here against an
+  encoding built independently from the artifact's ABI with eth_abi and Keccak-256.
 * aiomqtt: the paho-mqtt client it wraps (for acknowledgement after commit); only
   `drivers.mqtt._paho.paho_client` reads it.
 
@@ -22,6 +23,7 @@ import paho.mqtt.client as paho
 import pytest
 from Crypto.Hash import keccak
 from eth_abi import decode, encode
+from eth_utils.address import to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -138,3 +140,16 @@ def test_no_product_module_uses_the_wrapped_private_apis_directly() -> None:
                     if top not in _PRODUCT and any(p.startswith("_") for p in rest):
                         offenders.append(f"{rel}:{node.lineno} from {node.module}")
     assert offenders == []
+
+
+def test_the_gateways_encoder_and_web3s_give_the_same_call_data() -> None:
+    chain = _chain()
+    assert chain.address is not None
+    theirs = chain.contract_at("EmissionsLedger", chain.address).functions
+    h = build_header(gateway_id="gw-2", seq=9, prev_hash=b"\x01" * 32,
+                     records=[(5, 1_700_000_000_000_000_000, b"\x02" * 32)], co2e_g=(1, 2, 3))
+    for name, args in (("anchorBatch", (header_tuple(h), b"\x42" * 64)),
+                       ("batch", (b"\x03" * 32, 2**64 - 1)), ("lastSeq", (b"\x04" * 32,)),
+                       ("bindRegistry", (to_checksum_address("0x" + "ab" * 20),))):
+        ours = getattr(chain.contract.functions, name)(*args)
+        assert call_data(ours) == call_data(getattr(theirs, name)(*args)), name
