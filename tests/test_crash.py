@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ from config import contract_address, load_config
 from ledger_client import EvmChain, Outbox
 from ledger_client._format import record_leaf
 from simulator import Provisioned
+from tests.support import until
 
 from .conftest import GatewayProcess
 
@@ -89,12 +91,28 @@ async def test_kill9_at_each_critical_moment(fp: str, gateway: Provisioned, tmp_
 async def test_kill9_at_random_moments(gateway: Provisioned, tmp_path: Path,
                                        gateway_process: type[GatewayProcess]) -> None:
     rnd = random.Random(os.environ.get("MRV_TEST_SEED", "7"))
-    for _ in range(4):
+    outbox = load_config(gateway.config).outbox_path()
+    for i in range(4):
         g = gateway_process(gateway.config, tmp_path / "gateway.log").start()
+        if i == 0:  # running, with readings committed (a busy machine may take seconds to start)
+            await until(lambda: _committed(outbox) > 0, timeout=120)
         await asyncio.sleep(rnd.uniform(1.0, 3.0))  # the random moment is the scenario
         g.kill9()
     await _finish(gateway_process, gateway, tmp_path)
     await assert_consistent(gateway)
+
+
+def _committed(outbox: Path) -> int:
+    """Records in the outbox as another process sees them (0 while it does not exist yet)."""
+    if not outbox.exists():
+        return 0
+    db = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True, timeout=5)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+    except sqlite3.OperationalError:  # the schema not created yet
+        return 0
+    finally:
+        db.close()
 
 
 WRITER = textwrap.dedent("""
