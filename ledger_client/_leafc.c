@@ -391,6 +391,21 @@ utf8_of(PyObject *s, Py_ssize_t *n)
     return u;
 }
 
+/* What pass 1 takes from one record (strong references: a finalizer run by an allocation of
+ * pass 3 cannot free them), for pass 2 (hashing, without the GIL) and pass 3 (the objects). */
+typedef struct {
+    PyObject *f[6]; /* point, ts, value, unit, source, quality */
+    const char *p_u8, *u_u8, *s_u8;
+    Py_ssize_t p_n, u_n, s_n;
+    long long ts_v, q_v;
+    uint64_t vbits;
+    size_t off, len; /* the body's place in the bodies buffer */
+} item_t;
+
+/* Chunks of at least this many records are hashed with the GIL released (the caller may run
+ * the commit in a worker thread: the event loop goes on meanwhile). */
+#define HASH_WITHOUT_GIL_MIN 64
+
 static PyObject *
 leafc_commit_readings(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -398,15 +413,15 @@ leafc_commit_readings(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *seq_records = NULL, *committed = NULL, *rows = NULL, *result = NULL;
     PyObject *one = NULL;
     PyObject **items;
-    Py_ssize_t n, i, gw_len;
+    item_t *it = NULL;
+    unsigned char *bodies = NULL, *leaves = NULL;
+    Py_ssize_t n, i, gw_len, held = 0;
     unsigned long long first;
     const char *gw_utf8;
-    unsigned char stackbuf[1024];
-    unsigned char *body = stackbuf;
-    size_t body_cap = sizeof stackbuf;
-    int known;
+    size_t total = 0;
     PyTypeObject *rt;
     Py_ssize_t offs[N_FIELDS];
+    int known;
 
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError,
@@ -441,47 +456,119 @@ leafc_commit_readings(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
 
     Py_INCREF(rt); /* kept alive through the call */
+    Py_INCREF(gw);
     seq_records = PySequence_Tuple(records); /* a copy: the records stay as they are now */
-    if (seq_records == NULL) {
-        Py_DECREF(rt);
-        return NULL;
-    }
+    if (seq_records == NULL)
+        goto error;
     n = PyTuple_GET_SIZE(seq_records);
     items = &PyTuple_GET_ITEM(seq_records, 0);
     if (n > 0 && (unsigned long long)(n - 1) > UINT64_MAX - first)
         goto not_fast; /* a seq beyond uint64 */
-    /* every record exactly a Reading with every slot set: else the whole chunk goes the pure way */
+    it = (item_t *)PyMem_Calloc(n > 0 ? (size_t)n : 1, sizeof(item_t));
+    if (it == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+
+    /* pass 1 (GIL): every record exactly a Reading with fields of the fast path; its fields
+     * held, its body's length known. Else the whole chunk goes the pure way. */
     for (i = 0; i < n; i++) {
-        int f;
-        if (Py_TYPE(items[i]) != rt)
+        PyObject *r = items[i];
+        item_t *x = &it[i];
+        int f, overflow;
+        double v;
+        if (Py_TYPE(r) != rt)
             goto not_fast;
         for (f = 0; f < N_FIELDS; f++)
-            if (SLOT(items[i], f) == NULL)
+            if (SLOT(r, f) == NULL)
                 goto not_fast;
+        x->f[0] = Py_NewRef(SLOT(r, F_POINT));
+        x->f[1] = Py_NewRef(SLOT(r, F_TS));
+        x->f[2] = Py_NewRef(SLOT(r, F_VALUE));
+        x->f[3] = Py_NewRef(SLOT(r, F_UNIT));
+        x->f[4] = Py_NewRef(SLOT(r, F_SOURCE));
+        x->f[5] = Py_NewRef(SLOT(r, F_QUALITY));
+        held = i + 1;
+        if (!PyLong_CheckExact(x->f[1]) || !PyLong_CheckExact(x->f[5]) ||
+            !PyFloat_CheckExact(x->f[2]))
+            goto not_fast;
+        x->ts_v = PyLong_AsLongLongAndOverflow(x->f[1], &overflow);
+        if (overflow || (x->ts_v == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            goto not_fast;
+        }
+        x->q_v = PyLong_AsLongLongAndOverflow(x->f[5], &overflow);
+        if (overflow || x->q_v < 0 || x->q_v > 0xFFFFFFFFLL) {
+            PyErr_Clear();
+            goto not_fast;
+        }
+        if ((x->p_u8 = utf8_of(x->f[0], &x->p_n)) == NULL ||
+            (x->u_u8 = utf8_of(x->f[3], &x->u_n)) == NULL ||
+            (x->s_u8 = utf8_of(x->f[4], &x->s_n)) == NULL)
+            goto not_fast;
+        v = PyFloat_AS_DOUBLE(x->f[2]);
+        if (v != v)
+            x->vbits = 0x7FF8000000000000ULL; /* every NaN, one pattern */
+        else if (v == 0.0)
+            x->vbits = 0; /* -0.0 too */
+        else
+            memcpy(&x->vbits, &v, 8);
+        x->off = total;
+        x->len = 288 + tail_len(gw_len) + tail_len(x->p_n) + tail_len(x->u_n) + tail_len(x->s_n);
+        total += x->len;
     }
+
+    /* the bodies: abi.encode(uint8 1, string gw, uint64 seq, string pointId, int64 tsNs,
+     * uint64 valueBits, string unit, uint32 quality, string source) */
+    bodies = (unsigned char *)PyMem_RawMalloc(total > 0 ? total : 1);
+    leaves = (unsigned char *)PyMem_RawMalloc(n > 0 ? (size_t)n * 32 : 1);
+    if (bodies == NULL || leaves == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    for (i = 0; i < n; i++) {
+        item_t *x = &it[i];
+        unsigned char *w = bodies + x->off, *t;
+        size_t off_p = 288 + tail_len(gw_len);
+        size_t off_u = off_p + tail_len(x->p_n);
+        size_t off_s = off_u + tail_len(x->u_n);
+        put_u64(w, 1);
+        put_u64(w + 32, 288);
+        put_u64(w + 64, first + (unsigned long long)i);
+        put_u64(w + 96, off_p);
+        put_u64(w + 128, (uint64_t)x->ts_v);
+        if (x->ts_v < 0)
+            memset(w + 128, 0xFF, 24); /* two's complement over 256 bits */
+        put_u64(w + 160, x->vbits);
+        put_u64(w + 192, off_u);
+        put_u64(w + 224, (uint64_t)x->q_v);
+        put_u64(w + 256, off_s);
+        t = put_tail(w + 288, gw_utf8, gw_len);
+        t = put_tail(t, x->p_u8, x->p_n);
+        t = put_tail(t, x->u_u8, x->u_n);
+        put_tail(t, x->s_u8, x->s_n);
+    }
+
+    /* pass 2: the leaves, from C memory only: without the GIL for a large chunk */
+    if (n >= HASH_WITHOUT_GIL_MIN) {
+        Py_BEGIN_ALLOW_THREADS
+        for (i = 0; i < n; i++)
+            leaf_raw(bodies + it[i].off, it[i].len, leaves + 32 * i);
+        Py_END_ALLOW_THREADS
+    } else {
+        for (i = 0; i < n; i++)
+            leaf_raw(bodies + it[i].off, it[i].len, leaves + 32 * i);
+    }
+
+    /* pass 3 (GIL): the committed readings and their rows */
     committed = PyList_New(n);
     rows = PyList_New(n);
     one = PyLong_FromLong(1);
     if (committed == NULL || rows == NULL || one == NULL)
         goto error;
-
     for (i = 0; i < n; i++) {
-        PyObject *r = items[i];
-        PyObject *point, *ts, *value, *unit, *source, *quality;
-        PyObject *seq_obj, *c, *row, *leaf;
-        const char *p_u8, *u_u8, *s_u8;
-        Py_ssize_t p_n, u_n, s_n;
-        long long ts_v, q_v;
-        int overflow;
-        double v;
-        uint64_t vbits;
-        unsigned long long seq = first + (unsigned long long)i;
-        size_t off_p, off_u, off_s, len;
-        unsigned char *w;
-        unsigned char leaf_bytes[32];
-
-        /* The two objects the garbage collector tracks first: a collection these allocations
-         * start may run finalizers, which then cannot change the slots read below. */
+        item_t *x = &it[i];
+        PyObject *c, *row, *seq_obj, *leaf;
         c = rt->tp_alloc(rt, 0);
         if (c == NULL)
             goto error;
@@ -490,98 +577,30 @@ leafc_commit_readings(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (row == NULL)
             goto error;
         PyList_SET_ITEM(rows, i, row); /* items NULL until set: likewise */
-        point = SLOT(r, F_POINT);
-        ts = SLOT(r, F_TS);
-        value = SLOT(r, F_VALUE);
-        unit = SLOT(r, F_UNIT);
-        source = SLOT(r, F_SOURCE);
-        quality = SLOT(r, F_QUALITY);
-        if (point == NULL || ts == NULL || value == NULL || unit == NULL || source == NULL ||
-            quality == NULL)
-            goto not_fast;
-
-        if (!PyLong_CheckExact(ts) || !PyLong_CheckExact(quality) || !PyFloat_CheckExact(value))
-            goto not_fast;
-        ts_v = PyLong_AsLongLongAndOverflow(ts, &overflow);
-        if (overflow || (ts_v == -1 && PyErr_Occurred())) {
-            PyErr_Clear();
-            goto not_fast;
-        }
-        q_v = PyLong_AsLongLongAndOverflow(quality, &overflow);
-        if (overflow || q_v < 0 || q_v > 0xFFFFFFFFLL) {
-            PyErr_Clear();
-            goto not_fast;
-        }
-        if ((p_u8 = utf8_of(point, &p_n)) == NULL || (u_u8 = utf8_of(unit, &u_n)) == NULL ||
-            (s_u8 = utf8_of(source, &s_n)) == NULL)
-            goto not_fast;
-
-        v = PyFloat_AS_DOUBLE(value);
-        if (v != v)
-            vbits = 0x7FF8000000000000ULL; /* every NaN, one pattern */
-        else if (v == 0.0)
-            vbits = 0; /* -0.0 too */
-        else
-            memcpy(&vbits, &v, 8);
-
-        /* the body: abi.encode(uint8 1, string gw, uint64 seq, string pointId, int64 tsNs,
-         * uint64 valueBits, string unit, uint32 quality, string source) */
-        off_p = 288 + tail_len(gw_len);
-        off_u = off_p + tail_len(p_n);
-        off_s = off_u + tail_len(u_n);
-        len = off_s + tail_len(s_n);
-        if (len > body_cap) {
-            unsigned char *nb = (unsigned char *)PyMem_Malloc(len);
-            if (nb == NULL) {
-                PyErr_NoMemory();
-                goto error;
-            }
-            if (body != stackbuf)
-                PyMem_Free(body);
-            body = nb;
-            body_cap = len;
-        }
-        w = body;
-        put_u64(w, 1);
-        put_u64(w + 32, 288);
-        put_u64(w + 64, seq);
-        put_u64(w + 96, off_p);
-        put_u64(w + 128, (uint64_t)ts_v);
-        if (ts_v < 0)
-            memset(w + 128, 0xFF, 24); /* two's complement over 256 bits */
-        put_u64(w + 160, vbits);
-        put_u64(w + 192, off_u);
-        put_u64(w + 224, (uint64_t)q_v);
-        put_u64(w + 256, off_s);
-        w = put_tail(body + 288, gw_utf8, gw_len);
-        w = put_tail(w, p_u8, p_n);
-        w = put_tail(w, u_u8, u_n);
-        w = put_tail(w, s_u8, s_n);
-        leaf_raw(body, len, leaf_bytes);
-
-        seq_obj = PyLong_FromUnsignedLongLong(seq);
-        leaf = PyBytes_FromStringAndSize((const char *)leaf_bytes, 32);
+        seq_obj = PyLong_FromUnsignedLongLong(first + (unsigned long long)i);
+        leaf = PyBytes_FromStringAndSize((const char *)leaves + 32 * i, 32);
         if (seq_obj == NULL || leaf == NULL) {
             Py_XDECREF(seq_obj);
             Py_XDECREF(leaf);
             goto error;
         }
-        SLOT(c, F_POINT) = Py_NewRef(point);
-        SLOT(c, F_TS) = Py_NewRef(ts);
-        SLOT(c, F_VALUE) = Py_NewRef(value);
-        SLOT(c, F_UNIT) = Py_NewRef(unit);
-        SLOT(c, F_SOURCE) = Py_NewRef(source);
-        SLOT(c, F_QUALITY) = Py_NewRef(quality);
+        SLOT(c, F_POINT) = Py_NewRef(x->f[0]);
+        SLOT(c, F_TS) = Py_NewRef(x->f[1]);
+        SLOT(c, F_VALUE) = Py_NewRef(x->f[2]);
+        SLOT(c, F_UNIT) = Py_NewRef(x->f[3]);
+        SLOT(c, F_SOURCE) = Py_NewRef(x->f[4]);
+        SLOT(c, F_QUALITY) = Py_NewRef(x->f[5]);
         SLOT(c, F_SEQ) = Py_NewRef(seq_obj);
         SLOT(c, F_GW) = Py_NewRef(gw);
         PyTuple_SET_ITEM(row, 0, seq_obj); /* the reference taken above */
         PyTuple_SET_ITEM(row, 1, Py_NewRef(one));
-        PyTuple_SET_ITEM(row, 2, Py_NewRef(point));
-        PyTuple_SET_ITEM(row, 3, Py_NewRef(ts));
-        PyTuple_SET_ITEM(row, 4, Py_NewRef(v != v ? Py_None : value));
-        PyTuple_SET_ITEM(row, 5, Py_NewRef(unit));
-        PyTuple_SET_ITEM(row, 6, Py_NewRef(quality));
-        PyTuple_SET_ITEM(row, 7, Py_NewRef(source));
+        PyTuple_SET_ITEM(row, 2, Py_NewRef(x->f[0]));
+        PyTuple_SET_ITEM(row, 3, Py_NewRef(x->f[1]));
+        PyTuple_SET_ITEM(row, 4, Py_NewRef(PyFloat_AS_DOUBLE(x->f[2]) != PyFloat_AS_DOUBLE(x->f[2])
+                                           ? Py_None : x->f[2])); /* NaN: NULL */
+        PyTuple_SET_ITEM(row, 5, Py_NewRef(x->f[3]));
+        PyTuple_SET_ITEM(row, 6, Py_NewRef(x->f[5]));
+        PyTuple_SET_ITEM(row, 7, Py_NewRef(x->f[4]));
         PyTuple_SET_ITEM(row, 8, Py_NewRef(Py_None));
         PyTuple_SET_ITEM(row, 9, leaf);
     }
@@ -594,12 +613,21 @@ not_fast:
 error:
     result = NULL;
 done:
-    if (body != stackbuf)
-        PyMem_Free(body);
+    if (it != NULL) {
+        for (i = 0; i < held; i++) {
+            int f;
+            for (f = 0; f < 6; f++)
+                Py_XDECREF(it[i].f[f]);
+        }
+        PyMem_Free(it);
+    }
+    PyMem_RawFree(bodies);
+    PyMem_RawFree(leaves);
     Py_XDECREF(one);
     Py_XDECREF(committed); /* a list half filled holds NULLs: list dealloc skips them */
     Py_XDECREF(rows);
     Py_XDECREF(seq_records);
+    Py_DECREF(gw);
     Py_DECREF(rt);
     return result;
 }

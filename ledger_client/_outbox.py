@@ -36,6 +36,7 @@ import numpy as np
 
 from ledger_client._errors import OutboxError
 from ledger_client._format import (
+    COMPILED,
     KIND_AUDIT,
     KIND_DERIVED,
     KIND_READING,
@@ -68,6 +69,11 @@ class UnstorableRecord(ValueError):
 #: Most (seq, ts, leaf) keys of pending records kept in memory for the next batches; beyond
 #: this (batching far behind), batches read them back from the database.
 KEY_CACHE_MAX = 100_000
+#: Commits of at least this many records build their leaves and rows in a worker thread when
+#: the compiled path is active (it hashes with the GIL released, so the event loop is not held
+#: up for the ~2 us a reading: 6 ms for the 3,000 readings of a 50 ms group commit at 2,000
+#: devices). Smaller ones (500 devices: ~750) stay on the loop: the hop costs more than it saves.
+COMMIT_IN_THREAD_MIN = 1_000
 #: Record signatures (``sign_records``) for at most this many records in one commit are made on
 #: the event loop; more go to a worker thread, so polling and commands are not held up.
 SIGN_ON_LOOP_MAX = 16
@@ -532,7 +538,11 @@ class Outbox:
         first = self._next_seq
         gw = self.gateway_id
         try:
-            committed, rows = _commit_rows(records, first, gw)
+            if len(records) >= COMMIT_IN_THREAD_MIN and COMPILED:
+                # the compiled commit hashes without the GIL: polls and commands go on
+                committed, rows = await asyncio.to_thread(_commit_rows, records, first, gw)
+            else:
+                committed, rows = _commit_rows(records, first, gw)
         except Exception as e:  # pure: only the records themselves can make it fail
             raise UnstorableRecord(f"{type(e).__name__}: {e}") from e
         sign = self._sign_records

@@ -392,3 +392,47 @@ def test_no_reference_leaks_in_100k_calls() -> None:
     gc.collect()
     assert sys.getrefcount(pid) == refs
     assert sys.getallocatedblocks() - blocks < 200  # a leak of one object a call: >= 100,000
+
+
+# ---------------------------------------------------------------- large chunks: hashed without the GIL
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=st.lists(_READING, min_size=64, max_size=300),
+       first=st.integers(1, 2**63), gw=st.sampled_from(["gw", "网关-1", "g" * 140]))
+def test_large_chunks_hashed_without_the_gil_commit_identically(records: list[Reading], first: int,
+                                                                gw: str) -> None:
+    _check_same_commit(records, first, gw)
+
+
+def test_a_large_chunk_outside_the_fast_path_releases_what_it_held() -> None:
+    """The last record refuses the fast path after 299 records' fields were held."""
+    records = [_reading(i, point_id=f"p{i % 7}") for i in range(299)] + [_reading(point_id="p\ud800")]
+    pid = records[0].point_id
+    for _ in range(100):
+        assert _leafc.commit_readings(records, 1, "gw", Reading) is None
+    gc.collect()
+    refs = sys.getrefcount(pid)
+    for _ in range(1000):
+        assert _leafc.commit_readings(records, 1, "gw", Reading) is None
+    gc.collect()
+    assert sys.getrefcount(pid) == refs
+
+
+async def test_a_commit_of_many_readings_built_off_the_loop_has_the_same_leaves(tmp_path: Path) -> None:
+    """At least COMMIT_IN_THREAD_MIN readings: built off the event loop, with the same leaves and
+    gapless seqs as the pure path gives."""
+    from ledger_client._outbox import COMMIT_IN_THREAD_MIN
+
+    n = COMMIT_IN_THREAD_MIN + 7
+    records = [_reading(i, value=math.nan if i % 5 == 0 else float(i)) for i in range(n)]
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    try:
+        await ob.append(records[:3])  # a small one on the loop first
+        committed = await ob.append(records[3:])
+        assert [c.seq for c in committed] == list(range(4, n + 1))
+        want = _commit_rows_py(records, 1, "gw")[1]
+        assert await ob.leaves(1, n) == [row[9] for row in want]
+        stored = await ob.records(1, n)
+        assert [(r.seq, r.point_id) for r in stored] == [(row[0], row[2]) for row in want]
+    finally:
+        await ob.close()
