@@ -422,9 +422,11 @@ def _our_cli() -> list[str]:
 def measure_ours(n: int, ports: list[int], *, broker_port: int, sim_pid: int, seconds: float,
                  warmup: float, registers: int, interval_s: float, keep: bool,
                  profile: Path | None = None, quiet_s: float = 0.0,
-                 control_rate: float = 0.0) -> dict[str, Any]:
+                 control_rate: float = 0.0,
+                 commit_interval_s: float | None = None) -> dict[str, Any]:
     """Our gateway alone; with ``control_rate`` > 0 the control probe sends that many signed
-    commands per second to it over the window (`benchmarks._peer_control`)."""
+    commands per second to it over the window (`benchmarks._peer_control`).
+    ``commit_interval_s``: the gateway's ``outbox.commit_interval_s`` (None: its default)."""
     from ledger_client import Signer
     from simulator import Anvil, free_port, provision
 
@@ -446,7 +448,9 @@ def measure_ours(n: int, ports: list[int], *, broker_port: int, sim_pid: int, se
             work, anvil.url, devices=devices, gateway_id=GATEWAY_ID,
             health_listen=f"127.0.0.1:{health_port}",
             extra={"control": control_block(broker_port, plc.port if plc else ports[0], queue,
-                                            max(control_rate, 1.0))}))
+                                            max(control_rate, 1.0)),
+                   **({"outbox": {"commit_interval_s": commit_interval_s}}
+                      if commit_interval_s is not None else {})}))
         counter = Counter(broker_port, OUR_TOPIC, parse_ours)
         commit_floor = machine_commit_ms(work) if plc is not None else None
         if plc is not None:
@@ -647,7 +651,7 @@ def notes(qos: int, control_rate: float = 5.0) -> list[str]:
 def run(sizes: list[int], *, seconds: float, warmup: float, registers: int, interval_s: float,
         ours_only: bool, qos: int, max_payload_bytes: int, keep: bool,
         profile: Path | None = None, quiet_s: float = 0.0, control_probe: str = "largest",
-        control_rate: float = 5.0) -> dict[str, Any]:
+        control_rate: float = 5.0, commit_interval_s: float | None = None) -> dict[str, Any]:
     import logging
 
     from simulator import Mosquitto
@@ -668,7 +672,8 @@ def run(sizes: list[int], *, seconds: float, warmup: float, registers: int, inte
                     n, sim.ports, broker_port=broker.port, sim_pid=sim.pid, seconds=seconds,
                     warmup=warmup, registers=registers, interval_s=interval_s, keep=keep,
                     quiet_s=quiet_s, profile=profile.with_suffix(f".{n}.prof") if profile else None,
-                    control_rate=control_rate if probing else 0.0)
+                    control_rate=control_rate if probing else 0.0,
+                    commit_interval_s=commit_interval_s)
                 if profile:
                     step["ours"]["profiled"] = "cProfile on: CPU figures are inflated"
             except Exception as e:  # reported, not raised: the peer's side may still run
@@ -748,6 +753,8 @@ def main(argv: list[str] | None = None) -> int:
                          "size (default), at every size, or not at all")
     ap.add_argument("--control-rate", type=float, default=5.0, metavar="N",
                     help="control probe commands per second")
+    ap.add_argument("--commit-interval", type=float, metavar="S",
+                    help="our gateway's outbox.commit_interval_s (default: the config's default)")
     ap.add_argument("--keep", action="store_true", help="keep the work and config dirs")
     ap.add_argument("--out", help="also write the JSON here")
     ap.add_argument("--profile", help="run our gateway under cProfile, stats to FILE.<N>.prof "
@@ -765,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
                  profile=Path(args.profile) if args.profile else None,
                  quiet_s=0.0 if args.quick else args.wait_quiet,
                  control_probe=args.control_probe if args.control_rate > 0 else "off",
-                 control_rate=args.control_rate)
+                 control_rate=args.control_rate, commit_interval_s=args.commit_interval)
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:
