@@ -3,7 +3,8 @@
 A `ModbusLink` is one Modbus client (`LeanTcpClient` for TCP, pymodbus's serial client for
 RTU) and the lock that serialises every exchange on it. The acquisition poller holds the lock
 for a whole poll (every read request of its plan), and the control service holds it for one
-write or read, so a control write never lands between the reads of one poll, and on an RS-485 line only one frame is ever in flight.
+write or read, so a control write never lands between the reads of one poll, and on an RS-485
+line only one frame is ever in flight.
 
 `ModbusLinks` hands out one link per connection key: ``tcp:<host>:<port>`` for Modbus TCP (the
 host as written in the config: ``localhost`` and ``127.0.0.1`` are two keys) and

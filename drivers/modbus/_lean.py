@@ -82,7 +82,9 @@ def decode_response(pdu: bytes) -> ModbusPDU | None:
     if cls is not None and len(pdu) >= 2:
         n = pdu[1]
         if n == len(pdu) - 2 and not n & 1 and n <= 250:
-            return cls(registers=list(_REG_STRUCTS[n >> 1].unpack_from(pdu, 2)))
+            r = cls(registers=list(_REG_STRUCTS[n >> 1].unpack_from(pdu, 2)))
+            r.count = 0  # as pymodbus's decode leaves it
+            return r
     return _DECODER.decode(pdu)
 
 
