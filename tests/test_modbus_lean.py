@@ -129,6 +129,11 @@ async def test_server_that_closes(plant: ModbusPlant) -> None:
         await c.read_input_registers(0, count=2, device_id=2)
     assert await c.connect()
     assert not (await c.read_input_registers(0, count=2, device_id=2)).isError()
+    c.close()  # closed and reopened at once: the old connection's end must not touch the new
+    assert await c.connect()
+    for _ in range(3):
+        assert not (await c.read_input_registers(0, count=2, device_id=2)).isError()
+    assert c.connected
     c.close()
     await plant.stop()
     assert not await c.connect()  # refused: False, as pymodbus's connect
@@ -369,5 +374,5 @@ def test_split_frames_on_any_bytes(buf: bytes) -> None:
 def test_any_stream_into_the_protocol_never_raises(chunks: list[bytes]) -> None:
     c = LeanTcpClient("127.0.0.1", port=1)
     for chunk in chunks:
-        c.data_received(chunk)  # no request pending: every frame refused, none raises
+        c.feed(chunk)  # no request pending: every frame refused, none raises
     assert c.refused <= len(chunks) * 12

@@ -100,7 +100,23 @@ class _Pending:
         self.deadline = deadline
 
 
-class LeanTcpClient(ModbusClientMixin[Awaitable[ModbusPDU]], asyncio.Protocol):
+class _Connection(asyncio.Protocol):
+    """One TCP connection of a client: forwards to the client while it is the current one (a
+    closed connection's late callbacks never touch its successor)."""
+
+    def __init__(self, client: LeanTcpClient) -> None:
+        self.client = client
+
+    def data_received(self, data: bytes) -> None:
+        if self.client._conn is self:
+            self.client.feed(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.client._conn is self:
+            self.client._lost(exc)
+
+
+class LeanTcpClient(ModbusClientMixin[Awaitable[ModbusPDU]]):
     """A Modbus TCP client with pymodbus's async API subset (see the module docstring)."""
 
     def __init__(self, host: str, *, port: int = 502, timeout: float = 3.0, retries: int = 3,
@@ -112,6 +128,7 @@ class LeanTcpClient(ModbusClientMixin[Awaitable[ModbusPDU]], asyncio.Protocol):
         self.name = name
         self.refused = 0
         self.last_refusal = ""
+        self._conn: _Connection | None = None
         self._transport: asyncio.Transport | None = None
         self._buf = b""
         self._tid = 0
@@ -134,31 +151,28 @@ class LeanTcpClient(ModbusClientMixin[Awaitable[ModbusPDU]], asyncio.Protocol):
             return True
         self.close()
         loop = self._loop = asyncio.get_running_loop()
+        conn = _Connection(self)
         try:
             async with asyncio.timeout(self.timeout):
-                await loop.create_connection(lambda: self, self.host, self.port)
+                transport, _ = await loop.create_connection(lambda: conn, self.host, self.port)
         except (OSError, TimeoutError) as e:
             log.debug("%s: cannot connect to %s:%d: %s", self.name, self.host, self.port, e)
-            self._transport = None
             return False
+        self._conn, self._transport = conn, transport
+        self._buf = b""
+        self._tid = 0
         return True
 
     def close(self) -> None:
         """Close the connection; a pending request fails with `ConnectionException`."""
-        t, self._transport = self._transport, None
+        t, self._transport, self._conn = self._transport, None, None
         self._fail(ConnectionException(f"connection closed[{self!s}]"))
         self._buf = b""
         if t is not None:
             t.close()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._buf = b""
-        self._tid = 0
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
+    def _lost(self, exc: Exception | None) -> None:
+        self._transport = self._conn = None
         self._buf = b""
         self._fail(ConnectionException(f"connection lost[{self!s}]: {exc or 'closed by peer'}"))
 
@@ -223,7 +237,8 @@ class LeanTcpClient(ModbusClientMixin[Awaitable[ModbusPDU]], asyncio.Protocol):
         self.last_refusal = why
         log.debug("%s: reply refused: %s", self.name, why)
 
-    def data_received(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> None:
+        """Bytes received on the connection (from its protocol; tests may call it)."""
         buf = self._buf + data if self._buf else data
         try:
             frames, used = split_frames(buf)
