@@ -49,6 +49,8 @@ _REG_RESPONSES: dict[int, type[ModbusPDU]] = {
     3: ReadHoldingRegistersResponse, 4: ReadInputRegistersResponse}
 _REG_STRUCTS = [struct.Struct(f">{n}H") for n in range(126)]
 _DECODER = DecodePDU(False)
+#: a request this close to its deadline when the sweep runs has timed out (no re-arm for 1 ms)
+_SWEEP_SLACK = 0.001
 
 
 class FrameError(Exception):
@@ -224,7 +226,7 @@ class LeanTcpClient(ModbusClientMixin[Awaitable[ModbusPDU]]):
         if p is None:
             return
         assert self._loop is not None
-        if self._loop.time() >= p.deadline:
+        if self._loop.time() + _SWEEP_SLACK >= p.deadline:  # a timer may fire a hair early
             self._pending = None
             if not p.future.done():
                 p.future.set_exception(TimeoutError())
