@@ -15,17 +15,22 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 
 from control._codec import from_registers, to_registers
 from control._config import ActuatorDevice, SignalConfig, WritablePoint
-from drivers.modbus import ModbusLink, ModbusLinks, register_count
+from drivers.modbus import LeanTcpClient, ModbusLink, ModbusLinks, register_count
 from drivers.modbus import own_links as _links
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from pymodbus.client import AsyncModbusSerialClient
+
     from drivers.modbus import ModbusRtuBus
+
+    #: TCP: the lean client; RTU: pymodbus's serial client
+    _Client: TypeAlias = LeanTcpClient | AsyncModbusSerialClient
 
 log = logging.getLogger("mrv.control.modbus")
 
@@ -39,7 +44,7 @@ class Endpoint:
                  bus: ModbusRtuBus | None = None) -> None:
         self.dev = dev
         self.bus = bus
-        self.link: ModbusLink[ModbusBaseClient]
+        self.link: ModbusLink[_Client]
         if dev.bus is not None:
             if bus is None or bus.name != dev.bus:
                 raise ValueError(f"control device {dev.id}: bus {dev.bus!r} is not configured")
@@ -55,19 +60,18 @@ class Endpoint:
         self.lock = self.link.lock
         self._closed = False
 
-    def _tcp_client(self) -> AsyncModbusTcpClient:
+    def _tcp_client(self) -> _Client:
         assert self.dev.host is not None
-        return AsyncModbusTcpClient(
-            self.dev.host, port=self.dev.port, timeout=self.dev.timeout_s, retries=0,
-            reconnect_delay=0, name=f"control:{self.dev.id}")
+        return LeanTcpClient(self.dev.host, port=self.dev.port, timeout=self.dev.timeout_s,
+                             retries=0, name=f"control:{self.dev.id}")
 
-    def _serial_client(self) -> ModbusBaseClient:
+    def _serial_client(self) -> _Client:
         from drivers.modbus import serial_client
 
         assert self.bus is not None
         return serial_client(self.bus)
 
-    async def _connected(self) -> ModbusBaseClient:
+    async def _connected(self) -> _Client:
         c = self.link.client
         if not c.connected and not await c.connect():
             raise ActuatorError(f"device {self.dev.id} ({self.where}): connection refused")

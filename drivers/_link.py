@@ -1,9 +1,10 @@
 """One Modbus connection per device, shared by acquisition and control.
 
-A `ModbusLink` is one pymodbus client and the lock that serialises every exchange on it. The
-acquisition poller holds the lock for a whole poll (every read request of its plan), and the
-control service holds it for one write or read, so a control write never lands between the
-reads of one poll, and on an RS-485 line only one frame is ever in flight.
+A `ModbusLink` is one Modbus client (`LeanTcpClient` for TCP, pymodbus's serial client for
+RTU) and the lock that serialises every exchange on it. The acquisition poller holds the lock
+for a whole poll (every read request of its plan), and the control service holds it for one
+write or read, so a control write never lands between the reads of one poll, and on an RS-485
+line only one frame is ever in flight.
 
 `ModbusLinks` hands out one link per connection key: ``tcp:<host>:<port>`` for Modbus TCP (the
 host as written in the config: ``localhost`` and ``127.0.0.1`` are two keys) and
@@ -16,11 +17,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from pymodbus.client.base import ModbusBaseClient
 
-C = TypeVar("C", bound=ModbusBaseClient)
+class ModbusClient(Protocol):
+    """What a link needs of its client: pymodbus's async clients and `LeanTcpClient`."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def connect(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=ModbusClient)
 
 
 class ModbusLink(Generic[C]):
@@ -51,7 +62,7 @@ class ModbusLinks:
     """The links of one gateway, by connection key."""
 
     def __init__(self) -> None:
-        self._links: dict[str, ModbusLink[ModbusBaseClient]] = {}
+        self._links: dict[str, ModbusLink[ModbusClient]] = {}
 
     @staticmethod
     def tcp_key(host: str, port: int) -> str:
@@ -69,7 +80,7 @@ class ModbusLinks:
         link.users += 1
         return link  # type: ignore[return-value]
 
-    def find(self, key: str) -> ModbusLink[ModbusBaseClient] | None:
+    def find(self, key: str) -> ModbusLink[ModbusClient] | None:
         return self._links.get(key)
 
     def __len__(self) -> int:

@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from drivers._link import ModbusLink, ModbusLinks, own_links
+from drivers._link import ModbusClient, ModbusLink, ModbusLinks, own_links
 from drivers._source import Driver, Source, SourceContext
 from drivers.modbus._config import ModbusPoint, ModbusRtuBus, ModbusRtuUnit, ModbusTcpDevice
 from drivers.modbus._decode import DataType, WordOrder, decode, encode, register_count
 from drivers.modbus._io import ModbusTcpPoller
+from drivers.modbus._lean import LeanTcpClient
 
 if TYPE_CHECKING:
     from pymodbus.client import AsyncModbusSerialClient
@@ -46,6 +47,8 @@ __all__ = [
     "RTU_DRIVER",
     "TCP_DRIVER",
     "DataType",
+    "LeanTcpClient",
+    "ModbusClient",
     "ModbusLink",
     "ModbusLinks",
     "ModbusPoint",

@@ -5,7 +5,8 @@ a failed poll yields NaN readings flagged COMM_FAULT (HJ 212 "B"), an exception 
 NaN readings flagged DEVICE_FAULT ("D") for the points of that request, a "not implemented"
 sentinel NaN flagged SENTINEL. Schedule, circuit breaker and health: `drivers._polling`.
 
-* TCP: one `ModbusTcpPoller` (one connection, one task) per device.
+* TCP: one `ModbusTcpPoller` (one connection, one task) per device, through a `LeanTcpClient`
+  (``_lean.py``: pymodbus's PDUs on a plain asyncio protocol, no per-request timer or lock).
 * The connection and its lock are a `ModbusLink` (``drivers/_link.py``) that the control service
   shares when it writes to the same device or line: a poll holds the lock for all its
   requests, so a control write never lands between them.
@@ -26,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 
@@ -43,6 +44,7 @@ from drivers.modbus._decode import (
     register_count,
     sentinel_of,
 )
+from drivers.modbus._lean import LeanTcpClient
 from drivers.modbus._plan import BIT_TABLES, PointRef, ReadRequest, plan_reads
 from mrv_core import Metrics, Quality, Reading, new_reading
 
@@ -252,7 +254,7 @@ class ModbusTcpPoller:
         self.plan = self.reader.plan
         self.loop = PollLoop(dev.name, self.source, self.reader.infos, dev, sink, metrics, log,
                              now_ns=now_ns)
-        self.link: ModbusLink[AsyncModbusTcpClient] = _links(links).get(
+        self.link: ModbusLink[LeanTcpClient] = _links(links).get(
             ModbusLinks.tcp_key(dev.host, dev.port), self._client)
 
     @property
@@ -263,12 +265,11 @@ class ModbusTcpPoller:
     def missed(self) -> int:
         return self.loop.missed
 
-    def _client(self) -> AsyncModbusTcpClient:
-        return AsyncModbusTcpClient(
-            self.dev.host, port=self.dev.port, timeout=self.dev.timeout_s,
-            retries=self.dev.retries, reconnect_delay=0, name=self.dev.name)
+    def _client(self) -> LeanTcpClient:
+        return LeanTcpClient(self.dev.host, port=self.dev.port, timeout=self.dev.timeout_s,
+                             retries=self.dev.retries, name=self.dev.name)
 
-    async def poll_once(self, client: AsyncModbusTcpClient) -> list[Reading]:
+    async def poll_once(self, client: LeanTcpClient) -> list[Reading]:
         """Read every request of the plan; raises `DeviceUnreachable` on a comms failure."""
         try:
             return await self.reader.read(client)

@@ -11,6 +11,8 @@ import json
 import logging
 import math
 
+from pymodbus.pdu import DecodePDU
+
 from config._schema import Dlt645Bus, MqttPoint
 from drivers._limits import TS_NS_MAX, TS_NS_MIN
 from drivers._polling import LogLimiter
@@ -51,6 +53,7 @@ from drivers.modbus._decode import (
     is_sentinel,
     register_count,
 )
+from drivers.modbus._lean import FrameError, decode_response, split_frames
 from drivers.mqtt._payload import PayloadError, compile_points, readings_from
 from mrv_core._metrics import Metrics
 from tests.fuzz import Target
@@ -222,6 +225,31 @@ _MODBUS_SEEDS = tuple(bytes([t, o, 3]) + b"\x12\x34\x56\x78\x9a\xbc\xde\xf0"[:2 
                       for t, dtype in enumerate(DATA_TYPES) for o in range(4)
                       for c in (register_count(dtype),))
 
+_MODBUS_REF = DecodePDU(False)
+
+
+def _modbus_tcp_reply(data: bytes) -> None:
+    """A Modbus TCP byte stream -> frames -> response PDUs (`LeanTcpClient`'s parser): only a
+    `FrameError`, and every PDU decoded exactly as pymodbus's own `DecodePDU` decodes it."""
+    frames, used = split_frames(data)
+    assert used == sum(7 + len(p) for _, _, p in frames) <= len(data)
+    for _, _, pdu in frames:
+        got, want = decode_response(pdu), _MODBUS_REF.decode(pdu)
+        if got is None or want is None:
+            assert got is want
+            continue
+        assert (type(got), got.function_code, list(got.registers), list(got.bits),
+                got.exception_code, got.count) == (
+                    type(want), want.function_code, list(want.registers), list(want.bits),
+                    want.exception_code, want.count)
+
+
+_MODBUS_TCP_SEEDS = (
+    bytes.fromhex("000100000007010304123456780000"),  # FC 3, 2 registers, a trailing partial
+    bytes.fromhex("0002000000030183020002000000050104010f01"),  # exception 2, then coils
+    bytes.fromhex("00030000000901040600010002000300040000000401020103"),
+)
+
 TARGETS: list[Target] = [
     Target("mqtt-payload", _mqtt_payload, (PayloadError,), _MQTT_SEEDS, oversize=_MQTT_MAX + 1),
     Target("hj212-frame", _hj212_frame, (Hj212Error,),
@@ -232,4 +260,5 @@ TARGETS: list[Target] = [
     Target("dlt645-line", _dlt645_line, (Dlt645Error,), _DLT_SEEDS + tuple(
         b"\xfe\xfe" + a + b for a in _DLT_SEEDS[:2] for b in _DLT_SEEDS[3:5]), max_len=4096),
     Target("modbus-decode", _modbus_decode, (ValueError,), _MODBUS_SEEDS, max_len=64),
+    Target("modbus-tcp-reply", _modbus_tcp_reply, (FrameError,), _MODBUS_TCP_SEEDS, max_len=600),
 ]
