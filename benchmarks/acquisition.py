@@ -6,7 +6,8 @@ pollers (the Neuron scenario: 500 devices -> 15,000 tags/s).
 
 The simulated devices run in a child process (a small asyncio Modbus TCP responder, so the
 simulator's cost is not counted and does not compete with pymodbus' server code); the gateway
-side is this process: one `ModbusTcpPoller` (pymodbus client, one connection) per device,
+side is this process: one `ModbusTcpPoller` (the lean client of `drivers/modbus/_lean.py` on
+pymodbus's PDU classes, one connection) per device,
 30 one-register points each (int16/uint16 with a scale), decoded into `Reading`s and handed to
 a sink that counts them. Measured over ``--seconds`` after a warm-up: CPU share of one core of
 this process, missed polls, polls and readings per second, poll latency (request to decoded
