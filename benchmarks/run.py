@@ -256,15 +256,33 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         v = row.get(d)
         met = "" if row.target.startswith("(") else (
             "n/a" if v is None else ("yes" if row.ok(v) else "no"))
-        lines.append(f"| {row.label} | {_fmt(v)} | {row.target} | {met} | "
+        when = f" (run of {d['from_run'][:10]})" if d.get("from_run") else ""
+        lines.append(f"| {row.label} | {_fmt(v)}{when} | {row.target} | {met} | "
                      f"{row.machine(d) or ''} |")
     return "\n".join(lines) + "\n"
+
+
+def _previous(path: Path) -> dict[str, dict[str, Any]]:
+    """The scenarios of the last full run in ``path``, each marked with that run's date."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict) or doc.get("quick") or not isinstance(doc.get("results"), dict):
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, res in doc["results"].items():
+        if isinstance(res, dict):
+            out[name] = {**res, "from_run": res.get("from_run") or doc.get("date")}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
-    ap.add_argument("--only", nargs="*", choices=sorted(SCENARIOS))
+    ap.add_argument("--only", nargs="*", choices=sorted(SCENARIOS),
+                    help="run these scenarios; the others keep their figures from the last full "
+                         "run in results.json (marked `from_run` with its date)")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--out-dir", default=str(HERE))
     args = ap.parse_args(argv)
@@ -278,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = run_one(name, args.quick, max(args.timeout, TIMEOUTS.get(name, 0.0)))
         print(json.dumps(results[name], indent=1)[:2000], flush=True)
     out = Path(args.out_dir)
+    if args.only and not args.quick:  # the scenarios not run now keep their last full run
+        for name, res in _previous(out / "results.json").items():
+            results.setdefault(name, res)
     doc = {"machine": machine(), "quick": args.quick,
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results}
     (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")

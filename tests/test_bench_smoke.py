@@ -241,3 +241,20 @@ def test_bench_table_reads_each_peer_size() -> None:
     assert row("without an ack")[:3] == ["2", "0", "no"]
     assert row("peak RSS at 500")[:3] == ["101.0", "<= 100", "no"]
     assert row("start-up")[:3] == ["4.25", "<= 5", "yes"]
+
+
+def test_bench_runner_only_keeps_the_other_scenarios_of_the_last_full_run(tmp_path: Path) -> None:
+    """`--only` re-measures what it names; the rest keeps the last full run's figures, dated."""
+    from benchmarks.run import _previous, table
+
+    last = {"machine": {}, "quick": False, "date": "2026-12-01T10:00:00Z",
+            "results": {"gas": {"scenario": "gas", "gas_per_batch": 148_604},
+                        "pipeline": {"scenario": "pipeline", "readings_per_cpu_s": 1}}}
+    (tmp_path / "results.json").write_text(json.dumps(last))
+    prev = _previous(tmp_path / "results.json")
+    assert prev["gas"]["from_run"] == "2026-12-01T10:00:00Z"
+    assert "148,604 (run of 2026-12-01)" in table({"gas": prev["gas"]})
+    (tmp_path / "results.json").write_text(json.dumps({**last, "quick": True}))
+    assert _previous(tmp_path / "results.json") == {}  # a quick run is never carried over
+    (tmp_path / "results.json").write_text("not json")
+    assert _previous(tmp_path / "results.json") == {}
