@@ -6,7 +6,8 @@ Works with any node that serves ``eth_sendRawTransaction``, ``eth_call``, ``eth_
 Every transport failure becomes `ChainUnavailable`; every revert becomes `ChainRevert` with the
 contract's custom error decoded; any other JSON-RPC error becomes `ChainRejected`.
 
-The JSON-RPC requests are plain HTTP POSTs over aiohttp and the ABI is encoded and decoded with
+The JSON-RPC requests are plain HTTP POSTs (`ledger_client._http`: http.client, one keep-alive
+connection) and the ABI is encoded and decoded with
 eth_abi: the gateway daemon does not import web3.py (about 20 MB and 5 % of its CPU). web3 is
 imported only when something asks for `EvmChain.w3` or `EvmChain.contract_at` (the
 administration tools: `Mrv`, mrvctl, the portal's demo, tests), and `call_data`,
@@ -25,7 +26,6 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
@@ -33,6 +33,7 @@ from eth_utils.address import to_checksum_address
 from contracts import ARTIFACTS
 from ledger_client._errors import ChainRejected, ChainRevert, ChainUnavailable
 from ledger_client._format import BatchHeader, gateway_key, keccak256
+from ledger_client._http import HttpTransportError, JsonRpcHttp
 from ledger_client._signing import TxKey
 from mrv_core import InputLimitError, loads_bounded
 
@@ -389,22 +390,20 @@ class EvmChain:
         self.gas_price_wei = gas_price_wei
         self._chain_id: int | None = None
         self._contract: Contract | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._transport: JsonRpcHttp | None = None
         self._ids = itertools.count(1)
         self._w3: Any = None
         self._tx_keys: dict[str, tuple[bytes, TxKey]] = {}
 
     # -- JSON-RPC ---------------------------------------------------------------------------
 
-    def _http(self) -> aiohttp.ClientSession:
-        """One keep-alive HTTP session, made in (and bound to) the event loop of the first
-        request: use an `EvmChain` within one loop and `close` it there."""
-        s = self._session
-        if s is None or s.closed:
-            s = self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
-                headers={"Content-Type": "application/json"})
-        return s
+    def _http(self) -> JsonRpcHttp:
+        """One keep-alive HTTP connection to the node (`ledger_client._http`)."""
+        t = self._transport
+        if t is None:
+            t = self._transport = JsonRpcHttp(self.rpc_url, timeout_s=self.request_timeout_s,
+                                              max_bytes=MAX_RESPONSE_BYTES)
+        return t
 
     async def request(self, method: str, params: list[Any], *, may_revert: bool = False) -> Any:
         """One JSON-RPC call; its ``result``. Transport failures, HTTP errors and answers that
@@ -414,18 +413,11 @@ class EvmChain:
         rid = next(self._ids)
         body = json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
         try:
-            async with self._http().post(self.rpc_url, data=body.encode()) as resp:
-                if resp.status != 200:
-                    raise ChainUnavailable(f"{self.rpc_url}: HTTP {resp.status} {resp.reason}"
-                                           f" to {method}")
-                raw = bytearray()
-                while chunk := await resp.content.read(1 << 16):
-                    raw += chunk
-                    if len(raw) > MAX_RESPONSE_BYTES:
-                        raise ChainUnavailable(f"{self.rpc_url}: the answer to {method} is"
-                                               f" larger than {MAX_RESPONSE_BYTES} bytes")
-        except (aiohttp.ClientError, OSError, TimeoutError) as e:
-            raise ChainUnavailable(f"{self.rpc_url}: {type(e).__name__}: {e}") from e
+            status, reason, raw = await asyncio.to_thread(self._http().post, body.encode())
+        except HttpTransportError as e:
+            raise ChainUnavailable(f"{self.rpc_url}: {method}: {e}") from e
+        if status != 200:
+            raise ChainUnavailable(f"{self.rpc_url}: HTTP {status} {reason} to {method}")
         try:
             msg = loads_bounded(bytes(raw), max_bytes=MAX_RESPONSE_BYTES,
                                 max_depth=MAX_RESPONSE_DEPTH, what=f"answer to {method}")
@@ -466,9 +458,12 @@ class EvmChain:
         contract objects); this module's own calls raise the ledger errors already."""
         try:
             return await aw
-        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+        except (OSError, TimeoutError) as e:
             raise ChainUnavailable(f"{self.rpc_url}: {e}") from e
         except Exception as e:
+            aiohttp = sys.modules.get("aiohttp")  # web3's transport (imported with web3)
+            if aiohttp is not None and isinstance(e, aiohttp.ClientError):
+                raise ChainUnavailable(f"{self.rpc_url}: {e}") from e
             if "web3" not in sys.modules:
                 raise
             from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
@@ -494,9 +489,9 @@ class EvmChain:
         return self._w3
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._transport is not None:
+            await asyncio.to_thread(self._transport.close)  # (after a request in flight)
+            self._transport = None
         if self._w3 is not None:
             disconnect = getattr(self._w3.provider, "disconnect", None)
             if disconnect is not None:
