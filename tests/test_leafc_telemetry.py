@@ -89,6 +89,16 @@ def test_mrv_pure_python_forces_the_pure_path() -> None:
     assert out["1"][2:] == out["0"][2:]
 
 
+def test_importing_control_does_not_import_the_ledger_code() -> None:
+    """`control` stays light for `config`: the compiled writer is bound on the first message."""
+    code = ("import sys, control; print('ledger_client' in sys.modules);"
+            "control.telemetry_json('gw', []); print('ledger_client' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split() == ["False", "True"]
+
+
 # ---------------------------------------------------------------- telemetry_json
 
 _text = st.text(max_size=12) | st.sampled_from(
