@@ -9,6 +9,8 @@ import gc
 import json
 import math
 import os
+import random
+import struct
 import subprocess
 import sys
 from collections import deque
@@ -140,6 +142,35 @@ def test_floats_as_python_writes_them(value: float) -> None:
     else:
         assert fast.endswith({"nan": b"null", "inf": b"Infinity", "-inf": b"-Infinity"}[
             repr(value)] + b"}]}")
+
+
+def _values_of(msg: bytes) -> list[bytes]:
+    return [p[:p.index(b"}")] for p in msg.split(b'"value":')[1:]]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_many_floats_as_repr(seed: int) -> None:
+    """The compiled writer's own conversion of values with few decimals (put_short_float) and
+    the general one, against repr: decimals m / 10^k, values a meter's scale gives, random
+    doubles of every magnitude, and the neighbours of the range limits (1e-4, 1e15)."""
+    rnd = random.Random(seed)
+    vals = [rnd.choice((1, -1)) * rnd.randrange(10**rnd.randint(1, 16)) / 10**rnd.randint(0, 12)
+            for _ in range(20_000)]
+    vals += [round(rnd.choice((1, -1)) * 10**rnd.uniform(-6, 17), rnd.randint(0, 10))
+             for _ in range(20_000)]
+    vals += [struct.unpack("<d", rnd.randbytes(8))[0] for _ in range(10_000)]
+    vals += [rnd.uniform(-1, 1) * 10**rnd.uniform(-5, 16) for _ in range(10_000)]
+    vals += [rnd.randrange(65536) * sc for sc in (0.1, 0.01, 0.001, 0.25, 1e-5) for _ in range(4000)]
+    for x in (1e-4, 1e15, 1e16, 2.0**53, 0.1, 999999999999999.0, 99999999999999.9):
+        y = z = x
+        for _ in range(50):
+            vals += [y, -y, z, -z]
+            y, z = math.nextafter(y, math.inf), math.nextafter(z, 0)
+    rs = [_r(1, value=v) for v in vals]
+    fast = _leafc.telemetry_json("gw", rs, None, Reading)
+    assert fast is not None
+    want = [b"null" if v != v else repr(v).replace("inf", "Infinity").encode() for v in vals]
+    assert _values_of(fast) == want
 
 
 @pytest.mark.parametrize("n", [0, 2**31, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64 + 7,
