@@ -840,59 +840,62 @@ put_int(buf_t *b, PyObject *o)
     }
 }
 
-/* float.__repr__(v) for a v with few decimals, without the general conversion: 1 written,
- * 0 not such a value (then dtoa decides), -1 error.
+/* float.__repr__(v) for a v with at most 6 decimals, without the general conversion: 1
+ * written, 0 not such a value (then dtoa decides), -1 error.
  *
- * For 1e-4 <= |v| < 1e15, repr is fixed notation with the fewest fraction digits k that read
- * back as v. For k = 0, 1, ... 6: m = v * 10^k rounded to an integer; when m / 10^k (one
- * correctly rounded IEEE division, as strtod reads "m e-k") is v, the decimal m * 10^-k reads
- * back as v. With |m| < 10^15 it has at most 15 significant digits, and two such decimals
- * never read as the same double (DBL_DIG), so it is the only k-digit candidate and the first
- * k that passes is repr's. Checked against repr on tens of millions of values
- * (tests/test_leafc_telemetry.py has a share of them). */
+ * For 1e-4 <= |v| < 1e15, repr is fixed notation: the shortest decimal that reads back as v.
+ * Take K = 6, or less so that |v| * 10^K < 10^15, and m = |v| * 10^K rounded to an integer
+ * (the product's errors are below 0.2, so m is the nearest integer to the exact product).
+ * When m / 10^K (one correctly rounded IEEE division, as strtod reads "m e-K") is v, the
+ * decimal D = m * 10^-K reads back as v. D has at most 15 significant digits, so repr's
+ * decimal, no longer, has too; two decimals of at most 15 significant digits never read as
+ * the same double (DBL_DIG), so repr's decimal is D without its trailing zeros. When the
+ * check fails, no decimal with at most K fraction digits reads back as v (it would be D), and
+ * dtoa writes it. Checked against repr on ten million values (tests/test_leafc_telemetry.py
+ * has a share of them). */
 static int
 put_short_float(buf_t *b, double v)
 {
 #if FLT_EVAL_METHOD == 0
     static const double P10[7] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6};
-    static const unsigned long long U10[7] = {1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL,
-                                             100000ULL, 1000000ULL};
-    double a = v < 0 ? -v : v;
-    int k;
+    double a = v < 0 ? -v : v, t;
+    unsigned long long m;
+    int k = 6, i;
+    char tmp[40];
+    char *e = tmp + sizeof tmp, *w = e;
     if (a == 0.0)
         return buf_put(b, signbit(v) ? "-0.0" : "0.0", signbit(v) ? 4 : 3) < 0 ? -1 : 1;
     if (!(a >= 1e-4 && a < 1e15))
         return 0;
-    for (k = 0; k <= 6; k++) {
-        double t = nearbyint(a * P10[k]);
-        if (t >= 1e15)
-            return 0;
-        if (t / P10[k] == a) {
-            unsigned long long m = (unsigned long long)t;
-            unsigned long long ip = m / U10[k], fp = m % U10[k];
-            char tmp[40];
-            char *e = tmp + sizeof tmp, *w = e;
-            int i;
-            if (k == 0) {
-                *--w = '0';
-            } else {
-                for (i = 0; i < k; i++) {
-                    *--w = (char)('0' + fp % 10);
-                    fp /= 10;
-                }
-            }
-            *--w = '.';
-            do {
-                *--w = (char)('0' + ip % 10);
-                ip /= 10;
-            } while (ip);
-            if (v < 0)
-                *--w = '-';
-            return buf_put(b, w, (size_t)(e - w)) < 0 ? -1 : 1;
+    while (k > 0 && a * P10[k] >= 1e15)
+        k--;
+    t = nearbyint(a * P10[k]);
+    if (t >= 1e15 || t / P10[k] != a)
+        return 0;
+    m = (unsigned long long)t;
+    while (k > 0 && m % 10 == 0) {
+        m /= 10;
+        k--;
+    }
+    if (k == 0) {
+        *--w = '0';
+    } else {
+        for (i = 0; i < k; i++) {
+            *--w = (char)('0' + m % 10);
+            m /= 10;
         }
     }
-#endif
+    *--w = '.';
+    do {
+        *--w = (char)('0' + m % 10);
+        m /= 10;
+    } while (m);
+    if (v < 0)
+        *--w = '-';
+    return buf_put(b, w, (size_t)(e - w)) < 0 ? -1 : 1;
+#else
     return 0;
+#endif
 }
 
 /* an exact float as control/_telemetry.py::_json_value writes it: float.__repr__ when
