@@ -380,3 +380,33 @@ def test_no_reference_leaks_in_100k_calls() -> None:
 def test_the_public_names() -> None:
     assert ledger_client.all_storable is all_storable
     assert ledger_client.telemetry_json_compiled is telemetry_json_compiled
+
+
+@pytest.mark.parametrize("extra", [
+    {}, {"value": 3}, {"point_id": "锅炉"}, {"ts_ns": 2**63}, {"unit": "k\udc80W"}],
+    ids=["plain", "int-value", "non-ascii", "ts-beyond-int64", "surrogate"])
+async def test_the_writer_commits_what_the_screen_passes(tmp_path: Path,
+                                                         extra: dict[str, Any]) -> None:
+    """`Pipeline.commit` with the one-call screen: a plain chunk is committed whole; a chunk
+    it cannot confirm is screened reading by reading, as before (an int value is storable)."""
+    from cleaning import Cleaner
+    from gateway._daemon import Pipeline
+    from ledger_client import Outbox
+    from mrv_core import Metrics
+
+    rs = [Reading(point_id=f"p{i}", ts_ns=1000 + i, value=float(i), unit="kW", source="s")
+          for i in range(3)]
+    rs[1] = Reading(**{"point_id": "p1", "ts_ns": 1001, "value": 1.0, "unit": "kW",
+                       "source": "s", **extra})
+    storable = unstorable(rs[1]) is None
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    m = Metrics()
+    pipe = Pipeline(ob, Cleaner({}), m, 4, lambda n: None)
+    try:
+        await pipe.commit(rs, [])
+        assert m.counters["readings_accepted"] == (3 if storable else 2)
+        assert m.counters.get("dead_letters", 0) == (0 if storable else 1)
+        back = await ob.records(1, 10)
+        assert [r.point_id for r in back] == [r.point_id for r in rs if unstorable(r) is None]
+    finally:
+        await ob.close()
