@@ -230,13 +230,6 @@ class _Float(float):
     pass
 
 
-def _id(x: object) -> str:
-    try:
-        return repr(x)[:40]
-    except AttributeError:  # a Reading with unset slots
-        return "unset"
-
-
 def _unset() -> Reading:
     r: Reading = object.__new__(Reading)
     return r
@@ -264,7 +257,10 @@ def _unset() -> Reading:
                     period_end_ns=1, value=1.0, unit="u", from_seq=1, to_seq=2, seq=3)], None),
     ([_unset()], None),
     ([_r(1), "not a reading"], None),
-], ids=_id)
+], ids=["int-value", "huge-int-value", "bool-value", "float-subclass-value", "bool-quality",
+        "float-ts", "str-subclass-point", "none-unit", "str-subclass-source", "int-source",
+        "bytearray-sig", "memoryview-sig", "fewer-sigs", "more-sigs", "deque-sigs",
+        "deque-readings", "reading-subclass", "derived-record", "unset-fields", "not-a-reading"])
 def test_the_fallback_is_the_python_path(readings: Any, sigs: Any) -> None:
     assert _same_message("gw", readings, sigs) is None
 
