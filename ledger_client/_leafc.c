@@ -1,7 +1,8 @@
 /* The compiled hot path of the record leaves and the Merkle tree (issue #15).
  *
- * Byte for byte the same results as the pure-Python functions in ledger_client/_format.py and
- * ledger_client/_outbox.py::_commit_rows (docs/compiled-path.md; tests/test_leafc.py checks it):
+ * Byte for byte the same results as the pure-Python functions in ledger_client/_format.py,
+ * ledger_client/_outbox.py (_commit_rows, unstorable) and control/_telemetry.py
+ * (docs/compiled-path.md; tests/test_leafc.py and tests/test_leafc_telemetry.py check it):
  *
  *   keccak256(data) -> bytes                      Keccak-256 (the original padding 0x01, as
  *                                                 Ethereum uses it; not SHA3-256)
@@ -10,6 +11,12 @@
  *   commit_readings(records, first_seq, gateway_id, reading_type)
  *       -> (committed, rows) | None               the outbox's commit of a chunk of readings;
  *                                                 None: "not the fast path, do it in Python"
+ *   all_storable(readings, reading_type) -> bool  True: every reading passes
+ *                                                 ledger_client._outbox.unstorable; False: one
+ *                                                 does not, or "cannot tell, screen each"
+ *   telemetry_json(gateway_id, readings, signatures, reading_type)
+ *       -> bytes | None                           control/_telemetry.py's live telemetry
+ *                                                 message; None: "do it in Python"
  *
  * Plain CPython C API, no dependency. Keccak-f[1600] written from the public specification
  * (FIPS 202 / the Keccak reference): one round written out lane by lane (theta, rho and pi,
