@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from mrv_core import Reading, loads_bounded
@@ -53,14 +53,39 @@ def _json_value(v: float) -> str:
     return json.dumps(v)
 
 
+_Compiled = Callable[[str, Sequence[Reading], "Sequence[bytes] | None"], "bytes | None"]
+_compiled: _Compiled | None = None
+
+
+def _bind_compiled() -> _Compiled:
+    """``ledger_client.telemetry_json_compiled``, imported on the first message (not at
+    import: `control` stays light for `config`)."""
+    global _compiled
+    from ledger_client import telemetry_json_compiled
+
+    _compiled = telemetry_json_compiled
+    return telemetry_json_compiled
+
+
 def telemetry_json(gateway_id: str, readings: Sequence[Reading],
                    signatures: Sequence[bytes] | None = None) -> bytes:
     """The telemetry message: the same bytes as canonical JSON (sorted keys, no spaces) of
     ``{"gateway", "readings": [{"point", "quality", "seq", "ts_ns", "unit", "value"}]}``
-    (tested), written out per reading with the point's and unit's JSON cached: this runs for
-    every reading the gateway commits. With ``signatures`` (one per reading, the outbox's
-    record signatures) each reading also carries ``"sig"`` and its ``"source"``, all a reader
-    needs to rebuild the record's leaf and check the signature."""
+    (tested). This runs for every reading the gateway commits, so plain readings are written
+    by the compiled module (docs/compiled-path.md), the others by `_telemetry_json_py`, with
+    the same bytes. With ``signatures`` (one per reading, the outbox's record signatures) each
+    reading also carries ``"sig"`` and its ``"source"``, all a reader needs to rebuild the
+    record's leaf and check the signature."""
+    msg = (_compiled or _bind_compiled())(gateway_id, readings, signatures)
+    if msg is not None:
+        return msg
+    return _telemetry_json_py(gateway_id, readings, signatures)
+
+
+def _telemetry_json_py(gateway_id: str, readings: Sequence[Reading],
+                       signatures: Sequence[bytes] | None = None) -> bytes:
+    """`telemetry_json` in Python (the pure path and the reference), written out per reading
+    with the point's and unit's JSON cached."""
     q = _json_str
     if signatures is None:
         frag = _fragments

@@ -44,6 +44,7 @@ from ledger_client import (
     OutboxError,
     Signer,
     Uplink,
+    all_storable,
     dump_record,
     load_tx_key,
     unstorable,
@@ -271,7 +272,7 @@ class Pipeline:
         # others are committed and every source is acknowledged (docs/outbox.md). Screened
         # first, so the checks never see one; the outbox catches what the screen misses.
         dead: list[DeadLetter] = []
-        reasons = [unstorable(r) for r in readings]
+        reasons = [] if all_storable(readings) else [unstorable(r) for r in readings]
         if any(reasons):
             for r, why in zip(readings, reasons, strict=True):
                 if why is not None:

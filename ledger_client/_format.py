@@ -373,3 +373,24 @@ def build_header(
         co2e_scope2_g=co2e_g[1],
         co2e_scope3_g=co2e_g[2],
     )
+
+
+def all_storable(readings: Sequence[object]) -> bool:
+    """True when every reading is a plain `Reading` that `unstorable` passes (``ts_ns`` an
+    int64, ``quality`` a uint32, ``value`` a float, text that encodes as UTF-8), checked in one
+    compiled call. False when one is not, and whenever the compiled check cannot tell (the pure
+    path, a list that is not a list or tuple, another record type, an ``int`` value): then the
+    caller screens each reading with `unstorable`, as before."""
+    return _leafc is not None and bool(_leafc.all_storable(readings, Reading))
+
+
+def telemetry_json_compiled(gateway_id: str, readings: Sequence[object],
+                            signatures: Sequence[bytes] | None = None) -> bytes | None:
+    """``control.telemetry_json``'s bytes, written by the compiled module, or None when the
+    path is not compiled or the message is not plain: readings (and signatures) not in a list or
+    tuple, a record not exactly a `Reading` with exact-type fields (``str`` text, ``int``
+    numbers, ``float`` value, ``bytes`` signatures), text that does not encode as UTF-8, or
+    not one signature per reading. Then the caller writes it in Python."""
+    if _leafc is None:
+        return None
+    return cast("bytes | None", _leafc.telemetry_json(gateway_id, readings, signatures, Reading))

@@ -1,7 +1,8 @@
 /* The compiled hot path of the record leaves and the Merkle tree (issue #15).
  *
- * Byte for byte the same results as the pure-Python functions in ledger_client/_format.py and
- * ledger_client/_outbox.py::_commit_rows (docs/compiled-path.md; tests/test_leafc.py checks it):
+ * Byte for byte the same results as the pure-Python functions in ledger_client/_format.py,
+ * ledger_client/_outbox.py (_commit_rows, unstorable) and control/_telemetry.py
+ * (docs/compiled-path.md; tests/test_leafc.py and tests/test_leafc_telemetry.py check it):
  *
  *   keccak256(data) -> bytes                      Keccak-256 (the original padding 0x01, as
  *                                                 Ethereum uses it; not SHA3-256)
@@ -10,6 +11,12 @@
  *   commit_readings(records, first_seq, gateway_id, reading_type)
  *       -> (committed, rows) | None               the outbox's commit of a chunk of readings;
  *                                                 None: "not the fast path, do it in Python"
+ *   all_storable(readings, reading_type) -> bool  True: every reading passes
+ *                                                 ledger_client._outbox.unstorable; False: one
+ *                                                 does not, or "cannot tell, screen each"
+ *   telemetry_json(gateway_id, readings, signatures, reading_type)
+ *       -> bytes | None                           control/_telemetry.py's live telemetry
+ *                                                 message; None: "do it in Python"
  *
  * Plain CPython C API, no dependency. Keccak-f[1600] written from the public specification
  * (FIPS 202 / the Keccak reference): one round written out lane by lane (theta, rho and pi,
@@ -20,6 +27,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -632,6 +641,453 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ all_storable */
+
+/* 1 when the exact str s encodes as UTF-8 (no lone surrogate), without encoding it. */
+static int
+str_encodable(PyObject *s)
+{
+    Py_ssize_t i, n;
+#if PY_VERSION_HEX < 0x030C0000
+    if (!PyUnicode_IS_READY(s))
+        return 0; /* a legacy string not made ready: the Python path decides */
+#endif
+    if (PyUnicode_IS_ASCII(s))
+        return 1;
+    n = PyUnicode_GET_LENGTH(s);
+    if (PyUnicode_KIND(s) == PyUnicode_2BYTE_KIND) {
+        const Py_UCS2 *d = PyUnicode_2BYTE_DATA(s);
+        for (i = 0; i < n; i++)
+            if (d[i] >= 0xD800 && d[i] <= 0xDFFF)
+                return 0;
+    } else if (PyUnicode_KIND(s) == PyUnicode_4BYTE_KIND) {
+        const Py_UCS4 *d = PyUnicode_4BYTE_DATA(s);
+        for (i = 0; i < n; i++)
+            if (d[i] >= 0xD800 && d[i] <= 0xDFFF)
+                return 0;
+    }
+    return 1; /* 1-byte kind: Latin-1, always encodable */
+}
+
+/* the reading type's offsets, learned if needed: 1 usable, 0 not, -1 error */
+static int
+use_type(PyObject *type, PyTypeObject **rt, Py_ssize_t offs[N_FIELDS])
+{
+    if ((PyObject *)reading_type != type) {
+        int known = learn_type(type);
+        if (known <= 0)
+            return known;
+    }
+    *rt = reading_type;
+    memcpy(offs, field_offset, sizeof field_offset);
+    return 1;
+}
+
+/* all_storable(readings, reading_type) -> True when every reading is exactly a Reading whose
+ * fields pass ledger_client._outbox.unstorable (ts_ns an int64, quality a uint32, value a
+ * float, point_id/unit/source str that encode as UTF-8); False otherwise, including "cannot
+ * tell here" (an int value, another type, a list that is not a list or tuple). */
+static PyObject *
+leafc_all_storable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *readings;
+    PyObject **items;
+    Py_ssize_t n, i, offs[N_FIELDS];
+    PyTypeObject *rt;
+    int known;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "all_storable(readings, reading_type)");
+        return NULL;
+    }
+    readings = args[0];
+    known = use_type(args[1], &rt, offs);
+    if (known < 0)
+        return NULL;
+    if (known == 0)
+        Py_RETURN_FALSE;
+    if (PyList_CheckExact(readings)) {
+        n = PyList_GET_SIZE(readings);
+        items = ((PyListObject *)readings)->ob_item;
+    } else if (PyTuple_CheckExact(readings)) {
+        n = PyTuple_GET_SIZE(readings);
+        items = &PyTuple_GET_ITEM(readings, 0);
+    } else {
+        Py_RETURN_FALSE;
+    }
+    /* no Python code runs in this loop (no allocation), so the list cannot change under it */
+    for (i = 0; i < n; i++) {
+        PyObject *r = items[i], *ts, *q, *v, *p, *u, *s;
+        long long x;
+        int overflow;
+        if (Py_TYPE(r) != rt)
+            Py_RETURN_FALSE;
+        ts = SLOT(r, F_TS);
+        q = SLOT(r, F_QUALITY);
+        v = SLOT(r, F_VALUE);
+        p = SLOT(r, F_POINT);
+        u = SLOT(r, F_UNIT);
+        s = SLOT(r, F_SOURCE);
+        if (ts == NULL || q == NULL || v == NULL || p == NULL || u == NULL || s == NULL)
+            Py_RETURN_FALSE;
+        if (!PyLong_CheckExact(ts) || !PyLong_CheckExact(q) || !PyFloat_Check(v) ||
+            !PyUnicode_CheckExact(p) || !PyUnicode_CheckExact(u) || !PyUnicode_CheckExact(s))
+            Py_RETURN_FALSE;
+        x = PyLong_AsLongLongAndOverflow(ts, &overflow);
+        if (overflow || (x == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            Py_RETURN_FALSE;
+        }
+        x = PyLong_AsLongLongAndOverflow(q, &overflow);
+        if (overflow || x < 0 || x > 0xFFFFFFFFLL) {
+            PyErr_Clear();
+            Py_RETURN_FALSE;
+        }
+        if (!str_encodable(p) || !str_encodable(u) || !str_encodable(s))
+            Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+/* ------------------------------------------------------------------ telemetry_json */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} buf_t;
+
+static int
+buf_grow(buf_t *b, size_t extra)
+{
+    size_t cap;
+    char *np;
+    if (b->len + extra <= b->cap)
+        return 0;
+    cap = b->cap * 2;
+    if (cap < b->len + extra)
+        cap = b->len + extra + 256;
+    np = (char *)PyMem_Realloc(b->p, cap);
+    if (np == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->p = np;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int
+buf_put(buf_t *b, const char *s, size_t n)
+{
+    if (buf_grow(b, n) < 0)
+        return -1;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+#define BUF_LIT(b, s) buf_put((b), (s), sizeof(s) - 1)
+
+/* s as json.dumps(s, ensure_ascii=False) writes it, UTF-8: 1 written, 0 not encodable (a lone
+ * surrogate: the Python path raises UnicodeEncodeError), -1 error. Only '"', '\\' and the
+ * C0 controls are escaped; a UTF-8 multi-byte sequence has no byte below 0x80, so escaping
+ * byte by byte is the same as escaping character by character. */
+static int
+put_json_str(buf_t *b, PyObject *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    Py_ssize_t n, i;
+    const unsigned char *u;
+    char *w;
+#if PY_VERSION_HEX < 0x030C0000
+    if (!PyUnicode_IS_READY(s))
+        return 0;
+#endif
+    if (PyUnicode_IS_ASCII(s)) {
+        u = (const unsigned char *)PyUnicode_DATA(s);
+        n = PyUnicode_GET_LENGTH(s);
+    } else {
+        if (!str_encodable(s))
+            return 0;
+        u = (const unsigned char *)PyUnicode_AsUTF8AndSize(s, &n);
+        if (u == NULL)
+            return -1;
+    }
+    if (buf_grow(b, (size_t)n * 6 + 2) < 0)
+        return -1;
+    w = b->p + b->len;
+    *w++ = '"';
+    for (i = 0; i < n; i++) {
+        unsigned char c = u[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *w++ = (char)c;
+            continue;
+        }
+        *w++ = '\\';
+        switch (c) {
+        case '"': *w++ = '"'; break;
+        case '\\': *w++ = '\\'; break;
+        case '\b': *w++ = 'b'; break;
+        case '\f': *w++ = 'f'; break;
+        case '\n': *w++ = 'n'; break;
+        case '\r': *w++ = 'r'; break;
+        case '\t': *w++ = 't'; break;
+        default:
+            *w++ = 'u'; *w++ = '0'; *w++ = '0';
+            *w++ = hex[c >> 4]; *w++ = hex[c & 15];
+        }
+    }
+    *w++ = '"';
+    b->len = (size_t)(w - b->p);
+    return 1;
+}
+
+/* an exact int in decimal, as str(int) */
+static int
+put_int(buf_t *b, PyObject *o)
+{
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    if (!overflow) {
+        char tmp[24];
+        char *e = tmp + sizeof tmp, *w = e;
+        unsigned long long m = x < 0 ? 0ULL - (unsigned long long)x : (unsigned long long)x;
+        do {
+            *--w = (char)('0' + m % 10);
+            m /= 10;
+        } while (m);
+        if (x < 0)
+            *--w = '-';
+        return buf_put(b, w, (size_t)(e - w));
+    } else {
+        PyObject *str = PyObject_Str(o);
+        const char *u;
+        Py_ssize_t n;
+        int rc;
+        if (str == NULL)
+            return -1;
+        u = PyUnicode_AsUTF8AndSize(str, &n);
+        rc = u == NULL ? -1 : buf_put(b, u, (size_t)n);
+        Py_DECREF(str);
+        return rc;
+    }
+}
+
+/* float.__repr__(v) for a v with at most 6 decimals, without the general conversion: 1
+ * written, 0 not such a value (then dtoa decides), -1 error.
+ *
+ * For 1e-4 <= |v| < 1e15, repr is fixed notation: the shortest decimal that reads back as v.
+ * Take K = 6, or less so that |v| * 10^K < 10^15, and m = |v| * 10^K rounded to an integer
+ * (the product's errors are below 0.2, so m is the nearest integer to the exact product).
+ * When m / 10^K (one correctly rounded IEEE division, as strtod reads "m e-K") is v, the
+ * decimal D = m * 10^-K reads back as v. D has at most 15 significant digits, so repr's
+ * decimal, no longer, has too; two decimals of at most 15 significant digits never read as
+ * the same double (DBL_DIG), so repr's decimal is D without its trailing zeros. When the
+ * check fails, no decimal with at most K fraction digits reads back as v (it would be D), and
+ * dtoa writes it. Checked against repr on ten million values (tests/test_leafc_telemetry.py
+ * has a share of them). */
+static int
+put_short_float(buf_t *b, double v)
+{
+#if FLT_EVAL_METHOD == 0
+    static const double P10[7] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6};
+    double a = v < 0 ? -v : v, t;
+    unsigned long long m;
+    int k = 6, i;
+    char tmp[40];
+    char *e = tmp + sizeof tmp, *w = e;
+    if (a == 0.0)
+        return buf_put(b, signbit(v) ? "-0.0" : "0.0", signbit(v) ? 4 : 3) < 0 ? -1 : 1;
+    if (!(a >= 1e-4 && a < 1e15))
+        return 0;
+    while (k > 0 && a * P10[k] >= 1e15)
+        k--;
+    t = nearbyint(a * P10[k]);
+    if (t >= 1e15 || t / P10[k] != a)
+        return 0;
+    m = (unsigned long long)t;
+    while (k > 0 && m % 10 == 0) {
+        m /= 10;
+        k--;
+    }
+    if (k == 0) {
+        *--w = '0';
+    } else {
+        for (i = 0; i < k; i++) {
+            *--w = (char)('0' + m % 10);
+            m /= 10;
+        }
+    }
+    *--w = '.';
+    do {
+        *--w = (char)('0' + m % 10);
+        m /= 10;
+    } while (m);
+    if (v < 0)
+        *--w = '-';
+    return buf_put(b, w, (size_t)(e - w)) < 0 ? -1 : 1;
+#else
+    return 0;
+#endif
+}
+
+/* an exact float as control/_telemetry.py::_json_value writes it: float.__repr__ when
+ * finite, null for NaN, Infinity / -Infinity */
+static int
+put_float(buf_t *b, double v)
+{
+    char *r;
+    int rc;
+    if (v != v)
+        return BUF_LIT(b, "null");
+    if (v - v != 0.0)
+        return v > 0 ? BUF_LIT(b, "Infinity") : BUF_LIT(b, "-Infinity");
+    rc = put_short_float(b, v);
+    if (rc != 0)
+        return rc < 0 ? -1 : 0;
+    r = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (r == NULL)
+        return -1;
+    rc = buf_put(b, r, strlen(r));
+    PyMem_Free(r);
+    return rc;
+}
+
+/* telemetry_json(gateway_id, readings, signatures, reading_type) -> bytes, or None when not
+ * the fast path: control/_telemetry.py::telemetry_json's bytes for a list or tuple of exact
+ * Readings with exact-type fields (and exact bytes signatures, as many as readings). */
+static PyObject *
+leafc_telemetry_json(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char hex[] = "0123456789abcdef";
+    PyObject *gw, *readings, *sigs, *res = NULL;
+    PyObject **items, **sig_items = NULL;
+    Py_ssize_t n, i, offs[N_FIELDS];
+    PyTypeObject *rt;
+    buf_t b = {NULL, 0, 0};
+    int known, rc;
+
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "telemetry_json(gateway_id, readings, signatures, reading_type)");
+        return NULL;
+    }
+    gw = args[0];
+    readings = args[1];
+    sigs = args[2];
+    known = use_type(args[3], &rt, offs);
+    if (known < 0)
+        return NULL;
+    if (known == 0 || !PyUnicode_CheckExact(gw))
+        Py_RETURN_NONE;
+    if (PyList_CheckExact(readings)) {
+        n = PyList_GET_SIZE(readings);
+        items = ((PyListObject *)readings)->ob_item;
+    } else if (PyTuple_CheckExact(readings)) {
+        n = PyTuple_GET_SIZE(readings);
+        items = &PyTuple_GET_ITEM(readings, 0);
+    } else {
+        Py_RETURN_NONE;
+    }
+    if (sigs != Py_None) {
+        Py_ssize_t m;
+        if (PyList_CheckExact(sigs)) {
+            m = PyList_GET_SIZE(sigs);
+            sig_items = ((PyListObject *)sigs)->ob_item;
+        } else if (PyTuple_CheckExact(sigs)) {
+            m = PyTuple_GET_SIZE(sigs);
+            sig_items = &PyTuple_GET_ITEM(sigs, 0);
+        } else {
+            Py_RETURN_NONE;
+        }
+        if (m != n)
+            Py_RETURN_NONE; /* the Python path raises (zip strict) */
+    }
+    /* check every reading first: no Python object is allocated below but the result (and a
+     * str of an int beyond 64 bits, not tracked by the garbage collector), so no Python code
+     * runs and the lists cannot change while they are read */
+    for (i = 0; i < n; i++) {
+        PyObject *r = items[i];
+        int f;
+        if (Py_TYPE(r) != rt)
+            Py_RETURN_NONE;
+        for (f = 0; f < N_FIELDS; f++)
+            if (SLOT(r, f) == NULL)
+                Py_RETURN_NONE;
+        if (!PyUnicode_CheckExact(SLOT(r, F_POINT)) || !PyUnicode_CheckExact(SLOT(r, F_UNIT)) ||
+            !PyLong_CheckExact(SLOT(r, F_QUALITY)) || !PyLong_CheckExact(SLOT(r, F_SEQ)) ||
+            !PyLong_CheckExact(SLOT(r, F_TS)) || !PyFloat_CheckExact(SLOT(r, F_VALUE)))
+            Py_RETURN_NONE;
+        if (sig_items != NULL &&
+            (!PyUnicode_CheckExact(SLOT(r, F_SOURCE)) || !PyBytes_CheckExact(sig_items[i])))
+            Py_RETURN_NONE;
+    }
+    b.cap = 64 + (size_t)n * (sig_items != NULL ? 320 : 112);
+    b.p = (char *)PyMem_Malloc(b.cap);
+    if (b.p == NULL)
+        return PyErr_NoMemory();
+    if (BUF_LIT(&b, "{\"gateway\":") < 0 || (rc = put_json_str(&b, gw)) < 0)
+        goto error;
+    if (rc == 0)
+        goto not_fast;
+    if (BUF_LIT(&b, ",\"readings\":[") < 0)
+        goto error;
+    for (i = 0; i < n; i++) {
+        PyObject *r = items[i];
+        if ((i > 0 && BUF_LIT(&b, ",") < 0) || BUF_LIT(&b, "{\"point\":") < 0 ||
+            (rc = put_json_str(&b, SLOT(r, F_POINT))) < 0)
+            goto error;
+        if (rc == 0)
+            goto not_fast;
+        if (BUF_LIT(&b, ",\"quality\":") < 0 || put_int(&b, SLOT(r, F_QUALITY)) < 0 ||
+            BUF_LIT(&b, ",\"seq\":") < 0 || put_int(&b, SLOT(r, F_SEQ)) < 0)
+            goto error;
+        if (sig_items != NULL) {
+            PyObject *sig = sig_items[i];
+            Py_ssize_t k, sn = PyBytes_GET_SIZE(sig);
+            const unsigned char *sp = (const unsigned char *)PyBytes_AS_STRING(sig);
+            char *w;
+            if (buf_grow(&b, (size_t)sn * 2 + 16) < 0)
+                goto error;
+            w = b.p + b.len;
+            memcpy(w, ",\"sig\":\"0x", 10);
+            w += 10;
+            for (k = 0; k < sn; k++) {
+                *w++ = hex[sp[k] >> 4];
+                *w++ = hex[sp[k] & 15];
+            }
+            *w++ = '"';
+            b.len = (size_t)(w - b.p);
+            if (BUF_LIT(&b, ",\"source\":") < 0 || (rc = put_json_str(&b, SLOT(r, F_SOURCE))) < 0)
+                goto error;
+            if (rc == 0)
+                goto not_fast;
+        }
+        if (BUF_LIT(&b, ",\"ts_ns\":") < 0 || put_int(&b, SLOT(r, F_TS)) < 0 ||
+            BUF_LIT(&b, ",\"unit\":") < 0 || (rc = put_json_str(&b, SLOT(r, F_UNIT))) < 0)
+            goto error;
+        if (rc == 0)
+            goto not_fast;
+        if (BUF_LIT(&b, ",\"value\":") < 0 || put_float(&b, PyFloat_AS_DOUBLE(SLOT(r, F_VALUE))) < 0 ||
+            BUF_LIT(&b, "}") < 0)
+            goto error;
+    }
+    if (BUF_LIT(&b, "]}") < 0)
+        goto error;
+    res = PyBytes_FromStringAndSize(b.p, (Py_ssize_t)b.len);
+    goto done;
+not_fast:
+    res = Py_NewRef(Py_None);
+    goto done;
+error:
+    res = NULL;
+done:
+    PyMem_Free(b.p);
+    return res;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef leafc_methods[] = {
@@ -643,6 +1099,12 @@ static PyMethodDef leafc_methods[] = {
     {"commit_readings", (PyCFunction)(void (*)(void))leafc_commit_readings, METH_FASTCALL,
      "commit_readings(records, first_seq, gateway_id, reading_type) -> (committed, rows) or "
      "None when the chunk is not all plain readings (then Python commits it)."},
+    {"all_storable", (PyCFunction)(void (*)(void))leafc_all_storable, METH_FASTCALL,
+     "all_storable(readings, reading_type) -> True when every reading is a plain Reading that "
+     "ledger_client._outbox.unstorable passes; False otherwise or when it cannot tell."},
+    {"telemetry_json", (PyCFunction)(void (*)(void))leafc_telemetry_json, METH_FASTCALL,
+     "telemetry_json(gateway_id, readings, signatures, reading_type) -> the telemetry message "
+     "(control/_telemetry.py), or None when not all plain readings (then Python writes it)."},
     {NULL, NULL, 0, NULL},
 };
 
