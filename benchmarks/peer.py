@@ -447,6 +447,9 @@ def measure_ours(n: int, ports: list[int], *, broker_port: int, sim_pid: int, se
         prov = asyncio.run(provision(
             work, anvil.url, devices=devices, gateway_id=GATEWAY_ID,
             health_listen=f"127.0.0.1:{health_port}",
+            # a batch per second of readings at least (the uplink anchors one batch at a time:
+            # about five a second on this machine; docs/performance.md, "Sizing")
+            max_records=max(10_000, round(n * registers / interval_s)),
             extra={"control": control_block(broker_port, plc.port if plc else ports[0], queue,
                                             max(control_rate, 1.0)),
                    **({"outbox": {"commit_interval_s": commit_interval_s}}
