@@ -1,0 +1,50 @@
+"""A commit inserts its rows several to a statement (`ROWS_PER_INSERT`): every count of rows,
+signed or not, lands whole, in order, and reads back as committed."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from ledger_client import Outbox, Signer
+from ledger_client._format import record_leaf, record_signing_bytes
+from ledger_client._outbox import ROWS_PER_INSERT
+from mrv_core import Reading
+
+
+def _readings(n: int, start: int) -> list[Reading]:
+    return [Reading(point_id=f"p{(start + i) % 7}", ts_ns=1_700_000_000_000_000_000 + start + i,
+                    value=math.nan if (start + i) % 11 == 0 else float(start + i), unit="kW",
+                    source="modbus_tcp:m", quality=(start + i) % 3) for i in range(n)]
+
+
+@pytest.mark.parametrize("signed", [False, True])
+async def test_every_count_of_rows_lands_whole_and_in_order(tmp_path: Path, signed: bool) -> None:
+    k = ROWS_PER_INSERT
+    signer = Signer(b"\x07" * 32)
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw", sign_records=signer.sign if signed else None)
+    try:
+        sizes = [1, k - 1, k, k + 1, 2 * k, 3 * k + 7, 0, 2]
+        start = 0
+        for n in sizes:
+            committed = await ob.append(_readings(n, start))
+            assert [c.seq for c in committed] == list(range(start + 1, start + n + 1))
+            start += n
+        stored = await ob.records(1, start)
+        assert len(stored) == start
+        for i, r in enumerate(stored):
+            want = _readings(1, i)[0]
+            assert (r.seq, r.point_id, r.ts_ns, r.quality) == (i + 1, want.point_id, want.ts_ns,
+                                                                 want.quality)
+            assert (math.isnan(r.value) and math.isnan(want.value)) or r.value == want.value
+        assert await ob.leaves(1, start) == [record_leaf(r) for r in stored]
+        for r in stored[:: k // 2]:
+            sig = await ob.record_signature(r.seq)
+            if signed:
+                assert sig == signer.sign(record_signing_bytes(record_leaf(r)))
+            else:
+                assert sig is None
+    finally:
+        await ob.close()
