@@ -92,3 +92,34 @@ def test_the_default_interval_is_a_twentieth_of_a_second(tmp_path: Path) -> None
     from tests.test_config import GOOD
 
     assert parse_config(GOOD, base_dir=tmp_path).outbox.commit_interval_s == 0.05
+
+
+async def test_a_large_group_commit_goes_in_bounded_transactions_and_taps_see_it_whole(
+        tmp_path: Path) -> None:
+    """More readings than MAX_ROWS_PER_TRANSACTION: several transactions (the outbox is free in
+    between), one acknowledgement point, and the taps get every reading with its record
+    signature, aligned."""
+    from gateway._daemon import MAX_ROWS_PER_TRANSACTION
+    from ledger_client import Signer
+    from ledger_client._format import record_leaf, record_signing_bytes
+
+    signer = Signer(b"\x03" * 32)
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw", sign_records=signer.sign)
+    sizes: list[int] = []
+    tapped: list[tuple[list[Reading], list[bytes] | None]] = []
+    pipe = Pipeline(ob, Cleaner({}), Metrics(), 100, sizes.append)
+    pipe.taps.append(lambda c, s: tapped.append((c, s)))
+    n = 2 * MAX_ROWS_PER_TRANSACTION + 345
+    readings = [r for i in range(n // 30 + 1) for r in _poll(i)][:n]
+    acked: list[int] = []
+    try:
+        await pipe.commit(readings, [lambda: acked.append(1)])
+        assert sizes == [n] and acked == [1]
+        (committed, sigs), = tapped
+        assert [c.seq for c in committed] == list(range(1, n + 1))
+        assert sigs is not None and len(sigs) == n
+        for c, sig in list(zip(committed, sigs, strict=True))[::97]:
+            assert sig == signer.sign(record_signing_bytes(record_leaf(c)))
+        assert (await ob.stats()).records == n
+    finally:
+        await ob.close()
