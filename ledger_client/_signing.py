@@ -136,9 +136,9 @@ def _rlp_list(items: list[int | bytes]) -> bytes:
 class TxKey:
     """An EVM private key made once (its public key and address derived once, not per
     transaction) that signs legacy EIP-155 transactions: RLP and Keccak-256 here, secp256k1 in
-    coincurve (libsecp256k1) called directly -- no eth_keys / eth_utils import, ~13 MB less in
-    the daemon. Without coincurve installed, eth_keys' pure-Python curve signs (imported then,
-    ~10 ms a signature). The same bytes as eth_account's ``sign_transaction`` of
+    coincurve (libsecp256k1) called directly -- the daemon imports no eth_keys / eth_utils
+    (with eth_abi, ~5 MB of its peak RSS). Without coincurve installed, eth_keys' pure-Python
+    curve signs (imported then, ~10 ms a signature). The same bytes as eth_account's ``sign_transaction`` of
     ``{nonce, gasPrice, gas, to, value, data, chainId}`` (tested)."""
 
     __slots__ = ("_key", "_sign", "address")
