@@ -14,7 +14,10 @@ byte for byte and decision for decision by tests/test_abi.py:
   zero (sign bits for ``intN``; bools 0 or 1), ``bytes``/``string`` padded to 32 with zeros,
   strings valid UTF-8, every offset pointing past its container's head and inside the data.
   Like eth_abi it ignores trailing bytes, and counts a static tuple in a head as one word and a
-  static ``T[k]`` as k words when it bounds offsets (so it accepts what eth_abi accepts).
+  static ``T[k]`` as k words when it bounds offsets (so it accepts what eth_abi accepts). One
+  refusal is its own: values adding up to more than twice the data's size (offsets pointing at
+  one long value many times: a few kB of answer would decode to gigabytes), which eth_abi
+  decodes and no honest encoder produces.
   Lengths are untrusted: a length is checked against the bytes left before anything is read or
   allocated by it. Addresses decode to EIP-55 checksum strings (eth_abi gives lowercase; web3
   and the gateway want the checksum form), ``bytes``/``bytesN`` to bytes, tuples and arrays to
@@ -258,11 +261,20 @@ def decode(types: Sequence[str], data: bytes) -> tuple[Any, ...]:
 
 
 class _Reader:
-    __slots__ = ("data", "end")
+    __slots__ = ("budget", "data", "end")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.end = len(data)
+        # what the values may add up to (32 a word, n a bytes/string of n): an honest encoding
+        # adds up to at most its own size; offsets aliasing one long value could multiply it
+        self.budget = 2 * len(data) + 4096
+
+    def charge(self, n: int, pos: int) -> None:
+        self.budget -= n
+        if self.budget < 0:
+            raise AbiDecodeError(f"at byte {pos}: the values add up to more than twice the"
+                                 " data (offsets pointing at one value many times)")
 
     def word(self, pos: int) -> bytes:
         if pos + 32 > self.end:
@@ -287,6 +299,7 @@ class _Reader:
         if kind == "array":
             return self.items(t.items[0], t.size, pos)
         w = self.word(pos)
+        self.charge(32, pos)
         if kind == "uint":
             pad = 32 - t.size // 8
             if w[:pad] != _ZERO32[:pad]:
@@ -320,6 +333,7 @@ class _Reader:
             if t.size >= 0:
                 return self.items(t.items[0], t.size, pos)
             n = self.uint256(pos)
+            self.charge(32, pos)
             item = t.items[0]
             if n * item.head > self.end - pos - 32:  # checked before anything is read for it
                 raise AbiDecodeError(f"the array at byte {pos} claims {n} items: more than the"
@@ -330,6 +344,7 @@ class _Reader:
         if padded > self.end - pos - 32:
             raise AbiDecodeError(f"the {kind} at byte {pos} claims {n} bytes: more than the"
                                  " data holds")
+        self.charge(32 + n, pos)
         start = pos + 32
         if self.data[start + n:start + padded] != _ZERO32[:padded - n]:
             raise AbiDecodeError(f"the {kind} at byte {pos}: non-zero padding")

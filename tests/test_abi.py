@@ -305,3 +305,17 @@ def test_the_eth_keys_fallback_signs_the_same_bytes(key: bytes, nonce: int, data
                                   value=5, data=data, chain_id=chain_id) == \
             fast.sign_legacy(nonce=nonce, gas_price=10**9, gas=100_000, to=b"\x11" * 20,
                              value=5, data=data, chain_id=chain_id)
+
+
+def test_offsets_aliasing_one_long_value_are_refused() -> None:
+    # 2,000 offsets to one 4 kB string: 4 kB + 64 kB of answer would decode to 8 MB (eth_abi
+    # decodes it; an honest encoder never aliases): refused before the values pile up
+    n, text = 2000, b"x" * 4096
+    head = _w(32) + _w(n)
+    target = 32 * n  # relative to the array's items
+    data = head + b"".join(_w(target) for _ in range(n)) + _w(len(text)) + text
+    assert eth_abi.decode(["string[]"], data) == (("x" * 4096,) * n,)
+    with pytest.raises(AbiDecodeError, match="more than twice"):
+        decode(["string[]"], data)
+    assert decode(["string[]"], data[:32] + _w(2) + _w(64) + _w(64) + _w(1) + b"y" + bytes(31)) \
+        == (("y", "y"),)  # a little aliasing is decoded, as eth_abi does
