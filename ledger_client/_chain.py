@@ -7,8 +7,9 @@ Every transport failure becomes `ChainUnavailable`; every revert becomes `ChainR
 contract's custom error decoded; any other JSON-RPC error becomes `ChainRejected`.
 
 The JSON-RPC requests are plain HTTP POSTs (`ledger_client._http`: http.client, one keep-alive
-connection) and the ABI is encoded and decoded with
-eth_abi: the gateway daemon does not import web3.py (about 20 MB and 5 % of its CPU). web3 is
+connection) and the ABI is encoded and decoded with the own codec `ledger_client._abi`
+(eth_abi's semantics, tested against it): the gateway daemon imports neither web3.py (about
+20 MB and 5 % of its CPU) nor aiohttp nor eth_abi / eth_utils / eth_keys. web3 is
 imported only when something asks for `EvmChain.w3` or `EvmChain.contract_at` (the
 administration tools: `Mrv`, mrvctl, the portal's demo, tests), and `call_data`,
 `EvmChain.transact` and `EvmChain.sign_call` take web3's bound contract functions as well as
@@ -26,12 +27,11 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from eth_abi.abi import decode as abi_decode
-from eth_abi.abi import encode as abi_encode
-from eth_utils.address import to_checksum_address
-
 from contracts import ARTIFACTS
-from ledger_client._errors import ChainRejected, ChainRevert, ChainUnavailable
+from ledger_client._abi import checksum_address
+from ledger_client._abi import decode as abi_decode
+from ledger_client._abi import encode as abi_encode
+from ledger_client._errors import AbiError, ChainRejected, ChainRevert, ChainUnavailable
 from ledger_client._format import BatchHeader, gateway_key, keccak256
 from ledger_client._http import HttpTransportError, JsonRpcHttp
 from ledger_client._signing import TxKey
@@ -86,16 +86,15 @@ def _type_str(param: dict[str, Any]) -> str:
     return t
 
 
-def _checksummed(param: dict[str, Any], value: Any) -> Any:
-    """A decoded ABI value with every address in EIP-55 checksum form (as web3 returns them)."""
+def _web3_form(param: dict[str, Any], value: Any) -> Any:
+    """A decoded ABI value as web3 returns it: arrays as lists (the codec gives tuples; its
+    addresses are already in EIP-55 checksum form)."""
     t = str(param["type"])
     if t.endswith("]"):
         inner = {**param, "type": t[: t.rindex("[")]}
-        return [_checksummed(inner, v) for v in value]
+        return [_web3_form(inner, v) for v in value]
     if t == "tuple":
-        return tuple(_checksummed(c, v) for c, v in zip(param["components"], value, strict=True))
-    if t == "address":
-        return to_checksum_address(value)
+        return tuple(_web3_form(c, v) for c, v in zip(param["components"], value, strict=True))
     return value
 
 
@@ -119,7 +118,7 @@ class ContractFunction:
     def decode(self, data: bytes) -> Any:
         """The return value as web3 gives it: one output alone, several as a list."""
         values = abi_decode([_type_str(p) for p in self.outputs], data)
-        out = [_checksummed(p, v) for p, v in zip(self.outputs, values, strict=True)]
+        out = [_web3_form(p, v) for p, v in zip(self.outputs, values, strict=True)]
         return out[0] if len(out) == 1 else out
 
 
@@ -151,7 +150,7 @@ class ContractCall:
             {"to": self.address, "data": "0x" + self.data().hex()}, block)
         try:
             return self.fn.decode(raw)
-        except Exception as e:  # eth_abi raises several types, all meaning "does not decode"
+        except AbiError as e:  # the answer is no strict encoding of the outputs
             raise ChainUnavailable(f"{self.contract.chain.rpc_url}: the answer to {self.name}"
                                    f" does not decode ({e})") from e
 
@@ -178,7 +177,7 @@ class Contract:
 
     def __init__(self, chain: EvmChain, address: str, abi: list[dict[str, Any]]) -> None:
         self.chain = chain
-        self.address = to_checksum_address(address)
+        self.address = checksum_address(address)
         self.abi = abi
         self._fns = _functions_of(id(abi), abi)
         self.functions = _Functions(self)
@@ -206,7 +205,7 @@ def _functions_of(key: int, abi: list[dict[str, Any]]) -> dict[str, ContractFunc
 
 def call_data(fn: Any) -> str:
     """The ABI-encoded call data (``0x`` + selector + arguments) of a bound contract function:
-    a `ContractCall` (encoded with eth_abi here) or web3's ``contract.functions.name(*args)``
+    a `ContractCall` (encoded with `ledger_client._abi` here) or web3's ``contract.functions.name(*args)``
     (through web3's public ``Contract.encode_abi``). tests/test_third_party_api.py checks both
     against an independent encoding."""
     if isinstance(fn, ContractCall):
@@ -260,9 +259,8 @@ def decode_revert(abi: list[dict[str, Any]], data: str | bytes | None) -> ChainR
         return ChainRevert("unknown", (), "0x" + raw.hex())
     name, types = entry
     try:
-        args = tuple(to_checksum_address(a) if t == "address" else a
-                     for t, a in zip(types, abi_decode(types, raw[4:]), strict=True))
-    except Exception:  # malformed revert data: keep the raw bytes
+        args = abi_decode(types, raw[4:])  # addresses in checksum form
+    except AbiError:  # malformed revert data: keep the raw bytes
         args = ()
     return ChainRevert(name, args, "0x" + raw.hex())
 
@@ -310,7 +308,7 @@ def _bytes(v: Any, what: str) -> bytes:
 def _log(entry: Any) -> dict[str, Any]:
     """A receipt's log in the form web3's event decoding takes (bytes, ints, a checksum address)."""
     return {
-        "address": to_checksum_address(entry["address"]),
+        "address": checksum_address(entry["address"]),
         "topics": [_bytes(t, "log topic") for t in entry["topics"]],
         "data": _bytes(entry["data"], "log data"),
         "blockNumber": _quantity(entry["blockNumber"], "log blockNumber"),
@@ -385,7 +383,7 @@ class EvmChain:
         self.abi: list[dict[str, Any]] = art["abi"]
         self._errors_abi = [*self.abi, *all_errors_abi()]
         self.bytecode: str = art["bytecode"]
-        self.address = to_checksum_address(contract_address) if contract_address else None
+        self.address = checksum_address(contract_address) if contract_address else None
         self.gas_margin = gas_margin
         self.gas_price_wei = gas_price_wei
         self._chain_id: int | None = None
@@ -510,7 +508,7 @@ class EvmChain:
     def contract_at(self, artifact: str, address: str) -> Any:
         """Another contract of the system on the same endpoint, as a web3 contract object (its
         events decode with web3): for `Mrv` and the administration tools."""
-        return self.w3.eth.contract(address=to_checksum_address(address),
+        return self.w3.eth.contract(address=checksum_address(address),
                                     abi=load_artifact(artifact)["abi"])
 
     async def chain_id(self) -> int:
@@ -523,7 +521,7 @@ class EvmChain:
 
     async def nonce(self, address: str) -> int:
         return int(await self._value("eth_getTransactionCount",
-                                     [to_checksum_address(address), "pending"], _quantity))
+                                     [checksum_address(address), "pending"], _quantity))
 
     async def gas_price(self) -> int:
         if self.gas_price_wei is not None:
@@ -531,7 +529,7 @@ class EvmChain:
         return int(await self._value("eth_gasPrice", [], _quantity))
 
     async def balance(self, address: str) -> int:
-        return int(await self._value("eth_getBalance", [to_checksum_address(address), "latest"],
+        return int(await self._value("eth_getBalance", [checksum_address(address), "latest"],
                                      _quantity))
 
     # -- views ------------------------------------------------------------------------------
@@ -580,7 +578,7 @@ class EvmChain:
             to = getattr(fn, "address", None) or self.address
         tx: dict[str, Any] = {"from": account.address, "data": data or "0x", "value": hex(value)}
         if to:
-            tx["to"] = to_checksum_address(to)
+            tx["to"] = checksum_address(to)
         gas = await self._value("eth_estimateGas", [tx], _quantity, may_revert=True)
         if nonce is None:
             nonce = await self.nonce(account.address)
@@ -605,7 +603,7 @@ class EvmChain:
                            _quantity(r["status"], "status"),
                            _quantity(r["blockNumber"], "blockNumber"),
                            _quantity(r["gasUsed"], "gasUsed"),
-                           to_checksum_address(addr) if addr else None,
+                           checksum_address(addr) if addr else None,
                            tuple(_log(lg) for lg in r.get("logs") or ()))
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise ChainUnavailable(f"{self.rpc_url}: malformed receipt: {e}") from None
@@ -645,7 +643,7 @@ class EvmChain:
     async def deploy(self, account: EvmSigner, timeout_s: float = 60.0) -> str:
         """Deploy this chain's own artifact (no constructor arguments) and point at it."""
         address = await self.deploy_artifact(account, self.artifact, (), timeout_s)
-        self.address = to_checksum_address(address)
+        self.address = checksum_address(address)
         return address
 
     async def deploy_artifact(self, account: EvmSigner, artifact: str,
@@ -664,4 +662,4 @@ class EvmChain:
         r = await self.wait_receipt(txh, timeout_s)
         if r.status != 1 or not r.contract_address:
             raise ChainRevert("DeploymentFailed", (artifact,))
-        return str(to_checksum_address(r.contract_address))
+        return str(checksum_address(r.contract_address))

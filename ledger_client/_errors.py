@@ -17,6 +17,18 @@ class OutboxError(LedgerError):
     """The outbox database is unusable (wrong gateway, schema, or broken invariant)."""
 
 
+class AbiError(LedgerError, ValueError):
+    """A value does not fit its Solidity ABI type, or bytes are not a valid ABI encoding."""
+
+
+class AbiEncodeError(AbiError):
+    """A value cannot be ABI-encoded as its type (wrong Python type, out of range, wrong length)."""
+
+
+class AbiDecodeError(AbiError):
+    """Bytes (a node's answer: untrusted) are no strict ABI encoding of the types asked for."""
+
+
 class ChainUnavailable(LedgerError):
     """The chain node did not answer (connection refused, timeout, HTTP error)."""
 

@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import nacl.exceptions
 import nacl.signing
-from eth_keys.backends import get_backend
-from eth_keys.datatypes import PrivateKey
 
+from ledger_client._abi import checksum_address
 from ledger_client._errors import KeyFileError
 from ledger_client._format import keccak256
 
 log = logging.getLogger("mrv.signing")
+
+_coincurve: ModuleType | None
+try:  # libsecp256k1: a declared dependency; without it eth_keys' pure-Python curve signs
+    import coincurve as _coincurve
+except ImportError:  # pragma: no cover
+    _coincurve = None
 
 if TYPE_CHECKING:  # eth_account is imported where an account is made: its import pulls
     # eth_keyfile and py_ecc (about 0.4 s of CPU), which the gateway daemon does not need
@@ -127,35 +134,67 @@ def _rlp_list(items: list[int | bytes]) -> bytes:
 
 
 class TxKey:
-    """An EVM private key made once (its public key derived once, not per transaction) that
-    signs legacy EIP-155 transactions: RLP and Keccak-256 here, secp256k1 in eth_keys (with
-    coincurve, libsecp256k1, when installed). The same bytes as eth_account's
-    ``sign_transaction`` of ``{nonce, gasPrice, gas, to, value, data, chainId}`` (tested)."""
+    """An EVM private key made once (its public key and address derived once, not per
+    transaction) that signs legacy EIP-155 transactions: RLP and Keccak-256 here, secp256k1 in
+    coincurve (libsecp256k1) called directly -- the daemon imports no eth_keys / eth_utils
+    (with eth_abi, ~5 MB of its peak RSS). Without coincurve installed, eth_keys' pure-Python
+    curve signs (imported then, ~10 ms a signature). The same bytes as eth_account's ``sign_transaction`` of
+    ``{nonce, gasPrice, gas, to, value, data, chainId}`` (tested)."""
 
-    __slots__ = ("_key", "address")
+    __slots__ = ("_key", "_sign", "address")
+
+    _key: object
+    _sign: Callable[[bytes], bytes]
 
     def __init__(self, private_key: bytes) -> None:
-        try:
-            # the backend resolved once: left to eth_keys, every signature looks it up again
-            # (an attempted `import coincurve` each time when it is not installed)
-            self._key = PrivateKey(private_key, backend=get_backend())
-        except Exception as e:  # eth_keys: ValidationError for 0 or >= the curve order
-            raise KeyFileError(f"not a secp256k1 private key: {e}") from None
-        self.address: str = str(self._key.public_key.to_checksum_address())
+        if _coincurve is None:  # pragma: no cover - coincurve is a declared dependency
+            self._key, self._sign, public = _eth_keys_signer(private_key)
+        else:
+            try:
+                key = _coincurve.PrivateKey(private_key)
+            except Exception as e:  # ValueError for 0 or >= the curve order
+                raise KeyFileError(f"not a secp256k1 private key: {e}") from None
+            self._key = key
+
+            def sign(digest: bytes) -> bytes:  # r (32) || s (32) || recovery id (1)
+                return bytes(key.sign_recoverable(digest, hasher=None))
+            self._sign = sign
+            public = key.public_key.format(compressed=False)[1:]
+        self.address: str = checksum_address(keccak256(public)[12:])
 
     def __repr__(self) -> str:
         return f"TxKey({self.address})"  # never the key
 
     @property
     def backend(self) -> str:
-        """The secp256k1 implementation signing: ``CoinCurveECCBackend`` (libsecp256k1) or
-        ``NativeECCBackend`` (pure Python, ~10 ms a signature)."""
-        return type(self._key.backend).__name__
+        """The secp256k1 implementation signing: ``CoinCurveECCBackend`` (libsecp256k1, through
+        coincurve) or ``NativeECCBackend`` (eth_keys' pure Python, ~10 ms a signature)."""
+        if type(self._key).__module__.startswith("coincurve"):
+            return "CoinCurveECCBackend"
+        return type(getattr(self._key, "backend", None)).__name__
 
     def sign_legacy(self, *, nonce: int, gas_price: int, gas: int, to: bytes, value: int,
                     data: bytes, chain_id: int) -> tuple[bytes, bytes]:
         """``(raw_tx, tx_hash)``; ``to`` is 20 bytes, or empty for a deployment."""
         fields: list[int | bytes] = [nonce, gas_price, gas, to, value, data]
-        sig = self._key.sign_msg_hash(keccak256(_rlp_list([*fields, chain_id, 0, 0])))
-        raw = _rlp_list([*fields, sig.v + 35 + 2 * chain_id, sig.r, sig.s])
+        sig = self._sign(keccak256(_rlp_list([*fields, chain_id, 0, 0])))
+        r = int.from_bytes(sig[:32], "big")
+        s = int.from_bytes(sig[32:64], "big")
+        raw = _rlp_list([*fields, sig[64] + 35 + 2 * chain_id, r, s])
         return raw, keccak256(raw)
+
+
+def _eth_keys_signer(private_key: bytes) -> tuple[object, Callable[[bytes], bytes], bytes]:
+    """eth_keys' key (its best backend, resolved once), a signing function giving
+    r || s || recovery id, and the 64-byte public key: the fallback without coincurve."""
+    from eth_keys.backends import get_backend
+    from eth_keys.datatypes import PrivateKey
+
+    try:
+        key = PrivateKey(private_key, backend=get_backend())
+    except Exception as e:  # eth_keys: ValidationError for 0 or >= the curve order
+        raise KeyFileError(f"not a secp256k1 private key: {e}") from None
+
+    def sign(digest: bytes) -> bytes:
+        return bytes(key.sign_msg_hash(digest).to_bytes())
+    return key, sign, bytes(key.public_key.to_bytes())

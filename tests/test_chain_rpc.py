@@ -1,4 +1,4 @@
-"""The JSON-RPC layer of `EvmChain` (raw HTTP + eth_abi, no web3.py): every revert of a real
+"""The JSON-RPC layer of `EvmChain` (raw HTTP + the own ABI codec, no web3.py): every revert of a real
 node becomes `ChainRevert` with the custom error decoded, every other JSON-RPC error
 `ChainRejected`, and every transport failure or answer that is not JSON-RPC -- a closed port, a
 tiny real HTTP server answering garbage, too much or too deep JSON, nothing -- `ChainUnavailable`.
@@ -50,10 +50,12 @@ ZERO = "0x" + "00" * 20
 
 
 def test_the_daemon_does_not_import_web3() -> None:
-    # nor eth_account (its import pulls eth_keyfile and py_ecc's pairings: 0.4 s of CPU); and
+    # nor eth_account (its import pulls eth_keyfile and py_ecc's pairings: 0.4 s of CPU), nor
+    # eth_utils / eth_abi / eth_keys (~13 MB: the own ABI codec and coincurve sign instead); and
     # the recursion limit is the interpreter's (py_ecc's side effect undone by _deps)
     code = ("import sys; limit = sys.getrecursionlimit(); import gateway._daemon, gateway._cli;"
-            "heavy = ('web3', 'eth_account', 'eth_keyfile', 'py_ecc.bls');"
+            "heavy = ('web3', 'eth_account', 'eth_keyfile', 'py_ecc.bls', 'eth_utils',"
+            " 'eth_abi', 'eth_keys');"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy),"
             " sys.getrecursionlimit() == limit)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
@@ -394,7 +396,8 @@ async def test_a_running_gateway_anchors_without_importing_web3(
     text = log.read_text()
     imported = {m.group(1) for m in re.finditer(r"^import time:.*\|\s*([\w.]+)\s*$", text, re.M)}
     assert "ledger_client._uplink" in imported  # the import log is there to be read
-    heavy = sorted(m for m in imported if m.split(".")[0] in ("web3", "eth_account", "eth_keyfile"))
+    heavy = sorted(m for m in imported if m.split(".")[0] in (
+        "web3", "eth_account", "eth_keyfile", "eth_utils", "eth_abi", "eth_keys"))
     assert heavy == []
 
 
