@@ -48,3 +48,24 @@ async def test_every_count_of_rows_lands_whole_and_in_order(tmp_path: Path, sign
                 assert sig is None
     finally:
         await ob.close()
+
+
+async def test_a_large_batch_has_the_header_of_its_records(tmp_path: Path) -> None:
+    """A batch of HEADER_IN_THREAD_MIN records or more (its header built off the event loop)
+    holds the root and bounds of exactly its records."""
+    from ledger_client import Signer, merkle_root
+    from ledger_client._outbox import HEADER_IN_THREAD_MIN
+
+    n = HEADER_IN_THREAD_MIN + 3
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    try:
+        await ob.append(_readings(n, 0))
+        b = await ob.make_batch(n, Signer(b"\x08" * 32).sign)
+        assert b is not None
+        h = b.header
+        assert (h.count, h.first_record_seq, h.last_record_seq) == (n, 1, n)
+        assert h.root == merkle_root(await ob.leaves(1, n))
+        stored = await ob.records(1, n)
+        assert (h.first_ts_ns, h.last_ts_ns) == (stored[0].ts_ns, stored[-1].ts_ns)
+    finally:
+        await ob.close()

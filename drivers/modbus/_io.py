@@ -124,6 +124,8 @@ class UnitReader:
                                         for k, off in r.members])
         fast = tuple((m.id, m.unit, m.scale, m.add, sentinel_of(self.points[k].type))
                      for m, (k, _) in zip(members, r.members, strict=True))
+        if block is not None:  # the members are not needed: ``fast`` holds what is read
+            return _Request(r.table, r.address, r.count, (), block, fast)
         return _Request(r.table, r.address, r.count, members, block, fast)
 
     @staticmethod
@@ -142,8 +144,10 @@ class UnitReader:
                            req.address, why)
 
     def _flagged(self, req: _Request, ts: int, quality: int) -> list[Reading]:
-        return [Reading(point_id=m.id, ts_ns=ts, value=math.nan, unit=m.unit, source=self.source,
-                        quality=quality) for m in req.members]
+        points = [(f[0], f[1]) for f in req.fast] if req.block is not None else [
+            (m.id, m.unit) for m in req.members]
+        return [Reading(point_id=pid, ts_ns=ts, value=math.nan, unit=unit, source=self.source,
+                        quality=quality) for pid, unit in points]
 
     async def _ask(self, client: Any, req: _Request, timeout_s: float | None, retries: int,
                    pause: float) -> Any:
