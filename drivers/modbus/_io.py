@@ -101,14 +101,20 @@ class UnitReader:
         self.points = list(points)
         self.source = source
         self.metrics = metrics
-        self.plan: list[ReadRequest] = plan_reads(
-            (PointRef(key=i, table=p.table, address=p.address,
-                      count=1 if p.table in BIT_TABLES else register_count(p.type))
-             for i, p in enumerate(self.points)),
-            max_registers=max_registers, max_gap=max_gap)
+        self._max_registers, self._max_gap = max_registers, max_gap
         self._requests = [self._request(r) for r in self.plan]
         self.infos = [PointInfo(p.id, p.unit) for p in self.points]
         self.noise = LogLimiter(log)
+
+    @property
+    def plan(self) -> list[ReadRequest]:
+        """The read requests of this unit (computed again on each access: the poller keeps
+        only their compiled form)."""
+        return plan_reads(
+            (PointRef(key=i, table=p.table, address=p.address,
+                      count=1 if p.table in BIT_TABLES else register_count(p.type))
+             for i, p in enumerate(self.points)),
+            max_registers=self._max_registers, max_gap=self._max_gap)
 
     def _request(self, r: ReadRequest) -> _Request:
         members = tuple(
@@ -255,11 +261,14 @@ class ModbusTcpPoller:
         self.reader = UnitReader(dev.name, dev.unit_id, dev.points, max_registers=dev.max_registers,
                                  max_gap=dev.max_gap, source=self.source, metrics=metrics,
                                  now_ns=now_ns)
-        self.plan = self.reader.plan
         self.loop = PollLoop(dev.name, self.source, self.reader.infos, dev, sink, metrics, log,
                              now_ns=now_ns)
         self.link: ModbusLink[LeanTcpClient] = _links(links).get(
             ModbusLinks.tcp_key(dev.host, dev.port), self._client)
+
+    @property
+    def plan(self) -> list[ReadRequest]:
+        return self.reader.plan
 
     @property
     def polls(self) -> int:
