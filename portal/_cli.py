@@ -19,6 +19,7 @@ from config import ConfigError
 
 if TYPE_CHECKING:
     from portal._config import PortalConfig
+    from portal._context import PortalContext
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "migrate":
             from portal._db import migrate, open_engine
 
-            migrate(open_engine(cfg.database.url))
+            engine = open_engine(cfg.database.url)
+            try:
+                migrate(engine)
+            finally:
+                engine.dispose()  # its pooled connections closed, not left to the GC
             print(f"migrated {cfg.database.url.split('@')[-1]}")
             return 0
         if args.cmd == "index":
@@ -74,11 +79,21 @@ def _index(cfg: PortalConfig, *, once: bool, reset: bool) -> int:
     """Run the indexer alone: until caught up (``once``) or until SIGINT/SIGTERM; ``reset``
     first empties the index (a rebuild from ``chain.start_block``). Exit codes: 0 ok, 1 a
     reorg deeper than the confirmations, 3 the chain could not be reached (``once`` only)."""
-    from portal._errors import ChainUnavailable
-    from portal._indexer import COMPONENT, Indexer, ReorgDetected, indexer_worker, reset_index
     from portal._runtime import build_context
 
     ctx = build_context(cfg, with_secret=False)
+    try:
+        return _index_with(ctx, cfg, once=once, reset=reset)
+    finally:
+        # its pooled connections closed here: left to the garbage collector, each would be
+        # closed at some later moment with a warning (and the server's slot held till then)
+        ctx.engine.dispose()
+
+
+def _index_with(ctx: PortalContext, cfg: PortalConfig, *, once: bool, reset: bool) -> int:
+    from portal._errors import ChainUnavailable
+    from portal._indexer import COMPONENT, Indexer, ReorgDetected, indexer_worker, reset_index
+
     if reset:
         reset_index(ctx.engine)
         logging.getLogger("mrv.portal.indexer").warning(
