@@ -52,3 +52,22 @@ async def verify_checks(p: Provisioned, b: Bundle) -> dict[str, bool]:
     finally:
         await chain.close()
     return {name: ok for name, ok, _ in rep.checks}
+
+
+def on_both_paths(code: str) -> dict[str, list[str]]:
+    """Run ``code`` in a fresh interpreter with the pure-Python path forced
+    (``MRV_PURE_PYTHON=1``) and without (``0``); the words it printed, by that value."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out: dict[str, list[str]] = {}
+    for pure in ("1", "0"):
+        env = {**os.environ, "MRV_PURE_PYTHON": pure, "PYTHONPATH": str(root)}
+        p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           timeout=120, check=False, cwd=root)
+        assert p.returncode == 0, p.stderr[-2000:]
+        out[pure] = p.stdout.split()
+    return out

@@ -11,7 +11,6 @@ import math
 import os
 import random
 import struct
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from ledger_client import Outbox, _leafc
 from ledger_client import _format as fmt
 from ledger_client._outbox import _commit_rows, _commit_rows_py
 from mrv_core import AuditRecord, DerivedRecord, Reading
+from tests.support import on_both_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = json.loads((ROOT / "docs/vectors/formats.json").read_text())
@@ -81,13 +81,7 @@ def test_mrv_pure_python_forces_the_pure_path_with_the_same_leaves() -> None:
             "c, rows = o._commit_rows([r, r], 7, 'gw');"
             "print(f.COMPILED, f.commit_readings([r], 1, 'gw') is None, rows[1][9].hex(),"
             " f.merkle_root([rows[0][9], rows[1][9]]).hex())")
-    out = {}
-    for pure in ("1", "0"):
-        env = {**os.environ, "MRV_PURE_PYTHON": pure, "PYTHONPATH": str(ROOT)}
-        p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                           timeout=120, check=False, cwd=ROOT)
-        assert p.returncode == 0, p.stderr[-2000:]
-        out[pure] = p.stdout.split()
+    out = on_both_paths(code)
     assert out["1"][:2] == ["False", "True"]
     assert out["0"][:2] == ["True", "False"]
     assert out["1"][2:] == out["0"][2:]

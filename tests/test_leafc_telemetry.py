@@ -28,6 +28,7 @@ from control._telemetry import _telemetry_json_py
 from ledger_client import _leafc, all_storable, telemetry_json_compiled, unstorable
 from mrv_core import DerivedRecord, Reading
 from mrv_core._records import committed_reading
+from tests.support import on_both_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE = os.environ.get("MRV_PURE_PYTHON", "") not in ("", "0")
@@ -79,13 +80,7 @@ def test_mrv_pure_python_forces_the_pure_path() -> None:
             " source='s'), 3, 'gw');"
             "print(l.telemetry_json_compiled('gw', [r]) is None, l.all_storable([r]),"
             " telemetry_json('gw', [r, r], [b'ab', b'cd']).hex())")
-    out = {}
-    for pure in ("1", "0"):
-        env = {**os.environ, "MRV_PURE_PYTHON": pure, "PYTHONPATH": str(ROOT)}
-        p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                           timeout=120, check=False, cwd=ROOT)
-        assert p.returncode == 0, p.stderr[-2000:]
-        out[pure] = p.stdout.split()
+    out = on_both_paths(code)
     assert out["1"][:2] == ["True", "False"]
     assert out["0"][:2] == ["False", "True"]
     assert out["1"][2:] == out["0"][2:]
