@@ -91,7 +91,8 @@ async def test_silent_meter_is_a_gap_and_does_not_stall_the_other(line: Dlt645Li
     try:
         await asyncio.sleep(2.5)  # the scenario: rates over a 2.5 s window (see the asserts)
         aux, main = p.loop_of("aux-meter"), p.loop_of("main-meter")
-        assert aux.polls >= 0.8 * 2.5 / 0.25 and aux.missed <= 1
+        # (a stall would miss most of the ten polls; a loaded CI machine missed two once)
+        assert aux.polls >= 0.8 * 2.5 / 0.25 and aux.missed <= 2
         assert all(r.quality == 0 for r in sink.of("aux.energy"))
         assert main.breaker_open and main.attempts <= 6
         assert all(r.quality == Quality.COMM_FAULT for r in sink.of("main.energy"))
