@@ -1,7 +1,8 @@
-"""The optional C extension of the record-leaf hot path (docs/compiled-path.md).
+"""The optional C extensions of the hot path (docs/compiled-path.md): the record leaves and rows
+(``ledger_client._leafc``) and untracking plain records from the cyclic GC (``mrv_core._untrack``).
 
 Everything else about the package is in pyproject.toml. The extension is optional: without a C
-compiler the install still succeeds and ledger_client runs its pure-Python path.
+compiler the install still succeeds and the pure-Python path runs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ setup(
             sources=["ledger_client/_leafc.c"],
             optional=True,
             extra_compile_args=[] if os.name == "nt" else ["-O3"],
-        )
+        ),
+        Extension(
+            "mrv_core._untrack",
+            sources=["mrv_core/_untrack.c"],
+            optional=True,
+            extra_compile_args=[] if os.name == "nt" else ["-O3"],
+        ),
     ]
 )

@@ -49,7 +49,15 @@ from ledger_client import (
     load_tx_key,
     unstorable,
 )
-from mrv_core import INVALID, Metrics, Reading, cancel_and_wait, client_context, supervise
+from mrv_core import (
+    INVALID,
+    Metrics,
+    Reading,
+    cancel_and_wait,
+    client_context,
+    supervise,
+    untrack_atomic,
+)
 
 log = logging.getLogger("mrv.daemon")
 
@@ -217,6 +225,7 @@ class Pipeline:
     async def submit(self, readings: list[Reading],
                      on_commit: Callable[[], None] | None = None) -> None:
         """Queue ``readings``; ``on_commit`` (optional) is called once they are committed."""
+        untrack_atomic(readings)  # frozen, plain values: nothing for the cyclic GC (mrv_core/_gc.py)
         if readings and on_commit is not None:
             acked = _Acked(readings)
             acked.on_commit = on_commit

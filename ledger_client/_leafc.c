@@ -612,6 +612,11 @@ leafc_commit_readings(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyTuple_SET_ITEM(row, 7, Py_NewRef(x->f[4]));
         PyTuple_SET_ITEM(row, 8, Py_NewRef(Py_None));
         PyTuple_SET_ITEM(row, 9, leaf);
+        /* both refer to plain values only (str, int, float, bytes, None; checked in pass 1):
+         * they can be in no reference cycle, so the cyclic GC need not walk them
+         * (mrv_core/_untrack.c says why that matters) */
+        PyObject_GC_UnTrack(c);
+        PyObject_GC_UnTrack(row);
     }
     result = PyTuple_Pack(2, committed, rows);
     goto done;

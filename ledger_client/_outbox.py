@@ -50,7 +50,16 @@ from ledger_client._format import (
     encode_record,
     leaf_of_body,
 )
-from mrv_core import AuditRecord, DerivedRecord, Reading, Record, committed_reading, failpoint, open_wal
+from mrv_core import (
+    AuditRecord,
+    DerivedRecord,
+    Reading,
+    Record,
+    committed_reading,
+    failpoint,
+    open_wal,
+    untrack_atomic,
+)
 
 #: 1: records, batches, meta. 2: + dead_letters. 3: + deliveries (an outbox of version 1 or 2
 #: is upgraded in place on open).
@@ -584,7 +593,9 @@ class Outbox:
             if len(keys) + len(rows) > KEY_CACHE_MAX:
                 self._keys = None
             else:
-                keys.extend([(row[0], row[3], row[9]) for row in rows])  # type: ignore[misc]
+                new = [(row[0], row[3], row[9]) for row in rows]
+                untrack_atomic(new)  # plain values kept until the batch: not the GC's work
+                keys.extend(new)  # type: ignore[arg-type]
         failpoint("outbox.after_commit")
         return committed, sigs
 
