@@ -56,6 +56,18 @@ CREATE TABLE IF NOT EXISTS point_writes (
     ts_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS point_writes_ts ON point_writes(ts_ms);
+-- A command's write-ahead entry as one statement (so one round trip to the database's thread,
+-- atomic on its own): the id and envelope, and the issuer's sequence raised when advance_seq.
+CREATE VIEW IF NOT EXISTS command_entry AS
+    SELECT id, issuer, seq, keep_until_ms, received_ms, envelope, 0 AS advance_seq
+    FROM seen_commands;
+CREATE TRIGGER IF NOT EXISTS command_entry_insert INSTEAD OF INSERT ON command_entry
+BEGIN
+    INSERT INTO seen_commands(id, issuer, seq, keep_until_ms, received_ms, envelope)
+        VALUES (NEW.id, NEW.issuer, NEW.seq, NEW.keep_until_ms, NEW.received_ms, NEW.envelope);
+    INSERT INTO issuer_seq(issuer, seq) SELECT NEW.issuer, NEW.seq WHERE NEW.advance_seq
+        ON CONFLICT(issuer) DO UPDATE SET seq = MAX(seq, excluded.seq);
+END;
 """
 
 
@@ -99,7 +111,15 @@ class ReplayStore:
     async def _transaction(self, statements: Sequence[tuple[str, Sequence[object]]],
                            durable: bool) -> None:
         async with self._lock:
-            if not durable:  # no fsync: the next durable commit syncs the WAL anyway
+            if len(statements) == 1:  # one statement is a transaction of its own (autocommit)
+                sql, params = statements[0]
+                if durable:
+                    await self._db.execute(sql, params)
+                else:  # no fsync: the next durable commit syncs the WAL anyway
+                    await self._queued([("PRAGMA synchronous=NORMAL", ()), (sql, params),
+                                        (f"PRAGMA synchronous={self._sync}", ())])
+                return
+            if not durable:
                 await self._db.execute("PRAGMA synchronous=NORMAL")
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
@@ -115,6 +135,17 @@ class ReplayStore:
                 if not durable:
                     await self._db.execute(f"PRAGMA synchronous={self._sync}")
 
+    async def _queued(self, statements: Sequence[tuple[str, Sequence[object]]]) -> None:
+        """Independent statements handed to the connection's thread all at once, in order:
+        one wait for the event loop instead of one per statement (each wait is a turn of a
+        loop busy with thousands of polls). Every statement runs even when one before it
+        fails (so the synchronous level is always restored); the first error is raised."""
+        tasks = [asyncio.ensure_future(self._db.execute(sql, params))
+                 for sql, params in statements]  # (tasks start in order: FIFO)
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+
     def _write(self, statements: Sequence[tuple[str, Sequence[object]]], *,
                durable: bool = True) -> Awaitable[None]:
         """A cancelled caller never leaves half a transaction (or a masked cancellation)."""
@@ -122,16 +153,12 @@ class ReplayStore:
 
     async def record(self, *, command_id: str, issuer: str, seq: int, keep_until_ms: int,
                      now_ms: int, advance_seq: bool, envelope: str) -> None:
-        """Commit the id, the envelope (and the issuer's new sequence number) before acting."""
-        statements: list[tuple[str, Sequence[object]]] = [(
-            "INSERT INTO seen_commands(id, issuer, seq, keep_until_ms, received_ms, envelope) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (command_id, issuer, seq, keep_until_ms, now_ms, envelope))]
-        if advance_seq:
-            statements.append((
-                "INSERT INTO issuer_seq(issuer, seq) VALUES (?, ?) ON CONFLICT(issuer) "
-                "DO UPDATE SET seq = MAX(seq, excluded.seq)", (issuer, seq)))
-        await self._write(statements)
+        """Commit the id, the envelope (and the issuer's new sequence number) before acting:
+        one statement (the ``command_entry`` view's trigger writes both tables), durable."""
+        await self._write([(
+            "INSERT INTO command_entry(id, issuer, seq, keep_until_ms, received_ms, envelope,"
+            " advance_seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (command_id, issuer, seq, keep_until_ms, now_ms, envelope, int(advance_seq)))])
         self.seen[command_id] = keep_until_ms
         if advance_seq:
             self.last_seq[issuer] = max(seq, self.last_seq.get(issuer, seq))
@@ -179,8 +206,10 @@ class ReplayStore:
             return
         # Not fsynced: a mark lost in a power cut only makes the recovery record the command a
         # second time (as interrupted), and it keeps the fsync off the next command's path.
-        await self._write([("UPDATE seen_commands SET recorded = 1 WHERE id = ?", (i,))
-                           for i in ids], durable=False)
+        for i in range(0, len(ids), 500):  # (SQLite's limit on bound values is 999 or more)
+            part = ids[i:i + 500]
+            await self._write([(f"UPDATE seen_commands SET recorded = 1 WHERE id IN "
+                                f"({', '.join('?' * len(part))})", part)], durable=False)
 
     async def unrecorded(self) -> list[tuple[str, str, int]]:
         """(id, envelope, received_ms) of commands whose audit records never reached the

@@ -18,6 +18,7 @@ dead letter gets no record seq (the seqs stay gapless). See docs/outbox.md.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import functools
 import itertools
@@ -362,6 +363,18 @@ _BATCH_COLS = (
 )
 
 
+def _drop_keys_through(keys: deque[tuple[int, int, bytes]], last_seq: int) -> None:
+    """Drop the keys of the records up to ``last_seq`` from the front of ``keys`` (ascending
+    seqs). Popped one by one in Python, a batch of 60,000 keys held the event loop ~10 ms;
+    ``popleft`` called by C iterators does the same without a bytecode per key."""
+    n = bisect.bisect_right(keys, last_seq, key=_key_seq)
+    deque(itertools.islice(iter(keys.popleft, None), n), maxlen=0)
+
+
+def _key_seq(k: tuple[int, int, bytes]) -> int:
+    return k[0]
+
+
 class Outbox:
     """One gateway's outbox. Open with `Outbox.open`; one writer per database file."""
 
@@ -694,8 +707,7 @@ class Outbox:
             raise
         cached = self._keys
         if cached is not None:
-            while cached and cached[0][0] <= header.last_record_seq:
-                cached.popleft()
+            _drop_keys_through(cached, header.last_record_seq)
         elif header.last_record_seq == self._next_seq - 1:
             self._keys = deque()  # caught up: keep the keys of the records to come
         failpoint("batcher.after_build")

@@ -120,3 +120,19 @@ def test_one_pass_commit_gives_the_rows_of_the_general_path(
     assert [repr(c) for c in committed] == [repr(w) for w in want]  # repr: NaN == NaN
     assert [repr(row) for row in rows] == [repr(outbox_mod._to_row(w)) for w in want]
     assert all(row[9] == record_leaf(w) for row, w in zip(rows, want, strict=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=st.integers(1, 1_000), count=st.integers(0, 300), last=st.integers(-5, 1_400))
+def test_dropping_a_batchs_keys_drops_exactly_those_through_its_last_seq(
+        first: int, count: int, last: int) -> None:
+    """The batcher's cut of the key cache (a C-driven popleft) equals popping one by one."""
+    from collections import deque
+
+    keys = deque((s, s * 3, s.to_bytes(4, "big")) for s in range(first, first + count))
+    naive = deque(keys)
+    while naive and naive[0][0] <= last:
+        naive.popleft()
+    outbox_mod._drop_keys_through(keys, last)
+    assert keys == naive
+    assert all(k[0] > last for k in keys) and len(keys) == len(naive)

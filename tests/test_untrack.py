@@ -33,7 +33,7 @@ class WithDict:
 
 
 class Weak:
-    __slots__ = ("x", "__weakref__")
+    __slots__ = ("__weakref__", "x")
 
     def __init__(self, x: Any) -> None:
         self.x = x
@@ -65,7 +65,7 @@ def test_a_reading_of_plain_values_is_untracked_and_unchanged() -> None:
     assert all(gc.is_tracked(r) for r in rs)
     assert untrack_atomic(rs) == (0 if PURE else 2)
     assert [gc.is_tracked(r) for r in rs] == [PURE, PURE]
-    assert [dataclasses.astuple(r) for r in rs][0] == before[0]
+    assert [dataclasses.astuple(r) for r in rs] == before
     assert rs[1].seq == 7 and rs[1].quality == 3
     assert untrack_atomic(rs) == 0  # already untracked: counted once
 
