@@ -1,5 +1,6 @@
 """The optional C extensions of the hot path (docs/compiled-path.md): the record leaves and rows
-(``ledger_client._leafc``) and untracking plain records from the cyclic GC (``mrv_core._untrack``).
+(``ledger_client._leafc``); untracking plain records from the cyclic GC and building a Modbus
+read's readings (``mrv_core._recordc``).
 
 Everything else about the package is in pyproject.toml. The extension is optional: without a C
 compiler the install still succeeds and the pure-Python path runs.
@@ -20,10 +21,11 @@ setup(
             extra_compile_args=[] if os.name == "nt" else ["-O3"],
         ),
         Extension(
-            "mrv_core._untrack",
-            sources=["mrv_core/_untrack.c"],
+            "mrv_core._recordc",
+            sources=["mrv_core/_recordc.c"],
             optional=True,
-            extra_compile_args=[] if os.name == "nt" else ["-O3"],
+            # no fused multiply-add: v * scale + add rounds twice, as in Python
+            extra_compile_args=[] if os.name == "nt" else ["-O3", "-ffp-contract=off"],
         ),
     ]
 )

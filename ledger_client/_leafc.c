@@ -614,7 +614,7 @@ leafc_commit_readings(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyTuple_SET_ITEM(row, 9, leaf);
         /* both refer to plain values only (str, int, float, bytes, None; checked in pass 1):
          * they can be in no reference cycle, so the cyclic GC need not walk them
-         * (mrv_core/_untrack.c says why that matters) */
+         * (mrv_core/_recordc.c says why that matters) */
         PyObject_GC_UnTrack(c);
         PyObject_GC_UnTrack(row);
     }

@@ -11,7 +11,7 @@ from mrv_core._aio import cancel_and_wait, raise_if_cancelling
 from mrv_core._bounded import InputLimitError, check_json, json_depth, loads_bounded
 from mrv_core._errors import FatalError
 from mrv_core._failpoints import failpoint
-from mrv_core._gc import UNTRACK_COMPILED, untrack_atomic
+from mrv_core._gc import UNTRACK_COMPILED, block_readings, untrack_atomic
 from mrv_core._metrics import ComponentState, Metrics
 from mrv_core._model import StrictModel
 from mrv_core._records import (
@@ -44,6 +44,7 @@ __all__ = [
     "Record",
     "StrictModel",
     "TlsConfig",
+    "block_readings",
     "cancel_and_wait",
     "check_json",
     "client_context",

@@ -9,7 +9,7 @@ so untracking it changes nothing but the collector's work (docs/compiled-path.md
 `untrack_atomic(objects)` untracks the exact tuples and the instances of ``__slots__`` classes
 (no ``__dict__``) in the list whose references are all plain values (str, int, bool, float,
 bytes, None), and returns how many. The caller passes only objects it never changes afterwards
-(the frozen records). It is compiled (``mrv_core/_untrack.c``); without the extension, or with
+(the frozen records). It is compiled (``mrv_core/_recordc.c``); without the extension, or with
 ``MRV_PURE_PYTHON=1``, it does nothing and returns 0: the same program, with more GC work.
 """
 
@@ -27,11 +27,17 @@ def _untrack_nothing(objects: list[Any]) -> int:
 
 
 _compiled: Callable[[list[Any]], int] | None = None
+#: The compiled builder of a Modbus read's readings (``mrv_core/_recordc.c``,
+#: ``block_readings(out, fast, values, ts_ns, source, sentinel_quality, reading_type)``;
+#: drivers/modbus/_io.py runs its Python loop when it returns False); None on the pure path.
+block_readings: Callable[[list[Any], tuple[Any, ...], tuple[Any, ...], int, str, int, type],
+                         bool] | None = None
 if os.environ.get("MRV_PURE_PYTHON", "") in ("", "0"):
     try:
-        from mrv_core._untrack import untrack_atomic as _compiled
+        from mrv_core._recordc import block_readings
+        from mrv_core._recordc import untrack_atomic as _compiled
     except ImportError:  # not built (no C compiler at install)
-        _compiled = None
+        _compiled = block_readings = None
 
 #: True when the compiled `untrack_atomic` is in use.
 UNTRACK_COMPILED: bool = _compiled is not None

@@ -39,7 +39,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 # (the C extension's source and setup.py count too: a change to either rebuilds it in place)
-pystamp=".venv/.installed-$(cat pyproject.toml setup.py ledger_client/_leafc.c mrv_core/_untrack.c | sha256sum | cut -c1-16)"
+pystamp=".venv/.installed-$(cat pyproject.toml setup.py ledger_client/_leafc.c mrv_core/_recordc.c | sha256sum | cut -c1-16)"
 if [ ! -f "$pystamp" ]; then
   echo "bootstrap: installing the package and its dev tools into .venv"
   # (grep drops this machine kind's notes about absent local package mirrors)

@@ -1,5 +1,5 @@
 """mrv_core.untrack_atomic: frozen records of plain values are taken out of the cyclic GC's
-work (mrv_core/_untrack.c), and nothing that could be part of a cycle is."""
+work (mrv_core/_recordc.c), and nothing that could be part of a cycle is."""
 
 from __future__ import annotations
 
@@ -41,11 +41,11 @@ class Weak:
 
 def test_the_compiled_helper_is_built_and_in_use() -> None:
     """A broken build fails here rather than leaving the GC's extra work unnoticed."""
-    from mrv_core import _untrack
+    from mrv_core import _recordc
 
-    assert _untrack.__file__ is not None and not _untrack.__file__.endswith(".py")
+    assert _recordc.__file__ is not None and not _recordc.__file__.endswith(".py")
     assert UNTRACK_COMPILED is (not PURE)
-    assert (gcmod.untrack_atomic is _untrack.untrack_atomic) is (not PURE)
+    assert (gcmod.untrack_atomic is _recordc.untrack_atomic) is (not PURE)
 
 
 def test_mrv_pure_python_turns_it_off() -> None:

@@ -47,6 +47,7 @@ from drivers.modbus._decode import (
 from drivers.modbus._lean import LeanTcpClient
 from drivers.modbus._plan import BIT_TABLES, PointRef, ReadRequest, plan_reads
 from mrv_core import Metrics, Quality, Reading, new_reading
+from mrv_core import block_readings as _block_readings
 
 log = logging.getLogger("mrv.drivers.modbus")
 
@@ -87,6 +88,18 @@ class _Request:
     block: Callable[[Sequence[int]], tuple[Any, ...]] | None = None
     #: per member, in order, for ``block``: (id, unit, scale, offset, int sentinel or None)
     fast: tuple[tuple[str, str, float, float, int | None], ...] = ()
+
+
+def block_readings_py(out: list[Reading], fast: tuple[tuple[str, str, float, float, int | None], ...],
+                      values: tuple[Any, ...], ts: int, source: str) -> None:
+    """The readings of a read decoded by one struct, appended to ``out``: the reference for
+    the compiled `mrv_core.block_readings`, which makes the same ones (tested) and leaves
+    anything unusual to this loop."""
+    for (pid, unit, scale, add, sent), v in zip(fast, values, strict=True):
+        if v != v or v == sent:  # NaN (floats) or the type's sentinel (ints)
+            out.append(new_reading(pid, ts, math.nan, unit, source, _SENTINEL))
+        else:
+            out.append(new_reading(pid, ts, v * scale + add, unit, source))
 
 
 class UnitReader:
@@ -229,11 +242,10 @@ class UnitReader:
                 continue
             block = req.block
             if block is not None:  # one struct for the whole read (nearly every device)
-                for (pid, unit, scale, add, sent), v in zip(req.fast, block(regs), strict=True):
-                    if v != v or v == sent:  # NaN (floats) or the type's sentinel (ints)
-                        out.append(new_reading(pid, ts, math.nan, unit, source, _SENTINEL))
-                    else:
-                        out.append(new_reading(pid, ts, v * scale + add, unit, source))
+                values = block(regs)
+                if _block_readings is None or not _block_readings(
+                        out, req.fast, values, ts, source, _SENTINEL, Reading):
+                    block_readings_py(out, req.fast, values, ts, source)
                 continue
             for m in req.members:
                 assert m.decoder is not None

@@ -1,0 +1,6 @@
+# Compiled helpers of the records (mrv_core/_recordc.c; docs/compiled-path.md).
+from typing import Any
+
+def untrack_atomic(objects: list[Any], /) -> int: ...
+def block_readings(out: list[Any], fast: tuple[Any, ...], values: tuple[Any, ...], ts_ns: int,
+                   source: str, sentinel_quality: int, reading_type: type, /) -> bool: ...
