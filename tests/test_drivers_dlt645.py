@@ -108,7 +108,8 @@ async def test_silent_meter_is_a_gap_and_does_not_stall_the_other(line: Dlt645Li
             assert all(r.quality == 0 for r in sink.of("aux.energy")), seen
             # the breaker: three failures, then probes 0.5 s and 1 s apart, gaps in between
             assert main.breaker_open and main.attempts <= 4 + elapsed / 1.0, seen
-            assert main.polls - main.attempts >= 3, seen  # ticks that did not ask the meter
+            # ticks served with a gap without asking: only the open breaker does that
+            assert main.polls > main.attempts, seen
             assert all(r.quality == Quality.COMM_FAULT for r in sink.of("main.energy")), seen
             assert m.component("device:main-meter").state == "failing"
             line.meters[A1].faults.silent = False

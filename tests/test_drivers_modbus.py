@@ -224,7 +224,8 @@ async def test_rtu_silent_unit_does_not_stall_the_line() -> None:
                     assert all(r.quality == 0 for r in sink.of(f"{name}.energy")), (name, seen)
                 # the breaker: three failures, then probes 0.5 s and 1 s apart, gaps in between
                 assert silent.breaker_open and silent.attempts <= 4 + elapsed / 1.0, seen
-                assert silent.polls - silent.attempts >= 5, seen  # gap ticks that did not ask
+                # ticks served with a gap without asking: only the open breaker does that
+                assert silent.polls > silent.attempts, seen
                 assert all(r.quality == Quality.COMM_FAULT for r in sink.of("u2.energy"))
                 assert m.component("device:u2").state == "failing"
                 units[2].faults.silent = False  # the unit is repaired
