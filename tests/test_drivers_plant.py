@@ -43,6 +43,7 @@ from simulator import (
     RtuLine,
     SimSensor,
 )
+from tests.support import LoopLag
 
 INTERVAL = 0.5
 WARMUP_S, FAULT_S, RECOVER_S = 3.0, 6.0, 6.0
@@ -73,10 +74,15 @@ def meter_points(prefix: str, gas: bool) -> list[dict[str, Any]]:
             {"id": f"{prefix}.voltage", "address": 4, "type": "uint16", "scale": 0.1, "unit": "V"}]
 
 
-# (the timeout just under the interval: a healthy device's reply on a loaded CI machine took
-# longer than 0.25 s once; a silent one still costs less than a poll period)
-POLLING = {"interval_s": INTERVAL, "timeout_s": 0.45, "retries": 0, "breaker_failures": 3,
+# Timeouts. The simulators run in the test's event loop, so on a loaded machine (CPU
+# contention, a GC pause) a healthy device's reply can come hundreds of ms late: in CI a reply
+# outran 0.25 s and then 0.45 s and was flagged. A device whose timeout is not what is tested
+# gets a long one (a late reply then costs a tick, it is not flagged); the devices that time out
+# on purpose keep short ones: the one that never answers (its probes must fit in a poll
+# period), the silent RTU unit (it must not hold the line for long) and the silent TCP unit.
+POLLING = {"interval_s": INTERVAL, "timeout_s": 2.0, "retries": 0, "breaker_failures": 3,
            "backoff_initial_s": 0.5, "backoff_max_s": 1.0}
+SHORT_TIMEOUT = {"m1-5": 0.45, "m1-3": 1.0, "rtu1": 1.0, "rtu2": 0.15, "rtu3": 1.0}
 
 
 async def until(cond: Callable[[], bool], timeout: float) -> None:
@@ -113,13 +119,15 @@ async def test_plant_with_every_driver_and_every_fault(mosquitto: Mosquitto) -> 
             name = f"m{s}-{u}"
             cfgs.append({"driver": "modbus_tcp", "name": name, "host": "127.0.0.1",
                          "port": plant.port, "unit_id": u, **POLLING,
+                         "timeout_s": SHORT_TIMEOUT.get(name, POLLING["timeout_s"]),
                          "points": meter_points(name, gas=u % 2 == 0)})
     cfgs.append({"driver": "modbus_rtu", "name": "rs485-1", "port": rtu.path, "baudrate": 19200,
-                 "units": [{"name": f"rtu{u}", "unit_id": u, **POLLING, "timeout_s": 0.15,
+                 "units": [{"name": f"rtu{u}", "unit_id": u, **POLLING,
+                            "timeout_s": SHORT_TIMEOUT[f"rtu{u}"],
                             "points": meter_points(f"rtu{u}", gas=False)} for u in (1, 2, 3)]})
     cfgs.append({"driver": "dlt645", "name": "rs485-2", "port": dlt.path, "inter_frame_s": 0.005,
                  "meters": [{"name": "dlt", "address": "000000123456", **POLLING,
-                             "timeout_s": 0.15,
+                             "timeout_s": 1.0,  # line noise: no frame, a timeout all the same
                              "points": [{"id": "dlt.energy", "di": "00000000"},
                                         {"id": "dlt.power", "di": "02030000"},
                                         {"id": "dlt.voltage", "di": "02010100"}]}]})
@@ -156,7 +164,20 @@ async def test_plant_with_every_driver_and_every_fault(mosquitto: Mosquitto) -> 
                                      SimSensor("plant/boiler/temp", {"t": (180.0, 0.5)})],
                                     interval_s=0.1).start()
     logger = await Hj212Logger("127.0.0.1", hj_src.port, interval_s=0.25, reconnect_s=0.2).start()
+    r0 = 0  # the end of the faults (set below)
+
+    def recovered(point: str) -> bool:  # its last three readings are good values
+        tail = sink.between(point, r0, now_ns())[-3:]
+        return len(tail) == 3 and all(r.quality == 0 and not math.isnan(r.value) for r in tail)
+
+    def recovery_points() -> list[str]:
+        return [src.points[0].id for n, src in tcp.items() if n != "m1-5"] + [
+            "rtu2.energy", "dlt.energy", "dlt.power", "stack.co2", "boiler.t", "cems.dust",
+            "cems.so2"]
+
     loop = asyncio.get_running_loop()
+    lag = LoopLag()
+    await lag.__aenter__()
     try:
         t_start = loop.time()
         # the sleeps below ARE the scenario: a plant running, faults lasting, recovery time
@@ -188,8 +209,14 @@ async def test_plant_with_every_driver_and_every_fault(mosquitto: Mosquitto) -> 
         dlt.meters["000000123456"].faults.garbage = False
         r0 = now_ns()
         await asyncio.sleep(RECOVER_S)
+        # recovered: waited for (a late reply on a busy machine can still flag a reading)
+        try:
+            await until(lambda: all(recovered(pid) for pid in recovery_points()), 20)
+        except AssertionError:
+            pass  # the asserts below say which device did not recover
         elapsed = loop.time() - t_start
     finally:
+        await lag.__aexit__()
         await sensors.stop()
         await logger.stop()
         await cancel_and_wait(tasks)  # as the daemon stops its sources
@@ -199,6 +226,17 @@ async def test_plant_with_every_driver_and_every_fault(mosquitto: Mosquitto) -> 
         await dlt.stop()
 
     expected = elapsed / INTERVAL
+    lost = lag.ticks_lost(INTERVAL)  # poll ticks a busy machine took away (see LoopLag)
+    seen = f"{elapsed:.1f} s, {expected:.1f} ticks, {lost} lost to lag; {lag}"
+
+    def counts(lp: Any) -> str:
+        return (f"polls {lp.polls}, missed {lp.missed}, attempts {lp.attempts}, "
+                f"failures {lp.failures}; {seen}")
+
+    def bad(point: str) -> list[tuple[int, float, str]]:  # (ts, value, quality) not good
+        return [(r.ts_ns, r.value, Quality(r.quality).name or str(r.quality))
+                for r in sink.by_point[point] if r.quality != 0]
+
     faulted_tcp = {f"m0-{u}" for u in range(1, 11)} | {"m1-3", "m1-4", "m1-5"}
 
     # ---- healthy devices kept their rate and their quality, through all of it
@@ -206,20 +244,20 @@ async def test_plant_with_every_driver_and_every_fault(mosquitto: Mosquitto) -> 
     assert len(healthy) == 27
     for n in healthy:
         lp = tcp[n].loop
-        assert lp.polls >= 0.8 * expected, (n, lp.polls, expected)
+        assert lp.polls >= 0.8 * expected - lost, (n, counts(lp))
         # every ask was answered; the one ask cancelled in flight at shutdown is no poll
-        assert lp.polls <= lp.attempts <= lp.polls + 1 and lp.failures == 0, (n, lp.attempts)
-        for p in tcp[n].points:
-            assert all(r.quality == 0 for r in sink.by_point[p.id]), n
+        assert lp.polls <= lp.attempts <= lp.polls + 1 and lp.failures == 0, (n, counts(lp))
+        for pt in tcp[n].points:
+            assert not bad(pt.id), (n, bad(pt.id), counts(lp))
     for n in ("rtu1", "rtu3"):
         lp = rtu_src.loop_of(n)
-        assert lp.polls >= 0.8 * expected, (n, lp.polls)
-        assert lp.polls <= lp.attempts <= lp.polls + 1, (n, lp.attempts)
-        assert all(r.quality == 0 for r in sink.by_point[f"{n}.energy"])
+        assert lp.polls >= 0.8 * expected - lost, (n, counts(lp))
+        assert lp.polls <= lp.attempts <= lp.polls + 1, (n, counts(lp))
+        assert not bad(f"{n}.energy"), (n, bad(f"{n}.energy"), counts(lp))
     # flaky connections: reconnected, at most a few gaps, and the rate held
     for u in range(1, 11):
         lp = tcp[f"m2-{u}"].loop
-        assert lp.polls >= 0.8 * expected and not lp.breaker_open
+        assert lp.polls >= 0.8 * expected - lost and not lp.breaker_open, (u, counts(lp))
         assert m.component(f"device:m2-{u}").state == "ok"
 
     # ---- every fault was flagged
@@ -229,7 +267,8 @@ async def test_plant_with_every_driver_and_every_fault(mosquitto: Mosquitto) -> 
     for u in range(1, 11):  # server down: COMM_FAULT gaps, at the poll rate, NaN
         pid = tcp[f"m0-{u}"].points[0].id
         gaps = [r for r in sink.between(pid, f0, f1) if r.quality == B]
-        assert len(gaps) >= 0.8 * FAULT_S / INTERVAL * 0.8 and all(math.isnan(r.value) for r in gaps)
+        assert len(gaps) >= 0.8 * FAULT_S / INTERVAL * 0.8 - lost, (u, len(gaps), seen)
+        assert all(math.isnan(r.value) for r in gaps)
     assert B in flags("m1-3.energy")
     assert flags("m1-4.volume") == {D}
     assert B in flags("rtu2.energy")
@@ -241,27 +280,23 @@ async def test_plant_with_every_driver_and_every_fault(mosquitto: Mosquitto) -> 
     assert logger.connects >= 2
     # the device that never answered: gaps at the poll rate all along, the breaker limits probes
     never = tcp["m1-5"].loop
-    assert never.breaker_open and never.polls >= 0.8 * expected
-    assert never.attempts <= 3 + elapsed / 1.0 + 1  # 3 failures, then one probe per backoff cap
+    assert never.breaker_open and never.polls >= 0.8 * expected - lost, counts(never)
+    # 3 failures, then one probe per backoff cap
+    assert never.attempts <= 3 + elapsed / 1.0 + 1, counts(never)
     assert {r.quality for r in sink.by_point["m1-5.energy"]} == {B}
     assert m.component("device:m1-5").state == "failing"
 
     # ---- and every device recovered when its fault ended
-    def recovered(point: str) -> bool:
-        tail = sink.between(point, r0, now_ns())[-3:]
-        return len(tail) == 3 and all(r.quality == 0 and not math.isnan(r.value) for r in tail)
-
-    for n, src in tcp.items():
-        if n == "m1-5":
-            continue
-        assert recovered(src.points[0].id), n
-        assert m.component(f"device:{n}").state == "ok", n
-    for pid in ("rtu2.energy", "dlt.energy", "dlt.power", "stack.co2", "boiler.t", "cems.dust",
-                "cems.so2"):
-        assert recovered(pid), pid
+    for pid in recovery_points():
+        assert recovered(pid), (pid, [(r.ts_ns - r0, r.quality) for r in
+                                      sink.between(pid, r0, now_ns())[-5:]], seen)
+    for n in tcp:
+        if n != "m1-5":
+            assert m.component(f"device:{n}").state == "ok", n
     for comp in ("rtu2", "dlt", "sensors", "cems"):
         assert m.component(f"device:{comp}").state == "ok", comp
     assert not dlt_src.loop_of("dlt").breaker_open and not rtu_src.loop_of("rtu2").breaker_open
     assert mqtt_src.connects >= 2
-    assert logger.replied >= 0.8 * (RECOVER_S / 0.25) * 0.8
+    assert logger.replied >= 0.8 * (RECOVER_S / 0.25) * 0.8 - lag.ticks_lost(0.25), (
+        logger.replied, seen)
     assert m.counters["task_restarts"] == 0  # nothing crashed: every fault was handled in place
