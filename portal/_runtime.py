@@ -42,13 +42,17 @@ def build_context(cfg: PortalConfig, *, run_migrations: bool = True,
         raise PortalConfigError(f"chain.address_book: {e}") from None
     engine = open_engine(cfg.database.url, pool_size=cfg.database.pool_size,
                          connect_timeout_s=cfg.database.connect_timeout_s)
-    if run_migrations:
-        migrate(engine)
-    contracts = {str(k): str(v).lower() for k, v in book.get("contracts", {}).items()}
-    return PortalContext(config=cfg, engine=engine, contracts=contracts,
-                         chain_id=int(book.get("chain_id", 0)),
-                         token_secret=ensure_secret(cfg.auth.secret_file) if with_secret
-                         else b"")
+    try:
+        if run_migrations:
+            migrate(engine)
+        contracts = {str(k): str(v).lower() for k, v in book.get("contracts", {}).items()}
+        return PortalContext(config=cfg, engine=engine, contracts=contracts,
+                             chain_id=int(book.get("chain_id", 0)),
+                             token_secret=ensure_secret(cfg.auth.secret_file) if with_secret
+                             else b"")
+    except BaseException:  # the context never came to be: its engine's connections close now
+        engine.dispose()
+        raise
 
 
 def workers() -> list[object]:

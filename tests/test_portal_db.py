@@ -113,3 +113,35 @@ def test_the_published_openapi_schema_is_the_apps(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == json.loads(published.read_text())
     paths = json.loads(out.read_text())["paths"]
     assert "/v1/ingest/batches" in paths and "/v1/rankings" in paths
+
+
+def test_a_context_that_fails_to_build_closes_its_engine(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token secret too short, found after the schema was migrated: the error is the
+    config's, and the engine opened for the migration holds no connection afterwards."""
+    import portal._runtime as runtime
+    from portal import build_context
+    from portal._errors import PortalConfigError
+
+    book = tmp_path / "book.json"
+    book.write_text(json.dumps({"chain_id": 31337, "contracts": {}}))
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"short")
+    opened: list[sa.Engine] = []
+    real = runtime.open_engine
+
+    def spy(*a: object, **k: object) -> sa.Engine:
+        opened.append(real(*a, **k))  # type: ignore[arg-type]
+        return opened[-1]
+
+    monkeypatch.setattr(runtime, "open_engine", spy)
+    cfg = PortalConfig.model_validate({"database": {"url": db_url},
+                                       "chain": {"address_book": book},
+                                       "auth": {"secret_file": secret}})
+    with pytest.raises(PortalConfigError, match="at least 32 bytes"):
+        build_context(cfg)
+    assert len(opened) == 1
+    assert opened[0].pool.checkedin() == 0  # disposed: a fresh, empty pool
+    with opened[0].connect() as c:  # (the migration did run, before the secret was read)
+        assert "batches" in sa.inspect(c).get_table_names()
+    opened[0].dispose()
