@@ -336,6 +336,21 @@ class Pipeline:
             tap(committed, sigs)
 
 
+def tune_process() -> int:
+    """The process-wide settings of a daemon that has the process to itself (``mrv-gateway
+    run``), once it has started: the objects made so far frozen out of the cyclic collector's
+    scans, its thresholds `GC_THRESHOLDS`, the GIL's switch interval `SWITCH_INTERVAL_S`.
+    Returns how many objects were frozen."""
+    gc.collect()
+    gc.freeze()
+    # Readings live for a commit interval, so most of them outlived the default young
+    # generation (700 allocations) and were scanned again in the older ones: 13 ms of CPU
+    # a second at 500 devices. They are freed by reference counting, not by the collector.
+    gc.set_threshold(*GC_THRESHOLDS)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    return gc.get_freeze_count()
+
+
 async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
                      metrics: Metrics | None = None, freeze_gc: bool = False,
                      acceptance_log_s: float = ACCEPTANCE_LOG_S) -> None:
@@ -343,7 +358,8 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
     per process): once started, move every object made so far (imports, config, pollers) out
     of the cyclic garbage collector's reach, so its full collections scan only what the
     running daemon makes; they took about 9 % of the CPU at 500 devices. Then the collector's
-    thresholds are raised to `GC_THRESHOLDS`.
+    thresholds are raised to `GC_THRESHOLDS` and the GIL's switch interval set to
+    `SWITCH_INTERVAL_S` (both process-wide: not for a daemon run inside another program).
     ``acceptance_log_s``: seconds between the INFO lines of `log_acceptance`."""
     stop = stop or asyncio.Event()
     metrics = metrics or Metrics()
@@ -408,15 +424,8 @@ async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
     log.info("gateway %s starting: %d device(s), outbox %s, chain %s", cfg.gateway.id,
              len(pollers), cfg.outbox_path(), cfg.chain.rpc_url)
     if freeze_gc:
-        gc.collect()
-        gc.freeze()
-        # Readings live for a commit interval, so most of them outlived the default young
-        # generation (700 allocations) and were scanned again in the older ones: 13 ms of CPU
-        # a second at 500 devices. They are freed by reference counting, not by the collector.
-        gc.set_threshold(*GC_THRESHOLDS)
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         log.info("%d startup objects frozen out of the cyclic garbage collector's scans",
-                 gc.get_freeze_count())
+                 tune_process())
     try:
         async with asyncio.TaskGroup() as tg:
             pollers_tasks = [tg.create_task(supervise(f"source:{p.name}", p.run, metrics),

@@ -163,3 +163,4 @@ async def test_committed_readings_rows_and_keys_leave_the_gc_alone(tmp_path: Any
             assert not any(gc.is_tracked(k) for k in keys)
     finally:
         await ob.close()
+
