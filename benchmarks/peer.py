@@ -82,6 +82,7 @@ from benchmarks._peer_tb import (  # noqa: E402
     write_config,
 )
 from benchmarks.acquisition import _percentile, _proc_cpu_s  # noqa: E402
+from benchmarks.pipeline import ed25519_limit  # noqa: E402
 
 GATEWAY_ID = "bench-peer"
 OUR_TOPIC = f"mrv/{GATEWAY_ID}/telemetry"
@@ -461,6 +462,7 @@ def measure_ours(n: int, ports: list[int], *, broker_port: int, sim_pid: int, se
                                  Signer.load(work / "keys" / "ed25519.key").public_key,
                                  rate_per_s=control_rate)
         busy_before = wait_quiet(quiet_s) if quiet_s > 0 else None
+        speed = ed25519_limit(0.5)  # the VM's phase: its speed varies up to 2x within minutes
         out = open(work / "gateway.log", "ab")  # noqa: SIM115
         cli = _our_cli() if profile is None else [
             sys.executable, "-m", "cProfile", "-o", str(profile.resolve()), "-m", "gateway._cli"]
@@ -497,6 +499,7 @@ def measure_ours(n: int, ports: list[int], *, broker_port: int, sim_pid: int, se
             check()
         after = _health(health_port)
         res["machine_busy_cores_before"] = busy_before
+        res["machine_ed25519_signs_per_s"] = round(speed)
         res["gateway_counters"] = counters = _counter_delta(before, after)
         # Steady state: a saturated daemon keeps telemetry flowing but defers batching and
         # anchoring (the outbox holds the backlog), so its CPU per datapoint would leave out
@@ -563,6 +566,7 @@ def measure_thingsboard(n: int, ports: list[int], *, broker_port: int, sim_pid: 
                         quiet_s: float = 0.0) -> dict[str, Any]:
     ensure_venv(log)
     busy_before = wait_quiet(quiet_s) if quiet_s > 0 else None
+    speed = ed25519_limit(0.5)  # the VM's phase: its speed varies up to 2x within minutes
     conf = temp_conf_dir()
     write_config(conf, broker_port=broker_port, ports=ports[:n], registers=registers,
                  interval_s=interval_s, qos=qos, max_payload_bytes=max_payload_bytes)
@@ -576,6 +580,7 @@ def measure_thingsboard(n: int, ports: list[int], *, broker_port: int, sim_pid: 
                              others={"simulator": sim_pid, "mosquitto": _mosquitto_pid()},
                              check=gw.check, spawned_at_ns=spawned_at_ns)
         res["machine_busy_cores_before"] = busy_before
+        res["machine_ed25519_signs_per_s"] = round(speed)
         res["session_limits_answered"] = responder.answered
         res["mqtt_qos"] = qos
         res["max_payload_bytes"] = max_payload_bytes

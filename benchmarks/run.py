@@ -76,10 +76,12 @@ def _load(d: dict[str, Any], devices: int) -> str | None:
     if other is None:
         return None
     main = _get(o, "cpu_s_by_thread", "main")
+    speed = o.get("machine_ed25519_signs_per_s")
     return (f"other load {max(0.0, other / o['window_s']):.2f} cores"
             + (" (contended)" if o.get("contended") else "")
             + (f"; daemon's main thread {main / o['window_s']:.0%} of a core"
-               if main is not None else ""))
+               if main is not None else "")
+            + (f"; machine speed {speed:,} Ed25519 signs/s just before" if speed else ""))
 
 
 def _zero_loss_detail(d: dict[str, Any], devices: int) -> str | None:

@@ -91,6 +91,7 @@ def test_peer_smoke(tmp_path: Path) -> None:
                 "cpu_share_of_one_core", "sample_to_broker_ms", "peak_rss_mb"):
         assert key in ours
     assert 0 < ours["startup_to_first_datapoint_s"] < 120
+    assert ours["machine_ed25519_signs_per_s"] > 0  # the VM's phase, measured just before
     counters = ours["gateway_counters"]
     assert counters["readings_accepted"] > 0
     # the control probe: 5 commands/s over the 5 s window, each applied and acked, signed
@@ -213,7 +214,9 @@ def test_bench_table_reads_each_peer_size() -> None:
         return o
 
     steps = [
-        {"devices": 100, "ours": ours(11.5, 70.0, True, None), "ratio_per_cpu_s": 2.5},
+        {"devices": 100, "ours": {**ours(11.5, 70.0, True, None),
+                                  "machine_ed25519_signs_per_s": 52868},
+         "ratio_per_cpu_s": 2.5},
         {"devices": 500, "ours": ours(9.5, 101.0, True, None), "ratio_per_cpu_s": 3.5},
         {"devices": 2000, "ours": ours(8.5, 300.0, False, {
             "p99": 25.0, "without_ack": 2,
@@ -232,6 +235,8 @@ def test_bench_table_reads_each_peer_size() -> None:
     assert row("CPU us per datapoint, 500 dev")[:3] == ["9.5", "<= 10", "yes"]
     assert row("CPU us per datapoint, 2,000 dev")[0] == "8.5"
     assert "other load 0.10 cores" in row("CPU us per datapoint, 500 dev")[3]
+    assert "machine speed 52,868 Ed25519 signs/s" in row("CPU us per datapoint, 100 dev")[3]
+    assert "machine speed" not in row("CPU us per datapoint, 500 dev")[3]  # not measured
     ratio = row("ours / ThingsBoard")
     assert ratio[:3] == ["3.5", ">= 3x", "yes"]
     assert "taken at 500 devices" in ratio[3] and "100: 2.5x, 500: 3.5x" in ratio[3]
