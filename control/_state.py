@@ -21,6 +21,7 @@ that the time window refuses the command anyway. The in-memory copies (``seen``,
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Iterable, Sequence
 from pathlib import Path
 
@@ -71,10 +72,29 @@ END;
 """
 
 
+def _quick_connection(path: Path) -> sqlite3.Connection:
+    """A second connection to the journal for the writes that need no fsync of their own (the
+    write notes, the recorded marks), used on the event loop itself: an insert into the WAL
+    without fsync takes tens of microseconds, where a trip through aiosqlite's thread cost a
+    command two GIL hand-offs and a turn of a loop busy with thousands of polls. It never
+    checkpoints (``wal_autocheckpoint=0``: checkpoints and their fsync stay with the main
+    connection, in its thread) and never meets a lock: the store's lock keeps the two
+    connections' writes apart."""
+    quick = sqlite3.connect(path, isolation_level=None)
+    try:
+        quick.execute("PRAGMA synchronous=NORMAL")
+        quick.execute("PRAGMA wal_autocheckpoint=0")
+        quick.execute("PRAGMA busy_timeout=1000")
+    except BaseException:
+        quick.close()
+        raise
+    return quick
+
+
 class ReplayStore:
-    def __init__(self, db: aiosqlite.Connection, synchronous: str = "FULL") -> None:
+    def __init__(self, db: aiosqlite.Connection, quick: sqlite3.Connection) -> None:
         self._db = db
-        self._sync = synchronous
+        self._quick = quick  # the fsync-free writes, on the event loop (`_quick_connection`)
         self.seen: dict[str, int] = {}  # id -> keep until (ms)
         self.last_seq: dict[str, int] = {}
         self.holds: dict[str, tuple[str, str, str]] = {}  # point -> (rule, forbid, detail)
@@ -86,8 +106,10 @@ class ReplayStore:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         db = await open_wal(path, synchronous, _SCHEMA)
+        quick: sqlite3.Connection | None = None
         try:
-            store = cls(db, synchronous)
+            quick = _quick_connection(path)
+            store = cls(db, quick)
             for cid, keep in await db.execute_fetchall(
                     "SELECT id, keep_until_ms FROM seen_commands"):
                 store.seen[str(cid)] = int(keep)
@@ -100,56 +122,43 @@ class ReplayStore:
                     "SELECT point, ts_ms FROM point_writes ORDER BY ts_ms"):
                 store.writes.setdefault(str(point), []).append(int(ts))
         except BaseException:
+            if quick is not None:
+                quick.close()
             await db.close()
             raise
         return store
 
     async def close(self) -> None:
         async with self._lock:
+            self._quick.close()  # (a write after this raises sqlite3.ProgrammingError)
             await self._db.close()
 
-    async def _transaction(self, statements: Sequence[tuple[str, Sequence[object]]],
-                           durable: bool) -> None:
+    async def _transaction(self, statements: Sequence[tuple[str, Sequence[object]]]) -> None:
         async with self._lock:
             if len(statements) == 1:  # one statement is a transaction of its own (autocommit)
                 sql, params = statements[0]
-                if durable:
-                    await self._db.execute(sql, params)
-                else:  # no fsync: the next durable commit syncs the WAL anyway
-                    await self._queued([("PRAGMA synchronous=NORMAL", ()), (sql, params),
-                                        (f"PRAGMA synchronous={self._sync}", ())])
+                await self._db.execute(sql, params)
                 return
-            if not durable:
-                await self._db.execute("PRAGMA synchronous=NORMAL")
+            await self._db.execute("BEGIN IMMEDIATE")
             try:
-                await self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    for sql, params in statements:
-                        await self._db.execute(sql, params)
-                    await self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        await self._db.execute("ROLLBACK")
-                    raise
-            finally:
-                if not durable:
-                    await self._db.execute(f"PRAGMA synchronous={self._sync}")
+                for sql, params in statements:
+                    await self._db.execute(sql, params)
+                await self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    await self._db.execute("ROLLBACK")
+                raise
 
-    async def _queued(self, statements: Sequence[tuple[str, Sequence[object]]]) -> None:
-        """Independent statements handed to the connection's thread all at once, in order:
-        one wait for the event loop instead of one per statement (each wait is a turn of a
-        loop busy with thousands of polls). Every statement runs even when one before it
-        fails (so the synchronous level is always restored); the first error is raised."""
-        tasks = [asyncio.ensure_future(self._db.execute(sql, params))
-                 for sql, params in statements]  # (tasks start in order: FIFO)
-        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                raise outcome
+    def _write(self, statements: Sequence[tuple[str, Sequence[object]]]) -> Awaitable[None]:
+        """Durable (the journal's fsync level). A cancelled caller never leaves half a
+        transaction (or a masked cancellation)."""
+        return asyncio.shield(self._transaction(statements))
 
-    def _write(self, statements: Sequence[tuple[str, Sequence[object]]], *,
-               durable: bool = True) -> Awaitable[None]:
-        """A cancelled caller never leaves half a transaction (or a masked cancellation)."""
-        return asyncio.shield(self._transaction(statements, durable))
+    async def _write_quick(self, sql: str, params: Sequence[object]) -> None:
+        """One statement committed without an fsync of its own: it survives a crash of the
+        process; the next durable commit syncs it (WAL)."""
+        async with self._lock:
+            self._quick.execute(sql, params)  # on the loop: no fsync, tens of µs
 
     async def record(self, *, command_id: str, issuer: str, seq: int, keep_until_ms: int,
                      now_ms: int, advance_seq: bool, envelope: str) -> None:
@@ -182,8 +191,8 @@ class ReplayStore:
         an fsync of its own (that would double the fsyncs on a command's path). It survives a
         crash of the process; the next durable commit (the next command's journal entry, a
         hold) syncs it, so a power cut can forget at most the writes since then."""
-        await self._write([("INSERT INTO point_writes(point, ts_ms) VALUES (?, ?)",
-                            (point, ts_ms))], durable=False)
+        await self._write_quick("INSERT INTO point_writes(point, ts_ms) VALUES (?, ?)",
+                                (point, ts_ms))
         self.writes.setdefault(point, []).append(ts_ms)
 
     async def purge_writes(self, before_ms: int) -> int:
@@ -208,8 +217,8 @@ class ReplayStore:
         # second time (as interrupted), and it keeps the fsync off the next command's path.
         for i in range(0, len(ids), 500):  # (SQLite's limit on bound values is 999 or more)
             part = ids[i:i + 500]
-            await self._write([(f"UPDATE seen_commands SET recorded = 1 WHERE id IN "
-                                f"({', '.join('?' * len(part))})", part)], durable=False)
+            await self._write_quick(f"UPDATE seen_commands SET recorded = 1 WHERE id IN "
+                                    f"({', '.join('?' * len(part))})", part)
 
     async def unrecorded(self) -> list[tuple[str, str, int]]:
         """(id, envelope, received_ms) of commands whose audit records never reached the

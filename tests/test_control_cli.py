@@ -116,6 +116,18 @@ async def test_bad_input_and_no_ack(tmp_path: Path, mosquitto: Mosquitto) -> Non
     assert rc == 3 and "broker" in err
 
 
+async def _finish(p: asyncio.subprocess.Process, timeout_s: float) -> tuple[bytes, bytes]:
+    """``p.communicate()`` within ``timeout_s``; a process still running then is killed (so it
+    leaks into no later test) and the failure shows what it had written."""
+    try:
+        return await asyncio.wait_for(p.communicate(), timeout_s)
+    except TimeoutError:
+        p.kill()
+        out, err = await p.communicate()
+        raise AssertionError(f"mrv-command still running after {timeout_s} s; stdout "
+                             f"{out.decode()[-1500:]!r}; stderr {err.decode()[-1500:]!r}") from None
+
+
 async def _watch(mosquitto: Mosquitto, publish: list[bytes], *args: str) -> tuple[int, str, str]:
     """Run ``mrv-command watch``, publish ``publish`` on the gateway's telemetry topic once it
     has subscribed, and return its exit code, stdout and stderr."""
@@ -130,7 +142,7 @@ async def _watch(mosquitto: Mosquitto, publish: list[bytes], *args: str) -> tupl
     async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
         for m in publish:
             await c.publish(f"mrv/{GW}/telemetry", m, qos=0)
-    out, err = await asyncio.wait_for(p.communicate(), 60)
+    out, err = await _finish(p, 60)
     assert p.returncode is not None
     return p.returncode, out.decode(), first.decode() + err.decode()
 
@@ -199,7 +211,7 @@ async def test_watch_checks_every_live_reading(mosquitto: Mosquitto) -> None:
     for _ in range(3):
         assert json.loads(await asyncio.wait_for(p.stdout.readline(), 30))["verified"] is True
     p.send_signal(signal.SIGINT)
-    _, err_b = await asyncio.wait_for(p.communicate(), 30)
+    _, err_b = await _finish(p, 30)
     assert p.returncode == 130
     assert "3 readings: 3 verified, 0 NOT verified; 0 malformed messages" in err_b.decode()
     # a key that is not a key: exit 2

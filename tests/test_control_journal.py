@@ -1,5 +1,6 @@
 """The control journal's writes (control/_state.py): the write-ahead entry is one atomic,
-durable statement; a note without fsync always gives the connection its fsync level back."""
+durable statement; the notes and marks without fsync are committed at once on a second
+connection, and both connections' writes reach the same tables."""
 
 from __future__ import annotations
 
@@ -57,20 +58,34 @@ async def test_a_failed_entry_writes_neither_table(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_a_note_gives_the_fsync_level_back_even_when_it_fails(tmp_path: Path) -> None:
-    store = await ReplayStore.open(tmp_path / "control.sqlite")
+async def test_notes_are_committed_at_once_and_a_failed_one_changes_nothing(
+        tmp_path: Path) -> None:
+    """The fsync-free writes go through the second connection, on the event loop: committed
+    when the call returns (another connection sees them), the main connection still FULL."""
+    path = tmp_path / "control.sqlite"
+    store = await ReplayStore.open(path)
     try:
         await store.note_write("vent", 1_000)
         assert store.writes == {"vent": [1_000]}
-        level = await store._db.execute_fetchall("PRAGMA synchronous")
-        assert list(level) == [(2,)]  # FULL
+        assert _table(path, "SELECT point, ts_ms FROM point_writes") == [("vent", 1_000)]
         with pytest.raises(sqlite3.IntegrityError):
             await store.note_write(None, 2_000)  # type: ignore[arg-type]  # NOT NULL
-        assert list(await store._db.execute_fetchall("PRAGMA synchronous")) == [(2,)]
         assert store.writes == {"vent": [1_000]}
-        await store.mark_recorded([f"id{i}" for i in range(1_200)])  # in parts of 500: no error
+        assert _table(path, "SELECT point, ts_ms FROM point_writes") == [("vent", 1_000)]
+        assert list(await store._db.execute_fetchall("PRAGMA synchronous")) == [(2,)]  # FULL
+        assert store._quick.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+        assert store._quick.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        await _entry(store, "a", 1, advance=True)  # the durable path after a quick one
+        await store.note_write("vent", 3_000)
     finally:
         await store.close()
+    reopened = await ReplayStore.open(path)  # a restart restores the rate window
+    try:
+        assert reopened.writes == {"vent": [1_000, 3_000]}
+    finally:
+        await reopened.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        await reopened.note_write("vent", 4_000)  # closed
 
 
 async def test_marks_reach_every_id(tmp_path: Path) -> None:
