@@ -201,7 +201,12 @@ async def test_watch_checks_every_live_reading(mosquitto: Mosquitto) -> None:
 
     import aiomqtt
 
+    # Ctrl-C as at a terminal: SIGINT at its default disposition in the child, whatever this
+    # process inherited (a shell's background job, e.g. `nohup ... &`, ignores SIGINT, and an
+    # ignored signal stays ignored across exec: `watch` then never saw the Ctrl-C)
     p = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, "
+        "signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])",
         str(BIN), "watch", "--broker", f"127.0.0.1:{mosquitto.port}", "--gateway", GW,
         "--gateway-key", gw_pub, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert p.stderr is not None and p.stdout is not None
