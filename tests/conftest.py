@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as _hypothesis_settings
 
 from simulator import (
     Anvil,
@@ -24,6 +25,13 @@ from simulator import (
     plant_devices,
     provision,
 )
+
+# No wall-clock deadline on any hypothesis example (a test that sets its own @settings keeps
+# this unless it names a deadline): on a CI machine running four workers on two cores, a
+# collection or a stall made one example of 0.6 ms take 320 ms, and hypothesis's default
+# 200 ms deadline failed the run. Speed is measured by the benchmarks, never asserted here.
+_hypothesis_settings.register_profile("mrv", deadline=None)
+_hypothesis_settings.load_profile("mrv")
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
