@@ -375,6 +375,16 @@ def build_header(
     )
 
 
+def reading_insert_params(rows: list[tuple[object, ...]], k: int) -> list[list[object]] | None:
+    """The outbox's insert parameters of reading rows, ``k`` rows to a list (the last may hold
+    fewer), without the two constant columns (kind 1, extra None), built by the compiled
+    module; None when the path is not compiled or a row is not a reading row (then the
+    caller binds every column). ``_outbox._reading_insert_params_py`` is the reference."""
+    if _leafc is None:
+        return None
+    return cast("list[list[object]] | None", _leafc.reading_insert_params(rows, k))
+
+
 def all_storable(readings: Sequence[object]) -> bool:
     """True when every reading is a plain `Reading` that `unstorable` passes (``ts_ns`` an
     int64, ``quality`` a uint32, ``value`` a float, text that encodes as UTF-8), checked in one

@@ -11,6 +11,11 @@
  *   commit_readings(records, first_seq, gateway_id, reading_type)
  *       -> (committed, rows) | None               the outbox's commit of a chunk of readings;
  *                                                 None: "not the fast path, do it in Python"
+ *   reading_insert_params(rows, k)
+ *       -> [[params of k rows], ...] | None      the bind parameters of the outbox's insert of
+ *                                                 reading rows, k rows to a statement, without
+ *                                                 kind and extra (literals in the statement);
+ *                                                 None: "not all reading rows, bind them all"
  *   all_storable(readings, reading_type) -> bool  True: every reading passes
  *                                                 ledger_client._outbox.unstorable; False: one
  *                                                 does not, or "cannot tell, screen each"
@@ -646,6 +651,77 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ reading_insert_params */
+
+/* reading_insert_params(rows, k) -> the parameters of `INSERT ... VALUES (?, 1, ?, ?, ?, ?, ?,
+ * ?, NULL, ?[, ?]), ...` for every k rows (the last list may hold fewer), or None when a row is
+ * not an exact tuple of the width of the first (10 or 11), with kind exactly the int 1 and
+ * extra None. The two constant columns are not bound: binding is a quarter of SQLite's cost of
+ * a row (ledger_client/_outbox.py, `_reading_insert_params_py` is the reference). */
+static PyObject *
+leafc_reading_insert_params(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *rows, *out = NULL, *group = NULL;
+    Py_ssize_t n, k, width, i, j, g, pos = 0;
+    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyLong_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "reading_insert_params(rows: list, k: int)");
+        return NULL;
+    }
+    rows = args[0];
+    k = PyLong_AsSsize_t(args[1]);
+    if (k <= 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "k must be positive");
+        return NULL;
+    }
+    n = PyList_GET_SIZE(rows);
+    if (n == 0)
+        return PyList_New(0);
+    {
+        PyObject *r0 = PyList_GET_ITEM(rows, 0);
+        if (!PyTuple_CheckExact(r0))
+            Py_RETURN_NONE;
+        width = PyTuple_GET_SIZE(r0);
+        if (width != 10 && width != 11)
+            Py_RETURN_NONE;
+    }
+    for (i = 0; i < n; i++) { /* all checked first: nothing built for a chunk that is not */
+        PyObject *r = PyList_GET_ITEM(rows, i), *kind;
+        int overflow;
+        if (!PyTuple_CheckExact(r) || PyTuple_GET_SIZE(r) != width ||
+            PyTuple_GET_ITEM(r, 8) != Py_None)
+            Py_RETURN_NONE;
+        kind = PyTuple_GET_ITEM(r, 1);
+        if (!PyLong_CheckExact(kind) || PyLong_AsLongAndOverflow(kind, &overflow) != 1 ||
+            overflow)
+            Py_RETURN_NONE;
+    }
+    out = PyList_New((n + k - 1) / k);
+    if (out == NULL)
+        return NULL;
+    for (i = 0, g = 0; i < n; i += k, g++) {
+        Py_ssize_t m = n - i < k ? n - i : k;
+        group = PyList_New(m * (width - 2));
+        if (group == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        pos = 0;
+        for (j = i; j < i + m; j++) {
+            PyObject *r = PyList_GET_ITEM(rows, j);
+            Py_ssize_t c;
+            for (c = 0; c < width; c++) {
+                if (c == 1 || c == 8)
+                    continue;
+                PyList_SET_ITEM(group, pos++, Py_NewRef(PyTuple_GET_ITEM(r, c)));
+            }
+        }
+        PyObject_GC_UnTrack(group); /* plain values only (the rows' own), like the rows */
+        PyList_SET_ITEM(out, g, group);
+    }
+    return out;
+}
+
 /* ------------------------------------------------------------------ all_storable */
 
 /* 1 when the exact str s encodes as UTF-8 (no lone surrogate), without encoding it. */
@@ -1104,6 +1180,10 @@ static PyMethodDef leafc_methods[] = {
     {"commit_readings", (PyCFunction)(void (*)(void))leafc_commit_readings, METH_FASTCALL,
      "commit_readings(records, first_seq, gateway_id, reading_type) -> (committed, rows) or "
      "None when the chunk is not all plain readings (then Python commits it)."},
+    {"reading_insert_params", (PyCFunction)(void (*)(void))leafc_reading_insert_params,
+     METH_FASTCALL,
+     "reading_insert_params(rows, k) -> the insert's parameters of reading rows, k rows to a "
+     "statement, without kind and extra; None when not all rows are reading rows."},
     {"all_storable", (PyCFunction)(void (*)(void))leafc_all_storable, METH_FASTCALL,
      "all_storable(readings, reading_type) -> True when every reading is a plain Reading that "
      "ledger_client._outbox.unstorable passes; False otherwise or when it cannot tell."},

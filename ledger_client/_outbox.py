@@ -50,6 +50,7 @@ from ledger_client._format import (
     encode_reading,
     encode_record,
     leaf_of_body,
+    reading_insert_params,
 )
 from mrv_core import (
     AuditRecord,
@@ -278,6 +279,35 @@ def _insert_many(k: int, signed: bool) -> str:
     one = "(" + ", ".join("?" * (11 if signed else 10)) + ")"
     cols = f"{_RECORD_COLS}, leaf, sig" if signed else f"{_RECORD_COLS}, leaf"
     return f"INSERT INTO records({cols}) VALUES " + ", ".join([one] * k)
+
+
+#: The columns of a reading row that are bound; kind (1) and extra (NULL) are literals.
+_READING_BOUND = (0, 2, 3, 4, 5, 6, 7, 9)
+
+
+@functools.cache
+def _insert_readings(k: int, signed: bool) -> str:
+    """The insert of ``k`` reading rows with kind and extra as literals: 8 parameters a row
+    (9 signed) instead of 10 (11). Binding was about a quarter of SQLite's cost of a row."""
+    one = f"(?, {KIND_READING}, ?, ?, ?, ?, ?, ?, NULL, ?{', ?' if signed else ''})"
+    cols = f"{_RECORD_COLS}, leaf, sig" if signed else f"{_RECORD_COLS}, leaf"
+    return f"INSERT INTO records({cols}) VALUES " + ", ".join([one] * k)
+
+
+def _reading_insert_params_py(rows: list[tuple[object, ...]], k: int
+                              ) -> list[list[object]] | None:
+    """`_format.reading_insert_params` in Python (the reference its tests compare with)."""
+    if not rows:
+        return []
+    width = len(rows[0]) if type(rows[0]) is tuple else 0
+    if width not in (10, 11):
+        return None
+    for r in rows:
+        if (type(r) is not tuple or len(r) != width or r[8] is not None
+                or type(r[1]) is not int or r[1] != KIND_READING):
+            return None
+    cols = _READING_BOUND + ((10,) if width == 11 else ())
+    return [[r[c] for r in rows[i:i + k] for c in cols] for i in range(0, len(rows), k)]
 
 
 def _row_to_record(gateway_id: str, row: Any) -> Record:
@@ -616,6 +646,18 @@ class Outbox:
         """Insert ``rows`` (in a transaction), `ROWS_PER_INSERT` to a statement: SQLite's
         step and the hand-back of the GIL happen once per statement, not once per row."""
         k = ROWS_PER_INSERT
+        groups = reading_insert_params(rows, k)
+        if groups is not None:  # reading rows (nearly all): kind and extra not bound
+            rest = len(rows) % k
+            whole = groups[:-1] if rest else groups
+            if whole:
+                await self._db.executemany(_insert_readings(k, signed), whole)
+            if rest:
+                w = len(_READING_BOUND) + signed
+                last = groups[-1]
+                await self._db.executemany(_insert_readings(1, signed),
+                                           [last[i:i + w] for i in range(0, len(last), w)])
+            return
         full = len(rows) - len(rows) % k
         if full:
             chain = itertools.chain.from_iterable

@@ -368,9 +368,13 @@ def test_no_reference_leaks_in_100k_calls() -> None:
     leaves = _leaves(9, 4)
     bad = [_reading(), _reading(point_id="p\ud800")]
     pid = records[1].point_id
+    rows = [(i, 1, pid, 5, 1.0, "kW", 0, "s", None, b"l" * 32) for i in range(7)]
+    bad_rows = [*rows, (8, 2, pid, 5, 1.0, "kW", 0, "s", None, b"l" * 32)]
 
     def run(n: int) -> None:
         for i in range(n):
+            _leafc.reading_insert_params(rows, 3)
+            _leafc.reading_insert_params(bad_rows, 3)
             _leafc.commit_readings(records, 1 + i, "gw", Reading)
             _leafc.commit_readings(big, 1, "gw", Reading)
             _leafc.commit_readings(bad, 1, "gw", Reading)
@@ -432,3 +436,52 @@ async def test_a_commit_of_many_readings_built_off_the_loop_has_the_same_leaves(
         assert [(r.seq, r.point_id) for r in stored] == [(row[0], row[2]) for row in want]
     finally:
         await ob.close()
+
+
+def _reading_row(i: int, width: int) -> tuple[object, ...]:
+    row: tuple[object, ...] = (i + 1, 1, f"p{i % 5}", 1_700_000_000_000_000_000 + i,
+                               None if i % 7 == 0 else i / 3, "kW", i % 4, "modbus_tcp:m1", None,
+                               bytes([i % 256]) * 32)
+    return (*row, bytes([7]) * 64) if width == 11 else row
+
+
+@pytest.mark.parametrize("width", [10, 11])
+@pytest.mark.parametrize("n", [0, 1, 2, 49, 50, 51, 149])
+@pytest.mark.parametrize("k", [1, 3, 50])
+def test_reading_insert_params_match_the_reference(width: int, n: int, k: int) -> None:
+    from ledger_client._outbox import _reading_insert_params_py
+
+    rows = [_reading_row(i, width) for i in range(n)]
+    got = _leafc.reading_insert_params(rows, k)
+    assert got == _reading_insert_params_py(rows, k)
+    assert [len(g) for g in got] == [(min(k, n - i)) * (width - 2) for i in range(0, n, k)]
+    assert all(type(g) is list for g in got)
+
+
+@pytest.mark.parametrize("bad", [
+    lambda r: (r[0], 2, *r[2:]),  # another kind
+    lambda r: (r[0], True, *r[2:]),  # a bool is not the int 1
+    lambda r: (r[0], 1.0, *r[2:]),  # nor is a float
+    lambda r: (*r[:8], "{}", *r[9:]),  # extra set
+    lambda r: list(r),  # not a tuple
+    lambda r: r[:9],  # narrower
+    lambda r: (*r, b"s" * 64),  # wider than the others
+    lambda r: (r[0], 2 ** 70, *r[2:]),  # an int beyond a C long
+])
+@pytest.mark.parametrize("where", [0, 5])
+def test_reading_insert_params_leave_other_rows_to_python(bad: Any, where: int) -> None:
+    from ledger_client._outbox import _reading_insert_params_py
+
+    rows: list[Any] = [_reading_row(i, 10) for i in range(6)]
+    rows[where] = bad(rows[where])
+    assert _leafc.reading_insert_params(rows, 4) is None
+    assert _reading_insert_params_py(rows, 4) is None
+
+
+def test_reading_insert_params_refuse_bad_arguments() -> None:
+    with pytest.raises(TypeError):
+        _leafc.reading_insert_params((_reading_row(0, 10),), 2)  # a tuple of rows
+    with pytest.raises(ValueError):
+        _leafc.reading_insert_params([_reading_row(0, 10)], 0)
+    with pytest.raises(TypeError):
+        _leafc.reading_insert_params([_reading_row(0, 10)])  # type: ignore[call-arg]

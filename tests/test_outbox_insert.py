@@ -69,3 +69,49 @@ async def test_a_large_batch_has_the_header_of_its_records(tmp_path: Path) -> No
         assert (h.first_ts_ns, h.last_ts_ns) == (stored[0].ts_ns, stored[-1].ts_ns)
     finally:
         await ob.close()
+
+
+@pytest.mark.parametrize("signed", [False, True])
+async def test_reading_rows_bound_without_their_constants_store_the_same_rows(
+        tmp_path: Path, signed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading rows are inserted with kind and extra as literals (`_insert_readings`); the
+    table then holds exactly what binding every column stores, column by column."""
+    import sqlite3
+
+    from ledger_client import _outbox
+
+    signer = Signer(b"\x09" * 32)
+    sizes = [1, ROWS_PER_INSERT - 1, ROWS_PER_INSERT, 2 * ROWS_PER_INSERT + 3]
+
+    async def fill(path: Path) -> list[tuple[object, ...]]:
+        ob = await Outbox.open(path, "gw", sign_records=signer.sign if signed else None)
+        try:
+            start = 0
+            for n in sizes:
+                await ob.append(_readings(n, start))
+                start += n
+        finally:
+            await ob.close()
+        db = sqlite3.connect(path)
+        try:
+            return db.execute("SELECT * FROM records ORDER BY seq").fetchall()
+        finally:
+            db.close()
+
+    calls: list[int] = []
+    real = _outbox.reading_insert_params
+
+    def counted(rows: list[tuple[object, ...]], k: int) -> list[list[object]] | None:
+        got = real(rows, k)
+        calls.append(got is not None)
+        return got
+
+    monkeypatch.setattr(_outbox, "reading_insert_params", counted)
+    literal = await fill(tmp_path / "literal.sqlite")
+    monkeypatch.setattr(_outbox, "reading_insert_params", lambda rows, k: None)
+    bound = await fill(tmp_path / "bound.sqlite")
+    assert len(literal) == sum(sizes)
+    assert literal == bound
+    assert {r[1] for r in literal} == {1} and {r[8] for r in literal} == {None}
+    from ledger_client import COMPILED
+    assert calls and all(calls) == COMPILED  # the literal path ran when it is built
