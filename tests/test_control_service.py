@@ -302,18 +302,25 @@ async def test_setpoint_lease_expires_to_the_fallback(tmp_path: Path,
     extra = {"points": [
         {"id": "vent.opening", "device": "boiler-room-plc", "address": 0, "type": "uint16",
          "scale": 0.1, "unit": "%", "min": 0, "max": 100, "max_step": 50,
-         "rate_limit": {"max_writes": 20, "window_s": 60}, "lease_s": 3.0, "fallback": 25},
+         "rate_limit": {"max_writes": 20, "window_s": 60}, "lease_s": 6.0, "fallback": 25},
         {"id": "burner.air_damper", "device": "boiler-room-plc", "address": 2,
          "type": "float32", "word_order": "CDAB", "unit": "%", "min": 20, "max": 80,
          "max_step": 10, "rate_limit": {"max_writes": 20, "window_s": 60}}]}
     async with harness(tmp_path, mosquitto.port, extra=extra) as h:
-        assert (await h.send(make_command("60")))["status"] == "applied"
-        # Time passing is the scenario here: renew at 2 s of a 3 s lease, then look at 3.8 s.
-        await asyncio.sleep(2.0)
-        assert (await h.send(make_command("61")))["status"] == "applied"  # renews
-        await asyncio.sleep(1.8)  # past the first lease's end, 1.2 s before the renewed one
-        assert h.model.vent == 61.0
         loop = asyncio.get_running_loop()
+        # Time passing is the scenario here: renew half-way through a 6 s lease, then look
+        # just past the first lease's end. A lease runs 6 s from its write, which lies between
+        # the command's send and its ack; each step keeps ~3 s of margin for a loaded machine.
+        sent = loop.time()
+        assert (await h.send(make_command("60")))["status"] == "applied"
+        acked = loop.time()  # the first lease ends in [sent + 6, acked + 6]
+        await asyncio.sleep(3.0)
+        renew_sent = loop.time()
+        assert (await h.send(make_command("61")))["status"] == "applied"  # renews
+        assert loop.time() < sent + 6.0, "the renewal came after the first lease had ended"
+        await asyncio.sleep(acked + 6.3 - loop.time())  # past the first lease's end
+        assert loop.time() < renew_sent + 6.0, "the look came after the renewed lease had ended"
+        assert h.model.vent == 61.0
         deadline = loop.time() + 10
         while h.model.vent != 25.0 and loop.time() < deadline:
             await asyncio.sleep(0.05)

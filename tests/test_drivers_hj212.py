@@ -177,12 +177,14 @@ async def test_version_2025_reply_flag() -> None:
 
 async def test_silent_logger_gets_gap_readings_and_recovers() -> None:
     sink, m = Collector(), Metrics()
-    lst = Hj212Listener([device(stale_after_s=0.3)], sink, m)
+    # a gap after 1 s of silence: a logger sending every 0.1 s stalled by a loaded machine
+    # for less than that is not taken for silent after it recovered
+    lst = Hj212Listener([device(stale_after_s=1.0)], sink, m)
     task = asyncio.create_task(lst.run())
     await asyncio.wait_for(lst.ready.wait(), 5)
     lg = Hj212Logger("127.0.0.1", lst.port, mn=MN, interval_s=0.1)
     try:
-        await until(lambda: m.component("device:cems-1").state == "failing", 5)
+        await until(lambda: m.component("device:cems-1").state == "failing", 10)
         gaps = [r for r in sink.readings if r.quality == Quality.COMM_FAULT]
         assert len(gaps) >= 3 and all(math.isnan(r.value) for r in gaps)
         await lg.start()

@@ -256,7 +256,7 @@ async def test_messages_are_acknowledged_only_after_commit(mosquitto: Mosquitto)
     await asyncio.gather(task, return_exceptions=True)
     # Reconnecting within a millisecond can make Mosquitto take the session over before it has
     # read the old connection's last PUBACKs; a real restart takes longer than this pause.
-    await asyncio.sleep(0.3)  # the scenario: the gateway is down for a moment (see above)
+    await asyncio.sleep(1.0)  # the scenario: the gateway is down for a moment (see above)
 
     second = HoldingSink()
     src2 = MqttSource(dev, Acknowledging(second), Metrics())  # same client id: the broker kept the session
@@ -274,7 +274,7 @@ async def test_messages_are_acknowledged_only_after_commit(mosquitto: Mosquitto)
     finally:
         task2.cancel()
         await asyncio.gather(task2, return_exceptions=True)
-    await asyncio.sleep(0.3)  # as above
+    await asyncio.sleep(1.0)  # as above
 
     third = HoldingSink()
     src3 = MqttSource(dev, Acknowledging(third), Metrics())
