@@ -83,24 +83,41 @@ class Ticker:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # a proxy: the tickers' table must not keep a finished loop alive
         self.loop = weakref.proxy(loop)
-        self._waits: dict[tuple[float, int], list[asyncio.Future[None]]] = {}
+        self._slots: dict[tuple[float, int], tuple[list[asyncio.Future[None]],
+                                                    list[Callable[[], None]]]] = {}
+
+    def _slot(self, when: float, slot_s: float) -> tuple[list[asyncio.Future[None]],
+                                                         list[Callable[[], None]]]:
+        key = (slot_s, math.ceil(when / slot_s))
+        entry = self._slots.get(key)
+        if entry is None:
+            entry = self._slots[key] = ([], [])
+            self.loop.call_at(max(key[1] * slot_s, when), self._fire, key)
+        return entry
 
     def at(self, when: float, slot_s: float) -> asyncio.Future[None]:
         """A future done at the end of the slot of ``slot_s`` seconds that holds loop time
         ``when`` (never before ``when``)."""
-        key = (slot_s, math.ceil(when / slot_s))
         fut: asyncio.Future[None] = self.loop.create_future()
-        waits = self._waits.get(key)
-        if waits is None:
-            waits = self._waits[key] = []
-            self.loop.call_at(max(key[1] * slot_s, when), self._fire, key)
-        waits.append(fut)
+        self._slot(when, slot_s)[0].append(fut)
         return fut
 
+    def call(self, when: float, slot_s: float, fn: Callable[[], None]) -> None:
+        """Call ``fn`` at the end of the slot that holds ``when`` (never before ``when``), as
+        `at` wakes a waiter; the Modbus TCP clients' timeout sweeps use it."""
+        self._slot(when, slot_s)[1].append(fn)
+
     def _fire(self, key: tuple[float, int]) -> None:
-        for fut in self._waits.pop(key):
+        futs, calls = self._slots.pop(key)
+        for fut in futs:
             if not fut.done():  # a cancelled waiter's future is done already
                 fut.set_result(None)
+        for fn in calls:
+            try:
+                fn()
+            except Exception as e:  # one failing callback must not keep the others waiting
+                self.loop.call_exception_handler({
+                    "message": f"exception in a ticker callback {fn!r}", "exception": e})
 
 
 _tickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Ticker] = (

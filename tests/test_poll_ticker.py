@@ -159,3 +159,26 @@ async def test_poll_loop_slots_are_at_most_a_twentieth_of_the_interval(interval:
     if interval <= 1.0:
         for i, (at, _) in enumerate(seen):  # never before its tick
             assert at >= start + i * interval - loop._clock_resolution - 1e-6  # type: ignore[attr-defined]
+
+
+def test_callbacks_share_the_slot_and_one_failing_does_not_stop_the_rest() -> None:
+    loop = RecordingLoop()
+    reported: list[dict[str, Any]] = []
+    loop.call_exception_handler = reported.append  # type: ignore[attr-defined]
+    t = Ticker(loop)  # type: ignore[arg-type]
+    called: list[str] = []
+    fut = t.at(7.01, 0.05)
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    t.call(7.02, 0.05, lambda: called.append("a"))
+    t.call(7.03, 0.05, boom)
+    t.call(7.04, 0.05, lambda: called.append("b"))
+    t.call(7.06, 0.05, lambda: called.append("next slot"))
+    assert len(loop.timers) == 2  # 7.00-7.05 and 7.05-7.10
+    assert all(w >= 7.04 - 1e-9 for w, _, _ in loop.timers)
+    loop.fire_all()
+    assert fut.done() and called == ["a", "b", "next slot"]
+    assert len(reported) == 1 and isinstance(reported[0]["exception"], RuntimeError)
+    loop.real.close()

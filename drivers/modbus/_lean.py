@@ -10,9 +10,11 @@ builds the request PDU and calls `execute`), with pymodbus's results and errors:
   tests check that both give the same PDU for any bytes;
 * one request in flight at a time is the caller's business (the `ModbusLink` lock): the client
   takes no lock of its own;
-* timeouts without a timer per request: one lazily rescheduled sweep per client fails the
-  request whose deadline has passed (`ModbusIOException`, as pymodbus raises after its
-  retries); ``retries`` re-sends the same frame (same transaction id) like pymodbus;
+* timeouts without a timer per request: one lazily rescheduled sweep per client, on the
+  pollers' shared ticker (`drivers._polling.Ticker`: the sweeps of one slot share a timer, at
+  most a twentieth of the timeout late), fails the request whose deadline has passed
+  (`ModbusIOException`, as pymodbus raises after its retries); ``retries`` re-sends the
+  same frame (same transaction id) like pymodbus;
 * the network is untrusted input: a frame with an unknown transaction id is dropped; a frame
   whose unit id differs from the request's, or whose PDU cannot be decoded, fails the request
   with `ModbusIOException`; a non-zero protocol id or a length field outside 2..254 (an ADU
@@ -38,6 +40,8 @@ from pymodbus.pdu.register_message import (
     ReadHoldingRegistersResponse,
     ReadInputRegistersResponse,
 )
+
+from drivers._polling import TICK_SLOT_S, ticker
 
 log = logging.getLogger("mrv.drivers.modbus")
 
@@ -135,7 +139,7 @@ class LeanTcpClient(ModbusClientMixin[Awaitable[ModbusPDU]]):
         self._buf = b""
         self._tid = 0
         self._pending: _Pending | None = None
-        self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_armed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __str__(self) -> str:
@@ -203,8 +207,8 @@ class LeanTcpClient(ModbusClientMixin[Awaitable[ModbusPDU]]):
             fut: asyncio.Future[ModbusPDU] = loop.create_future()
             deadline = loop.time() + self.timeout
             self._pending = _Pending(tid, request.dev_id, fc, fut, deadline)
-            if self._sweep is None:
-                self._sweep = loop.call_at(deadline, self._on_sweep)
+            if not self._sweep_armed:
+                self._arm_sweep(loop, deadline)
             t.write(frame)
             if no_response_expected:
                 self._pending = None
@@ -219,9 +223,15 @@ class LeanTcpClient(ModbusClientMixin[Awaitable[ModbusPDU]]):
             f"No response received after {self.retries} retries, continue with next request",
             function_code=fc, transaction_id=tid, dev_id=request.dev_id)
 
+    def _arm_sweep(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """The sweep at ``when``, on the pollers' shared ticker: the clients whose deadlines
+        fall in one slot share one timer (at most a twentieth of the timeout late)."""
+        self._sweep_armed = True
+        ticker(loop).call(when, min(TICK_SLOT_S, self.timeout / 20), self._on_sweep)
+
     def _on_sweep(self) -> None:
         """Fail the pending request if its deadline has passed; re-arm for a later one."""
-        self._sweep = None
+        self._sweep_armed = False
         p = self._pending
         if p is None:
             return
@@ -231,7 +241,7 @@ class LeanTcpClient(ModbusClientMixin[Awaitable[ModbusPDU]]):
             if not p.future.done():
                 p.future.set_exception(TimeoutError())
         else:
-            self._sweep = self._loop.call_at(p.deadline, self._on_sweep)
+            self._arm_sweep(self._loop, p.deadline)
 
     # -- replies ---------------------------------------------------------------------------
     def _refuse(self, why: str) -> None:
