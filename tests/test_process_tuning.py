@@ -21,4 +21,4 @@ def test_the_daemon_tunes_its_own_process_only() -> None:
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
                        timeout=120, check=False)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stdout.split() == ["0.005", "700", "0", "0.001", "50000", "True", "True"]
+    assert p.stdout.split() == ["0.005", "700", "0", "0.001", "200000", "True", "True"]
