@@ -17,12 +17,14 @@ setup(
         Extension(
             "ledger_client._leafc",
             sources=["ledger_client/_leafc.c"],
+            depends=["mrv_core/_slots.h"],
             optional=True,
             extra_compile_args=[] if os.name == "nt" else ["-O3"],
         ),
         Extension(
             "mrv_core._recordc",
             sources=["mrv_core/_recordc.c"],
+            depends=["mrv_core/_slots.h"],
             optional=True,
             # no fused multiply-add: v * scale + add rounds twice, as in Python
             extra_compile_args=[] if os.name == "nt" else ["-O3", "-ffp-contract=off"],

@@ -36,6 +36,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include "_slots.h"
 
 static int
 atomic_visit(PyObject *o, void *arg)
@@ -79,52 +80,16 @@ untrack_atomic(PyObject *self, PyObject *objects)
 
 /* ------------------------------------------------------------------ block_readings */
 
-enum { F_POINT, F_TS, F_VALUE, F_UNIT, F_SOURCE, F_QUALITY, F_SEQ, F_GW, N_FIELDS };
-static const char *const FIELD_NAMES[N_FIELDS] = {
-    "point_id", "ts_ns", "value", "unit", "source", "quality", "seq", "gateway_id"};
-
 static PyTypeObject *reading_type = NULL; /* the type the offsets below belong to */
 static Py_ssize_t field_offset[N_FIELDS];
 static PyObject *zero = NULL, *empty = NULL, *nan_obj = NULL;
 
-/* Learn the slot offsets of `type` from its member descriptors. 1: usable; 0: not a type of
- * the expected shape (never the fast path for it); -1: error. */
+/* The slot offsets of `type` (mrv_core/_slots.h). 1: usable; 0: not a Reading-shaped type
+ * (never the fast path for it); -1: error. */
 static int
 learn_type(PyObject *type)
 {
-    Py_ssize_t off[N_FIELDS];
-    int i;
-    if (!PyType_Check(type) || ((PyTypeObject *)type)->tp_dictoffset != 0)
-        return 0;
-    for (i = 0; i < N_FIELDS; i++) {
-        PyObject *d = PyObject_GetAttrString(type, FIELD_NAMES[i]);
-        PyMemberDef *mdef;
-        if (d == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-                return -1;
-            PyErr_Clear();
-            return 0;
-        }
-        if (!Py_IS_TYPE(d, &PyMemberDescr_Type)) {
-            Py_DECREF(d);
-            return 0;
-        }
-        mdef = ((PyMemberDescrObject *)d)->d_member;
-        if (mdef->type != T_OBJECT_EX || (mdef->flags & READONLY) ||
-            ((PyMemberDescrObject *)d)->d_common.d_type != (PyTypeObject *)type) {
-            Py_DECREF(d);
-            return 0;
-        }
-        off[i] = mdef->offset;
-        Py_DECREF(d);
-    }
-    {
-        PyTypeObject *old = reading_type;
-        memcpy(field_offset, off, sizeof off);
-        reading_type = (PyTypeObject *)Py_NewRef(type);
-        Py_XDECREF(old);
-    }
-    return 1;
+    return learn_type_into(type, &reading_type, field_offset);
 }
 
 #define SLOT(obj, f) (*(PyObject **)((char *)(obj) + offs[f]))
