@@ -41,7 +41,7 @@ from pymodbus.pdu.register_message import (
     ReadInputRegistersResponse,
 )
 
-from drivers._polling import TICK_SLOT_S, ticker
+from drivers._polling import TICK_SLOT_S, Ticker, ticker
 
 log = logging.getLogger("mrv.drivers.modbus")
 
@@ -141,6 +141,7 @@ class LeanTcpClient(ModbusClientMixin[Awaitable[ModbusPDU]]):
         self._pending: _Pending | None = None
         self._sweep_armed = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._ticker: Ticker | None = None  # `_loop`'s, looked up once per connection
 
     def __str__(self) -> str:
         return f"LeanTcpClient {self.host}:{self.port}"
@@ -157,6 +158,7 @@ class LeanTcpClient(ModbusClientMixin[Awaitable[ModbusPDU]]):
             return True
         self.close()
         loop = self._loop = asyncio.get_running_loop()
+        self._ticker = ticker(loop)
         conn = _Connection(self)
         try:
             async with asyncio.timeout(self.timeout):
@@ -227,7 +229,10 @@ class LeanTcpClient(ModbusClientMixin[Awaitable[ModbusPDU]]):
         """The sweep at ``when``, on the pollers' shared ticker: the clients whose deadlines
         fall in one slot share one timer (at most a twentieth of the timeout late)."""
         self._sweep_armed = True
-        ticker(loop).call(when, min(TICK_SLOT_S, self.timeout / 20), self._on_sweep)
+        t = self._ticker if loop is self._loop else None
+        if t is None:
+            t = ticker(loop)
+        t.call(when, min(TICK_SLOT_S, self.timeout / 20), self._on_sweep)
 
     def _on_sweep(self) -> None:
         """Fail the pending request if its deadline has passed; re-arm for a later one."""
