@@ -443,6 +443,37 @@ async def test_telemetry_is_published_and_a_full_queue_drops_and_counts(
         assert h.telemetry[-1]["readings"][0]["value"] is None
 
 
+async def test_an_ack_never_waits_behind_telemetry(tmp_path: Path, mosquitto: Mosquitto,
+                                                   monkeypatch: Any) -> None:
+    """Telemetry has a broker session of its own: with its publishing stuck (as behind a
+    broker slow to read megabytes of it), commands are still applied and acked."""
+    import aiomqtt
+
+    stuck = asyncio.Event()  # never set
+    entered = asyncio.Event()
+    publish = aiomqtt.Client.publish
+
+    async def stuck_telemetry(self: aiomqtt.Client, topic: str, payload: Any = None,
+                              *a: Any, **k: Any) -> None:
+        if topic.endswith("/telemetry"):
+            entered.set()
+            await stuck.wait()
+        await publish(self, topic, payload, *a, **k)
+
+    monkeypatch.setattr(aiomqtt.Client, "publish", stuck_telemetry)
+    async with harness(tmp_path, mosquitto.port) as h:
+        assert h.metrics.components["control:mqtt"].state == "ok"
+        h.service.on_readings([_reading("p0", 1.0, 1, unit="kW")])
+        await asyncio.wait_for(entered.wait(), 15)  # the telemetry session is stuck in it
+        h.service.on_readings([_reading("p1", 2.0, 2, unit="kW")])
+        ack = await h.send(make_command("30"))
+        assert ack["status"] == "applied", ack
+        assert verify_ack(ack, GW_PUB)
+        assert h.model.vent == 30.0
+        assert h.telemetry == []
+        assert h.metrics.components["control:telemetry"].state == "ok"
+
+
 async def test_broker_restart_is_survived(tmp_path: Path, mosquitto: Mosquitto) -> None:
     async with harness(tmp_path, mosquitto.port) as h:
         assert (await h.send(make_command("30")))["status"] == "applied"

@@ -300,7 +300,8 @@ async def test_the_daemon_pipeline_acknowledges_only_after_the_outbox_commit() -
             self.entered = asyncio.Event()
             self.rows: list[Reading] = []
 
-        async def append_quarantining(self, rs: list[Reading], *, now_ns: int
+        async def append_quarantining(self, rs: list[Reading], *, now_ns: int,
+                                      off_loop: bool | None = None
                                       ) -> tuple[list[Reading], None, list[object]]:
             self.entered.set()
             await self.release.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,12 +110,23 @@ async def test_a_large_group_commit_goes_in_bounded_transactions_and_taps_see_it
     tapped: list[tuple[list[Reading], list[bytes] | None]] = []
     pipe = Pipeline(ob, Cleaner({}), Metrics(), 100, sizes.append)
     pipe.taps.append(lambda c, s: tapped.append((c, s)))
+    where: list[tuple[int, bool | None]] = []  # (size, off_loop) of each transaction
+    append = ob.append_quarantining
+
+    async def spy(records: Any, *, now_ns: int, off_loop: bool | None = None) -> Any:
+        where.append((len(records), off_loop))
+        return await append(records, now_ns=now_ns, off_loop=off_loop)
+
+    ob.append_quarantining = spy  # type: ignore[method-assign]
     n = 2 * MAX_ROWS_PER_TRANSACTION + 345
     readings = [r for i in range(n // 30 + 1) for r in _poll(i)][:n]
     acked: list[int] = []
     try:
         await pipe.commit(readings, [lambda: acked.append(1)])
         assert sizes == [n] and acked == [1]
+        # every transaction of the group off the event loop, the partial last one too
+        m = MAX_ROWS_PER_TRANSACTION
+        assert where == [(m, True), (m, True), (345, True)]
         (committed, sigs), = tapped
         assert [c.seq for c in committed] == list(range(1, n + 1))
         assert sigs is not None and len(sigs) == n

@@ -438,6 +438,35 @@ async def test_a_commit_of_many_readings_built_off_the_loop_has_the_same_leaves(
         await ob.close()
 
 
+@pytest.mark.parametrize("off_loop", [True, False, None])
+async def test_the_caller_may_send_a_small_commit_off_the_loop_with_the_same_result(
+        tmp_path: Path, off_loop: bool | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``off_loop`` (the writer's last, partial transaction of a large group): built in a
+    worker thread whatever its size; False or None (small): on the loop. Same rows either way."""
+    import asyncio
+
+    built_in_thread: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def spy(fn: Any, /, *a: Any, **k: Any) -> Any:
+        built_in_thread.append(fn.__name__)
+        return await to_thread(fn, *a, **k)
+
+    monkeypatch.setattr(asyncio, "to_thread", spy)  # the outbox calls asyncio.to_thread
+    records = [_reading(i, value=math.nan if i % 4 == 0 else float(i)) for i in range(9)]
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    try:
+        committed, _, dead = await ob.append_quarantining(records, now_ns=1, off_loop=off_loop)
+        assert dead == [] and [c.seq for c in committed] == list(range(1, 10))
+        from ledger_client import COMPILED  # the pure path hashes with the GIL: on the loop
+
+        assert built_in_thread == (["_commit_rows"] if off_loop and COMPILED else [])
+        want = _commit_rows_py(records, 1, "gw")[1]
+        assert await ob.leaves(1, 9) == [row[9] for row in want]
+    finally:
+        await ob.close()
+
+
 def _reading_row(i: int, width: int) -> tuple[object, ...]:
     row: tuple[object, ...] = (i + 1, 1, f"p{i % 5}", 1_700_000_000_000_000_000 + i,
                                None if i % 7 == 0 else i / 3, "kW", i % 4, "modbus_tcp:m1", None,

@@ -67,6 +67,13 @@ async def test_a_large_batch_has_the_header_of_its_records(tmp_path: Path) -> No
         assert h.root == merkle_root(await ob.leaves(1, n))
         stored = await ob.records(1, n)
         assert (h.first_ts_ns, h.last_ts_ns) == (stored[0].ts_ns, stored[-1].ts_ns)
+        # its keys were dropped from the cache (off the loop too): the next batch starts after
+        await ob.append(_readings(5, n))
+        b2 = await ob.make_batch(n, Signer(b"\x08" * 32).sign)
+        assert b2 is not None
+        assert (b2.header.count, b2.header.first_record_seq) == (5, n + 1)
+        assert b2.header.root == merkle_root(await ob.leaves(n + 1, n + 5))
+        assert await ob.make_batch(n, Signer(b"\x08" * 32).sign) is None
     finally:
         await ob.close()
 

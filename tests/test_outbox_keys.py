@@ -123,16 +123,28 @@ def test_one_pass_commit_gives_the_rows_of_the_general_path(
 
 
 @settings(max_examples=300, deadline=None)
-@given(first=st.integers(1, 1_000), count=st.integers(0, 300), last=st.integers(-5, 1_400))
+@given(first=st.integers(1, 1_000), count=st.integers(0, 300), last=st.integers(-5, 1_400),
+       chunk=st.integers(1, 64), cached=st.booleans())
 def test_dropping_a_batchs_keys_drops_exactly_those_through_its_last_seq(
-        first: int, count: int, last: int) -> None:
-    """The batcher's cut of the key cache (a C-driven popleft) equals popping one by one."""
+        first: int, count: int, last: int, chunk: int, cached: bool) -> None:
+    """The batcher's cut of the key cache (a C-driven popleft, in chunks) equals popping one
+    by one; the batch's own list of keys is emptied."""
     from collections import deque
 
     keys = deque((s, s * 3, s.to_bytes(4, "big")) for s in range(first, first + count))
     naive = deque(keys)
     while naive and naive[0][0] <= last:
         naive.popleft()
-    outbox_mod._drop_keys_through(keys, last)
-    assert keys == naive
-    assert all(k[0] > last for k in keys) and len(keys) == len(naive)
+    batch = [k for k in keys if k[0] <= last]
+    saved = outbox_mod.KEY_RELEASE_CHUNK
+    outbox_mod.KEY_RELEASE_CHUNK = chunk
+    try:
+        outbox_mod._release_batch_keys(keys if cached else None, last, batch)
+    finally:
+        outbox_mod.KEY_RELEASE_CHUNK = saved
+    assert batch == []
+    if cached:
+        assert keys == naive
+        assert all(k[0] > last for k in keys) and len(keys) == len(naive)
+    else:
+        assert len(keys) == count  # no cache kept: nothing else touched
