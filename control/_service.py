@@ -47,7 +47,7 @@ from control._actuation import Actuator, Heartbeat, num
 from control._admission import Admission, command_audit, malformed_audit, nack
 from control._clock import SYSTEM_CLOCK, Clock
 from control._config import ControlConfig, LeakRule, WritablePoint
-from control._envelope import Ack, EnvelopeError, best_effort_id, parse_command
+from control._envelope import Ack, Command, EnvelopeError, best_effort_id, parse_command
 from control._journal import AuditSink, Journal, audit_record, canonical
 from control._local import LocalRules
 from control._modbus import PlantIO
@@ -250,14 +250,27 @@ class ControlService:
                         ts_ms=self.clock.now_ms())
         auth = self.safety.authenticate(cmd, store, received_ms)
         journaled = consumes_id(auth)
-        if journaled:  # the write-ahead record: durable before the plant is touched
-            await store.record(command_id=cmd.id, issuer=cmd.issuer, seq=cmd.seq,
-                               keep_until_ms=cmd.expires_at_ms + round(
-                                   self.cfg.clock_skew_s * 1000),
-                               now_ms=received_ms, advance_seq=advances_seq(auth),
-                               envelope=cmd.to_bytes().decode())
+        # The write-ahead record: durable before anything is decided, written or acked. It is
+        # committed while the plant's present value is read (a read changes nothing), so a
+        # command waits for the longer of the two, not for both (design 008, decision 17).
+        write_ahead = asyncio.ensure_future(store.record(
+            command_id=cmd.id, issuer=cmd.issuer, seq=cmd.seq,
+            keep_until_ms=cmd.expires_at_ms + round(self.cfg.clock_skew_s * 1000),
+            now_ms=received_ms, advance_seq=advances_seq(auth),
+            envelope=cmd.to_bytes().decode())) if journaled else None
+        try:
+            return await self._carry_out(cmd, auth, received_ms, write_ahead)
+        finally:
+            if write_ahead is not None:
+                await write_ahead  # done already but on an error; its own error is raised
+
+    async def _carry_out(self, cmd: Command, auth: Verdict, received_ms: int,
+                         write_ahead: asyncio.Future[None] | None) -> Ack:
+        journaled = write_ahead is not None
         jid = [cmd.id] if journaled else []
         if not auth.ok:
+            if write_ahead is not None:
+                await write_ahead
             log.warning("control: command %s from %s refused: %s (%s)", cmd.id, cmd.issuer,
                         auth.reason, auth.detail)
             if journaled or self.journal.may_audit_reject():
@@ -275,6 +288,8 @@ class ControlService:
             if point is not None:
                 snap = await self.actuator.snapshot(point)
                 current, signals, read_errors = snap.current, snap.signals, snap.errors
+            if write_ahead is not None:
+                await write_ahead
             decided_ms = self.clock.now_ms()
             verdict = self.safety.authorize(cmd, now_ms=decided_ms, current=current,
                                             signals=signals)

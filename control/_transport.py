@@ -156,8 +156,11 @@ class MqttTransport:
                 log.info("control: publishing telemetry to %s on %s:%d", self.t_telemetry,
                          b.host, b.port)
             connected()
-            await self._telemetry_publisher(client)
-        raise aiomqtt.MqttError("telemetry session ended")
+            pub = asyncio.create_task(self._telemetry_publisher(client),
+                                      name="control:telemetry-publisher")
+            lost = asyncio.create_task(_until_disconnected(client),
+                                       name="control:telemetry-connection")
+            await _first_of(pub, lost)
 
     async def _receiver(self, client: aiomqtt.Client) -> None:
         async for msg in client.messages:
@@ -199,6 +202,14 @@ class MqttTransport:
                     # commit's messages (~0.5 ms each at 500 readings) went out in one turn
                     await asyncio.sleep(0)
             await self._telemetry_wake.wait()
+
+
+async def _until_disconnected(client: aiomqtt.Client) -> None:
+    """Raise `aiomqtt.MqttError` when ``client``'s connection is lost. The telemetry session
+    subscribes to nothing, so no message comes; without this it would notice a lost connection
+    only at its next publish (that message lost, the broker's error never read)."""
+    async for _ in client.messages:
+        pass
 
 
 async def _first_of(*tasks: asyncio.Task[None]) -> None:

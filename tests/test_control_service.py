@@ -77,6 +77,59 @@ async def test_happy_path_write_readback_ack_and_audit(tmp_path: Path,
         assert h.metrics.counters["control_ack_applied"] == 2
 
 
+async def test_the_write_ahead_entry_is_committed_while_the_plant_is_read_never_after_a_write(
+        tmp_path: Path, mosquitto: Mosquitto, monkeypatch: Any) -> None:
+    """The journal's commit and the read of the present value overlap (a command waits for
+    the longer, not both); nothing is written or acked until the entry is durable."""
+    from control._actuation import Actuator
+    from control._state import ReplayStore
+
+    release, journaling, read = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    record, snapshot = ReplayStore.record, Actuator.snapshot
+
+    async def slow_record(self: ReplayStore, **kw: Any) -> None:
+        journaling.set()
+        await release.wait()
+        await record(self, **kw)
+
+    async def noted_snapshot(self: Actuator, point: Any) -> Any:
+        snap = await snapshot(self, point)
+        read.set()
+        return snap
+
+    monkeypatch.setattr(ReplayStore, "record", slow_record)
+    monkeypatch.setattr(Actuator, "snapshot", noted_snapshot)
+    async with harness(tmp_path, mosquitto.port) as h:
+        cmd = make_command("33")
+        await h.send_raw(cmd.to_bytes())
+        await asyncio.wait_for(journaling.wait(), 15)
+        await asyncio.wait_for(read.wait(), 15)  # read while the entry is not yet committed
+        await asyncio.sleep(0.2)
+        assert h.plant.writes == [] and cmd.id not in h.acks  # nothing before it is durable
+        release.set()
+        await h.wait_for(lambda: cmd.id in h.acks)
+        assert h.acks[cmd.id]["status"] == "applied"
+        assert [w.values for w in h.plant.writes] == [(330,)]
+
+
+async def test_a_write_ahead_entry_that_cannot_be_committed_stops_the_command(
+        tmp_path: Path, mosquitto: Mosquitto, monkeypatch: Any) -> None:
+    """The plant was read meanwhile, but nothing is written: the command fails, acked so."""
+    from control._state import ReplayStore
+
+    async def failing_record(self: ReplayStore, **kw: Any) -> None:
+        await asyncio.sleep(0.05)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ReplayStore, "record", failing_record)
+    async with harness(tmp_path, mosquitto.port) as h:
+        ack = await h.send(make_command("34"))
+        assert (ack["status"], ack["reason"]) == ("failed", "internal-error"), ack
+        assert "disk full" in ack["detail"]
+        assert h.plant.writes == []
+        assert h.metrics.counters["control_internal_errors"] == 1
+
+
 async def test_refused_commands_are_nacked_with_reason_and_write_nothing(
         tmp_path: Path, mosquitto: Mosquitto) -> None:
     model = ActuatorModel()
@@ -484,19 +537,35 @@ async def test_broker_restart_is_survived(tmp_path: Path, mosquitto: Mosquitto) 
                                           or not h.service.ready.is_set()):
             await asyncio.sleep(0.05)
         assert h.service.ready.is_set()
-        assert h.metrics.counters["control_mqtt_failures"] >= 1
+        # both sessions saw the broker go (the telemetry one, which subscribes to nothing,
+        # too) and came back
+        while loop.time() < deadline and (
+                h.metrics.counters["control_mqtt_failures"] < 2
+                or h.metrics.components["control:telemetry"].state != "ok"):
+            await asyncio.sleep(0.05)
+        assert h.metrics.counters["control_mqtt_failures"] >= 2
+        assert h.metrics.components["control:telemetry"].state == "ok"
         import aiomqtt
 
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
             await c.subscribe(f"mrv/{GW}/ack", qos=1)
+            await c.subscribe(f"mrv/{GW}/telemetry", qos=0)
             cmd = make_command("35")
             await c.publish(f"mrv/{GW}/cmd", cmd.to_bytes(), qos=1)
+            h.service.on_readings([_reading("after", 7.0, 1, unit="kW")])  # once: not lost
+            ack: dict[str, Any] | None = None
+            telemetry: dict[str, Any] | None = None
             async with asyncio.timeout(15):
                 async for m in c.messages:
-                    ack = json.loads(bytes(m.payload))  # type: ignore[arg-type]
-                    if ack["id"] == cmd.id:
+                    body = json.loads(bytes(m.payload))  # type: ignore[arg-type]
+                    if str(m.topic).endswith("/telemetry"):
+                        telemetry = body
+                    elif body["id"] == cmd.id:
+                        ack = body
+                    if ack is not None and telemetry is not None:
                         break
-        assert ack["status"] == "applied", ack
+        assert ack is not None and ack["status"] == "applied", ack
+        assert telemetry is not None and telemetry["readings"][0]["point"] == "after"
         assert len(h.plant.writes) == 2
 
 
