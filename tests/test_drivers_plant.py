@@ -21,6 +21,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from config._schema import Device
 from drivers import make_sources
 from drivers.dlt645._io import Dlt645BusPoller
@@ -300,3 +302,28 @@ async def test_plant_with_every_driver_and_every_fault(mosquitto: Mosquitto) -> 
     assert logger.replied >= 0.8 * (RECOVER_S / 0.25) * 0.8 - lag.ticks_lost(0.25), (
         logger.replied, seen)
     assert m.counters["task_restarts"] == 0  # nothing crashed: every fault was handled in place
+
+
+def test_free_port_is_below_the_ephemeral_range_bindable_and_never_handed_out_twice(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outgoing connections take their local ports from the ephemeral range: a server port
+    drawn from it could be taken between the probe and the server's bind."""
+    import socket
+
+    from simulator import _plant
+
+    low, _ = _plant.ephemeral_range()
+    ports = [_plant.free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert all(max(1024, low - 16384) <= p < low for p in ports)
+    with socket.socket() as s:  # each is free: a server can bind it
+        s.bind(("127.0.0.1", ports[0]))
+    # a port something listens on is skipped, as is one handed out before
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        monkeypatch.setattr(_plant, "_handed_out", {ports[1]})
+        picks = iter([taken, ports[1], ports[3]])
+        monkeypatch.setattr(_plant.random, "randrange", lambda a, b: next(picks))
+        assert _plant.free_port() == ports[3]
