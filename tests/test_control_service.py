@@ -130,6 +130,30 @@ async def test_a_write_ahead_entry_that_cannot_be_committed_stops_the_command(
         assert h.metrics.counters["control_internal_errors"] == 1
 
 
+async def test_a_failure_admitting_a_payload_is_counted_and_the_session_goes_on(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """A bug in admission is counted and logged, and drops neither the broker connection nor
+    the next command."""
+    async with harness(tmp_path, mosquitto.port) as h:
+        admit = h.service.transport.admit
+        seen: list[bytes] = []
+
+        def broken_once(data: bytes) -> None:
+            seen.append(data)
+            if len(seen) == 1:
+                raise RuntimeError("a bug in admission")
+            admit(data)
+
+        h.service.transport.admit = broken_once
+        await h.send_raw(b"the first payload")
+        ack = await h.send(make_command("31"))
+        assert ack["status"] == "applied", ack
+        assert seen[0] == b"the first payload"
+        assert h.metrics.counters["control_internal_errors"] == 1
+        assert h.metrics.counters["control_mqtt_failures"] == 0
+        assert h.metrics.components["control:mqtt"].state == "ok"
+
+
 async def test_refused_commands_are_nacked_with_reason_and_write_nothing(
         tmp_path: Path, mosquitto: Mosquitto) -> None:
     model = ActuatorModel()
