@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import stop_on_sigterm
+
 # ------------------------------------------------------------------------- the simulated devices
 
 
@@ -223,6 +225,7 @@ def run(devices: int, seconds: float, interval: float = 1.0, registers: int = 30
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigterm()
     ap = argparse.ArgumentParser(prog="python -m benchmarks.acquisition", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", type=int, default=500)

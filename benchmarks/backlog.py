@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import stop_on_sigterm
 from ledger_client import Batcher, EvmChain, Outbox, Signer, Uplink, load_account
 from mrv_core import Metrics, Reading
 from simulator import Anvil, provision
@@ -73,6 +74,7 @@ async def drain(readings: int, batch: int, work: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigterm()
     ap = argparse.ArgumentParser(prog="python -m benchmarks.backlog", description=__doc__)
     ap.add_argument("--readings", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=10_000)

@@ -33,6 +33,7 @@ from typing import Any
 
 import aiomqtt
 
+from benchmarks import stop_on_sigterm
 from control import Command, ControlConfig, ControlService, public_key_of, sign_bytes, sign_command
 from ledger_client import Outbox
 from mrv_core import AuditRecord, Metrics
@@ -225,6 +226,7 @@ async def bench(commands: int, default_broker_commands: int, journal: str) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigterm()
     ap = argparse.ArgumentParser(prog="python -m benchmarks.control_latency",
                                  description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -33,6 +33,7 @@ from typing import Any
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from benchmarks import stop_on_sigterm
 from ledger_client import (
     ZERO32,
     BatchHeader,
@@ -180,6 +181,7 @@ async def run(rpc_url: str, *, sizes: list[int], reps: int, rate_batches: int) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigterm()
     ap = argparse.ArgumentParser(prog="python -m benchmarks.gas", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rpc", help="an existing chain (default: start anvil)")

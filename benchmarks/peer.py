@@ -69,6 +69,7 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # `python benchmarks/peer.py` works too
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import stop_on_sigterm  # noqa: E402
 from benchmarks._peer_control import ControlProbe, Plc, control_block, machine_commit_ms  # noqa: E402
 from benchmarks._peer_sim import DeviceSim  # noqa: E402
 from benchmarks._peer_tb import (  # noqa: E402
@@ -768,6 +769,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", help="run our gateway under cProfile, stats to FILE.<N>.prof "
                     "(inflates its CPU figures)")
     args = ap.parse_args(argv)
+    stop_on_sigterm()
     sizes = [int(x) for x in str(args.devices).split(",") if x.strip()]
     seconds, warmup = args.seconds, args.warmup
     if args.quick:

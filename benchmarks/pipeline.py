@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import stop_on_sigterm
 from cleaning import ChecksConfig, Cleaner
 from ledger_client import Outbox, Signer
 from mrv_core import Reading
@@ -102,6 +103,7 @@ async def pipeline(path: Path, n: int, chunk: int, batch: int,
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigterm()
     ap = argparse.ArgumentParser(prog="python -m benchmarks.pipeline", description=__doc__)
     ap.add_argument("--readings", type=int, default=200_000)
     ap.add_argument("--chunk", type=int, default=5_000)

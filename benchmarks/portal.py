@@ -29,6 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from benchmarks import stop_on_sigterm
 from benchmarks._load import run_load
 from benchmarks._portal_data import INDUSTRIES, REGIONS, address_of, fill
 from simulator import Postgres, free_port, wait_port
@@ -287,6 +288,7 @@ def ingest_bench(pg: Postgres, work: Path, batches: int, per_batch: int) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigterm()
     ap = argparse.ArgumentParser(prog="python -m benchmarks.portal", description=__doc__)
     ap.add_argument("--readings", type=int, default=10_000_000)
     ap.add_argument("--rate", type=float, default=200.0)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import stop_on_sigterm
+
 HERE = Path(__file__).resolve().parent
 
 # name -> (module, full-size args, quick args)
@@ -205,23 +207,54 @@ TARGETS: list[Row] = [
 TIMEOUTS: dict[str, float] = {"peer": 5400.0}
 
 
+#: How long a scenario stopped by SIGTERM may take to stop what it started before SIGKILL.
+STOP_GRACE_S = 90.0
+
+
+def run_child(cmd: list[str], timeout_s: float, cwd: Path) -> tuple[int, str, str] | None:
+    """Run ``cmd`` to its end: (exit code, stdout, stderr); None when it ran over
+    ``timeout_s``. A scenario that runs over, or whose runner is stopped meanwhile, gets
+    SIGTERM first, so that it stops the gateway, chain and devices it started
+    (`benchmarks.stop_on_sigterm`), and SIGKILL only after `STOP_GRACE_S`: killed at once, as
+    ``subprocess.run`` does, it left them running."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=cwd) as p:
+        try:
+            out, err = p.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop(p)
+            return None
+        except BaseException:
+            _stop(p)
+            raise
+        return p.returncode, out, err
+
+
+def _stop(p: subprocess.Popen[str]) -> None:
+    p.terminate()
+    try:
+        p.communicate(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+
+
 def run_one(name: str, quick: bool, timeout_s: float) -> dict[str, Any]:
     module, full, small = SCENARIOS[name]
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
     cmd = [sys.executable, "-m", module, *(small if quick else full), "--out", out]
     t0 = time.perf_counter()
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False,
-                           cwd=HERE.parent)
-    except subprocess.TimeoutExpired:
+    done = run_child(cmd, timeout_s, HERE.parent)
+    if done is None:
         return {"scenario": name, "error": f"timed out after {timeout_s:.0f} s",
                 "command": " ".join(cmd)}
+    code, stdout, stderr = done
     wall = round(time.perf_counter() - t0, 1)
     try:
         data: dict[str, Any] = json.loads(Path(out).read_text())
     except (OSError, json.JSONDecodeError):
-        return {"scenario": name, "error": (p.stderr or p.stdout)[-2000:] or f"exit {p.returncode}",
+        return {"scenario": name, "error": (stderr or stdout)[-2000:] or f"exit {code}",
                 "command": " ".join(cmd)}
     finally:
         Path(out).unlink(missing_ok=True)
@@ -280,6 +313,7 @@ def _previous(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigterm()
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     ap.add_argument("--only", nargs="*", choices=sorted(SCENARIOS),

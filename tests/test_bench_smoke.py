@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,6 +126,86 @@ def test_peer_without_control_probe(tmp_path: Path) -> None:
     assert r["control_probe"]["sizes"] == "off"
     assert ours["delivered_datapoints"] > 0
     assert ours["gateway_counters"].get("control_commands_received", 0) == 0
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The live processes whose parent is ``pid``, with their command lines (``/proc``)."""
+    kids: dict[int, str] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            kids[int(d)] = cmd
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"  # a zombie has exited
+
+
+def test_peer_stopped_by_kill_stops_what_it_started(tmp_path: Path) -> None:
+    """SIGTERM to the benchmark (``kill``) stops the gateway, the chain, the broker and the
+    devices it started, as Ctrl-C does; none is left running."""
+    with open(tmp_path / "stderr", "wb") as err:
+        p = subprocess.Popen([sys.executable, "-m", "benchmarks.peer", "--ours-only", "--devices",
+                              "2", "--seconds", "120", "--warmup", "1", "--wait-quiet", "0",
+                              "--control-probe", "off"],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    kids: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and p.poll() is None:
+            kids = _children(p.pid)
+            if any(" run " in c and "gateway" in c for c in kids.values()):
+                break
+            time.sleep(0.2)
+        assert any(" run " in c and "gateway" in c for c in kids.values()), (
+            kids, (tmp_path / "stderr").read_text()[-2000:])
+        assert any("anvil" in c for c in kids.values()), kids
+        time.sleep(2)  # the window has begun: the gateway is polling
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=120) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(k) for k in kids):
+            time.sleep(0.2)
+        assert not [c for k, c in kids.items() if _alive(k)], (
+            (tmp_path / "stderr").read_text()[-2000:])
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for k in kids:  # what a failing run left behind must not outlive the test
+            if _alive(k):
+                os.kill(k, signal.SIGKILL)
+
+
+def test_a_scenario_over_its_time_gets_sigterm_first(tmp_path: Path) -> None:
+    """`benchmarks.run` stops a scenario that runs over its time with SIGTERM, so that the
+    scenario stops what it started (SIGKILL, as ``subprocess.run`` sends, left it running)."""
+    from benchmarks.run import run_child
+
+    marker = tmp_path / "stopped"
+    code = ("import pathlib, signal, sys, time\n"
+            "def stop(signum, frame):\n"
+            f"    pathlib.Path({str(marker)!r}).write_text(str(signum))\n"
+            "    sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, stop)\n"
+            "time.sleep(60)\n")
+    t0 = time.monotonic()
+    assert run_child([sys.executable, "-c", code], 1.5, tmp_path) is None
+    assert marker.read_text() == str(int(signal.SIGTERM))
+    assert time.monotonic() - t0 < 30
+    assert run_child([sys.executable, "-c", "print('out')"], 30, tmp_path) == (0, "out\n", "")
 
 
 def _run_module(args: list[str], tmp_path: Path, timeout: float = 240) -> dict[str, object]:
