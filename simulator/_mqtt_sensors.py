@@ -75,19 +75,34 @@ class MqttSensorGroup:
             try:
                 async with aiomqtt.Client(self.host, self.port, identifier=self.client_id,
                                           timeout=5) as client:
-                    next_t = loop.time()
-                    while True:
-                        for s in self.sensors:
-                            body, bad = self.payload(s)
-                            await client.publish(s.topic, body, qos=1)
-                            self.published += 1
-                            self.malformed_sent += bad
-                            self.per_topic[s.topic] = self.per_topic.get(s.topic, 0) + 1
-                            if bad:
-                                self.malformed_per_topic[s.topic] = (
-                                    self.malformed_per_topic.get(s.topic, 0) + 1)
-                        next_t += self.interval_s
-                        await asyncio.sleep(max(0.0, next_t - loop.time()))
+                    # reads the broker's error when the connection goes (else aiomqtt leaves it
+                    # unread, and asyncio logs it when the group is stopped before a publish)
+                    lost = asyncio.create_task(_until_disconnected(client))
+                    try:
+                        next_t = loop.time()
+                        while not lost.done():
+                            for s in self.sensors:
+                                body, bad = self.payload(s)
+                                await client.publish(s.topic, body, qos=1)
+                                self.published += 1
+                                self.malformed_sent += bad
+                                self.per_topic[s.topic] = self.per_topic.get(s.topic, 0) + 1
+                                if bad:
+                                    self.malformed_per_topic[s.topic] = (
+                                        self.malformed_per_topic.get(s.topic, 0) + 1)
+                            next_t += self.interval_s
+                            await asyncio.wait([lost], timeout=max(0.0, next_t - loop.time()))
+                        lost.result()  # raises the lost connection's error
+                    finally:
+                        lost.cancel()
+                        await asyncio.gather(lost, return_exceptions=True)  # its error read
             except aiomqtt.MqttError:
                 self.failures += 1
                 await asyncio.sleep(0.2)
+
+
+async def _until_disconnected(client: aiomqtt.Client) -> None:
+    """Raise `aiomqtt.MqttError` when ``client``'s connection is lost (the group subscribes to
+    nothing, so no message comes)."""
+    async for _ in client.messages:
+        pass

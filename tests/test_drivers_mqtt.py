@@ -334,3 +334,18 @@ async def test_the_daemon_pipeline_acknowledges_only_after_the_outbox_commit() -
 
 async def until(cond: Callable[[], bool], timeout: float = 15.0) -> None:
     await _until(cond, timeout)
+
+
+async def test_simulated_sensors_notice_a_lost_broker_between_publishes(
+        mosquitto: Mosquitto) -> None:
+    """The simulated sensor group sees its connection go at once, not at its next publish (the
+    broker's error read, not left for asyncio to log when the group is stopped)."""
+    pub = await MqttSensorGroup("127.0.0.1", mosquitto.port, SENSORS, interval_s=30).start()
+    try:
+        await until(lambda: pub.published == len(SENSORS))  # one round, then 30 s of quiet
+        await asyncio.to_thread(mosquitto.stop)
+        await until(lambda: pub.failures >= 1, 10)  # well before the next publish is due
+        assert pub.published == len(SENSORS)
+    finally:
+        await pub.stop()
+        await asyncio.to_thread(mosquitto.start)
