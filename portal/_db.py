@@ -3,6 +3,8 @@ Alembic migrations, run programmatically (``mrv-portal migrate``; ``run`` migrat
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,20 @@ def open_engine(url: str, *, pool_size: int = 10, connect_timeout_s: float = 5.0
         return engine
     return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
                             connect_args={"connect_timeout": max(1, int(connect_timeout_s))})
+
+
+@contextmanager
+def snapshot(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection whose reads all see the database as of its first one: what one rendering
+    shows is never half of a transaction that committed while it read. PostgreSQL: a
+    REPEATABLE READ transaction; SQLite: an explicit ``BEGIN`` (the driver starts none before
+    a read, so each statement would see the newest commit). Rolled back at the end."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN")
+            yield conn
+        else:
+            yield conn.execution_options(isolation_level="REPEATABLE READ")
 
 
 def alembic_config(engine: sa.Engine) -> AlembicConfig:

@@ -25,6 +25,7 @@ from portal._access import Resource
 from portal._api_common import ADDRESS_RE, MAX_OFFSET, Access, Paging
 from portal._cache import chain_version
 from portal._chain_tables import batches, gateways, periods
+from portal._db import snapshot
 from portal._errors import ApiProblem
 from portal._ingest_tables import ingest_batches, quarantine, records
 from portal._routes_data import (
@@ -413,9 +414,10 @@ def _newest_verified(gateway_id: str) -> sa.Select[Any]:
 def _gateway_health(acc: Access, gws: list[tuple[str, str, bool]]) -> list[GatewayHealth]:
     """Per gateway (id, key, active): its last anchored batch, the portal's last verification,
     its quarantined submissions, and the live telemetry's newest reading and raised alarms
-    (when the telemetry worker keeps them)."""
+    (when the telemetry worker keeps them); all read in one snapshot, so a reading and the
+    alarm it raised, written together, show together."""
     out: list[GatewayHealth] = []
-    with acc.ctx.engine.connect() as c:
+    with snapshot(acc.ctx.engine) as c:
         for gw_id, key, active in gws:
             h = GatewayHealth(gw_id, active)
             last = c.execute(sa.select(batches.c.seq, batches.c.block_number,

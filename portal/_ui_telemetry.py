@@ -18,6 +18,7 @@ from portal import _i18n
 from portal._api_common import Access
 from portal._chain_tables import enterprises, gateways
 from portal._context import PortalContext, context_of
+from portal._db import snapshot
 from portal._errors import ApiProblem
 from portal._ui import event_stream, lang_of, render, ui_access
 from portal._ui_tables import gateway_alarms, telemetry_live
@@ -180,7 +181,7 @@ GatewayFilter = Annotated[str | None, Query(max_length=128, pattern=r"^[^\x00-\x
 
 
 def _data(request: Request, ctx: PortalContext, gateway: str | None) -> dict[str, Any]:
-    with ctx.engine.connect() as conn:
+    with snapshot(ctx.engine) as conn:  # readings and the alarms they raised, as written
         data = telemetry_view(conn, gateway or None, lang_of(request, ctx))
     data["configured"] = ctx.config.ui.telemetry is not None
     return data

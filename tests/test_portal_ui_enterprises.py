@@ -379,6 +379,55 @@ def test_the_gateways_live_reading_and_raised_alarms_arrive_live(
             c.execute(sa.delete(gateway_alarms).where(gateway_alarms.c.gateway_id == gw))
 
 
+def test_the_gateways_fragment_never_shows_half_of_a_telemetry_write(
+        ui_portal: Any, page: Any) -> None:
+    """A reading and the alarm it raised are written in one transaction. A fragment whose
+    reads straddle that commit (here: the commit lands between its reading and alarm look-ups)
+    shows both or neither, never the alarm without its reading; the next fetch shows both."""
+    from portal._ui_tables import gateway_alarms, telemetry_live
+
+    ds = ui_portal.ds
+    gw = ds.gws["a"].gateway_id
+    at = ns(2025, 2, 28, 12)
+    engine = ui_portal.ctx.engine
+    fired: list[bool] = []
+
+    def write_now() -> None:
+        with engine.begin() as c:
+            c.execute(sa.insert(telemetry_live), [
+                {"gateway_id": gw, "seq": 50, "point": "stack.co2", "ts_ns": at,
+                 "value": 1234.5, "unit": "mg/m3", "quality": 0, "signed": True,
+                 "verified": True, "received_ns": at}])
+            c.execute(sa.insert(gateway_alarms), [
+                {"gateway_id": gw, "rule": "co2-high", "point": "stack.co2", "state": "raised",
+                 "level": "critical", "value": 1234.5, "unit": "mg/m3", "ts_ms": at // 10**6,
+                 "received_ns": at}])
+
+    def between(_conn: Any, _cur: Any, statement: str, *_: Any) -> None:
+        # the fragment's alarm look-up, after its reading look-up: the telemetry commits now
+        if not fired and "ORDER BY gateway_alarms.rule" in statement:
+            fired.append(True)
+            write_now()
+
+    sign_in(page, ui_portal.url, ds.government)
+    page.goto("about:blank")  # no page's event stream reads while the hook is in place
+    url = f"{ui_portal.url}/ui/fragments/enterprises/{addr(ds.a)}/gateways?lang=en"
+    sa.event.listen(engine, "before_cursor_execute", between)
+    try:
+        first = page.request.get(url)
+        assert fired, "the fragment did not look up the alarms"
+        assert first.status == 200
+        html = first.text()
+        assert ("stack.co2 = 1,234.5" in html) == ("co2-high" in html), html
+        second = page.request.get(url).text()
+        assert "stack.co2 = 1,234.5" in second and "co2-high" in second, second
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", between)
+        with engine.begin() as c:
+            c.execute(sa.delete(telemetry_live).where(telemetry_live.c.gateway_id == gw))
+            c.execute(sa.delete(gateway_alarms).where(gateway_alarms.c.gateway_id == gw))
+
+
 def test_the_live_routes_refuse_whom_the_page_refuses(ui_portal: Any, page: Any) -> None:
     ds = ui_portal.ds
     sign_in(page, ui_portal.url, ds.finance)
