@@ -11,9 +11,10 @@ import math
 import os
 import random
 import struct
+import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -514,3 +515,92 @@ def test_reading_insert_params_refuse_bad_arguments() -> None:
         _leafc.reading_insert_params([_reading_row(0, 10)], 0)
     with pytest.raises(TypeError):
         _leafc.reading_insert_params([_reading_row(0, 10)])  # type: ignore[call-arg]
+
+
+# ---------------------------------------------------------------- the Keccak kernels
+
+KERNELS = ["scalar", "vector", "avx2", "avx512"]
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request: pytest.FixtureRequest) -> Any:
+    """Each kernel in turn (the one chosen at import restored after)."""
+    before = _leafc.keccak_kernel()
+    if not _leafc.use_keccak_kernel(request.param):
+        flags = _cpu_flags()
+        # what this CPU has must be built and used: only a kernel it lacks may be missing
+        assert request.param not in ("scalar", "vector"), "the portable kernels are always built"
+        assert not (request.param == "avx2" and "avx2" in flags)
+        assert not (request.param == "avx512" and {"avx2", "avx512f", "avx512vl"} <= flags)
+        pytest.skip(f"this CPU has no {request.param}")
+    try:
+        yield request.param
+    finally:
+        assert _leafc.use_keccak_kernel(before)
+
+
+def test_import_chooses_the_fastest_kernel_this_cpu_runs() -> None:
+    code = ("from ledger_client import _leafc as L; first = L.keccak_kernel();"
+            "best = next(k for k in ('avx512', 'avx2', 'scalar') if L.use_keccak_kernel(k));"
+            "print(first, best)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       check=True, cwd=ROOT)
+    first, best = p.stdout.split()
+    assert first == best
+    assert _leafc.use_keccak_kernel("no-such-kernel") is False
+
+
+def _varied_readings(n: int, seed: int) -> list[Reading]:
+    """Readings whose bodies span 3 to 40 Keccak blocks (a few past the grouped ones), so that
+    groups of 4, their remainders and the one-at-a-time path all occur."""
+    rnd = random.Random(seed)
+    return [_reading(i, point_id="p" * rnd.choice([1, 2, 100, 135, 136, 137, 700, 5000]),
+                     unit="u" * rnd.randint(0, 40), source="s" * rnd.randint(0, 300),
+                     ts_ns=rnd.randint(-2**63, 2**63 - 1), value=rnd.random() * 1e6,
+                     quality=rnd.randint(0, 2**32 - 1)) for i in range(n)]
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 7, 8, 9, 63, 64, 65, 1001])
+def test_each_kernel_commits_the_same_leaves_as_the_pure_path(kernel: str, n: int) -> None:
+    records = _varied_readings(n, n)
+    out = _leafc.commit_readings(records, 41, "gw-k", Reading)
+    assert out is not None
+    committed, rows = out
+    pure = [fmt._leaf_of_body_py(fmt.encode_reading(c)) for c in committed]
+    leaves = [cast(bytes, row[9]) for row in rows]
+    assert leaves == pure
+    assert _leafc.merkle_root(leaves) == fmt._merkle_root_py(pure)
+
+
+def test_each_kernel_on_the_reading_vectors(kernel: str) -> None:
+    vecs = [v for v in VECTORS["records"] if v["record"]["kind"] == "reading"]
+    for v in vecs:
+        j = v["record"]
+        r = Reading(point_id=j["point_id"], ts_ns=j["ts_ns"],
+                    value=math.nan if j["value"] is None else float(j["value"]), unit=j["unit"],
+                    quality=j["quality"], source=j["source"])
+        out = _leafc.commit_readings([r] * 5, j["seq"], j["gateway_id"], Reading)  # 4 grouped
+        assert out is not None
+        assert "0x" + cast(bytes, out[1][0][9]).hex() == v["leaf"]
+    for tree in VECTORS["merkle"]:
+        leaves = [bytes.fromhex(x[2:]) for x in tree["leaves"]]
+        assert "0x" + _leafc.merkle_root(leaves).hex() == tree["root"]
+
+
+@pytest.mark.parametrize("n", [*range(2, 21), 1000, 1023])
+def test_each_kernel_builds_the_same_tree(kernel: str, n: int) -> None:
+    leaves = _leaves(n, 100 + n)
+    if n >= 6:
+        leaves[5] = leaves[4]  # an equal pair inside a group of 4
+    assert _leafc.merkle_root(leaves) == fmt._merkle_root_py(leaves)
