@@ -295,8 +295,8 @@ class ControlService:
                                             signals=signals)
             if read_errors and verdict.reason == "plant-unavailable":
                 verdict = Verdict(verdict.reason, f"{verdict.detail}: {'; '.join(read_errors)}")
-            audit = command_audit(cmd, verdict, decided_ms)
-            audit.update(current=num(current), signals=signals)
+            audit = command_audit(cmd, verdict, received_ms)
+            audit.update(decided_ms=decided_ms, current=num(current), signals=signals)
             command_record = audit_record("command", cmd.id, audit, ts_ns=self.clock.now_ns())
             if not verdict.ok:
                 log.warning("control: command %s (%s = %s) refused: %s (%s)", cmd.id, cmd.point,

@@ -278,6 +278,29 @@ async def test_a_rate_window_lapses_on_the_service_clock(tmp_path: Path,
         assert len(h.plant.writes) == 3
 
 
+async def test_the_command_record_keeps_when_it_was_received_and_when_decided(
+        tmp_path: Path, mosquitto: Mosquitto, monkeypatch: Any) -> None:
+    """The record says when the service took the command up and when the policy decided,
+    apart: here the read of the present value takes 5 s on the service's clock."""
+    from control._actuation import Actuator
+
+    shifted = ShiftedClock()
+    snapshot = Actuator.snapshot
+
+    async def slow_snapshot(self: Actuator, point: Any) -> Any:
+        shifted.offset_ns += 5 * 10**9
+        return await snapshot(self, point)
+
+    monkeypatch.setattr(Actuator, "snapshot", slow_snapshot)
+    async with harness(tmp_path, mosquitto.port, clock=Clock(now_ns=shifted.now_ns)) as h:
+        cmd = shifted.command("33")
+        before_ms = shifted.now_ns() // 1_000_000
+        assert (await h.send(cmd))["status"] == "applied"
+        (audit,) = _audits(await h.audit(), "command", cmd.id)
+        assert before_ms <= audit["received_ms"] < before_ms + 5000
+        assert audit["decided_ms"] - audit["received_ms"] >= 5000
+
+
 async def test_malformed_payloads_are_nacked_counted_and_the_service_goes_on(
         tmp_path: Path, mosquitto: Mosquitto) -> None:
     async with harness(tmp_path, mosquitto.port) as h:
