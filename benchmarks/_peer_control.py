@@ -87,6 +87,10 @@ class Plc:
                 self.proc.wait()
 
 
+#: ``records.kind`` of an audit record (docs/outbox.md)
+KIND_AUDIT = 3
+
+
 def _pct(xs: list[float], q: float) -> float | None:
     if not xs:
         return None
@@ -115,6 +119,9 @@ class ControlProbe:
         self.all_acked = threading.Condition(self.lock)
         self.sent: dict[str, float] = {}  # id -> perf_counter at publish
         self.acks: dict[str, tuple[float, str, bool]] = {}  # id -> (ms, status, signature ok)
+        # wall clock (ms, the daemon's clock too: one machine) for the legs (`legs`)
+        self.sent_wall_ms: dict[str, float] = {}
+        self.ack_wall_ms: dict[str, tuple[float, int]] = {}  # id -> (arrival, the ack's ts_ms)
         self.duplicate_acks = 0
         self.stray_acks = 0
         self.unparsable = 0
@@ -146,10 +153,12 @@ class ControlProbe:
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         now = time.perf_counter()
+        wall_ms = time.time_ns() / 1e6
         try:
             body = json.loads(msg.payload)
             cid = body["id"]
             status = str(body["status"])
+            ts_ms = int(body["ts_ms"])
         except (ValueError, KeyError, TypeError):
             self.unparsable += 1
             return
@@ -162,6 +171,7 @@ class ControlProbe:
                 self.duplicate_acks += 1
             else:
                 self.acks[cid] = ((now - t0) * 1000, status, ok)
+                self.ack_wall_ms[cid] = (wall_ms, ts_ms)
                 if len(self.acks) == len(self.sent):
                     self.all_acked.notify_all()
 
@@ -175,6 +185,7 @@ class ControlProbe:
         payload = cmd.to_bytes()
         with self.lock:
             self.sent[cmd.id] = time.perf_counter()
+            self.sent_wall_ms[cmd.id] = time.time_ns() / 1e6
         self._client.publish(self.cmd_topic, payload, qos=1)
 
     def _run(self) -> None:
@@ -216,6 +227,51 @@ class ControlProbe:
             "unparsable_acks": self.unparsable,
             "rate_per_s": self.rate, "ack_timeout_s": ack_timeout_s,
         }
+
+    def legs(self, outbox: Path) -> dict[str, Any]:
+        """Where each acknowledged command's time went, from what the gateway wrote anyway:
+        the command's audit record (``received_ms``, ``decided_ms``), its write record (its
+        ``ts_ns``, once written and read back) and the ack's ``ts_ms``, beside this probe's
+        wall clock at the publish and at the ack's arrival. Read from the gateway's outbox
+        after it stopped. Legs in ms (p50, p90, p99): ``in`` (publish to taken up: the broker,
+        the daemon's MQTT session and admission queue), ``decide`` (the journal entry and the
+        read of the present value, overlapping), ``write`` (the Modbus write and read-back),
+        ``out`` (the ack's signing, publish and way back). The daemon's times are whole
+        milliseconds, so a leg is ±1 ms."""
+        import sqlite3
+
+        with self.lock:
+            sent, acked = dict(self.sent_wall_ms), dict(self.ack_wall_ms)
+        received: dict[str, tuple[int, int]] = {}
+        written: dict[str, float] = {}
+        db = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)
+        try:
+            for subject, ts_ns, category, extra in db.execute(
+                    "SELECT point_id, ts_ns, source, extra FROM records WHERE kind = ?",
+                    (KIND_AUDIT,)):
+                try:
+                    payload = json.loads(extra)
+                except (TypeError, ValueError):
+                    continue
+                if category == "command" and subject in acked and "decided_ms" in payload:
+                    received[subject] = (int(payload["received_ms"]), int(payload["decided_ms"]))
+                elif category == "write" and payload.get("command") in acked:
+                    written[payload["command"]] = ts_ns / 1e6
+        finally:
+            db.close()
+        legs: dict[str, list[float]] = {"in": [], "decide": [], "write": [], "out": []}
+        for cid, (arrived, ack_ms) in acked.items():
+            if cid not in received or cid not in written or cid not in sent:
+                continue
+            got, decided = received[cid]
+            legs["in"].append(got - sent[cid])
+            legs["decide"].append(decided - got)
+            legs["write"].append(written[cid] - decided)
+            legs["out"].append(arrived - ack_ms)
+        out: dict[str, Any] = {"commands": len(legs["in"])}
+        for name, xs in legs.items():
+            out[name] = {"p50": _pct(xs, 0.50), "p90": _pct(xs, 0.90), "p99": _pct(xs, 0.99)}
+        return out
 
     def close(self) -> None:
         self._stop.set()

@@ -106,6 +106,13 @@ def test_peer_smoke(tmp_path: Path) -> None:
     assert c["duplicate_acks"] == 0 and c["stray_acks"] == 0 and c["unparsable_acks"] == 0
     assert 0 < c["p50"] <= c["p99"] <= c["max"]
     assert c["machine_sqlite_full_commit_ms"]["p50"] > 0
+    # where each command's time went, from its audit records and its ack (every command)
+    legs = c["legs_ms"]
+    assert legs["commands"] == sent
+    assert legs["in"]["p50"] > -1.0  # the daemon's times are whole ms, the probe's are not
+    assert 0 <= legs["decide"]["p50"] <= legs["decide"]["p99"] < c["max"]
+    assert 0 <= legs["write"]["p50"] <= legs["write"]["p99"] < c["max"]
+    assert 0 <= legs["out"]["p50"] <= legs["out"]["p99"] < c["max"] + 1
     # the daemon's own count agrees: it received and applied exactly the probe's commands
     assert counters["control_commands_received"] == sent
     assert counters["control_ack_applied"] == sent
