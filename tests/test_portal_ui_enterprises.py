@@ -332,6 +332,30 @@ def test_the_enterprise_page_in_chinese(ui_portal: Any, page: Any) -> None:
     shoot(page, "enterprise-zh")
 
 
+def _live_row(gw: str, seq: int, ts_ns: int, value: float, *, verified: bool,
+              at: int) -> dict[str, Any]:
+    """A ``telemetry_live`` row of stack.co2, as the telemetry worker writes one."""
+    return {"gateway_id": gw, "seq": seq, "point": "stack.co2", "ts_ns": ts_ns, "value": value,
+            "unit": "mg/m3", "quality": 0, "signed": True, "verified": verified,
+            "received_ns": at}
+
+
+def _alarm_row(gw: str, rule: str, point: str, *, state: str, level: str, value: float,
+               unit: str, at: int) -> dict[str, Any]:
+    """A ``gateway_alarms`` row, as the telemetry worker writes one."""
+    return {"gateway_id": gw, "rule": rule, "point": point, "state": state, "level": level,
+            "value": value, "unit": unit, "ts_ms": at // 10**6, "received_ns": at}
+
+
+def _forget_live(engine: Any, gw: str) -> None:
+    """Take the live rows away again (the portal is shared by this module's tests)."""
+    from portal._ui_tables import gateway_alarms, telemetry_live
+
+    with engine.begin() as c:
+        c.execute(sa.delete(telemetry_live).where(telemetry_live.c.gateway_id == gw))
+        c.execute(sa.delete(gateway_alarms).where(gateway_alarms.c.gateway_id == gw))
+
+
 def test_the_gateways_live_reading_and_raised_alarms_arrive_live(
         ui_portal: Any, page: Any) -> None:
     """Rows the telemetry worker writes for A's gateway while its page is open show in the
@@ -351,19 +375,13 @@ def test_the_gateways_live_reading_and_raised_alarms_arrive_live(
     try:
         with ui_portal.ctx.engine.begin() as c:
             c.execute(sa.insert(telemetry_live), [
-                {"gateway_id": gw, "seq": 40, "point": "stack.co2", "ts_ns": at - 60 * 10**9,
-                 "value": 405.0, "unit": "mg/m3", "quality": 0, "signed": True,
-                 "verified": True, "received_ns": at},
-                {"gateway_id": gw, "seq": 41, "point": "stack.co2", "ts_ns": at,
-                 "value": 1234.5, "unit": "mg/m3", "quality": 0, "signed": True,
-                 "verified": False, "received_ns": at}])
+                _live_row(gw, 40, at - 60 * 10**9, 405.0, verified=True, at=at),
+                _live_row(gw, 41, at, 1234.5, verified=False, at=at)])
             c.execute(sa.insert(gateway_alarms), [
-                {"gateway_id": gw, "rule": "co2-high", "point": "stack.co2", "state": "raised",
-                 "level": "critical", "value": 1234.5, "unit": "mg/m3", "ts_ms": at // 10**6,
-                 "received_ns": at},
-                {"gateway_id": gw, "rule": "flow-low", "point": "stack.flow",
-                 "state": "cleared", "level": "warning", "value": 3.0, "unit": "m3/h",
-                 "ts_ms": at // 10**6, "received_ns": at}])
+                _alarm_row(gw, "co2-high", "stack.co2", state="raised", level="critical",
+                           value=1234.5, unit="mg/m3", at=at),
+                _alarm_row(gw, "flow-low", "stack.flow", state="cleared", level="warning",
+                           value=3.0, unit="m3/h", at=at)])
         page.wait_for_selector("#gateways-live[data-live-updates]", state="attached")
         live = page.inner_text(f"{row} td[data-col=live]")
         assert "stack.co2 = 1,234.5\u00a0mg/m³" in live  # the newest row
@@ -374,9 +392,7 @@ def test_the_gateways_live_reading_and_raised_alarms_arrive_live(
         page.reload()
         assert "1,234.5" in page.inner_text(f"{row} td[data-col=live]")
     finally:
-        with ui_portal.ctx.engine.begin() as c:
-            c.execute(sa.delete(telemetry_live).where(telemetry_live.c.gateway_id == gw))
-            c.execute(sa.delete(gateway_alarms).where(gateway_alarms.c.gateway_id == gw))
+        _forget_live(ui_portal.ctx.engine, gw)
 
 
 def test_the_gateways_fragment_never_shows_half_of_a_telemetry_write(
@@ -394,14 +410,11 @@ def test_the_gateways_fragment_never_shows_half_of_a_telemetry_write(
 
     def write_now() -> None:
         with engine.begin() as c:
-            c.execute(sa.insert(telemetry_live), [
-                {"gateway_id": gw, "seq": 50, "point": "stack.co2", "ts_ns": at,
-                 "value": 1234.5, "unit": "mg/m3", "quality": 0, "signed": True,
-                 "verified": True, "received_ns": at}])
+            c.execute(sa.insert(telemetry_live),
+                      [_live_row(gw, 50, at, 1234.5, verified=True, at=at)])
             c.execute(sa.insert(gateway_alarms), [
-                {"gateway_id": gw, "rule": "co2-high", "point": "stack.co2", "state": "raised",
-                 "level": "critical", "value": 1234.5, "unit": "mg/m3", "ts_ms": at // 10**6,
-                 "received_ns": at}])
+                _alarm_row(gw, "co2-high", "stack.co2", state="raised", level="critical",
+                           value=1234.5, unit="mg/m3", at=at)])
 
     def between(_conn: Any, _cur: Any, statement: str, *_: Any) -> None:
         # the fragment's alarm look-up, after its reading look-up: the telemetry commits now
@@ -423,9 +436,7 @@ def test_the_gateways_fragment_never_shows_half_of_a_telemetry_write(
         assert "stack.co2 = 1,234.5" in second and "co2-high" in second, second
     finally:
         sa.event.remove(engine, "before_cursor_execute", between)
-        with engine.begin() as c:
-            c.execute(sa.delete(telemetry_live).where(telemetry_live.c.gateway_id == gw))
-            c.execute(sa.delete(gateway_alarms).where(gateway_alarms.c.gateway_id == gw))
+        _forget_live(engine, gw)
 
 
 def test_the_live_routes_refuse_whom_the_page_refuses(ui_portal: Any, page: Any) -> None:
