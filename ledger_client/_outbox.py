@@ -312,7 +312,14 @@ def _reading_insert_params_py(rows: list[tuple[object, ...]], k: int
                 or type(r[1]) is not int or r[1] != KIND_READING):
             return None
     cols = _READING_BOUND + ((10,) if width == 11 else ())
-    return [[r[c] for r in rows[i:i + k] for c in cols] for i in range(0, len(rows), k)]
+    return [[_blob(r[c]) if c >= 9 else r[c] for r in rows[i:i + k] for c in cols]
+            for i in range(0, len(rows), k)]
+
+
+def _blob(v: object) -> object:
+    """A bytes value as a bytearray (the same BLOB): Python's sqlite3 binds a bytearray as it
+    is, but looks bytes up in its adapter registry first, about 0.5 us a row."""
+    return bytearray(v) if type(v) is bytes else v
 
 
 def _row_to_record(gateway_id: str, row: Any) -> Record:

@@ -101,6 +101,9 @@ async def test_reading_rows_bound_without_their_constants_store_the_same_rows(
             await ob.close()
         db = sqlite3.connect(path)
         try:
+            # the leaf and the signature are BLOBs whether bound as bytes or as bytearray
+            assert db.execute("SELECT DISTINCT typeof(leaf), typeof(sig) FROM records"
+                              ).fetchall() == [("blob", "blob" if signed else "null")]
             return db.execute("SELECT * FROM records ORDER BY seq").fetchall()
         finally:
             db.close()
