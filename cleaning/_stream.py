@@ -38,9 +38,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
+import os
 from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -119,6 +121,15 @@ _NORMAL, _ROLLOVER, _ABNORMAL = 0, 1, 2  # as in `CounterParams.classify`
 
 _isfinite = math.isfinite
 _point_id = operator.attrgetter("point_id")
+
+# The compiled scalar path (cleaning/_cleanc.c): the checks without a window, the same flags
+# and state as `PointCleaner._step`; None when not built or MRV_PURE_PYTHON=1.
+_cleanc: ModuleType | None = None
+if os.environ.get("MRV_PURE_PYTHON", "") in ("", "0"):
+    try:
+        from cleaning import _cleanc
+    except ImportError:  # not built (no C compiler at install): the pure path
+        _cleanc = None
 
 
 def _fast_limit(config: ChecksConfig) -> int:
@@ -500,6 +511,14 @@ class PointCleaner:
         return flag
 
 
+if _cleanc is not None and not _cleanc.configure(
+        Reading, PointCleaner, (_SENTINEL, _RANGE, _TS_FUTURE, _TS_STALE, _TS_DUP, _TS_NONMONO, _DUP)):
+    _cleanc = None  # a class of another shape than the compiled path reads: the pure path
+
+#: True when `Cleaner.clean`'s scalar path runs compiled (cleaning/_cleanc.c).
+COMPILED: bool = _cleanc is not None
+
+
 def resume_eligible(value: float, quality: int) -> bool:
     """Whether a committed reading (value and stored quality) took part in the value checks:
     what `PointCleaner.resume` replays and `ResumeHistory` counts."""
@@ -628,7 +647,15 @@ class Cleaner:
             }
 
         # scalar path, in input order (points are independent, each keeps its own order)
-        for i, r in enumerate(result):
+        todo: Sequence[int] = range(len(result))
+        if _cleanc is not None:  # the checks without a window compiled; the rest left here
+            got = _cleanc.clean_scalar(result, points, now_ns, vectorised or None)
+            if got is not None:
+                changes, todo = got
+                for i, q in changes:
+                    result[i] = dataclasses.replace(result[i], quality=q)
+        for i in todo:
+            r = result[i]
             pid = r.point_id
             pc = points.get(pid)
             if pc is None or pid in vectorised:
