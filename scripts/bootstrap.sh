@@ -22,7 +22,8 @@ fi
 # Chromium (the portal's browser tests drive it through Playwright; Playwright never downloads
 # a browser of its own) and a CJK font, so the Chinese pages render as a person sees them.
 if ! command -v chromium >/dev/null 2>&1; then missing+=(chromium); fi
-# A C compiler for the compiled hot path (ledger_client/_leafc.c, docs/compiled-path.md); built
+# A C compiler for the compiled hot path (ledger_client/_leafc.c, mrv_core/_recordc.c,
+# cleaning/_cleanc.c; docs/compiled-path.md); built
 # by the pip install below when one is there (without one the pure-Python path runs).
 if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then missing+=(gcc); fi
 if ! ls /usr/share/fonts/opentype/noto/NotoSansCJK* >/dev/null 2>&1; then missing+=(fonts-noto-cjk); fi
@@ -38,8 +39,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv"
   "$PY" -m venv .venv
 fi
-# (the C extension's source and setup.py count too: a change to either rebuilds it in place)
-pystamp=".venv/.installed-$(cat pyproject.toml setup.py ledger_client/_leafc.c mrv_core/_recordc.c | sha256sum | cut -c1-16)"
+# (the C extensions' sources and setup.py count too: a change to any rebuilds them in place)
+pystamp=".venv/.installed-$(cat pyproject.toml setup.py ledger_client/_leafc.c mrv_core/_recordc.c \
+  cleaning/_cleanc.c mrv_core/_slots.h | sha256sum | cut -c1-16)"
 if [ ! -f "$pystamp" ]; then
   echo "bootstrap: installing the package and its dev tools into .venv"
   # (grep drops this machine kind's notes about absent local package mirrors)
