@@ -6,7 +6,10 @@ with batch signatures only, then with an Ed25519 signature per reading too
                                             [--out FILE]
 
 Measures in one process, on one core (asyncio plus aiosqlite's one worker thread; reported as
-readings per CPU-second of the whole process), and the machine's own limits in the same run:
+readings per CPU-second of the whole process), tuned as the daemon tunes its own
+(`mrv_core.tune_process`: the collector's thresholds, the GIL's switch interval) and fed
+readings untracked by the collector as the drivers' are; and the machine's own limits in the
+same run:
 Ed25519 signatures/s with pynacl and raw SQLite batched inserts/s, so the ratio shows how close
 the pipeline gets to what the machine can do.
 """
@@ -28,7 +31,7 @@ from typing import Any
 from benchmarks import stop_on_sigterm
 from cleaning import ChecksConfig, Cleaner
 from ledger_client import Outbox, Signer
-from mrv_core import Reading, untrack_atomic
+from mrv_core import Reading, tune_process, untrack_atomic
 
 
 def _cpu() -> float:
@@ -117,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                          "CPU speed varies by +-20%% from run to run)")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
+    tune_process()  # the collector and the GIL as `mrv-gateway run` sets them (mrv_core/_gc.py)
     with tempfile.TemporaryDirectory(prefix="mrv-bench-", dir=os.environ.get("MRV_BENCH_DIR")) as d:
         runs = [asyncio.run(pipeline(Path(d) / f"outbox-{i}.sqlite", args.readings, args.chunk,
                                      args.batch)) for i in range(max(1, args.repeat))]

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import itertools
 import logging
 import math
 import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +56,7 @@ from mrv_core import (
     cancel_and_wait,
     client_context,
     supervise,
+    tune_process,
     untrack_atomic,
 )
 
@@ -145,19 +144,6 @@ class DiskBudget:
 
 #: The writer's group commit goes to the outbox in transactions of at most this many readings.
 MAX_ROWS_PER_TRANSACTION = 1_000
-
-#: The cyclic garbage collector's thresholds while the daemon runs (`gc.set_threshold`;
-#: Python's default is (700, 10, 10)): a young collection per 200,000 net allocations. At
-#: 50,000, 2,000 devices set one off about three times a second, each 4-7.5 ms of the event
-#: loop walking the writer's lists of readings; a control command waited behind them
-#: (docs/performance.md, "What limits the figures that miss").
-GC_THRESHOLDS = (200_000, 50, 100)
-
-#: How long a thread may hold the GIL while another waits for it (`sys.setswitchinterval`;
-#: Python's default is 5 ms). The event loop gives the GIL up at every socket call, and a worker
-#: thread (the SQLite writer, the commit's hashing, a batch header) that takes it then kept it
-#: for up to the whole interval: a poll's or a command's step waited 3-16 ms for 0.1 ms of work.
-SWITCH_INTERVAL_S = 0.001
 
 #: Most committed readings read back at start to resume the checks' state (about a second).
 RESUME_SCAN_MAX = 1_000_000
@@ -342,21 +328,6 @@ class Pipeline:
                 log.exception("acknowledging committed readings failed")
         for tap in self.taps:
             tap(committed, sigs)
-
-
-def tune_process() -> int:
-    """The process-wide settings of a daemon that has the process to itself (``mrv-gateway
-    run``), once it has started: the objects made so far frozen out of the cyclic collector's
-    scans, its thresholds `GC_THRESHOLDS`, the GIL's switch interval `SWITCH_INTERVAL_S`.
-    Returns how many objects were frozen."""
-    gc.collect()
-    gc.freeze()
-    # Readings live for a commit interval, so most of them outlived the default young
-    # generation (700 allocations) and were scanned again in the older ones: 13 ms of CPU
-    # a second at 500 devices. They are freed by reference counting, not by the collector.
-    gc.set_threshold(*GC_THRESHOLDS)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    return gc.get_freeze_count()
 
 
 async def run_daemon(cfg: Config, *, stop: asyncio.Event | None = None,
