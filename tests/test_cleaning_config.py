@@ -200,3 +200,54 @@ def test_substitution_methods_accepted() -> None:
 )
 def test_contract_validation_errors(data: dict[str, Any], message: str) -> None:
     assert any(message in msg for _, msg in errors(ElectricityContract, data))
+
+
+def test_identical_checks_blocks_share_one_model() -> None:
+    """A plant repeats one ``checks:`` block on thousands of points: one model for them all
+    (about 1.7 KB each otherwise), the same as validating each one."""
+    import cleaning._config as mod
+
+    block = {"range": {"min": 0, "max": 500}, "timestamps": {"max_future_s": 5},
+             "sentinels": [65535]}
+    same = {"sentinels": [65535], "timestamps": {"max_future_s": 5},
+            "range": {"max": 500, "min": 0}}  # the same keys in another order
+    a, b = ChecksConfig.model_validate(block), ChecksConfig.model_validate(same)
+    assert a is b
+    other = ChecksConfig.model_validate({**block, "range": {"min": 0, "max": 501}})
+    assert other is not a and other.range is not None and other.range.max == 501
+    assert a == ChecksConfig(range=RangeCheck(min=0, max=500),
+                             timestamps=TimestampCheck(max_future_s=5), sentinels=(65535.0,))
+    # a bad block is refused every time, never remembered
+    for _ in range(2):
+        with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+            ChecksConfig.model_validate({**block, "rnage": {}})
+    # bounded: past the cap, further blocks are models of their own
+    saved = dict(mod._shared_checks)
+    try:
+        mod._shared_checks.clear()
+        mod._shared_checks.update({str(i): a for i in range(mod.CHECKS_SHARED_MAX)})
+        c1 = ChecksConfig.model_validate({"range": {"min": -7}})
+        c2 = ChecksConfig.model_validate({"range": {"min": -7}})
+        assert c1 == c2 and c1 is not c2 and len(mod._shared_checks) == mod.CHECKS_SHARED_MAX
+    finally:
+        mod._shared_checks.clear()
+        mod._shared_checks.update(saved)
+
+
+def test_a_gateway_config_shares_its_points_checks(tmp_path: Any) -> None:
+    """Through the gateway's config loader: 200 points with the same block, one model."""
+    from config import parse_config
+
+    block = {"range": {"min": 0, "max": 40_000}, "timestamps": {"max_future_s": 5}}
+    text = yaml.safe_dump({
+        "gateway": {"id": "gw1", "signing_key": "keys/ed25519.key"},
+        "chain": {"rpc_url": "http://127.0.0.1:8545", "chain_id": 31337,
+                  "contract": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+                  "account_key": "keys/evm.key"},
+        "devices": [{"driver": "modbus_tcp", "name": f"dev{i}", "host": "127.0.0.1",
+                     "points": [{"id": f"d{i}.r{j}", "address": j, "type": "uint16", "unit": "kW",
+                                 "checks": block} for j in range(20)]} for i in range(10)],
+    })
+    cfg = parse_config(text, base_dir=tmp_path)
+    checks = [p.checks for p in cfg.points()]
+    assert len(checks) == 200 and all(c is checks[0] for c in checks)
