@@ -24,7 +24,10 @@ therefore sends a point with few readings in the chunk (at most ``_FAST_MAX``; f
 long spike window, see `_fast_limit`) through the *scalar* path, `PointCleaner._step`: the
 same rules, one sample at a time in plain Python (about 0.5 us per reading for a range check,
 a few us with every check), on the same trailing state (last timestamp and value, running
-maximum timestamp, spike window, flatline run, counter reference). Both paths update that
+maximum timestamp, spike window, flatline run, counter reference). For points whose checks
+need no window (sentinels, range, timestamps, duplicates) the scalar path is compiled
+(`cleaning/_cleanc.c`): the same four rules written once more in C, on the same state in the
+same slots, kept equal to `_step` by ``tests/test_cleanc.py``. Both paths update that
 state identically, so a point may take either path from one chunk to the next, and chunked
 still equals whole. The scalar path copies numpy's arithmetic exactly: float64 operations in
 the same order, int64 wrap-around of timestamp differences, NaN never equal to anything,
