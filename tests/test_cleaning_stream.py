@@ -82,3 +82,40 @@ def test_empty_and_unconfigured() -> None:
 def test_nan_reading_with_comm_fault() -> None:
     out = Cleaner(CFG).clean([r("a", 0, math.nan, q=Q.COMM_FAULT), r("a", 1, 3.0)], T0)
     assert [x.quality for x in out] == [Q.COMM_FAULT, 0]
+
+
+def test_a_cleaner_copied_for_a_shared_config_is_one_built_for_it() -> None:
+    """`Cleaner` builds one `PointCleaner` per config object and copies it for the other
+    points: each copy has every slot `__init__` gives, and state of its own."""
+    import numpy as np
+    from hypothesis import given, settings
+
+    from cleaning._stream import PointCleaner, _like
+
+    from .test_cleaning_stream_speed import configs
+
+    def slots(pc: PointCleaner) -> dict[str, object]:
+        return {name: getattr(pc, name) for name in PointCleaner.__slots__}
+
+    @settings(max_examples=60, deadline=None)
+    @given(configs())
+    def check(cfg: ChecksConfig) -> None:
+        first = PointCleaner(cfg)
+        copy, built = _like(first), PointCleaner(cfg)
+        a, b = slots(copy), slots(built)
+        assert a.keys() == b.keys() == set(PointCleaner.__slots__)
+        for name in a:
+            assert type(a[name]) is type(b[name]) and a[name] == b[name], name
+        # the state is the copy's own: a reading through one leaves the other fresh
+        first.apply(np.array([1, 2], dtype=np.int64), np.array([1.0, 2.0]),
+                    np.zeros(2, dtype=np.uint32), 10)
+        assert slots(copy) == b and copy._spike_hist is not first._spike_hist
+
+    check()
+    shared = ChecksConfig(range=RangeCheck(min=0, max=10))
+    c = Cleaner({"a": shared, "b": shared, "c": ChecksConfig(range=RangeCheck(min=0, max=5))})
+    pa, pb = c.point("a"), c.point("b")
+    assert pa is not None and pb is not None and pa is not pb and pa.config is pb.config
+    got = c.clean([Reading(point_id=p, ts_ns=1, value=7.0, unit="kW", source="s")
+                   for p in "abc"], 10)
+    assert [r.quality for r in got] == [0, 0, Quality.RANGE]
