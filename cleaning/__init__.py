@@ -6,6 +6,7 @@ from cleaning._batch_emissions import BatchEmissions, EmissionPoint, PointEmissi
 from cleaning._config import (
     AggregationConfig,
     ChecksConfig,
+    SharedChecks,
     SubstitutionConfig,
 )
 from cleaning._emissions import (
@@ -34,6 +35,7 @@ __all__ = [
     "PointCleaner",
     "PointEmissions",
     "ResumeHistory",
+    "SharedChecks",
     "Substitute",
     "SubstitutionConfig",
     "aggregate",

@@ -24,13 +24,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ModelWrapValidatorHandler,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "FlatlineCheck",
     "RangeCheck",
     "RateCheck",
+    "SharedChecks",
     "SpikeCheck",
     "SubstitutionConfig",
     "SubstitutionTier",
@@ -192,36 +194,10 @@ class CounterCheck(BaseModel):
         return self
 
 
-#: Distinct ``checks:`` blocks shared as one model each (`ChecksConfig._shared`); past this
-#: many, each further block is a model of its own.
-CHECKS_SHARED_MAX = 4096
-_shared_checks: dict[str, ChecksConfig] = {}
-
-
 class ChecksConfig(BaseModel):
     """The ``checks:`` section of one point. Every check is optional."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _shared(cls, data: Any, handler: ModelWrapValidatorHandler[ChecksConfig]) -> ChecksConfig:
-        """Identical blocks (the usual case: one block repeated on every point of a kind of
-        meter) give one shared model: a model is about 1.7 KB, and a plant has tens of
-        thousands of points. The model is frozen, so sharing it changes nothing else. The key
-        is the block as JSON with sorted keys; a block that is not plain JSON is not shared."""
-        if type(data) is not dict:
-            return handler(data)
-        try:
-            key = json.dumps(data, sort_keys=True)
-        except (TypeError, ValueError):  # not plain JSON (a tuple key, a set)
-            return handler(data)
-        got = _shared_checks.get(key)
-        if got is None:
-            got = handler(data)
-            if len(_shared_checks) < CHECKS_SHARED_MAX:
-                _shared_checks[key] = got
-        return got
 
     range: RangeCheck | None = None
     rate_of_change: RateCheck | None = None
@@ -241,6 +217,36 @@ class ChecksConfig(BaseModel):
         if len(set(v)) != len(v):
             raise ValueError("sentinels contains the same value twice")
         return v
+
+
+#: Distinct ``checks:`` blocks shared as one model each (`SharedChecks`); past this many, each
+#: further block is a model of its own.
+CHECKS_SHARED_MAX = 4096
+_shared_checks: dict[str, ChecksConfig] = {}
+
+
+def _share_checks(data: Any, handler: ValidatorFunctionWrapHandler) -> ChecksConfig:
+    """Identical blocks (the usual case: one block repeated on every point of a kind of meter)
+    give one shared model: a model is about 1.7 KB, and a plant has tens of thousands of
+    points. The model is frozen, so sharing it changes nothing else. The key is the block as
+    JSON with sorted keys; a block that is not plain JSON is not shared."""
+    if type(data) is not dict:
+        return cast(ChecksConfig, handler(data))
+    try:
+        key = json.dumps(data, sort_keys=True)
+    except (TypeError, ValueError):  # not plain JSON (a tuple key, a set)
+        return cast(ChecksConfig, handler(data))
+    got = _shared_checks.get(key)
+    if got is None:
+        got = cast(ChecksConfig, handler(data))
+        if len(_shared_checks) < CHECKS_SHARED_MAX:
+            _shared_checks[key] = got
+    return got
+
+
+#: The type of a point's ``checks:`` field in the drivers' configs: a `ChecksConfig`, shared
+#: with every other point whose block is the same.
+SharedChecks = Annotated[ChecksConfig, WrapValidator(_share_checks)]
 
 
 class AggregationConfig(BaseModel):

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cleaning import ChecksConfig, PointEmissions, meter_range
+from cleaning import PointEmissions, SharedChecks, meter_range
 from drivers._config import ID_PATTERN, MAX_DEVICES, MAX_POINTS, DeviceConfig, Polling, SerialLine, distinct
 from drivers.dlt645._frame import DATA_ITEMS as DLT645_ITEMS
 from mrv_core import StrictModel
@@ -17,7 +17,7 @@ class Dlt645Point(StrictModel):
     id: Annotated[str, Field(pattern=ID_PATTERN)]
     #: Data identifier DI3..DI0 as 8 hex digits; the unit and decimals come from DL/T 645-2007.
     di: str
-    checks: ChecksConfig | None = None
+    checks: SharedChecks | None = None
     emissions: PointEmissions | None = None
 
     @field_validator("di", mode="before")

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cleaning import ChecksConfig, PointEmissions, meter_range
+from cleaning import PointEmissions, SharedChecks, meter_range
 from drivers._config import ID_PATTERN, MAX_POINTS, DeviceConfig
 from mrv_core import StrictModel
 
@@ -21,7 +21,7 @@ class Hj212Point(StrictModel):
     #: Command number of the packets that carry it: 2011 real-time, 2051 minute, 2061 hour, 2031 day.
     cn: Literal["2011", "2051", "2061", "2031"] = "2011"
     unit: Annotated[str, Field(min_length=1, max_length=32)]
-    checks: ChecksConfig | None = None
+    checks: SharedChecks | None = None
     emissions: PointEmissions | None = None
 
     @model_validator(mode="after")

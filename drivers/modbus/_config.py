@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from cleaning import ChecksConfig, PointEmissions, meter_range
+from cleaning import PointEmissions, SharedChecks, meter_range
 from drivers._config import (
     ID_PATTERN,
     MAX_POINTS,
@@ -35,7 +35,7 @@ class ModbusPoint(StrictModel):
     scale: float = 1.0
     offset: float = 0.0
     unit: Annotated[str, Field(min_length=1, max_length=32)]
-    checks: ChecksConfig | None = None
+    checks: SharedChecks | None = None
     emissions: PointEmissions | None = None
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cleaning import ChecksConfig, PointEmissions, meter_range
+from cleaning import PointEmissions, SharedChecks, meter_range
 from drivers._config import ID_PATTERN, MAX_POINTS, DeviceConfig, Host
 from mrv_core import StrictModel, TlsConfig
 
@@ -24,7 +24,7 @@ class MqttPoint(StrictModel):
     timestamp: Annotated[str, Field(pattern=_DOTTED)] | None = None
     timestamp_unit: Literal["auto", "s", "ms", "us", "ns", "iso8601"] = "auto"
     unit: Annotated[str, Field(min_length=1, max_length=32)]
-    checks: ChecksConfig | None = None
+    checks: SharedChecks | None = None
     emissions: PointEmissions | None = None
 
     @field_validator("topic")
