@@ -30,6 +30,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
@@ -225,13 +226,22 @@ CHECKS_SHARED_MAX = 4096
 _shared_checks: dict[str, ChecksConfig] = {}
 
 
-def _share_checks(data: Any, handler: ValidatorFunctionWrapHandler) -> ChecksConfig:
+def _share_checks(data: Any, handler: ValidatorFunctionWrapHandler,
+                  info: ValidationInfo) -> ChecksConfig:
     """Identical blocks (the usual case: one block repeated on every point of a kind of meter)
     give one shared model: a model is about 1.7 KB, and a plant has tens of thousands of
     points. The model is frozen, so sharing it changes nothing else. The key is the block as
-    JSON with sorted keys; a block that is not plain JSON is not shared."""
+    JSON with sorted keys; a block that is not plain JSON is not shared. Within one
+    validation that has a context (the config loader's), the same block object (a YAML
+    alias, ``*meter_checks``) is recognised by identity, without the JSON."""
     if type(data) is not dict:
         return cast(ChecksConfig, handler(data))
+    memo: dict[int, tuple[object, ChecksConfig]] | None = None
+    if type(info.context) is dict:  # alive for this validation only; its input is not changed
+        memo = info.context.setdefault("_cleaning_shared_checks", {})
+        hit = memo.get(id(data))
+        if hit is not None and hit[0] is data:
+            return hit[1]
     try:
         key = json.dumps(data, sort_keys=True)
     except (TypeError, ValueError):  # not plain JSON (a tuple key, a set)
@@ -241,6 +251,8 @@ def _share_checks(data: Any, handler: ValidatorFunctionWrapHandler) -> ChecksCon
         got = cast(ChecksConfig, handler(data))
         if len(_shared_checks) < CHECKS_SHARED_MAX:
             _shared_checks[key] = got
+    if memo is not None:
+        memo[id(data)] = (data, got)  # holds the block: its id is not reused meanwhile
     return got
 
 

@@ -237,6 +237,34 @@ def test_identical_checks_blocks_share_one_model() -> None:
         mod._shared_checks.update(saved)
 
 
+def test_a_block_object_is_known_by_identity_within_one_validation(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same block object (a YAML alias) within one validation with a context is not
+    serialised again; a block changed between two validations gives its new model."""
+    from pydantic import TypeAdapter
+
+    import cleaning._config as mod
+    from cleaning import SharedChecks
+
+    many = TypeAdapter(list[SharedChecks])
+    dumps = mod.json.dumps
+    calls: list[object] = []
+
+    def counted(obj: object, **kw: Any) -> str:
+        calls.append(obj)
+        return dumps(obj, **kw)
+
+    monkeypatch.setattr(mod.json, "dumps", counted)
+    block: dict[str, Any] = {"range": {"min": 1, "max": 2}}
+    got = many.validate_python([block] * 50, context={})
+    assert len(calls) == 1 and all(g is got[0] for g in got)
+    block["range"] = {"min": 1, "max": 3}  # changed: the next validation sees it
+    again = many.validate_python([block] * 3, context={})
+    assert again[0].range is not None and again[0].range.max == 3 and len(calls) == 2
+    many.validate_python([block] * 3)  # no context: by content each time
+    assert len(calls) == 5
+
+
 def test_a_gateway_config_shares_its_points_checks(tmp_path: Any) -> None:
     """Through the gateway's config loader: 200 points with the same block, one model."""
     from config import parse_config
@@ -254,3 +282,9 @@ def test_a_gateway_config_shares_its_points_checks(tmp_path: Any) -> None:
     cfg = parse_config(text, base_dir=tmp_path)
     checks = [p.checks for p in cfg.points()]
     assert len(checks) == 200 and all(c is checks[0] for c in checks)
+    # the same written out without YAML anchors: 200 blocks of the same text, one model
+    unaliased = text.replace("&id001", "").replace("*id001", yaml.safe_dump(block,
+                                                        default_flow_style=True).strip())
+    assert "*id001" in text and "*id001" not in unaliased
+    cfg2 = parse_config(unaliased, base_dir=tmp_path)
+    assert all(p.checks is checks[0] for p in cfg2.points())
