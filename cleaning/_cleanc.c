@@ -19,8 +19,8 @@
  * tests/test_cleanc.py checks that both paths give the same flags and leave the same state.
  *
  * configure(reading_type, cleaner_type, flags) learns the slot offsets of both classes from
- * their member descriptors (mrv_core/_slots.h) and the flag bits from Python; until it has
- * succeeded, clean_scalar returns None and Python does all the work. */
+ * their member descriptors (`learn_slots`, mrv_core/_slots.h) and the flag bits from Python;
+ * until it has succeeded, clean_scalar returns None and Python does all the work. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -43,39 +43,6 @@ enum { FL_SENT, FL_RANGE, FL_FUT, FL_STALE, FL_TSDUP, FL_NONMONO, FL_DUP, N_FL }
 static uint64_t flag[N_FL];
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
-
-/* The offsets of the object slots `names` of `type` (each a writable T_OBJECT_EX member of
- * `type` itself, no __dict__). 1: found; 0: another shape; -1: error. */
-static int
-learn_slots(PyObject *type, const char *const *names, int n, Py_ssize_t *offs)
-{
-    int i;
-    if (!PyType_Check(type) || ((PyTypeObject *)type)->tp_dictoffset != 0)
-        return 0;
-    for (i = 0; i < n; i++) {
-        PyObject *d = PyObject_GetAttrString(type, names[i]);
-        PyMemberDef *m;
-        if (d == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-                return -1;
-            PyErr_Clear();
-            return 0;
-        }
-        if (!Py_IS_TYPE(d, &PyMemberDescr_Type)) {
-            Py_DECREF(d);
-            return 0;
-        }
-        m = ((PyMemberDescrObject *)d)->d_member;
-        if (m->type != T_OBJECT_EX || (m->flags & READONLY) ||
-            ((PyMemberDescrObject *)d)->d_common.d_type != (PyTypeObject *)type) {
-            Py_DECREF(d);
-            return 0;
-        }
-        offs[i] = m->offset;
-        Py_DECREF(d);
-    }
-    return 1;
-}
 
 static PyObject *
 cleanc_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)

@@ -16,19 +16,17 @@ enum { F_POINT, F_TS, F_VALUE, F_UNIT, F_SOURCE, F_QUALITY, F_SEQ, F_GW, N_FIELD
 static const char *const FIELD_NAMES[N_FIELDS] = {
     "point_id", "ts_ns", "value", "unit", "source", "quality", "seq", "gateway_id"};
 
-/* Learn the slot offsets of `type` from its member descriptors into *rt and offsets (the
- * offsets first, then the type they fit). 1: usable; 0: not a type of the expected shape
- * (never the fast path for it: no __dict__, every field a writable object slot of `type`
- * itself); -1: error. */
+/* The offsets of the object slots `names` of `type`, each a writable T_OBJECT_EX member of
+ * `type` itself (no __dict__), into offs. 1: found; 0: not a type of that shape; -1: error.
+ * Also used for other slotted classes (cleaning/_cleanc.c, the `PointCleaner`). */
 static int
-learn_type_into(PyObject *type, PyTypeObject **rt, Py_ssize_t offsets[N_FIELDS])
+learn_slots(PyObject *type, const char *const *names, int n, Py_ssize_t *offs)
 {
-    Py_ssize_t off[N_FIELDS];
     int i;
     if (!PyType_Check(type) || ((PyTypeObject *)type)->tp_dictoffset != 0)
         return 0;
-    for (i = 0; i < N_FIELDS; i++) {
-        PyObject *d = PyObject_GetAttrString(type, FIELD_NAMES[i]);
+    for (i = 0; i < n; i++) {
+        PyObject *d = PyObject_GetAttrString(type, names[i]);
         PyMemberDef *mdef;
         if (d == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_AttributeError))
@@ -46,9 +44,23 @@ learn_type_into(PyObject *type, PyTypeObject **rt, Py_ssize_t offsets[N_FIELDS])
             Py_DECREF(d);
             return 0;
         }
-        off[i] = mdef->offset;
+        offs[i] = mdef->offset;
         Py_DECREF(d);
     }
+    return 1;
+}
+
+/* Learn the slot offsets of `type` from its member descriptors into *rt and offsets (the
+ * offsets first, then the type they fit). 1: usable; 0: not a type of the expected shape
+ * (never the fast path for it: no __dict__, every field a writable object slot of `type`
+ * itself); -1: error. */
+static int
+learn_type_into(PyObject *type, PyTypeObject **rt, Py_ssize_t offsets[N_FIELDS])
+{
+    Py_ssize_t off[N_FIELDS];
+    int ok = learn_slots(type, FIELD_NAMES, N_FIELDS, off);
+    if (ok <= 0)
+        return ok;
     {
         PyTypeObject *old = *rt;
         memcpy(offsets, off, sizeof off);
