@@ -79,3 +79,42 @@ def test_the_base_config_model_refuses_non_finite_numbers_and_unknown_keys(
 def test_the_bottom_layer_exports_what_it_declares() -> None:
     for name in mrv_core.__all__:
         assert getattr(mrv_core, name) is not None, name
+
+
+class _Point(StrictModel):
+    a: int = 0
+    b: int = 0
+    c: int = 0
+    d: int = 0
+    e: int = 0
+    f: int = 0
+
+
+def test_models_given_the_same_fields_share_the_set_of_their_names() -> None:
+    """Pydantic's set of the fields given outgrows Python's inline table at five names (512 B a
+    model): models given the same names share one. A copy that changes fields has its own."""
+    import copy
+    import sys
+
+    full = {k: 1 for k in "abcde"}
+    ps = [_Point.model_validate({**full, "f": i}) for i in range(3)]
+    assert ps[0].model_fields_set is ps[1].model_fields_set is ps[2].model_fields_set
+    assert ps[0].model_fields_set == set("abcdef")
+    assert sys.getsizeof(ps[0].model_fields_set) > sys.getsizeof({1, 2, 3, 4})  # the big one
+    other = _Point.model_validate({"a": 1})
+    assert other.model_fields_set == {"a"} and other.model_fields_set is not ps[0].model_fields_set
+    # pydantic's copies never change the shared set
+    c1 = other.model_copy(update={"b": 2})
+    c2, c3 = copy.copy(other), copy.deepcopy(other)
+    assert c1.model_fields_set == {"a", "b"} and other.model_fields_set == {"a"}
+    assert c2.model_fields_set == c3.model_fields_set == {"a"}
+    assert _Point.model_validate({"a": 5}).model_fields_set == {"a"}
+    # a model that is not frozen keeps its own set (it may add names to it)
+
+    class Loose(_Point):
+        model_config = {**_Point.model_config, "frozen": False}
+
+    lo = [Loose.model_validate({"a": 1}) for _ in range(2)]
+    assert lo[0].model_fields_set is not lo[1].model_fields_set
+    lo[0].b = 3
+    assert lo[0].model_fields_set == {"a", "b"} and lo[1].model_fields_set == {"a"}
