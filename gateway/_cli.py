@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -37,18 +38,26 @@ def _setup_logging(level: str) -> None:
 
 
 async def _cmd_run(args: argparse.Namespace) -> int:
-    from config import load_config
-    from gateway._daemon import install_signal_handlers, run_daemon
+    from mrv_core import pause_collector
 
-    cfg = load_config(args.config)
-    _setup_logging(args.log_level or cfg.gateway.log_level)
-    stop = asyncio.Event()
-    install_signal_handlers(stop)
-    if _term_requested:
-        stop.set()
-    if args.duration:
-        asyncio.get_running_loop().call_later(args.duration, stop.set)
-    await run_daemon(cfg, stop=stop, freeze_gc=True)
+    # the collector is off over the start-up (imports, config, cleaners, pollers): the
+    # daemon's `tune_process` turns it on again once started (mrv_core/_gc.py)
+    pause_collector()
+    try:
+        from config import load_config
+        from gateway._daemon import install_signal_handlers, run_daemon
+
+        cfg = load_config(args.config)
+        _setup_logging(args.log_level or cfg.gateway.log_level)
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        if _term_requested:
+            stop.set()
+        if args.duration:
+            asyncio.get_running_loop().call_later(args.duration, stop.set)
+        await run_daemon(cfg, stop=stop, freeze_gc=True)
+    finally:
+        gc.enable()  # a start-up that failed (the daemon has turned it on otherwise)
     return EXIT_OK
 
 

@@ -11,7 +11,13 @@ from mrv_core._aio import cancel_and_wait, raise_if_cancelling
 from mrv_core._bounded import InputLimitError, check_json, json_depth, loads_bounded
 from mrv_core._errors import FatalError
 from mrv_core._failpoints import failpoint
-from mrv_core._gc import UNTRACK_COMPILED, block_readings, tune_process, untrack_atomic
+from mrv_core._gc import (
+    UNTRACK_COMPILED,
+    block_readings,
+    pause_collector,
+    tune_process,
+    untrack_atomic,
+)
 from mrv_core._metrics import ComponentState, Metrics
 from mrv_core._model import StrictModel
 from mrv_core._records import (
@@ -56,6 +62,7 @@ __all__ = [
     "loads_bounded",
     "new_reading",
     "open_wal",
+    "pause_collector",
     "raise_if_cancelling",
     "supervise",
     "tune_process",

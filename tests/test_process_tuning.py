@@ -23,3 +23,30 @@ def test_the_daemon_tunes_its_own_process_only() -> None:
                        timeout=120, check=False)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.split() == ["0.005", "700", "0", "0.001", "200000", "True", "True"]
+
+
+def test_the_collector_is_paused_over_start_up_and_on_again_once_started() -> None:
+    """`pause_collector` turns the cyclic collector off for `mrv-gateway run`'s start-up;
+    `tune_process` (the daemon, once started) turns it on again."""
+    root = Path(__file__).resolve().parent.parent
+    code = ("import gc, mrv_core;"
+            "a = gc.isenabled(); mrv_core.pause_collector(); b = gc.isenabled();"
+            "mrv_core.tune_process(); print(a, b, gc.isenabled())")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                       timeout=120, check=False)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split() == ["True", "False", "True"]
+
+
+def test_a_start_up_that_fails_leaves_the_collector_on(tmp_path: Path) -> None:
+    """`run` with a config it refuses returns its exit code with the collector on again (a
+    program that calls `main` goes on with its own)."""
+    import gc
+
+    from gateway._cli import EXIT_INPUT, main
+
+    bad = tmp_path / "gateway.yaml"
+    bad.write_text("gateway: [\n")
+    assert gc.isenabled()
+    assert main(["run", str(bad)]) == EXIT_INPUT
+    assert gc.isenabled()

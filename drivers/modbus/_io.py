@@ -130,21 +130,17 @@ class UnitReader:
             max_registers=self._max_registers, max_gap=self._max_gap)
 
     def _request(self, r: ReadRequest) -> _Request:
-        members = tuple(
-            _Member(self.points[k].id, self.points[k].unit, off,
-                    1 if r.table in BIT_TABLES else register_count(self.points[k].type),
-                    None if r.table in BIT_TABLES else compile_decoder(
-                        self.points[k].type, self.points[k].word_order, bit=self.points[k].bit),
-                    self.points[k].scale, self.points[k].offset)
-            for k, off in r.members)
+        pts = [(self.points[k], off) for k, off in r.members]
         if r.table in BIT_TABLES:
-            return _Request(r.table, r.address, r.count, members)
-        block = compile_block(r.count, [(off, self.points[k].type, self.points[k].word_order)
-                                        for k, off in r.members])
-        fast = tuple((m.id, m.unit, m.scale, m.add, sentinel_of(self.points[k].type))
-                     for m, (k, _) in zip(members, r.members, strict=True))
-        if block is not None:  # the members are not needed: ``fast`` holds what is read
+            return _Request(r.table, r.address, r.count, tuple(
+                _Member(p.id, p.unit, off, 1, None, p.scale, p.offset) for p, off in pts))
+        block = compile_block(r.count, [(off, p.type, p.word_order) for p, off in pts])
+        fast = tuple((p.id, p.unit, p.scale, p.offset, sentinel_of(p.type)) for p, _ in pts)
+        if block is not None:  # no members needed: ``fast`` holds what is read
             return _Request(r.table, r.address, r.count, (), block, fast)
+        members = tuple(_Member(p.id, p.unit, off, register_count(p.type),
+                                compile_decoder(p.type, p.word_order, bit=p.bit), p.scale,
+                                p.offset) for p, off in pts)
         return _Request(r.table, r.address, r.count, members, block, fast)
 
     @staticmethod
