@@ -233,25 +233,37 @@ leaf_raw(const unsigned char *body, size_t len, unsigned char out[32])
 
 /* ------------------------------------------------------------------ 4 states at once */
 
-/* Four independent Keccak-f[1600] states in the lanes of 256-bit vectors (GCC's vector
- * extensions: the same C operators, on 4 elements each). The leaves of a chunk and the nodes of
- * a tree level are independent hashes: 4 of them cost about one permutation's time on a CPU with
- * AVX2 (about 3 times the throughput) and less with AVX-512 (its 64-bit rotate). Kernels:
+/* Independent Keccak-f[1600] states in the lanes of vectors (GCC's vector extensions: the same
+ * C operators, on every element): 4 states in 256-bit vectors, 8 in 512-bit ones. The leaves of
+ * a chunk and the nodes of a tree level are independent hashes: 4 of them cost about one
+ * permutation's time on a CPU with AVX2 (about 3 times the throughput), less with AVX-512 (its
+ * 64-bit rotate and three-input logic), and 8 in 512-bit registers less again. Kernels:
  *   "scalar"  one state at a time (every build, the reference)
- *   "vector"  4 states, the compiler's generic code for the target (any GCC)
+ *   "vector", "vector8"  4 / 8 states, the compiler's generic code for the target (any GCC;
+ *             for the tests: the grouping by 8 is tested on any CPU)
  *   "avx2", "avx512"  4 states, built for those instruction sets (x86-64 GCC), used only when
  *             the CPU and OS support them
+ *   "avx512x8"  8 states in 512-bit registers, and 4 with "avx512" for what is left
  * The best available is chosen at import; `use_kernel` switches (the tests run each). */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
 #define HAVE_KECCAK4 1
 typedef uint64_t v4u64 __attribute__((vector_size(32)));
+typedef uint64_t v8u64 __attribute__((vector_size(64)));
 #define SPLAT_V4(c) ((v4u64){(c), (c), (c), (c)})
+#define SPLAT_V8(c) ((v8u64){(c), (c), (c), (c), (c), (c), (c), (c)})
 typedef void (*keccakf4_fn)(v4u64 s[25]);
+typedef void (*keccakf8_fn)(v8u64 s[25]);
 
 static void
 keccakf4_vector(v4u64 s[25])
 {
     KECCAKF_BODY(v4u64, SPLAT_V4)
+}
+
+static void
+keccakf8_vector(v8u64 s[25])
+{
+    KECCAKF_BODY(v8u64, SPLAT_V8)
 }
 
 #if defined(__x86_64__)
@@ -267,9 +279,16 @@ keccakf4_avx512(v4u64 s[25])
 {
     KECCAKF_BODY(v4u64, SPLAT_V4)
 }
+
+__attribute__((target("avx2,avx512f,avx512vl"))) static void
+keccakf8_avx512(v8u64 s[25])
+{
+    KECCAKF_BODY(v8u64, SPLAT_V8)
+}
 #endif
 
 static keccakf4_fn keccakf4 = NULL; /* NULL: the scalar kernel */
+static keccakf8_fn keccakf8 = NULL; /* NULL: no 8-state kernel (4 at a time, or scalar) */
 #endif
 
 static const char *kernel_name = "scalar";
@@ -281,27 +300,32 @@ select_kernel(const char *name)
     if (strcmp(name, "scalar") == 0) {
 #ifdef HAVE_KECCAK4
         keccakf4 = NULL;
+        keccakf8 = NULL;
 #endif
         kernel_name = "scalar";
         return 1;
     }
 #ifdef HAVE_KECCAK4
-    if (strcmp(name, "vector") == 0) {
+    if (strcmp(name, "vector") == 0 || strcmp(name, "vector8") == 0) {
         keccakf4 = keccakf4_vector;
-        kernel_name = "vector";
+        keccakf8 = name[6] == '8' ? keccakf8_vector : NULL;
+        kernel_name = name[6] == '8' ? "vector8" : "vector";
         return 1;
     }
 #ifdef HAVE_KECCAK4_X86
     __builtin_cpu_init();
     if (strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2")) {
         keccakf4 = keccakf4_avx2;
+        keccakf8 = NULL;
         kernel_name = "avx2";
         return 1;
     }
-    if (strcmp(name, "avx512") == 0 && __builtin_cpu_supports("avx2") &&
-        __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) {
+    if ((strcmp(name, "avx512") == 0 || strcmp(name, "avx512x8") == 0) &&
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512vl")) {
         keccakf4 = keccakf4_avx512;
-        kernel_name = "avx512";
+        keccakf8 = name[6] == 'x' ? keccakf8_avx512 : NULL;
+        kernel_name = name[6] == 'x' ? "avx512x8" : "avx512";
         return 1;
     }
 #endif
@@ -318,72 +342,74 @@ n_blocks(size_t len)
 }
 
 #ifdef HAVE_KECCAK4
-/* outs[j] = Keccak-256(ins[j][0..len_j)) for 4 messages of the same number of blocks */
-static void
-keccak256_x4(const unsigned char *const ins[4], const size_t lens[4], size_t nb,
-             unsigned char *const outs[4])
-{
-    v4u64 s[25];
-    unsigned char last[4][RATE];
-    size_t b, i;
-    int j;
-    memset(s, 0, sizeof s);
-    for (j = 0; j < 4; j++) {
-        size_t rest = lens[j] - (nb - 1) * RATE;
-        memset(last[j], 0, RATE);
-        if (rest)
-            memcpy(last[j], ins[j] + (nb - 1) * RATE, rest);
-        last[j][rest] ^= 0x01;
-        last[j][RATE - 1] ^= 0x80;
+/* keccak256_x<W>: outs[j] = Keccak-256(ins[j][0..len_j)) for W messages of the same number of
+ * blocks; keccak256_short_x<W>: outs[j] = Keccak-256(a[j] || b[j]) for W pairs of 32-byte
+ * inputs (b[0] NULL: of a[j] alone, the outer hash of a leaf). One definition for each width,
+ * so they cannot drift. */
+#define DEFINE_KECCAK_XN(W, VT, SPLAT, PERMUTE)                                                \
+    static void keccak256_x##W(const unsigned char *const ins[W], const size_t lens[W],          \
+                               size_t nb, unsigned char *const outs[W])                          \
+    {                                                                                            \
+        VT s[25];                                                                                \
+        unsigned char last[W][RATE];                                                             \
+        const unsigned char *p[W];                                                               \
+        size_t b, i;                                                                             \
+        int j;                                                                                   \
+        memset(s, 0, sizeof s);                                                                  \
+        for (j = 0; j < W; j++) {                                                                \
+            size_t rest = lens[j] - (nb - 1) * RATE;                                             \
+            memset(last[j], 0, RATE);                                                            \
+            if (rest)                                                                            \
+                memcpy(last[j], ins[j] + (nb - 1) * RATE, rest);                                 \
+            last[j][rest] ^= 0x01;                                                               \
+            last[j][RATE - 1] ^= 0x80;                                                           \
+        }                                                                                        \
+        for (b = 0; b < nb; b++) {                                                               \
+            for (j = 0; j < W; j++)                                                              \
+                p[j] = b + 1 < nb ? ins[j] + b * RATE : last[j];                                 \
+            for (i = 0; i < RATE / 8; i++) {                                                     \
+                VT v;                                                                            \
+                for (j = 0; j < W; j++)                                                          \
+                    v[j] = load64(p[j] + 8 * i);                                                 \
+                s[i] ^= v;                                                                       \
+            }                                                                                    \
+            PERMUTE(s);                                                                          \
+        }                                                                                        \
+        for (j = 0; j < W; j++)                                                                  \
+            for (i = 0; i < 4; i++)                                                              \
+                store64(outs[j] + 8 * i, s[i][j]);                                               \
+    }                                                                                            \
+                                                                                                 \
+    static void keccak256_short_x##W(const unsigned char *const a[W],                            \
+                                     const unsigned char *const b[W], unsigned char *const outs[W]) \
+    {                                                                                            \
+        VT s[25];                                                                                \
+        int i, j;                                                                                \
+        memset(s, 0, sizeof s);                                                                  \
+        for (i = 0; i < 4; i++) {                                                                \
+            for (j = 0; j < W; j++)                                                              \
+                s[i][j] = load64(a[j] + 8 * i);                                                  \
+            if (b[0] != NULL)                                                                    \
+                for (j = 0; j < W; j++)                                                          \
+                    s[4 + i][j] = load64(b[j] + 8 * i);                                          \
+        }                                                                                        \
+        s[b[0] != NULL ? 8 : 4] = SPLAT(0x01);                 /* padding after the input */     \
+        s[16] = SPLAT(0x8000000000000000ULL);                  /* last byte of the rate */       \
+        PERMUTE(s);                                                                              \
+        for (j = 0; j < W; j++)                                                                  \
+            for (i = 0; i < 4; i++)                                                              \
+                store64(outs[j] + 8 * i, s[i][j]);                                               \
     }
-    for (b = 0; b < nb; b++) {
-        const unsigned char *p0, *p1, *p2, *p3;
-        if (b + 1 < nb) {
-            p0 = ins[0] + b * RATE; p1 = ins[1] + b * RATE;
-            p2 = ins[2] + b * RATE; p3 = ins[3] + b * RATE;
-        } else {
-            p0 = last[0]; p1 = last[1]; p2 = last[2]; p3 = last[3];
-        }
-        for (i = 0; i < RATE / 8; i++)
-            s[i] ^= (v4u64){load64(p0 + 8 * i), load64(p1 + 8 * i), load64(p2 + 8 * i),
-                            load64(p3 + 8 * i)};
-        keccakf4(s);
-    }
-    for (j = 0; j < 4; j++)
-        for (i = 0; i < 4; i++)
-            store64(outs[j] + 8 * i, s[i][j]);
-}
 
-/* outs[j] = Keccak-256(a[j] || b[j]) for 4 pairs of 32-byte inputs (b[j] NULL: of a[j] alone,
- * the outer hash of a leaf) */
-static void
-keccak256_short_x4(const unsigned char *const a[4], const unsigned char *const b[4],
-                   unsigned char *const outs[4])
-{
-    v4u64 s[25];
-    int i, j;
-    memset(s, 0, sizeof s);
-    for (i = 0; i < 4; i++) {
-        s[i] = (v4u64){load64(a[0] + 8 * i), load64(a[1] + 8 * i), load64(a[2] + 8 * i),
-                       load64(a[3] + 8 * i)};
-        if (b[0] != NULL)
-            s[4 + i] = (v4u64){load64(b[0] + 8 * i), load64(b[1] + 8 * i),
-                               load64(b[2] + 8 * i), load64(b[3] + 8 * i)};
-    }
-    s[b[0] != NULL ? 8 : 4] = SPLAT_V4(0x01);              /* padding after the input */
-    s[16] = SPLAT_V4(0x8000000000000000ULL);              /* last byte of the rate */
-    keccakf4(s);
-    for (j = 0; j < 4; j++)
-        for (i = 0; i < 4; i++)
-            store64(outs[j] + 8 * i, s[i][j]);
-}
+DEFINE_KECCAK_XN(4, v4u64, SPLAT_V4, keccakf4)
+DEFINE_KECCAK_XN(8, v8u64, SPLAT_V8, keccakf8)
 #endif
 
 /* leaves + 32i = keccak256(keccak256(body i)) for n bodies (body i at bodies + offs[i], lens[i]
  * bytes; offs and lens read with a stride of `stride` bytes, so an array of structs serves).
- * Bodies of the same number of blocks are hashed 4 at a time by the 4-state kernel. No Python
- * object is touched: callable without the GIL. Returns -1 when out of memory (nothing written
- * is to be used), else 0. */
+ * Bodies of the same number of blocks are hashed 8 at a time by an 8-state kernel, then 4 at a
+ * time by the 4-state one. No Python object is touched: callable without the GIL. Returns -1
+ * when out of memory (nothing written is to be used), else 0. */
 #define MAX_GROUPED_BLOCKS 32 /* longer bodies (over 4 KB, none in practice) one at a time */
 static int
 leaves_raw(const unsigned char *bodies, const size_t *offs, const size_t *lens,
@@ -418,33 +444,52 @@ leaves_raw(const unsigned char *bodies, const size_t *offs, const size_t *lens,
         /* start[k] is now the end of group k; group 0 (long bodies) one at a time */
         for (i = 0; i < start[0]; i++)
             keccak256_raw(bodies + OFF(order[i]), LEN(order[i]), inner + 32 * order[i]);
+/* the W bodies order[k .. k + W) of the group of nb blocks */
+#define INNER_XN(W)                                                                           \
+    do {                                                                                      \
+        const unsigned char *ins[W];                                                          \
+        size_t ls[W];                                                                         \
+        unsigned char *outs[W];                                                               \
+        int j;                                                                                \
+        for (j = 0; j < W; j++) {                                                             \
+            Py_ssize_t x = order[k + j];                                                      \
+            ins[j] = bodies + OFF(x);                                                         \
+            ls[j] = LEN(x);                                                                   \
+            outs[j] = inner + 32 * x;                                                         \
+        }                                                                                     \
+        keccak256_x##W(ins, ls, nb, outs);                                                    \
+    } while (0)
         for (nb = 1; nb <= MAX_GROUPED_BLOCKS; nb++) {
             Py_ssize_t k = start[nb - 1], end = start[nb];
-            for (; k + 4 <= end; k += 4) {
-                const unsigned char *ins[4];
-                size_t ls[4];
-                unsigned char *outs[4];
-                int j;
-                for (j = 0; j < 4; j++) {
-                    Py_ssize_t x = order[k + j];
-                    ins[j] = bodies + OFF(x);
-                    ls[j] = LEN(x);
-                    outs[j] = inner + 32 * x;
-                }
-                keccak256_x4(ins, ls, nb, outs);
-            }
+            if (keccakf8 != NULL)
+                for (; k + 8 <= end; k += 8)
+                    INNER_XN(8);
+            for (; k + 4 <= end; k += 4)
+                INNER_XN(4);
             for (; k < end; k++)
                 keccak256_raw(bodies + OFF(order[k]), LEN(order[k]), inner + 32 * order[k]);
         }
-        /* outer hashes, in order */
-        for (i = 0; i + 4 <= n; i += 4) {
-            const unsigned char *a[4] = {inner + 32 * i, inner + 32 * (i + 1),
-                                         inner + 32 * (i + 2), inner + 32 * (i + 3)};
-            const unsigned char *b[4] = {NULL, NULL, NULL, NULL};
-            unsigned char *outs[4] = {leaves + 32 * i, leaves + 32 * (i + 1),
-                                      leaves + 32 * (i + 2), leaves + 32 * (i + 3)};
-            keccak256_short_x4(a, b, outs);
-        }
+#undef INNER_XN
+/* the outer hashes of leaves i .. i + W */
+#define OUTER_XN(W)                                                                           \
+    do {                                                                                      \
+        const unsigned char *a[W], *b[W];                                                     \
+        unsigned char *outs[W];                                                               \
+        int j;                                                                                \
+        for (j = 0; j < W; j++) {                                                             \
+            a[j] = inner + 32 * (i + j);                                                      \
+            b[j] = NULL;                                                                      \
+            outs[j] = leaves + 32 * (i + j);                                                  \
+        }                                                                                     \
+        keccak256_short_x##W(a, b, outs);                                                     \
+    } while (0)
+        i = 0;
+        if (keccakf8 != NULL)
+            for (; i + 8 <= n; i += 8)
+                OUTER_XN(8);
+        for (; i + 4 <= n; i += 4)
+            OUTER_XN(4);
+#undef OUTER_XN
         for (; i < n; i++)
             keccak256_raw(inner + 32 * i, 32, leaves + 32 * i);
         PyMem_RawFree(inner);
@@ -467,23 +512,29 @@ merkle_level(unsigned char *buf, Py_ssize_t m)
 {
     Py_ssize_t half = m / 2, i = 0;
 #ifdef HAVE_KECCAK4
-    if (keccakf4 != NULL) {
-        /* 4 pairs read (bytes 64i .. 64i + 256) before their 4 results are written (bytes
-         * 32i .. 32i + 128): nothing unread is overwritten */
-        for (; i + 4 <= half; i += 4) {
-            const unsigned char *a[4], *b[4];
-            unsigned char *outs[4];
-            int j;
-            for (j = 0; j < 4; j++) {
-                const unsigned char *x = buf + 64 * (i + j), *y = x + 32;
-                int lt = memcmp(x, y, 32) < 0;
-                a[j] = lt ? x : y;
-                b[j] = lt ? y : x;
-                outs[j] = buf + 32 * (i + j);
-            }
-            keccak256_short_x4(a, b, outs);
-        }
-    }
+    /* W pairs read (bytes 64i .. 64(i + W)) before their W results are written (bytes
+     * 32i .. 32(i + W)): nothing unread is overwritten */
+#define PAIRS_XN(W)                                                                           \
+    do {                                                                                      \
+        const unsigned char *a[W], *b[W];                                                     \
+        unsigned char *outs[W];                                                               \
+        int j;                                                                                \
+        for (j = 0; j < W; j++) {                                                             \
+            const unsigned char *x = buf + 64 * (i + j), *y = x + 32;                         \
+            int lt = memcmp(x, y, 32) < 0;                                                    \
+            a[j] = lt ? x : y;                                                                \
+            b[j] = lt ? y : x;                                                                \
+            outs[j] = buf + 32 * (i + j);                                                     \
+        }                                                                                     \
+        keccak256_short_x##W(a, b, outs);                                                     \
+    } while (0)
+    if (keccakf8 != NULL)
+        for (; i + 8 <= half; i += 8)
+            PAIRS_XN(8);
+    if (keccakf4 != NULL)
+        for (; i + 4 <= half; i += 4)
+            PAIRS_XN(4);
+#undef PAIRS_XN
 #endif
     for (; i < half; i++) {
         unsigned char *a = buf + 64 * i, *b = a + 32;
@@ -1458,7 +1509,8 @@ static PyMethodDef leafc_methods[] = {
      "telemetry_json(gateway_id, readings, signatures, reading_type) -> the telemetry message "
      "(control/_telemetry.py), or None when not all plain readings (then Python writes it)."},
     {"keccak_kernel", leafc_keccak_kernel, METH_NOARGS,
-     "keccak_kernel() -> the name of the Keccak kernel in use: scalar, vector, avx2, avx512."},
+     "keccak_kernel() -> the name of the Keccak kernel in use: scalar, vector, vector8, avx2, "
+     "avx512, avx512x8."},
     {"use_keccak_kernel", leafc_use_keccak_kernel, METH_O,
      "use_keccak_kernel(name) -> True when switched to that kernel, False when it is not "
      "available on this build or CPU (the kernel in use stays)."},
@@ -1476,7 +1528,7 @@ PyInit__leafc(void)
 {
     /* the fastest kernel this CPU runs (the generic vector one is not chosen by itself: it is
      * not measured on other architectures) */
-    if (!select_kernel("avx512") && !select_kernel("avx2"))
+    if (!select_kernel("avx512x8") && !select_kernel("avx2"))
         select_kernel("scalar");
     return PyModule_Create(&leafc_module);
 }

@@ -538,7 +538,7 @@ def test_reading_insert_params_refuse_bad_arguments() -> None:
 
 # ---------------------------------------------------------------- the Keccak kernels
 
-KERNELS = ["scalar", "vector", "avx2", "avx512"]
+KERNELS = ["scalar", "vector", "vector8", "avx2", "avx512", "avx512x8"]
 
 
 def _cpu_flags() -> set[str]:
@@ -559,9 +559,11 @@ def kernel(request: pytest.FixtureRequest) -> Any:
     if not _leafc.use_keccak_kernel(request.param):
         flags = _cpu_flags()
         # what this CPU has must be built and used: only a kernel it lacks may be missing
-        assert request.param not in ("scalar", "vector"), "the portable kernels are always built"
+        assert request.param not in ("scalar", "vector", "vector8"), \
+            "the portable kernels are always built"
         assert not (request.param == "avx2" and "avx2" in flags)
-        assert not (request.param == "avx512" and {"avx2", "avx512f", "avx512vl"} <= flags)
+        assert not (request.param in ("avx512", "avx512x8")
+                    and {"avx2", "avx512f", "avx512vl"} <= flags)
         pytest.skip(f"this CPU has no {request.param}")
     try:
         yield request.param
@@ -571,7 +573,7 @@ def kernel(request: pytest.FixtureRequest) -> Any:
 
 def test_import_chooses_the_fastest_kernel_this_cpu_runs() -> None:
     code = ("from ledger_client import _leafc as L; first = L.keccak_kernel();"
-            "best = next(k for k in ('avx512', 'avx2', 'scalar') if L.use_keccak_kernel(k));"
+            "best = next(k for k in ('avx512x8', 'avx2', 'scalar') if L.use_keccak_kernel(k));"
             "print(first, best)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        check=True, cwd=ROOT)
@@ -582,7 +584,7 @@ def test_import_chooses_the_fastest_kernel_this_cpu_runs() -> None:
 
 def _varied_readings(n: int, seed: int) -> list[Reading]:
     """Readings whose bodies span 3 to 40 Keccak blocks (a few past the grouped ones), so that
-    groups of 4, their remainders and the one-at-a-time path all occur."""
+    groups of 8 and of 4, their remainders and the one-at-a-time path all occur."""
     rnd = random.Random(seed)
     return [_reading(i, point_id="p" * rnd.choice([1, 2, 100, 135, 136, 137, 700, 5000]),
                      unit="u" * rnd.randint(0, 40), source="s" * rnd.randint(0, 300),
@@ -609,9 +611,12 @@ def test_each_kernel_on_the_reading_vectors(kernel: str) -> None:
         r = Reading(point_id=j["point_id"], ts_ns=j["ts_ns"],
                     value=math.nan if j["value"] is None else float(j["value"]), unit=j["unit"],
                     quality=j["quality"], source=j["source"])
-        out = _leafc.commit_readings([r] * 5, j["seq"], j["gateway_id"], Reading)  # 4 grouped
+        # 13 of one length: a group of 8 (8-state kernels), one of 4, one alone
+        out = _leafc.commit_readings([r] * 13, j["seq"], j["gateway_id"], Reading)
         assert out is not None
         assert "0x" + cast(bytes, out[1][0][9]).hex() == v["leaf"]
+        assert [row[9] for row in out[1]] == [
+            fmt._leaf_of_body_py(fmt.encode_reading(c)) for c in out[0]]
     for tree in VECTORS["merkle"]:
         leaves = [bytes.fromhex(x[2:]) for x in tree["leaves"]]
         assert "0x" + _leafc.merkle_root(leaves).hex() == tree["root"]
