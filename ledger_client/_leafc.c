@@ -34,6 +34,7 @@
 #include <structmember.h>
 #include "../mrv_core/_slots.h"
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -624,6 +625,81 @@ leafc_merkle_root(PyObject *module, PyObject *arg)
     res = PyBytes_FromStringAndSize((const char *)buf, 32);
     PyMem_Free(buf);
     return res;
+}
+
+/* header_fields(keys) -> (first_seq, last_seq, min_ts, max_ts, root) of a batch's keys, a
+ * list of (seq, ts_ns, leaf) tuples in seq order (`build_header`, ledger_client/_format.py):
+ * one pass instead of Python's lists of seqs, times and leaves. None when the keys are not
+ * all that (an exact tuple of an int seq, an int time in 64 bits and a 32-byte bytes leaf),
+ * are empty, or their seqs are not one contiguous run: then the pure path decides and raises
+ * what it raises. */
+static PyObject *
+leafc_header_fields(PyObject *module, PyObject *arg)
+{
+    Py_ssize_t n, i, m;
+    PyObject *const *items;
+    unsigned char *buf;
+    long long first = 0, min_ts = 0, max_ts = 0;
+    PyObject *root;
+    if (!PyList_CheckExact(arg))
+        Py_RETURN_NONE;
+    n = PyList_GET_SIZE(arg);
+    if (n == 0)
+        Py_RETURN_NONE;
+    items = PySequence_Fast_ITEMS(arg);
+    buf = (unsigned char *)PyMem_Malloc((size_t)n * 32);
+    if (buf == NULL)
+        return PyErr_NoMemory();
+    for (i = 0; i < n; i++) {
+        PyObject *k = items[i], *seq, *ts, *leaf;
+        long long sv, tv;
+        int over = 0;
+        if (!PyTuple_CheckExact(k) || PyTuple_GET_SIZE(k) < 3)
+            goto pure;
+        seq = PyTuple_GET_ITEM(k, 0);
+        ts = PyTuple_GET_ITEM(k, 1);
+        leaf = PyTuple_GET_ITEM(k, 2);
+        if (!PyLong_CheckExact(seq) || !PyLong_CheckExact(ts) || !PyBytes_CheckExact(leaf) ||
+            PyBytes_GET_SIZE(leaf) != 32)
+            goto pure;
+        sv = PyLong_AsLongLongAndOverflow(seq, &over);
+        if (over || (sv == -1 && PyErr_Occurred()))
+            goto pure;
+        tv = PyLong_AsLongLongAndOverflow(ts, &over);
+        if (over || (tv == -1 && PyErr_Occurred()))
+            goto pure;
+        if (i == 0) {
+            first = sv;
+            min_ts = max_ts = tv;
+        } else {
+            if (first > LLONG_MAX - i || sv != first + i)
+                goto pure;
+            if (tv < min_ts)
+                min_ts = tv;
+            if (tv > max_ts)
+                max_ts = tv;
+        }
+        memcpy(buf + 32 * i, PyBytes_AS_STRING(leaf), 32);
+    }
+    if (n == 1) {
+        root = Py_NewRef(PyTuple_GET_ITEM(items[0], 2));
+    } else {
+        /* the leaves are copied: the tree is built without the GIL */
+        Py_BEGIN_ALLOW_THREADS
+        m = n;
+        while (m > 1)
+            m = merkle_level(buf, m);
+        Py_END_ALLOW_THREADS
+        root = PyBytes_FromStringAndSize((const char *)buf, 32);
+    }
+    PyMem_Free(buf);
+    if (root == NULL)
+        return NULL;
+    return Py_BuildValue("(LLLLN)", first, first + (long long)(n - 1), min_ts, max_ts, root);
+pure:
+    PyErr_Clear();
+    PyMem_Free(buf);
+    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------------ commit_readings */
@@ -1495,6 +1571,10 @@ static PyMethodDef leafc_methods[] = {
      "leaf_of_body(body) -> keccak256(keccak256(body)), a record's leaf."},
     {"merkle_root", leafc_merkle_root, METH_O,
      "merkle_root(leaves) -> the root of the sorted-pair tree of 32-byte leaves (list/tuple)."},
+    {"header_fields", leafc_header_fields, METH_O,
+     "header_fields(keys) -> (first_seq, last_seq, min_ts, max_ts, root) of a batch's (seq, "
+     "ts_ns, leaf) keys, or None when they are not plain, contiguous keys (the pure path "
+     "decides)."},
     {"commit_readings", (PyCFunction)(void (*)(void))leafc_commit_readings, METH_FASTCALL,
      "commit_readings(records, first_seq, gateway_id, reading_type) -> (committed, rows) or "
      "None when the chunk is not all plain readings (then Python commits it)."},

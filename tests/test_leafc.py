@@ -628,3 +628,57 @@ def test_each_kernel_builds_the_same_tree(kernel: str, n: int) -> None:
     if n >= 6:
         leaves[5] = leaves[4]  # an equal pair inside a group of 4
     assert _leafc.merkle_root(leaves) == fmt._merkle_root_py(leaves)
+
+
+# ---------------------------------------------------------------- a batch header's fields
+
+
+def _keys(n: int, seed: int, first: int = 1) -> list[tuple[int, int, bytes]]:
+    rnd = random.Random(seed)
+    return [(first + i, rnd.randint(-2**63, 2**63 - 1), rnd.randbytes(32)) for i in range(n)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 16, 17, 1000, 10_001])
+def test_header_fields_match_the_pure_path(n: int) -> None:
+    keys = _keys(n, n, first=2**62 + n)
+    got = _leafc.header_fields(keys)
+    assert got == fmt._header_fields_py(keys)
+    assert got is not None and got[0] == 2**62 + n and got[1] == 2**62 + 2 * n - 1
+
+
+@given(st.lists(st.tuples(st.integers(-2**63, 2**63 - 1), st.binary(min_size=32, max_size=32)),
+                min_size=1, max_size=40),
+       st.integers(0, 2**63 - 41))
+def test_header_fields_of_any_times_and_leaves(rows: list[tuple[int, bytes]], first: int) -> None:
+    keys = [(first + i, ts, leaf) for i, (ts, leaf) in enumerate(rows)]
+    assert _leafc.header_fields(keys) == fmt._header_fields_py(keys)
+
+
+@pytest.mark.parametrize("keys", [
+    [],                                                      # empty: the pure path raises
+    [(1, 5, b"\x01" * 32), (3, 5, b"\x02" * 32)],            # a gap
+    [(2, 5, b"\x01" * 32), (1, 5, b"\x02" * 32)],            # out of order
+    [(1, 5, b"\x01" * 32), (1, 5, b"\x02" * 32)],            # a seq twice
+    [(True, 5, b"\x01" * 32)],                               # a bool is not a seq
+    [(1, 5, bytearray(32))],                                 # not bytes
+    [(1, 5, b"\x01" * 31)],                                  # not 32 bytes
+    [(1, 2**63, b"\x01" * 32)],                              # past 64 bits
+    [(2**63 - 1, 5, b"\x01" * 32), (2**63, 5, b"\x02" * 32)],  # the seq past 64 bits
+    [[1, 5, b"\x01" * 32]],                                  # not a tuple
+    [(1, 5)],                                                # too short
+    [(1, 5.0, b"\x01" * 32)],                                # a float time
+], ids=lambda k: repr(k)[:40])
+def test_header_fields_leave_anything_else_to_the_pure_path(keys: list[Any]) -> None:
+    assert _leafc.header_fields(keys) is None
+    assert _leafc.header_fields(tuple(keys)) is None  # not a list
+
+
+def test_build_header_is_the_same_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = _keys(1001, 7, first=50)
+    compiled = fmt.build_header(gateway_id="gw", seq=3, prev_hash=b"\x09" * 32, records=keys)
+    monkeypatch.setattr(fmt, "_leafc", None)
+    pure = fmt.build_header(gateway_id="gw", seq=3, prev_hash=b"\x09" * 32, records=keys)
+    assert compiled == pure
+    with pytest.raises(ValueError, match="contiguous"):
+        fmt.build_header(gateway_id="gw", seq=3, prev_hash=b"\x09" * 32,
+                         records=[keys[0], keys[2]])
