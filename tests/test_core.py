@@ -3,6 +3,8 @@ any other error; the ledger's anchoring alarms are fatal; the base config model 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 
 import pytest
@@ -43,6 +45,80 @@ async def test_supervise_restarts_after_an_error_and_stops_on_a_fatal_one() -> N
     assert m.counters["task_restarts"] == 2
     state = m.components["probe"]
     assert (state.state, state.detail) == ("alarm", "needs an operator")
+
+
+async def test_a_task_that_keeps_failing_is_failing_in_the_health_view() -> None:
+    """Restarted after each error and logged, and seen: its component is ``failing`` with the
+    error while it keeps failing (a batcher that can build no batch)."""
+    failures = asyncio.Event()
+    calls = 0
+
+    async def task() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            failures.set()
+            await asyncio.Event().wait()  # the third run hangs: still failing from the second
+        raise AttributeError("no header_fields")
+
+    m = Metrics()
+    t = asyncio.create_task(supervise("batcher", task, m, initial_s=0.001, max_s=0.001,
+                                      healthy_s=3600))
+    await asyncio.wait_for(failures.wait(), 5)
+    state = m.components["batcher"]
+    assert state.state == "failing"
+    assert state.detail == "restarted after AttributeError: no header_fields"
+    assert state.consecutive_failures == 2 and m.counters["task_restarts"] == 2
+    t.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await t
+
+
+async def test_a_restarted_task_is_ok_again_once_it_has_run_long_enough() -> None:
+    recovered = asyncio.Event()
+    calls = 0
+
+    async def task() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("flaky")
+        await recovered.wait()
+
+    m = Metrics()
+    original = m.set_state
+
+    def spy(name: str, state: str, detail: str = "") -> bool:
+        changed = original(name, state, detail)
+        if state == "ok":
+            recovered.set()
+        return changed
+
+    m.set_state = spy  # type: ignore[method-assign]
+    await asyncio.wait_for(supervise("probe", task, m, initial_s=0.001, healthy_s=0.01), 5)
+    assert m.components["probe"].state == "ok" and m.counters["task_restarts"] == 1
+
+
+async def test_a_task_that_reports_its_own_state_keeps_it() -> None:
+    """The uplink reports under its own name: what it set after a restart is not overwritten
+    by the supervisor's ``ok``."""
+    done = asyncio.Event()
+    calls = 0
+
+    async def task() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("flaky")
+        m.set_state("uplink", "failing", "chain unavailable")
+        await asyncio.sleep(0.05)  # past healthy_s: the supervisor's timer has fired
+        done.set()
+
+    m = Metrics()
+    await asyncio.wait_for(supervise("uplink", task, m, initial_s=0.001, healthy_s=0.01), 5)
+    assert done.is_set()
+    assert (m.components["uplink"].state, m.components["uplink"].detail) == (
+        "failing", "chain unavailable")
 
 
 async def test_supervise_returns_when_the_task_finishes() -> None:
