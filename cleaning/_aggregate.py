@@ -20,14 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
-from numpy.typing import ArrayLike
+from typing import TYPE_CHECKING
 
 from mrv_core import INVALID
 
-from ._checks import BoolArray, FlagArray, FloatArray, as_ts, as_values
 from ._config import AggregationConfig
+
+if TYPE_CHECKING:  # numpy is imported where an aggregate is computed (design 008, decision 26)
+    from numpy.typing import ArrayLike
+
+    from ._checks import BoolArray, FlagArray, FloatArray
 
 __all__ = [
     "HOUR_NS",
@@ -69,6 +71,8 @@ class Aggregate:
 
 
 def _valid_mask(values: FloatArray, quality: FlagArray) -> BoolArray:
+    import numpy as np
+
     valid: BoolArray = np.isfinite(values) & ((quality & np.uint32(INVALID)) == 0)
     return valid
 
@@ -85,6 +89,10 @@ def aggregate_minutes(
     unit: str = "",
 ) -> list[Aggregate]:
     """Minute aggregates of the minutes that hold at least one reading, in time order."""
+    import numpy as np
+
+    from ._checks import as_ts, as_values
+
     ts = as_ts(ts_ns)
     v = as_values(values)
     q = np.asarray(quality, dtype=np.uint32)
@@ -167,6 +175,8 @@ def aggregate_hours(
     an hour without data as an invalid aggregate with ``count == 0``: the substitution step
     needs the missing hours explicitly.
     """
+    import numpy as np
+
     if not 1 <= min_valid_minutes <= 60:
         raise ValueError("min_valid_minutes must be between 1 and 60")
     if any(m.period_s != 60 for m in minutes):

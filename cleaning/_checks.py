@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 import numpy as np
@@ -30,8 +29,6 @@ from mrv_core import INVALID, Quality
 
 from ._rules import (
     MAD_SCALE,
-    counter_allowed,
-    counter_steps,
     flat_continues,
     flat_reached,
     out_of_range,
@@ -41,6 +38,14 @@ from ._rules import (
     sentinel_table,
     spike_outlier,
     ts_limits,
+)
+from ._state import (
+    _ABNORMAL,
+    _ROLLOVER,
+    CounterParams,
+    CounterState,
+    FlatState,
+    seconds_to_ns,
 )
 
 __all__ = [
@@ -101,11 +106,6 @@ def as_ts(ts_ns: ArrayLike) -> IntArray:
 
 def as_values(values: ArrayLike) -> FloatArray:
     return np.ascontiguousarray(values, dtype=np.float64)
-
-
-def seconds_to_ns(seconds: float) -> int:
-    """Seconds (float) to whole nanoseconds, rounded to the nearest nanosecond."""
-    return round(seconds * 1_000_000_000)
 
 
 def _zeros(n: int) -> FlagArray:
@@ -347,13 +347,6 @@ def check_spike(
     return _scatter(v.shape[0], idx, flags)
 
 
-@dataclass(slots=True)
-class FlatState:
-    last_value: float
-    run_start_ts: int
-    run_length: int
-
-
 @_quietly
 def flatline_kernel(
     ts: IntArray,
@@ -407,48 +400,6 @@ def check_flatline(
 
 # --------------------------------------------------------------------------------------------
 # cumulative counters
-
-_NORMAL, _ROLLOVER, _ABNORMAL = 0, 1, 2
-
-
-@dataclass(slots=True)
-class CounterState:
-    """``ref``: the last accepted sample (value, ts, index). ``last``: the last sample seen.
-    ``pending``: the last sample jumped (flagged COUNTER_GLITCH) and is not yet resolved."""
-
-    ref_v: float
-    ref_t: int
-    ref_k: int
-    last_v: float
-    last_t: int
-    next_k: int
-    pending: bool
-
-
-@dataclass(frozen=True, slots=True)
-class CounterParams:
-    modulus: float  # register_max + resolution: the amount lost when the register wraps
-    max_step: float | None
-    max_rate_per_s: float | None
-
-    def allowed(self, dt_ns: FloatArray | float, dk: FloatArray | float) -> FloatArray:
-        """The largest plausible increase over ``dt_ns`` nanoseconds and ``dk`` samples."""
-        a = counter_allowed(
-            self.max_step, self.max_rate_per_s, np.asarray(dt_ns, dtype=np.float64), dk
-        )
-        return np.broadcast_to(np.asarray(a, dtype=np.float64), np.shape(dt_ns))
-
-    def classify(
-        self, dv: FloatArray | float, dt_ns: FloatArray | float, dk: FloatArray | float
-    ) -> NDArray[np.int8]:
-        allowed = self.allowed(dt_ns, dk)
-        dv = np.asarray(dv, dtype=np.float64)
-        normal, roll = counter_steps(dv, allowed, self.modulus)
-        out = np.full(dv.shape, _ABNORMAL, dtype=np.int8)
-        out[normal] = _NORMAL
-        out[roll] = _ROLLOVER
-        return out
-
 
 @_quietly
 def counter_kernel(

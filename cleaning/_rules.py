@@ -21,10 +21,12 @@ into a `Quality` bit. Conventions that make both paths agree bit for bit:
 
 from __future__ import annotations
 
-from typing import overload
+import math
+from typing import TYPE_CHECKING, overload
 
-import numpy as np
-from numpy.typing import NDArray
+if TYPE_CHECKING:  # numpy is not imported at run time here: the rules take arrays, not make them
+    import numpy as np
+    from numpy.typing import NDArray
 
 __all__ = [
     "MAD_SCALE",
@@ -45,9 +47,10 @@ __all__ = [
     "wrap_i64",
 ]
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
-BoolArray = NDArray[np.bool_]
+if TYPE_CHECKING:
+    FloatArray = NDArray[np.float64]
+    IntArray = NDArray[np.int64]
+    BoolArray = NDArray[np.bool_]
 
 MAD_SCALE = 1.4826  # MAD -> standard deviation for normally distributed data
 SENTINEL_RTOL = 1.2e-7  # float32 precision: a float32 register sentinel written in decimal
@@ -74,7 +77,8 @@ def wrap_i64(x: int) -> int:
 
 def sentinel_table(sentinels: tuple[float, ...] | list[float]) -> tuple[tuple[float, float | None], ...]:
     """``(s, tolerance)`` for each configured sentinel; tolerance None: matched exactly."""
-    return tuple((float(s), None if np.isinf(s) else SENTINEL_RTOL * abs(float(s))) for s in sentinels)
+    return tuple((float(s), None if math.isinf(float(s)) else SENTINEL_RTOL * abs(float(s)))
+                 for s in sentinels)
 
 
 @overload
@@ -222,6 +226,11 @@ def flat_reached(
 def _maximum(a: float | FloatArray, b: float | FloatArray) -> float | FloatArray:
     if type(a) is float and type(b) is float:
         return b if b > a else a
+    if isinstance(a, int | float) and isinstance(b, int | float):  # as np.maximum: in float64
+        fa, fb = float(a), float(b)
+        return fb if fb > fa or fb != fb else fa
+    import numpy as np
+
     return np.maximum(a, b)
 
 
@@ -234,7 +243,7 @@ def counter_allowed(
     """The largest plausible increase over ``dt_ns`` nanoseconds and ``dk`` samples."""
     by_step = None if max_step is None else max_step * dk
     if max_rate_per_s is None:
-        return -np.inf if by_step is None else by_step  # -inf: nothing is plausible
+        return -math.inf if by_step is None else by_step  # -inf: nothing is plausible
     by_rate = max_rate_per_s * (_maximum(dt_ns, 0.0) * 1e-9)
     return by_rate if by_step is None else _maximum(by_step, by_rate)
 

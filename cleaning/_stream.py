@@ -46,31 +46,17 @@ from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
-from typing import Any, cast
-
-import numpy as np
-from numpy.typing import ArrayLike
+from typing import TYPE_CHECKING, Any, cast
 
 from mrv_core import INVALID, Quality, Reading
 
-from ._checks import (
-    CounterParams,
-    CounterState,
-    FlagArray,
-    FlatState,
-    FloatArray,
-    as_ts,
-    as_values,
-    check_range,
-    check_sentinels,
-    counter_kernel,
-    duplicates_kernel,
-    flatline_kernel,
-    rate_kernel,
-    seconds_to_ns,
-    spike_kernel,
-    timestamps_kernel,
-)
+from ._state import CounterParams, CounterState, FlatState, seconds_to_ns
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ._checks import FlagArray, FloatArray
+
 from ._config import ChecksConfig
 from ._rules import (
     MAD_SCALE,
@@ -91,8 +77,9 @@ from ._rules import (
 
 __all__ = ["Cleaner", "PointCleaner", "run_checks"]
 
-_INVALID = np.uint32(INVALID)
-_NOT_TS_DUP = np.uint32(0xFFFF_FFFF ^ int(Quality.TS_DUPLICATE))
+# numpy and the vectorised kernels (`cleaning._checks`) are imported where a chunk is
+# vectorised, not here: the daemon's cleaning runs the scalar and compiled paths, and a process
+# that never vectorises never loads numpy (~15 MB; design 008, decision 26)
 
 # -- scalar path ------------------------------------------------------------------------------
 
@@ -146,14 +133,20 @@ def _fast_limit(config: ChecksConfig) -> int:
 
 # numpy's conversions of a `Reading` field, for anything but a plain in-range int or float
 def _as_i64(x: object) -> int:
+    import numpy as np
+
     return int(np.fromiter((x,), dtype=np.int64, count=1)[0])
 
 
 def _as_f64(x: object) -> float:
+    import numpy as np
+
     return float(np.fromiter((x,), dtype=np.float64, count=1)[0])
 
 
 def _as_u32(x: object) -> int:
+    import numpy as np
+
     return int(np.fromiter((x,), dtype=np.uint32, count=1)[0])
 
 
@@ -295,6 +288,10 @@ class PointCleaner:
         would have after cleaning them, so a restarted gateway flags the next readings as if
         it had never stopped. Exact when the readings cover `history_needed` and their input
         quality carried none of the checks' own bits. Forgets any state held before."""
+        import numpy as np
+
+        from ._checks import as_ts, as_values
+
         self.reset()
         ts = as_ts(ts_ns).tolist()
         v = as_values(values).tolist()
@@ -324,6 +321,21 @@ class PointCleaner:
         ``ts_ns`` (int64 ns), ``values`` (float64) and ``quality`` (uint32) are parallel
         arrays in arrival order; none of them is modified.
         """
+        import numpy as np
+
+        from ._checks import (
+            as_ts,
+            as_values,
+            check_range,
+            check_sentinels,
+            counter_kernel,
+            duplicates_kernel,
+            flatline_kernel,
+            rate_kernel,
+            spike_kernel,
+            timestamps_kernel,
+        )
+
         ts = as_ts(ts_ns)
         v = as_values(values)
         q = np.asarray(quality, dtype=np.uint32)
@@ -348,11 +360,11 @@ class PointCleaner:
             dup, self._dup_prev = duplicates_kernel(ts, v, self._dup_prev)
             # a verbatim repeat is a DUPLICATE, not a conflicting timestamp
             is_dup = dup != 0
-            out[is_dup] &= _NOT_TS_DUP
+            out[is_dup] &= np.uint32(0xFFFF_FFFF ^ int(Quality.TS_DUPLICATE))
             out |= dup
         if cfg.rate_of_change is None and cfg.spike is None and cfg.flatline is None and cfg.counter is None:
             return out
-        idx = np.flatnonzero(np.isfinite(v) & ((out & _INVALID) == 0))
+        idx = np.flatnonzero(np.isfinite(v) & ((out & np.uint32(INVALID)) == 0))
         te, ve = ts[idx], v[idx]
         value_flags = np.zeros(idx.shape[0], dtype=np.uint32)
         if cfg.rate_of_change is not None:
@@ -713,6 +725,8 @@ class Cleaner:
         self, readings: Sequence[Reading], pids: set[str], result: list[Reading], now_ns: int
     ) -> None:
         """The numpy path for the points ``pids``, writing into ``result``."""
+        import numpy as np
+
         groups: dict[str, list[int]] = {}
         for i, r in enumerate(readings):
             if r.point_id in pids:

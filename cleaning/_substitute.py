@@ -46,11 +46,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ._aggregate import HOUR_NS, Aggregate
 from ._config import SubstitutionConfig, SubstitutionTier
+
+if TYPE_CHECKING:  # imported where a gap is filled (design 008, decision 26)
+    import numpy as np
 
 __all__ = ["PART75_SOURCE", "Substitute", "part75_table1", "substitute"]
 
@@ -128,6 +130,8 @@ def substitute(hours: Sequence[Aggregate], policy: SubstitutionConfig) -> list[S
         raise ValueError("hours must be in strictly increasing time order")
     if any(h.period_s != 3600 for h in hours):
         raise ValueError("substitute takes hour aggregates")
+    import numpy as np
+
     valid = np.array([h.valid and math.isfinite(h.mean) for h in hours], dtype=np.bool_)
     means = np.array([h.mean for h in hours], dtype=np.float64)
     csum = np.concatenate(([0], np.cumsum(valid, dtype=np.int64)))
@@ -158,6 +162,8 @@ def _fill_gap(
     valid_idx: np.ndarray,
     policy: SubstitutionConfig,
 ) -> list[Substitute]:
+    import numpy as np
+
     gap_len = b - a
     hb = a - 1 if a > 0 else None  # valid by construction (maximal gap)
     ha = b

@@ -31,10 +31,9 @@ from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import aiosqlite
-import numpy as np
 
 from ledger_client._errors import OutboxError
 from ledger_client._format import (
@@ -62,6 +61,9 @@ from mrv_core import (
     open_wal,
     untrack_atomic,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: 1: records, batches, meta. 2: + dead_letters. 3: + deliveries (an outbox of version 1 or 2
 #: is upgraded in place on open).
@@ -1031,6 +1033,8 @@ class Outbox:
             "SELECT seq, ts_ns, value, quality FROM records WHERE point_id = ? AND kind = ?"
             " AND ts_ns >= ? AND ts_ns < ? ORDER BY ts_ns, seq",
             (point_id, KIND_READING, start_ns, end_ns))
+        import numpy as np  # only here: the daemon loads it when it aggregates (decision 26)
+
         seq = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         ts = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
         val = np.fromiter((math.nan if r[2] is None else r[2] for r in rows), dtype=np.float64,

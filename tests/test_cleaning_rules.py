@@ -16,7 +16,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cleaning import _checks, _rules, _stream
+from cleaning import _checks, _rules, _state, _stream
 
 I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -51,7 +51,10 @@ def test_both_paths_take_every_rule_from_the_one_definition() -> None:
                                    n not in ("clamp_i64", "wrap_i64"))
     for name in RULES:
         rule = getattr(_rules, name)
-        if name != "spike_beyond_floor":  # the kernels reach it through `spike_outlier`
+        if name in ("counter_allowed", "counter_steps"):  # the kernels: through CounterParams
+            assert getattr(_state, name, None) is rule, f"cleaning._state does not use {name}"
+            assert _checks.CounterParams is _state.CounterParams
+        elif name != "spike_beyond_floor":  # the kernels reach it through `spike_outlier`
             assert getattr(_checks, name, None) is rule, f"cleaning._checks does not use {name}"
         assert getattr(_stream, name, None) is rule, f"cleaning._stream does not use {name}"
 

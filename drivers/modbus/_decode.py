@@ -13,12 +13,13 @@ import functools
 import math
 import numbers
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # numpy only where arrays are decoded (`decode_array`; design 008, decision 26)
+    import numpy.typing as npt
 
 __all__ = [
     "DATA_TYPES",
@@ -82,7 +83,6 @@ class _Spec:
     swap: bool  # bytes swapped inside each register
     lo: int
     hi: int
-    np_dtype: np.dtype[Any]  # big-endian numpy dtype of the value
 
 
 def _build_specs() -> dict[tuple[str, str], _Spec]:
@@ -106,22 +106,23 @@ def _build_specs() -> dict[tuple[str, str], _Spec]:
                 swap=swap,
                 lo=lo,
                 hi=hi,
-                np_dtype=np.dtype(">" + code),
             )
     return specs
 
 
 _SPECS: Final[dict[tuple[str, str], _Spec]] = _build_specs()
-_NATIVE_NP: Final[dict[str, np.dtype[Any]]] = {
-    "int16": np.dtype(np.int16),
-    "uint16": np.dtype(np.uint16),
-    "int32": np.dtype(np.int32),
-    "uint32": np.dtype(np.uint32),
-    "int64": np.dtype(np.int64),
-    "uint64": np.dtype(np.uint64),
-    "float32": np.dtype(np.float32),
-    "float64": np.dtype(np.float64),
-}
+#: The numpy dtypes (by name) `decode_array` gives the values of a number type.
+_NATIVE_NP: Final[frozenset[str]] = frozenset(
+    ("int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"))
+
+
+def _is_bool(value: object) -> bool:
+    """A Python or a numpy bool. A numpy bool exists only once numpy is loaded, and it is not
+    loaded for this check."""
+    if isinstance(value, bool):
+        return True
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(value, np.bool_)
 
 
 def _spec(dtype: str, order: str) -> _Spec:
@@ -156,8 +157,8 @@ def _check_bit(bit: int | None) -> int:
 
 
 def _bit_value(value: object, dtype: str) -> int:
-    if isinstance(value, bool | np.bool_):
-        return int(value)
+    if _is_bool(value):
+        return 1 if value else 0
     if isinstance(value, numbers.Integral) and value in (0, 1):
         return int(value)
     raise ValueError(f"{dtype} value must be a bool or 0/1, got {value!r}")
@@ -234,7 +235,7 @@ def encode(
         raise ValueError(f"bit=/current= are only valid for bitfield, not {dtype}")
     if kind == "bool":
         return _from_value(_bit_value(value, dtype), spec)
-    if isinstance(value, bool | np.bool_):
+    if _is_bool(value):
         raise ValueError(f"{dtype} value must be a number, not bool {value!r}")
     if kind == "int":
         if not isinstance(value, numbers.Integral):
@@ -291,6 +292,8 @@ def decode_array(
     Returns a 1-D array of the native numpy dtype (bool for bool/bitfield),
     element-wise equal to :func:`decode`.
     """
+    import numpy as np
+
     spec = _spec(dtype, order)
     if spec.kind == "bit":
         k = _check_bit(bit)
@@ -322,14 +325,16 @@ def decode_array(
     # Lay the registers out as wire bytes; reading them as big-endian words
     # corrects a per-register byte swap.
     wire = np.ascontiguousarray(words, dtype="<u2" if spec.swap else ">u2")
-    values = wire.view(spec.np_dtype).reshape(offs.size)
+    values = wire.view(np.dtype(spec.value.format)).reshape(offs.size)  # big-endian value
     result: npt.NDArray[Any]
     if spec.kind == "bool":
         result = values != 0
     elif spec.kind == "bit":
         result = ((values >> k) & 1).astype(np.bool_)
     else:
-        result = values.astype(_NATIVE_NP[spec.dtype])
+        if spec.dtype not in _NATIVE_NP:
+            raise KeyError(spec.dtype)
+        result = values.astype(np.dtype(spec.dtype))
     return result
 
 
