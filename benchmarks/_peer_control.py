@@ -5,8 +5,12 @@ The actuator is a real Modbus TCP PLC (`simulator.ActuatorPlant` with an `Actuat
 by ``python -m benchmarks.control_latency --serve-plc PORT`` in a child process, as in the control
 benchmark); the writable point is its vent opening (holding register 0, scale 0.1). Commands
 alternate between two values one step apart, so each is a real write and read-back. The sender
-is a paho client with its own network thread plus one sender thread, in the benchmark process
-(its CPU is the counting subscriber's share, not the gateway's).
+is a paho client with its own network thread plus one sender thread, in a process of its own
+(`ProbeProcess`, ``python -m benchmarks._peer_control --probe ...``; its CPU is reported apart).
+In the benchmark's process it shared the GIL with the counting subscriber, which parses every
+telemetry message (at 2,000 devices about 0.1 core, each message's JSON held the GIL ~1 ms): a
+command's publish and its ack's arrival waited for that, up to Python's 5 ms switch interval at
+each end, and the latency measured the benchmark as well as the gateway.
 """
 
 from __future__ import annotations
@@ -238,45 +242,143 @@ class ControlProbe:
         read of the present value, overlapping), ``write`` (the Modbus write and read-back),
         ``out`` (the ack's signing, publish and way back). The daemon's times are whole
         milliseconds, so a leg is ±1 ms."""
-        import sqlite3
-
         with self.lock:
             sent, acked = dict(self.sent_wall_ms), dict(self.ack_wall_ms)
-        received: dict[str, tuple[int, int]] = {}
-        written: dict[str, float] = {}
-        db = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)
-        try:
-            for subject, ts_ns, category, extra in db.execute(
-                    "SELECT point_id, ts_ns, source, extra FROM records WHERE kind = ?",
-                    (KIND_AUDIT,)):
-                try:
-                    payload = json.loads(extra)
-                except (TypeError, ValueError):
-                    continue
-                if category == "command" and subject in acked and "decided_ms" in payload:
-                    received[subject] = (int(payload["received_ms"]), int(payload["decided_ms"]))
-                elif category == "write" and payload.get("command") in acked:
-                    written[payload["command"]] = ts_ns / 1e6
-        finally:
-            db.close()
-        legs: dict[str, list[float]] = {"in": [], "decide": [], "write": [], "out": []}
-        for cid, (arrived, ack_ms) in acked.items():
-            if cid not in received or cid not in written or cid not in sent:
-                continue
-            got, decided = received[cid]
-            legs["in"].append(got - sent[cid])
-            legs["decide"].append(decided - got)
-            legs["write"].append(written[cid] - decided)
-            legs["out"].append(arrived - ack_ms)
-        out: dict[str, Any] = {"commands": len(legs["in"])}
-        for name, xs in legs.items():
-            out[name] = {"p50": _pct(xs, 0.50), "p90": _pct(xs, 0.90), "p99": _pct(xs, 0.99)}
-        return out
+        return legs_from_outbox(sent, acked, outbox)
 
     def close(self) -> None:
         self._stop.set()
         self._client.loop_stop()
         self._client.disconnect()
+
+
+def legs_from_outbox(sent: dict[str, float], acked: dict[str, tuple[float, int]],
+                     outbox: Path) -> dict[str, Any]:
+    """`ControlProbe.legs` from the probe's wall clocks (command id -> publish; command id ->
+    (ack arrival, the ack's ``ts_ms``)) and the gateway's outbox."""
+    import sqlite3
+
+    received: dict[str, tuple[int, int]] = {}
+    written: dict[str, float] = {}
+    db = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)
+    try:
+        for subject, ts_ns, category, extra in db.execute(
+                "SELECT point_id, ts_ns, source, extra FROM records WHERE kind = ?",
+                (KIND_AUDIT,)):
+            try:
+                payload = json.loads(extra)
+            except (TypeError, ValueError):
+                continue
+            if category == "command" and subject in acked and "decided_ms" in payload:
+                received[subject] = (int(payload["received_ms"]), int(payload["decided_ms"]))
+            elif category == "write" and payload.get("command") in acked:
+                written[payload["command"]] = ts_ns / 1e6
+    finally:
+        db.close()
+    legs: dict[str, list[float]] = {"in": [], "decide": [], "write": [], "out": []}
+    for cid, (arrived, ack_ms) in acked.items():
+        if cid not in received or cid not in written or cid not in sent:
+            continue
+        got, decided = received[cid]
+        legs["in"].append(got - sent[cid])
+        legs["decide"].append(decided - got)
+        legs["write"].append(written[cid] - decided)
+        legs["out"].append(arrived - ack_ms)
+    out: dict[str, Any] = {"commands": len(legs["in"])}
+    for name, xs in legs.items():
+        out[name] = {"p50": _pct(xs, 0.50), "p90": _pct(xs, 0.90), "p99": _pct(xs, 0.99)}
+    return out
+
+
+class ProbeProcess:
+    """A `ControlProbe` in a child process of its own (``python -m benchmarks._peer_control
+    --probe``), driven over its stdin and stdout, with the same methods: its GIL is not the
+    benchmark's, so the counting subscriber's work never delays a command or an ack's arrival,
+    and its CPU is reported apart (``pid``)."""
+
+    def __init__(self, broker_port: int, gateway_id: str, gateway_public_key: bytes, *,
+                 rate_per_s: float) -> None:
+        if rate_per_s <= 0:
+            raise ValueError("rate_per_s must be positive")
+        self.sent_wall_ms: dict[str, float] = {}
+        self.ack_wall_ms: dict[str, tuple[float, int]] = {}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks._peer_control", "--probe", str(broker_port),
+             gateway_id, gateway_public_key.hex(), repr(float(rate_per_s))],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = self._reply()
+        if ready != "ready":
+            self.close()
+            raise RuntimeError(f"the control probe did not start: {ready!r}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _reply(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def _ask(self, line: str) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def start(self) -> None:
+        if self._ask("start") != "ok":
+            raise RuntimeError("the control probe did not start sending")
+
+    def stop_sending(self) -> None:
+        self._ask("stop")
+
+    def finish(self, ack_timeout_s: float = 10.0) -> dict[str, Any]:
+        data = json.loads(self._ask(f"finish {ack_timeout_s!r}"))
+        self.sent_wall_ms = data["sent_wall_ms"]
+        self.ack_wall_ms = {k: (float(a), int(t)) for k, (a, t) in data["ack_wall_ms"].items()}
+        return dict(data["summary"])
+
+    def legs(self, outbox: Path) -> dict[str, Any]:
+        return legs_from_outbox(self.sent_wall_ms, self.ack_wall_ms, outbox)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                self._ask("close")
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _serve_probe(argv: list[str]) -> int:
+    """The child of `ProbeProcess`: one `ControlProbe`, commands on stdin, one line each out."""
+    broker_port, gateway_id, key_hex, rate = argv
+    probe = ControlProbe(int(broker_port), gateway_id, bytes.fromhex(key_hex),
+                         rate_per_s=float(rate))
+    print("ready", flush=True)
+    try:
+        for line in sys.stdin:
+            cmd, _, arg = line.strip().partition(" ")
+            if cmd == "start":
+                probe.start()
+                print("ok", flush=True)
+            elif cmd == "stop":
+                probe.stop_sending()
+                print("ok", flush=True)
+            elif cmd == "finish":
+                summary = probe.finish(float(arg))
+                with probe.lock:
+                    data = {"summary": summary, "sent_wall_ms": dict(probe.sent_wall_ms),
+                            "ack_wall_ms": dict(probe.ack_wall_ms)}
+                print(json.dumps(data), flush=True)
+            elif cmd == "close":
+                print("ok", flush=True)
+                break
+    finally:
+        probe.close()
+    return 0
 
 
 def machine_commit_ms(work: Path) -> dict[str, float]:
@@ -288,3 +390,10 @@ def machine_commit_ms(work: Path) -> dict[str, float]:
     finally:
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--probe"] or len(sys.argv) != 6:
+        sys.exit("usage: python -m benchmarks._peer_control --probe BROKER_PORT GATEWAY_ID "
+                 "PUBLIC_KEY_HEX RATE_PER_S")
+    sys.exit(_serve_probe(sys.argv[2:]))

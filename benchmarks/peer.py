@@ -39,7 +39,8 @@ the gateway process is spawned to its first datapoint's arrival at the broker.
 Control probe (ours; ``--control-probe largest|all|off``, ``--control-rate N``): during the
 window, signed commands at N/s (default 5) to ``mrv/<gw>/cmd``, each a write with read-back to a
 simulated PLC, each answered by a signed ack; command-to-ack p50/p99/max and the commands
-without an ack in ``ours.control_ms`` (`benchmarks._peer_control`). By default only at the
+without an ack in ``ours.control_ms`` (`benchmarks._peer_control`), sent and timed by a process
+of its own (not the benchmark's, whose counting subscriber holds the GIL). By default only at the
 largest size: its CPU (2.5-3 ms per command) would weigh on the small sizes' CPU per datapoint.
 
 If ThingsBoard cannot be installed or run, the JSON carries ``"error"`` and ours is still measured.
@@ -71,7 +72,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/peer.py` works too
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import stop_on_sigterm  # noqa: E402
-from benchmarks._peer_control import ControlProbe, Plc, control_block, machine_commit_ms  # noqa: E402
+from benchmarks._peer_control import Plc, ProbeProcess, control_block, machine_commit_ms  # noqa: E402
 from benchmarks._peer_sim import DeviceSim  # noqa: E402
 from benchmarks._peer_tb import (  # noqa: E402
     TELEMETRY_TOPIC,
@@ -451,7 +452,7 @@ def measure_ours(n: int, ports: list[int], *, broker_port: int, sim_pid: int, se
     proc: subprocess.Popen[bytes] | None = None
     counter: Counter | None = None
     plc: Plc | None = None
-    probe: ControlProbe | None = None
+    probe: ProbeProcess | None = None
     try:
         if control_rate > 0:
             plc = Plc(free_port())
@@ -470,7 +471,7 @@ def measure_ours(n: int, ports: list[int], *, broker_port: int, sim_pid: int, se
         counter = Counter(broker_port, OUR_TOPIC, parse_ours)
         commit_floor = machine_commit_ms(work) if plc is not None else None
         if plc is not None:
-            probe = ControlProbe(broker_port, GATEWAY_ID,
+            probe = ProbeProcess(broker_port, GATEWAY_ID,
                                  Signer.load(work / "keys" / "ed25519.key").public_key,
                                  rate_per_s=control_rate)
         busy_before = wait_quiet(quiet_s) if quiet_s > 0 else None
@@ -495,6 +496,8 @@ def measure_ours(n: int, ports: list[int], *, broker_port: int, sim_pid: int, se
         others = {"anvil": anvil.proc.pid, "simulator": sim_pid, "mosquitto": _mosquitto_pid()}
         if plc is not None:
             others["plc"] = plc.pid
+        if probe is not None:
+            others["control_probe"] = probe.pid
 
         def on_start() -> None:
             before.update(_health(health_port))
@@ -662,7 +665,8 @@ def notes(qos: int, control_rate: float = 5.0) -> list[str]:
         "first datapoint's arrival at the broker (the counting subscriber): interpreter start, "
         "imports, configuration, connections to every device, first poll, first publish.",
         f"Control probe (ours, at the sizes in control_probe; by default the largest): "
-        f"{control_rate:g} signed commands/s to mrv/<gw>/cmd (QoS 1) during the window, each a "
+        f"{control_rate:g} signed commands/s to mrv/<gw>/cmd (QoS 1) during the window, sent and "
+        "timed by a process of its own (other_cpu_s.control_probe), each a "
         "write with read-back to a simulated PLC (its own process), each answered by a signed "
         "ack on mrv/<gw>/ack whose signature is checked; control_ms = command-to-ack latency "
         "p50/p99/max and without_ack (no ack within 10 s of the window's end), beside "
