@@ -144,6 +144,8 @@ class DiskBudget:
 
 #: The writer's group commit goes to the outbox in transactions of at most this many readings.
 MAX_ROWS_PER_TRANSACTION = 1_000
+#: Readings cleaned in one step of the event loop (`Pipeline._clean`; ~0.3-0.8 ms).
+CLEAN_SLICE = 1_000
 
 #: Most committed readings read back at start to resume the checks' state (about a second).
 RESUME_SCAN_MAX = 1_000_000
@@ -274,6 +276,21 @@ class Pipeline:
         self.metrics.set_state("dead_letters", "degraded",
                                dead_letter_detail(unreviewed, dead[-1]))
 
+    async def _clean(self, readings: list[Reading], now: int) -> list[Reading]:
+        """The cleaner's flags on ``readings``, `CLEAN_SLICE` at a time with a turn of the event
+        loop between slices: one call on a group commit's 3,000 readings (2,000 devices) held
+        the loop 2-3 ms, and a command's step waited behind it. Slices in order keep each
+        point's readings in order, so the flags are the same (the cleaner keeps its state
+        between calls)."""
+        if len(readings) <= CLEAN_SLICE:
+            return self.cleaner.clean(readings, now)
+        out: list[Reading] = []
+        for i in range(0, len(readings), CLEAN_SLICE):
+            if i:
+                await asyncio.sleep(0)
+            out += self.cleaner.clean(readings[i:i + CLEAN_SLICE], now)
+        return out
+
     async def commit(self, readings: list[Reading],
                      acks: list[Callable[[], None]] | None = None) -> None:
         if self.budget is not None:
@@ -292,7 +309,7 @@ class Pipeline:
                         raw=dump_record(r), now_ns=now))
             readings = [r for r, why in zip(readings, reasons, strict=True) if why is None]
         try:
-            cleaned = self.cleaner.clean(readings, now)
+            cleaned = await self._clean(readings, now)
         except Exception as e:  # a bug of the checks: keep the readings as they came, loudly
             log.exception("cleaning failed: %d reading(s) committed without the checks' flags",
                           len(readings))

@@ -135,3 +135,48 @@ async def test_a_large_group_commit_goes_in_bounded_transactions_and_taps_see_it
         assert (await ob.stats()).records == n
     finally:
         await ob.close()
+
+
+async def test_a_large_group_commit_is_cleaned_in_slices_with_the_loop_turning_between(
+        tmp_path: Path) -> None:
+    """More readings than CLEAN_SLICE: cleaned a slice at a time, another task's step runs
+    between two slices (a command's would), and the flags are those of one call on the whole
+    (points repeat across the slices: each keeps its order and its state)."""
+    from cleaning import ChecksConfig
+    from gateway._daemon import CLEAN_SLICE
+
+    cfg = ChecksConfig.model_validate({"range": {"min": 0, "max": 20}, "duplicates": True,
+                                       "timestamps": {"max_future_s": 5}})
+    points = {f"p{j}": cfg for j in range(30)}
+    n = 2 * CLEAN_SLICE + 345
+    readings = [r for i in range(n // 30 + 1) for r in _poll(i % 40)][:n]  # repeats: duplicates
+    now = 1_700_000_000_000_000_000 + 10**9
+    whole = Cleaner(points).clean(readings, now)
+    assert any(r.quality for r in whole) and not all(r.quality for r in whole)
+    calls: list[int] = []
+
+    class Spy(Cleaner):
+        def clean(self, readings: Any, now_ns: int) -> list[Reading]:
+            calls.append(len(readings))
+            return super().clean(readings, now_ns)
+
+    ob = await Outbox.open(tmp_path / "o.sqlite", "gw")
+    pipe = Pipeline(ob, Spy(points), Metrics(), 100, lambda n: None, clock=lambda: now)
+    turns: list[int] = []
+
+    async def other_task() -> None:
+        while True:
+            turns.append(len(calls))
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    try:
+        got = await pipe._clean(readings, now)
+    finally:
+        await cancel_and_wait([other])
+        await ob.close()
+    assert calls == [CLEAN_SLICE, CLEAN_SLICE, 345]
+    assert 1 in turns and 2 in turns  # the other task ran between the slices
+    assert [r.quality for r in got] == [r.quality for r in whole]
+    assert got == whole
