@@ -633,6 +633,9 @@ leafc_merkle_root(PyObject *module, PyObject *arg)
  * all that (an exact tuple of an int seq, an int time in 64 bits and a 32-byte bytes leaf),
  * are empty, or their seqs are not one contiguous run: then the pure path decides and raises
  * what it raises. */
+/* header_fields lets go of the GIL after every this many keys (a power of two) */
+#define HEADER_GIL_EVERY 4096
+
 static PyObject *
 leafc_header_fields(PyObject *module, PyObject *arg)
 {
@@ -680,6 +683,17 @@ leafc_header_fields(PyObject *module, PyObject *arg)
                 max_ts = tv;
         }
         memcpy(buf + 32 * i, PyBytes_AS_STRING(leaf), 32);
+        if ((i & (HEADER_GIL_EVERY - 1)) == HEADER_GIL_EVERY - 1 && i + 1 < n) {
+            /* A batch's keys (up to 60,000, scattered in memory) took several ms to read: the
+             * GIL is let go between pieces, so the event loop's thread is not held that long
+             * (this runs in a worker thread). Nothing of the list is kept across: its items
+             * are looked up again, and a list that changed meanwhile goes to the pure path. */
+            Py_BEGIN_ALLOW_THREADS
+            Py_END_ALLOW_THREADS
+            if (PyList_GET_SIZE(arg) != n)
+                goto pure;
+            items = PySequence_Fast_ITEMS(arg);
+        }
     }
     if (n == 1) {
         root = Py_NewRef(PyTuple_GET_ITEM(items[0], 2));

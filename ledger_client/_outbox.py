@@ -93,7 +93,7 @@ KEY_CACHE_MAX = 100_000
 COMMIT_IN_THREAD_MIN = 1_000
 #: Batches of at least this many records build their header in a worker thread.
 HEADER_IN_THREAD_MIN = 5_000
-#: A batch's keys are dropped and freed this many at a time (`_release_batch_keys`).
+#: A batch's keys are copied (`_take_keys`), dropped and freed this many at a time (`_release_batch_keys`).
 KEY_RELEASE_CHUNK = 4_096
 #: Record signatures (``sign_records``) for at most this many records in one commit are made on
 #: the event loop; more go to a worker thread, so polling and commands are not held up.
@@ -432,6 +432,22 @@ def _release_batch_keys(cached: deque[tuple[int, int, bytes]] | None, last_seq: 
         del keys[-KEY_RELEASE_CHUNK:]
 
 
+async def _take_keys(keys: deque[tuple[int, int, bytes]], n: int
+                     ) -> list[tuple[int, int, bytes]]:
+    """The first ``n`` keys (fewer if there are fewer), copied `KEY_RELEASE_CHUNK` at a time
+    with a turn of the event loop between: a batch's 60,000 keys, scattered in memory, held
+    the loop 0.4-2.4 ms in one copy. The caller holds the outbox's lock, so nothing appends to
+    or pops from ``keys`` meanwhile (the deque's iterator would refuse a change)."""
+    out: list[tuple[int, int, bytes]] = []
+    it = itertools.islice(keys, n)
+    while True:
+        before = len(out)
+        out.extend(itertools.islice(it, KEY_RELEASE_CHUNK))
+        if len(out) - before < KEY_RELEASE_CHUNK or len(out) >= n:
+            return out
+        await asyncio.sleep(0)
+
+
 def _key_seq(k: tuple[int, int, bytes]) -> int:
     return k[0]
 
@@ -745,7 +761,7 @@ class Outbox:
                 self._keys = cached = None  # out of step (never expected): read from the db
             totals = (0, 0, 0)
             if co2e_g is None and cached is not None:  # the keys as committed, no read-back
-                keys = list(itertools.islice(cached, max_records))
+                keys = await _take_keys(cached, max_records)
             else:
                 # whole records only for the CO2e callback; the header needs seq, time, leaf
                 cols = f"{_RECORD_COLS}, leaf" if co2e_g is not None else "seq, ts_ns, leaf"

@@ -148,3 +148,46 @@ def test_dropping_a_batchs_keys_drops_exactly_those_through_its_last_seq(
         assert all(k[0] > last for k in keys) and len(keys) == len(naive)
     else:
         assert len(keys) == count  # no cache kept: nothing else touched
+
+
+@settings(max_examples=200, deadline=None)
+@given(count=st.integers(0, 300), n=st.integers(0, 400), chunk=st.integers(1, 64))
+def test_taking_a_batchs_keys_copies_the_first_n_a_piece_at_a_time(
+        count: int, n: int, chunk: int) -> None:
+    """The batcher's copy of the key cache equals ``list(islice(keys, n))``, leaves the cache
+    as it was, and gives the event loop a turn between two pieces."""
+    import asyncio
+    import itertools
+    from collections import deque
+
+    keys = deque((s, s * 3, s.to_bytes(4, "big")) for s in range(1, count + 1))
+    before = list(keys)
+    turns: list[int] = []
+
+    async def run() -> list[tuple[int, int, bytes]]:
+        got: list[tuple[int, int, bytes]] = []
+
+        async def other() -> None:
+            while True:
+                turns.append(1)
+                await asyncio.sleep(0)
+
+        t = asyncio.create_task(other())
+        await asyncio.sleep(0)
+        turns.clear()
+        try:
+            got = await outbox_mod._take_keys(keys, n)
+        finally:
+            t.cancel()
+        return got
+
+    saved = outbox_mod.KEY_RELEASE_CHUNK
+    outbox_mod.KEY_RELEASE_CHUNK = chunk
+    try:
+        got = asyncio.run(run())
+    finally:
+        outbox_mod.KEY_RELEASE_CHUNK = saved
+    assert got == list(itertools.islice(before, n))
+    assert list(keys) == before
+    pieces = -(-min(n, count) // chunk)  # ceil: the copy takes this many steps at least
+    assert len(turns) >= pieces - 1
