@@ -111,11 +111,6 @@ def _build_specs() -> dict[tuple[str, str], _Spec]:
 
 
 _SPECS: Final[dict[tuple[str, str], _Spec]] = _build_specs()
-#: The numpy dtypes (by name) `decode_array` gives the values of a number type.
-_NATIVE_NP: Final[frozenset[str]] = frozenset(
-    ("int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"))
-
-
 def _is_bool(value: object) -> bool:
     """A Python or a numpy bool. A numpy bool exists only once numpy is loaded, and it is not
     loaded for this check."""
@@ -332,9 +327,7 @@ def decode_array(
     elif spec.kind == "bit":
         result = ((values >> k) & 1).astype(np.bool_)
     else:
-        if spec.dtype not in _NATIVE_NP:
-            raise KeyError(spec.dtype)
-        result = values.astype(np.dtype(spec.dtype))
+        result = values.astype(np.dtype(spec.dtype))  # the type's name is numpy's (int16 ...)
     return result
 
 
