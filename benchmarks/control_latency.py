@@ -13,6 +13,12 @@ and, for comparison, with its default (Nagle on: ~40 ms a hop). Also reported: t
 SQLite commit latency with ``synchronous=FULL`` (an fsync), the floor under the p99, since one
 such commit (the control journal's write-ahead record) is on every command's path. JSON to
 stdout, and to ``--out`` when given.
+
+With ``--beside-devices N`` the commands are sent while ``benchmarks.peer``'s gateway polls N
+devices (our side only, without its own control probe) in another process: a control service
+in a process of its own, beside that load (design 008, decision 29). The run waits for the
+peer's measuring window, measures (nothing through a default broker), then reports the
+peer's own figures under ``beside``, and whether the commands fell inside its window.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +50,7 @@ GW = "bench-gw"
 ISSUER = b"\x11" * 32
 GATEWAY = b"\x12" * 32
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def control_config(plc_port: int, broker_port: int, journal: str = "FULL") -> ControlConfig:
@@ -195,6 +203,72 @@ async def _measure(broker: Mosquitto, work: Path, commands: int, warmup: int, jo
             "task_restarts": metrics.counters["task_restarts"]}
 
 
+class Beside:
+    """``benchmarks.peer``'s gateway at ``devices`` devices (our side only, no control probe) in
+    a child process for ``seconds`` of measuring: the load the commands are sent beside.
+    Entering waits for the peer's window to start; `result` waits for the peer to finish."""
+
+    MARK = "[peer] ours: measuring"
+
+    def __init__(self, devices: int, seconds: float, out: Path) -> None:
+        self.devices, self.seconds, self.out = devices, seconds, out
+        self.lines: list[str] = []
+        self.started = threading.Event()
+        self.proc: subprocess.Popen[str] | None = None
+        self.marked_at: float | None = None  # monotonic time of the peer's "measuring"
+
+    def __enter__(self) -> Beside:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.peer", "--devices", str(self.devices),
+             "--ours-only", "--seconds", f"{self.seconds:g}", "--control-probe", "off",
+             "--out", str(self.out)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._drain, name="beside-log", daemon=True).start()
+        if not self.started.wait(600) or self.proc.poll() is not None:
+            self.__exit__()
+            raise RuntimeError("the peer's gateway did not start measuring: "
+                               + "".join(self.lines[-20:]))
+        return self
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if line.startswith(self.MARK) and self.marked_at is None:
+                self.marked_at = time.monotonic()
+                self.started.set()
+        self.started.set()  # the peer exited: nobody waits for a mark that will not come
+
+    def result(self, began: float, ended: float) -> dict[str, Any]:
+        """The peer's figures once it is done, and when the commands ``began`` and ``ended``
+        (monotonic) against its window."""
+        assert self.proc is not None
+        start = self.marked_at
+        code = self.proc.wait(self.seconds + 600)
+        if code != 0:
+            raise RuntimeError(f"the peer exited with {code}: " + "".join(self.lines[-20:]))
+        ours = json.loads(self.out.read_text())["ours"]
+        return {"command": f"python -m benchmarks.peer --devices {self.devices} --ours-only "
+                           f"--seconds {self.seconds:g} --control-probe off",
+                "devices": self.devices, "window_s": self.seconds,
+                "commands_inside_window": start is not None and start <= began
+                                          and ended - start <= self.seconds,
+                "commands_began_after_s": None if start is None else round(began - start, 1),
+                "commands_done_after_s": None if start is None else round(ended - start, 1),
+                **{k: ours.get(k) for k in ("zero_loss", "delivered_dp_per_s", "cpu_us_per_dp",
+                                            "machine_ed25519_signs_per_s",
+                                            "machine_busy_cores_before")}}
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # the peer stops what it started (`stop_on_sigterm`)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 async def bench(commands: int, default_broker_commands: int, journal: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mrv-bench-control-",
                                      dir=os.environ.get("MRV_BENCH_DIR")) as d:
@@ -235,14 +309,26 @@ def main(argv: list[str] | None = None) -> int:
                     help="commands through a default-config broker, for comparison (0: skip)")
     ap.add_argument("--journal-synchronous", choices=["FULL", "NORMAL"], default="FULL",
                     help="control.journal_synchronous (FULL: the default, survives power loss)")
+    ap.add_argument("--beside-devices", type=int, default=0, metavar="N",
+                    help="send the commands while benchmarks.peer's gateway polls N devices in "
+                         "another process (no default-broker run then)")
+    ap.add_argument("--beside-seconds", type=float, default=60.0,
+                    help="the peer's measuring window; the commands must fit in it")
     ap.add_argument("--out")
     ap.add_argument("--serve-plc", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve_plc:
         asyncio.run(serve_plc(args.serve_plc))
         return 0
-    res = asyncio.run(bench(args.commands, args.default_broker_commands,
-                            args.journal_synchronous))
+    if args.beside_devices > 0:
+        with tempfile.TemporaryDirectory(prefix="mrv-bench-beside-") as d, \
+                Beside(args.beside_devices, args.beside_seconds, Path(d) / "peer.json") as load:
+            began = time.monotonic()
+            res = asyncio.run(bench(args.commands, 0, args.journal_synchronous))
+            res["beside"] = load.result(began, time.monotonic())
+    else:
+        res = asyncio.run(bench(args.commands, args.default_broker_commands,
+                                args.journal_synchronous))
     text = json.dumps(res, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

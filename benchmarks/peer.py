@@ -500,6 +500,7 @@ def measure_ours(n: int, ports: list[int], *, broker_port: int, sim_pid: int, se
             others["control_probe"] = probe.pid
 
         def on_start() -> None:
+            log(f"ours: measuring {seconds:g} s")  # what `control_latency --beside-devices` awaits
             before.update(_health(health_port))
             if probe is not None:
                 probe.start()
