@@ -210,8 +210,9 @@ class Beside:
 
     MARK = "[peer] ours: measuring"
 
-    def __init__(self, devices: int, seconds: float, out: Path) -> None:
+    def __init__(self, devices: int, seconds: float, out: Path, wait_quiet_s: float) -> None:
         self.devices, self.seconds, self.out = devices, seconds, out
+        self.wait_quiet_s = wait_quiet_s
         self.lines: list[str] = []
         self.started = threading.Event()
         self.proc: subprocess.Popen[str] | None = None
@@ -221,7 +222,7 @@ class Beside:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.peer", "--devices", str(self.devices),
              "--ours-only", "--seconds", f"{self.seconds:g}", "--control-probe", "off",
-             "--out", str(self.out)],
+             "--wait-quiet", f"{self.wait_quiet_s:g}", "--out", str(self.out)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._drain, name="beside-log", daemon=True).start()
         if not self.started.wait(600) or self.proc.poll() is not None:
@@ -314,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                          "another process (no default-broker run then)")
     ap.add_argument("--beside-seconds", type=float, default=60.0,
                     help="the peer's measuring window; the commands must fit in it")
+    ap.add_argument("--beside-wait-quiet", type=float, default=120.0, metavar="S",
+                    help="the peer's --wait-quiet: up to S s for an idle machine first")
     ap.add_argument("--out")
     ap.add_argument("--serve-plc", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -322,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.beside_devices > 0:
         with tempfile.TemporaryDirectory(prefix="mrv-bench-beside-") as d, \
-                Beside(args.beside_devices, args.beside_seconds, Path(d) / "peer.json") as load:
+                Beside(args.beside_devices, args.beside_seconds, Path(d) / "peer.json",
+                       args.beside_wait_quiet) as load:
             began = time.monotonic()
             res = asyncio.run(bench(args.commands, 0, args.journal_synchronous))
             res["beside"] = load.result(began, time.monotonic())
