@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import stop_process
 from benchmarks.control_latency import sqlite_commit_ms
 from control import Command, public_key_of, sign_command, verify_ack
 
@@ -82,13 +83,7 @@ class Plc:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
 
 
 #: ``records.kind`` of an audit record (docs/outbox.md)

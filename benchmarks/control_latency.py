@@ -40,7 +40,7 @@ from typing import Any
 
 import aiomqtt
 
-from benchmarks import stop_on_sigterm
+from benchmarks import stop_on_sigterm, stop_process
 from control import Command, ControlConfig, ControlService, public_key_of, sign_bytes, sign_command
 from ledger_client import Outbox
 from mrv_core import AuditRecord, Metrics
@@ -261,13 +261,8 @@ class Beside:
                                             "machine_busy_cores_before")}}
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # the peer stops what it started (`stop_on_sigterm`)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, 120)  # the peer stops what it started
 
 
 async def bench(commands: int, default_broker_commands: int, journal: str) -> dict[str, Any]:

@@ -55,7 +55,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -71,7 +70,7 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # `python benchmarks/peer.py` works too
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import stop_on_sigterm  # noqa: E402
+from benchmarks import stop_on_sigterm, stop_process  # noqa: E402
 from benchmarks._peer_control import Plc, ProbeProcess, control_block, machine_commit_ms  # noqa: E402
 from benchmarks._peer_sim import DeviceSim  # noqa: E402
 from benchmarks._peer_tb import (  # noqa: E402
@@ -532,7 +531,7 @@ def measure_ours(n: int, ports: list[int], *, broker_port: int, sim_pid: int, se
                       "Merkle batch, Ed25519 sign, anchor on chain, publish live telemetry"
         if probe is not None:
             # the legs come from the gateway's outbox, complete once it has stopped
-            _stop(proc, signal.SIGTERM, 60)
+            stop_process(proc, 60)
             outbox = next(work.rglob("outbox.sqlite"), None)
             if outbox is not None:
                 res["control_ms"]["legs_ms"] = probe.legs(outbox)
@@ -543,7 +542,7 @@ def measure_ours(n: int, ports: list[int], *, broker_port: int, sim_pid: int, se
         if counter is not None:
             counter.close()
         if proc is not None:
-            _stop(proc, signal.SIGTERM, 60)
+            stop_process(proc, 60)
         if plc is not None:
             plc.stop()
         anvil.stop()
@@ -560,16 +559,6 @@ def _counter_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, i
                                                    "batch", "anchor", "failure", "dropped",
                                                    "control"))]
     return {k: int(a[k]) - int(b.get(k, 0)) for k in sorted(keys)}
-
-
-def _stop(proc: subprocess.Popen[bytes], sig: int, wait_s: float) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 _MOSQUITTO_PID = [0]
