@@ -160,5 +160,5 @@ class LiveMrv:
             await asyncio.to_thread(self.portal.stop)
             self.portal = None
         if self.broker is not None:
-            self.broker.stop()
+            self.broker.close()
             self.broker = None

@@ -89,6 +89,11 @@ class Mosquitto:
     def __enter__(self) -> Mosquitto:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
+        """Stop it for good: `stop`, then remove its folder (config, log and store), which
+        `stop` keeps so that a `restart` finds its persisted sessions."""
         self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)  # its config, log and store
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -11,6 +11,7 @@ import sqlite3
 import struct
 import threading
 from collections.abc import Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -76,8 +77,11 @@ def live(anvil: Anvil, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Liv
     stack = LiveMrv(tmp_path_factory.mktemp("live"), anvil.url, batch_interval_s=2.0,
                     poll_interval_s=0.5)
     lv = Live(stack, loop)
+    broker_dir: Path | None = None
     try:
         lv.run(stack.start())
+        assert stack.broker is not None
+        broker_dir = stack.broker.dir
         yield lv
     finally:
         try:
@@ -86,6 +90,7 @@ def live(anvil: Anvil, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Liv
             loop.call_soon_threadsafe(loop.stop)
             thread.join(30)
             loop.close()
+    assert broker_dir is not None and not broker_dir.exists()  # the stack leaves no broker dir
 
 
 def _wait_verified(live: Live, page: Any, at_least: int) -> list[dict[str, Any]]:
