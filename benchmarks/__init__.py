@@ -5,9 +5,7 @@ and stops them when it ends."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
-from typing import Any
 
 
 def stop_on_sigterm() -> None:
@@ -18,15 +16,3 @@ def stop_on_sigterm() -> None:
     core, skewed the runs after it."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
-
-def stop_process(proc: subprocess.Popen[Any], wait_s: float, sig: int = signal.SIGTERM) -> None:
-    """Stop a child the benchmark started, if it still runs: ``sig``, then up to ``wait_s`` for
-    it to exit (a benchmark child stops what it started on SIGTERM: `stop_on_sigterm`), then
-    SIGKILL."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

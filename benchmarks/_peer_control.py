@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import stop_process
 from benchmarks.control_latency import sqlite_commit_ms
 from control import Command, public_key_of, sign_command, verify_ack
+from simulator import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 ISSUER_SECRET = b"\x11" * 32

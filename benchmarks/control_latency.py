@@ -40,11 +40,11 @@ from typing import Any
 
 import aiomqtt
 
-from benchmarks import stop_on_sigterm, stop_process
+from benchmarks import stop_on_sigterm
 from control import Command, ControlConfig, ControlService, public_key_of, sign_bytes, sign_command
 from ledger_client import Outbox
 from mrv_core import AuditRecord, Metrics
-from simulator import ActuatorModel, ActuatorPlant, Mosquitto, free_port, wait_port
+from simulator import ActuatorModel, ActuatorPlant, Mosquitto, free_port, stop_process, wait_port
 
 GW = "bench-gw"
 ISSUER = b"\x11" * 32

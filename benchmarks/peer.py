@@ -70,7 +70,7 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # `python benchmarks/peer.py` works too
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import stop_on_sigterm, stop_process  # noqa: E402
+from benchmarks import stop_on_sigterm  # noqa: E402
 from benchmarks._peer_control import Plc, ProbeProcess, control_block, machine_commit_ms  # noqa: E402
 from benchmarks._peer_sim import DeviceSim  # noqa: E402
 from benchmarks._peer_tb import (  # noqa: E402
@@ -85,6 +85,7 @@ from benchmarks._peer_tb import (  # noqa: E402
 )
 from benchmarks.acquisition import _percentile, _proc_cpu_s  # noqa: E402
 from benchmarks.pipeline import ed25519_limit  # noqa: E402
+from simulator import stop_process  # noqa: E402
 
 GATEWAY_ID = "bench-peer"
 OUR_TOPIC = f"mrv/{GATEWAY_ID}/telemetry"

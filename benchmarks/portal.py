@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from benchmarks import stop_on_sigterm
 from benchmarks._load import run_load
 from benchmarks._portal_data import INDUSTRIES, REGIONS, address_of, fill
-from simulator import Postgres, free_port, wait_port
+from simulator import Postgres, free_port, stop_process, wait_port
 
 BIN = Path(sys.executable).parent
 GOV = "0x" + "ab" * 20
@@ -131,12 +131,7 @@ async def api_load(pg: Postgres, work: Path, *, rate: float, seconds: float,
                           "postgres": round(cpu1[1] - cpu0[1], 2),
                           "load_generator": round(cpu1[2] - cpu0[2], 2)}}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 30)
         log.close()
 
 

@@ -22,6 +22,7 @@ from simulator._plant import (
     wait_port,
 )
 from simulator._postgres import Postgres
+from simulator._process import stop_process
 from simulator._provision import Provisioned, plant_devices, provision
 from simulator._rtu import RtuLine
 from simulator._tls import SimPki
@@ -54,5 +55,6 @@ __all__ = [
     "free_port",
     "plant_devices",
     "provision",
+    "stop_process",
     "wait_port",
 ]

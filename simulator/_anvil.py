@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -13,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from simulator._plant import free_port
+from simulator._process import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,13 +93,7 @@ class Anvil:
         """Graceful stop (anvil writes its state file on SIGTERM)."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         self.proc = None
         if self.cache_path is not None:
             shutil.rmtree(self.cache_path, ignore_errors=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 
 from simulator._plant import free_port
+from simulator._process import stop_process
 from simulator._tls import SimPki
 
 
@@ -73,13 +73,8 @@ class Mosquitto:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, 5)
         self.proc = None
 
     def restart(self) -> None:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from simulator._plant import free_port
+from simulator._process import stop_process
 
 
 def pg_bindir() -> Path:
@@ -111,14 +112,8 @@ class Postgres:
 
     def stop(self) -> None:
         if self.proc is not None:
-            if self.proc.poll() is None:
-                # SIGINT: "fast" shutdown (rolls back open transactions, closes connections)
-                self.proc.send_signal(signal.SIGINT)
-                try:
-                    self.proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+            # SIGINT: "fast" shutdown (rolls back open transactions, closes connections)
+            stop_process(self.proc, 20, signal.SIGINT)
             self.proc = None
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
